@@ -1,0 +1,76 @@
+"""The `vtk` command: a click group with one subcommand per module in vtk/commands/.
+
+Subcommands are imported only when run, so `vtk --help` stays fast and a missing optional
+dependency of one command never breaks another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from vtk import __version__
+from vtk.errors import VtkError
+
+COMMANDS = {
+    "shard": "videos or the synthetic world to WebDataset shards with captions",
+    "inspect": "print a shard set's card, validate every tar, preview samples",
+    "train": "train ViCLIP on a shard set (with video token masking)",
+    "eval": "zero-shot classification and retrieval on benchmarks",
+    "ablate": "run the caption-scale or masking-ratio ablation",
+    "report": "tables and plots of ablation results",
+    "demo": "the whole study on the synthetic world, offline, on a CPU",
+    "bench": "throughput benchmarks: decode, shard, train",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"vtk.commands.{name}")
+        return module.command
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, help_ in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vtk")
+def cli():
+    """vtk: video-text shards, ViCLIP training and zero-shot evaluation.
+
+    \b
+    Start with:  vtk demo --quick
+    """
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except VtkError as e:
+        from rich.console import Console
+
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
