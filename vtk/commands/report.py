@@ -1,0 +1,41 @@
+"""`vtk report DIR...`: the ablation tables (and plots) from finished runs."""
+
+from __future__ import annotations
+
+import click
+
+from vtk.errors import VtkError
+
+
+@click.command("report")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--v2t", is_flag=True, help="Video-to-text R@1 instead of text-to-video.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw the results to this PNG.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write the markdown/csv/json output to this file instead of stdout.")
+def command(dirs, fmt, v2t, plot_path, out_path):
+    """Tables of the caption and masking ablations found under DIRS.
+
+    \b
+    Example:
+      vtk report runs/ --format markdown --plot runs/ablations.png
+    """
+    from vtk import report
+
+    arms = report.collect(dirs)
+    if not arms:
+        raise VtkError(f"{', '.join(dirs)}: no finished ablation runs (ablation.json + eval.json)")
+    if fmt == "table":
+        report.render_table(arms, v2t=v2t)
+    else:
+        text = report.render_text(arms, fmt, v2t=v2t)
+        if out_path:
+            with open(out_path, "w") as f:
+                f.write(text + "\n")
+        else:
+            click.echo(text)
+    if plot_path:
+        click.echo(f"plot: {report.plot(arms, plot_path, v2t=v2t)}")

@@ -1,0 +1,292 @@
+"""Ablation results as tables, exports and plots.
+
+A run directory written by `vtk ablate` holds `ablation.json` (`ablation`, `arm`, `seed`),
+`summary.json` (training time, clips/s, peak memory and its device) and `eval.json` (every
+benchmark's metrics). This module finds those runs, groups them by (ablation, arm), takes the
+mean and standard deviation across seeds and renders them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# (column key, benchmark base name, metric) in table order.
+CLS_BENCHES = ("k400", "k600", "k700")
+RET_BENCHES = ("msrvtt", "lsmdc", "didemo", "msvd", "anet")
+LABELS = {"k400": "K400", "k600": "K600", "k700": "K700", "msrvtt": "MSR-VTT", "lsmdc": "LSMDC",
+          "didemo": "DiDeMo", "msvd": "MSVD", "anet": "ANet"}
+BASELINE = {"captions": "coarse", "mask": "0"}
+
+
+@dataclass
+class Arm:
+    """One arm of one ablation, aggregated over its seeds."""
+
+    ablation: str
+    arm: str
+    runs: list[Path] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)  # column -> one per seed
+    device: str = ""
+    synthetic: bool = False
+
+    def mean(self, col: str) -> float | None:
+        v = self.values.get(col)
+        return sum(v) / len(v) if v else None
+
+    def std(self, col: str) -> float | None:
+        v = self.values.get(col)
+        if not v or len(v) < 2:
+            return None
+        m = sum(v) / len(v)
+        return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def columns(v2t: bool = False) -> list[str]:
+    direction = "v2t" if v2t else "t2v"
+    return ([f"{b}_top1" for b in CLS_BENCHES] + [f"{b}_{direction}_r1" for b in RET_BENCHES]
+            + ["train_time_s", "clips_per_s", "peak_mem_bytes"])
+
+
+def _bench_metrics(eval_json: dict) -> tuple[dict[str, dict], bool]:
+    """Benchmark base name ('k400') -> metrics; and whether they were synthetic."""
+    out, synthetic = {}, False
+    for name, entry in eval_json.get("benchmarks", {}).items():
+        base = name.removeprefix("synth-")
+        synthetic |= name.startswith("synth-")
+        out[base] = entry.get("metrics", entry)
+    return out, synthetic
+
+
+def _arm_sort_key(arm: Arm):
+    order = {"coarse": 0, "fine": 1, "both": 2, "mixed": 3}
+    try:
+        return (arm.ablation, 0, float(arm.arm), "")
+    except ValueError:
+        return (arm.ablation, 1, order.get(arm.arm, 9), arm.arm)
+
+
+def collect(dirs: list[str | Path]) -> list[Arm]:
+    """Find every finished run (with ablation.json and eval.json) under ``dirs``."""
+    arms: dict[tuple[str, str], Arm] = {}
+    for d in dirs:
+        for tag in sorted(Path(d).rglob("ablation.json")):
+            run = tag.parent
+            if not (run / "eval.json").exists():
+                continue
+            info = json.loads(tag.read_text())
+            arm = arms.setdefault((info["ablation"], str(info["arm"])),
+                                  Arm(info["ablation"], str(info["arm"])))
+            arm.runs.append(run)
+            metrics, synthetic = _bench_metrics(json.loads((run / "eval.json").read_text()))
+            arm.synthetic |= synthetic
+            row: dict[str, float] = {}
+            for b in CLS_BENCHES:
+                if b in metrics and "top1" in metrics[b]:
+                    row[f"{b}_top1"] = metrics[b]["top1"]
+            for b in RET_BENCHES:
+                for direction in ("t2v", "v2t"):
+                    key = f"{direction}_r1"
+                    if b in metrics and key in metrics[b]:
+                        row[f"{b}_{key}"] = metrics[b][key]
+            summary_path = run / "summary.json"
+            if summary_path.exists():
+                summary = json.loads(summary_path.read_text())
+                for key in ("train_time_s", "clips_per_s", "peak_mem_bytes"):
+                    if summary.get(key) is not None:
+                        row[key] = float(summary[key])
+                arm.device = summary.get("device", arm.device)
+            for key, value in row.items():
+                arm.values.setdefault(key, []).append(float(value))
+    return sorted(arms.values(), key=_arm_sort_key)
+
+
+def _header(col: str, synthetic: bool) -> str:
+    tag = " (synth)" if synthetic else ""
+    base = col.split("_")[0]
+    if col.endswith("_top1"):
+        return f"{LABELS[base]}{tag} top-1"
+    if "_r1" in col:
+        return f"{LABELS[base]}{tag} {col.split('_')[1].upper()} R@1"
+    return {"train_time_s": "train time (s)", "clips_per_s": "clips/s",
+            "peak_mem_bytes": "peak mem (MB)"}[col]
+
+
+def _fmt(col: str, mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    if col == "peak_mem_bytes":
+        mean, std = mean / 2**20, (std / 2**20 if std is not None else None)
+        text = f"{mean:.0f}"
+        return text + (f" ± {std:.0f}" if std is not None else "")
+    if col in ("train_time_s", "clips_per_s"):
+        return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def _delta(col: str, value: float | None, base: float | None) -> str:
+    if value is None or base is None:
+        return ""
+    if col in ("train_time_s", "peak_mem_bytes", "clips_per_s"):
+        return f"{value / base:.2f}x" if base else ""
+    return f"{100 * (value - base):+.1f}"
+
+
+def _best(arms: list[Arm], col: str) -> str | None:
+    """The arm with the best mean in a column (lowest for time and memory)."""
+    scored = [(a.mean(col), a.arm) for a in arms if a.mean(col) is not None]
+    if not scored:
+        return None
+    lower = col in ("train_time_s", "peak_mem_bytes")
+    return (min if lower else max)(scored)[1]
+
+
+def table_rows(arms: list[Arm], v2t: bool = False) -> list[dict]:
+    """One dict per arm with the formatted cells (for table, markdown and csv)."""
+    rows = []
+    for ablation in sorted({a.ablation for a in arms}):
+        group = [a for a in arms if a.ablation == ablation]
+        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
+        for arm in group:
+            cells = {"ablation": ablation, "arm": arm.arm, "seeds": str(len(arm.runs))}
+            for col in columns(v2t):
+                cell = _fmt(col, arm.mean(col), arm.std(col))
+                if arm is not base:
+                    d = _delta(col, arm.mean(col), base.mean(col))
+                    cell += f" ({d})" if d else ""
+                cells[col] = cell
+            cells["device"] = arm.device
+            rows.append(cells)
+    return rows
+
+
+def json_rows(arms: list[Arm]) -> list[dict]:
+    keys = ["k400_top1", "k600_top1", "k700_top1", "msrvtt_t2v_r1", "lsmdc_t2v_r1",
+            "didemo_t2v_r1", "msvd_t2v_r1", "anet_t2v_r1", "train_time_s", "peak_mem_bytes"]
+    out = []
+    for arm in arms:
+        row = {"ablation": arm.ablation, "arm": arm.arm}
+        for k in keys:
+            row[k] = arm.mean(k)
+            if arm.std(k) is not None:
+                row[f"{k}_std"] = arm.std(k)
+        for k in ("msrvtt_v2t_r1", "clips_per_s"):
+            if arm.mean(k) is not None:
+                row[k] = arm.mean(k)
+        row.update(device=arm.device, seeds=len(arm.runs), synthetic=arm.synthetic,
+                   runs=[str(r) for r in arm.runs])
+        out.append(row)
+    return out
+
+
+def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    cols = columns(v2t)
+    for ablation in sorted({a.ablation for a in arms}):
+        group = [a for a in arms if a.ablation == ablation]
+        synthetic = any(a.synthetic for a in group)
+        title = {"captions": "Caption scale", "mask": "Video token masking ratio"}.get(
+            ablation, ablation)
+        table = Table(title=f"{title} (mean ± sd over seeds; (Δ) vs {BASELINE.get(ablation)})")
+        table.add_column("arm", style="bold")
+        table.add_column("seeds", justify="right")
+        for col in cols:
+            table.add_column(_header(col, synthetic), justify="right")
+        table.add_column("device")
+        best = {col: _best(group, col) for col in cols}
+        for cells, arm in zip(table_rows(group, v2t), group):
+            row = [cells["arm"], cells["seeds"]]
+            for col in cols:
+                text = cells[col]
+                row.append(f"[bold green]{text}[/]" if best[col] == arm.arm else text)
+            row.append(cells["device"])
+            table.add_row(*row)
+        console.print(table)
+
+
+def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
+    """markdown | csv | json."""
+    if fmt == "json":
+        return json.dumps(json_rows(arms), indent=2)
+    cols = columns(v2t)
+    rows = table_rows(arms, v2t)
+    synthetic = any(a.synthetic for a in arms)
+    headers = ["ablation", "arm", "seeds"] + [_header(c, synthetic) for c in cols] + ["device"]
+    keys = ["ablation", "arm", "seeds"] + cols + ["device"]
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(headers)
+        for r in rows:
+            w.writerow([r[k] for k in keys])
+        return buf.getvalue()
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for r in rows:
+        lines.append("| " + " | ".join(r[k] for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def plot(arms: list[Arm], path: str | Path, v2t: bool = False) -> Path:
+    """Masking: accuracy and R@1 against ratio, time and memory on a second axis.
+    Captions: grouped bars per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    direction = "v2t" if v2t else "t2v"
+    metric_cols = [f"{b}_top1" for b in CLS_BENCHES] + [f"{b}_{direction}_r1" for b in RET_BENCHES]
+    mask = [a for a in arms if a.ablation == "mask"]
+    caps = [a for a in arms if a.ablation == "captions"]
+    n = int(bool(mask)) + int(bool(caps))
+    if n == 0:
+        raise ValueError("no finished runs to plot")
+    fig, axes = plt.subplots(1, n, figsize=(7 * n, 4.5), squeeze=False)
+    ax_i = 0
+    if mask:
+        ax = axes[0][ax_i]
+        ax_i += 1
+        ratios = [float(a.arm) for a in mask]
+        for col in metric_cols:
+            ys = [a.mean(col) for a in mask]
+            if all(y is not None for y in ys):
+                ax.plot(ratios, [100 * y for y in ys], marker="o", label=_header(col, False))
+        ax.set_xlabel("video token masking ratio")
+        ax.set_ylabel("top-1 / R@1 (%)")
+        ax.legend(fontsize=7, loc="lower left")
+        ax2 = ax.twinx()
+        t = [a.mean("train_time_s") for a in mask]
+        m = [a.mean("peak_mem_bytes") for a in mask]
+        if all(v is not None for v in t):
+            ax2.plot(ratios, t, "k--", marker="s", label="train time (s)")
+        if all(v is not None for v in m):
+            ax2.plot(ratios, [v / 2**20 for v in m], "k:", marker="^", label="peak mem (MB)")
+        ax2.set_ylabel("train time (s) / peak memory (MB)")
+        ax2.legend(fontsize=7, loc="upper right")
+        ax.set_title("Masking ratio")
+    if caps:
+        ax = axes[0][ax_i]
+        width = 0.8 / len(caps)
+        xs = range(len(metric_cols))
+        for i, a in enumerate(caps):
+            ys = [100 * (a.mean(c) or 0) for c in metric_cols]
+            ax.bar([x + i * width for x in xs], ys, width, label=a.arm)
+        ax.set_xticks([x + 0.4 - width / 2 for x in xs])
+        ax.set_xticklabels([_header(c, False).replace(" R@1", "\nR@1") for c in metric_cols],
+                           fontsize=7, rotation=30)
+        ax.set_ylabel("top-1 / R@1 (%)")
+        ax.legend(title="captions")
+        ax.set_title("Caption scale")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
