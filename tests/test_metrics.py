@@ -40,12 +40,12 @@ def test_several_ground_truths_use_the_best_ranked_one():
 def test_retrieval_metrics_hand_computed():
     m = M.retrieval_metrics(SIM, T2V)
     # T2V ranks [1, 2, 3, 2]
-    assert m["t2v_r1"] == pytest.approx(25.0)
-    assert m["t2v_r5"] == m["t2v_r10"] == pytest.approx(100.0)
+    assert m["t2v_r1"] == pytest.approx(0.25)
+    assert m["t2v_r5"] == m["t2v_r10"] == pytest.approx(1.0)
     assert m["t2v_mdr"] == 2.0
     assert m["t2v_mnr"] == pytest.approx(2.0)
     # V2T ranks [1, 2, 2]
-    assert m["v2t_r1"] == pytest.approx(100 / 3)
+    assert m["v2t_r1"] == pytest.approx(1 / 3)
     assert m["v2t_mdr"] == 2.0
     assert m["v2t_mnr"] == pytest.approx(5 / 3)
     assert set(m) == {f"{d}_{k}" for d in ("t2v", "v2t") for k in ("r1", "r5", "r10", "mdr", "mnr")}
@@ -77,9 +77,9 @@ def test_topk_accuracy_and_avg():
         ]
     )
     m = M.topk_accuracy(scores, [0, 5, 4, 2])
-    assert m["top1"] == pytest.approx(25.0)
-    assert m["top5"] == pytest.approx(75.0)
-    assert m["avg"] == pytest.approx(50.0)
+    assert m["top1"] == pytest.approx(0.25)
+    assert m["top5"] == pytest.approx(0.75)
+    assert m["avg"] == pytest.approx(0.5)
 
 
 def test_dsl_matches_hand_computed_values_and_can_change_ranks():
@@ -93,9 +93,9 @@ def test_dsl_matches_hand_computed_values_and_can_change_ranks():
         ]
     )
     np.testing.assert_allclose(M.dsl(sim), expected, rtol=1e-12)
-    assert M.retrieval_metrics(sim, [0, 1])["t2v_r1"] == 50.0
+    assert M.retrieval_metrics(sim, [0, 1])["t2v_r1"] == 0.5
     d = M.dsl_retrieval_metrics(sim, [0, 1])
-    assert d["dsl_t2v_r1"] == 100.0
+    assert d["dsl_t2v_r1"] == 1.0
     assert all(k.startswith("dsl_") for k in d)
 
 

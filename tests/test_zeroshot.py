@@ -47,8 +47,8 @@ def test_zeroshot_classification_returns_metrics_and_class_by_video_scores():
     prompts = np.eye(3).repeat(2, axis=0)  # 3 classes x 2 templates, class-major
     m, scores = Z.zeroshot_classification(videos, prompts, [0, 1, 1], num_templates=2)
     assert scores.shape == (3, 3)  # classes x videos
-    assert m["top1"] == pytest.approx(200 / 3)
-    assert m["top5"] == 100.0 and m["avg"] == pytest.approx((200 / 3 + 100) / 2)
+    assert m["top1"] == pytest.approx(2 / 3)
+    assert m["top5"] == 1.0 and m["avg"] == pytest.approx((2 / 3 + 1) / 2)
     with pytest.raises(ValueError):
         Z.class_scores(videos, prompts[:5], num_templates=2)
 
@@ -70,7 +70,7 @@ def test_zeroshot_retrieval_perfect_and_dsl_keys():
     texts = np.array([[1, 0, 0], [0, 1, 0], [0, 0.6, 0.8], [0, 0, 1]], dtype=np.float64)
     m, sim = Z.zeroshot_retrieval(videos, texts, [0, 1, 2, 2], dsl=True)
     assert sim.shape == (4, 3)
-    assert m["t2v_r1"] == 100.0 and m["v2t_r1"] == 100.0 and m["t2v_mdr"] == 1.0
-    assert m["dsl_t2v_r1"] == 100.0 and "dsl_v2t_mnr" in m
+    assert m["t2v_r1"] == 1.0 and m["v2t_r1"] == 1.0 and m["t2v_mdr"] == 1.0
+    assert m["dsl_t2v_r1"] == 1.0 and "dsl_v2t_mnr" in m
     m, _ = Z.zeroshot_retrieval(videos, texts, [0, 1, 2, 2])
     assert not any(k.startswith("dsl_") for k in m)

@@ -7,9 +7,9 @@ Conventions (docs/evaluation.md):
   ground truths never count against it.
 - **Ties are pessimistic**: a wrong candidate that scores exactly as high as the best ground
   truth is ranked above it. ``rank = 1 + #{wrong c : scores[q, c] >= max_gt scores[q]}``.
-  A constant model therefore gets the worst rank, never R@1 = 100, and the result does not
+  A constant model therefore gets the worst rank, never R@1 = 1, and the result does not
   depend on the order of the candidates.
-- Recalls and accuracies are percentages (0-100), as the papers report them.
+- Recalls and accuracies are fractions in [0, 1] (the report prints them as percentages).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def query_ranks(scores: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def recall_summary(ranks: np.ndarray, prefix: str = "", ks=RECALL_KS) -> dict[str, float]:
-    """R@k (percent), median rank ``mdr`` and mean rank ``mnr`` of 1-based ranks (Q,)."""
+    """R@k (fraction), median rank ``mdr`` and mean rank ``mnr`` of 1-based ranks (Q,)."""
     ranks = np.asarray(ranks)
-    out = {f"{prefix}r{k}": 100.0 * float((ranks <= k).mean()) for k in ks}
+    out = {f"{prefix}r{k}": float((ranks <= k).mean()) for k in ks}
     out[f"{prefix}mdr"] = float(np.median(ranks))
     out[f"{prefix}mnr"] = float(ranks.mean())
     return out
@@ -53,14 +53,14 @@ def labels_to_gt(labels, num_classes: int) -> np.ndarray:
 
 
 def topk_accuracy(scores: np.ndarray, labels, ks=(1, 5)) -> dict[str, float]:
-    """Top-k accuracy (percent) of class scores V x C against labels (V,); ties pessimistic.
+    """Top-k accuracy (fraction) of class scores V x C against labels (V,); ties pessimistic.
 
     Returns ``{"top1", "top5", "avg"}`` where avg = (top1 + top5) / 2 (ViCLIP's AVG). With
-    fewer than k classes top-k is 100.
+    fewer than k classes top-k is 1.
     """
     scores = np.asarray(scores)
     ranks = query_ranks(scores, labels_to_gt(labels, scores.shape[1]))
-    out = {f"top{k}": 100.0 * float((ranks <= k).mean()) for k in ks}
+    out = {f"top{k}": float((ranks <= k).mean()) for k in ks}
     if "top1" in out and "top5" in out:
         out["avg"] = (out["top1"] + out["top5"]) / 2
     return out

@@ -96,7 +96,7 @@ def zeroshot_classification(
     num_templates: int,
     mode: str = "similarity",
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Top-1, top-5 and AVG (percent) and the class scores C x V (class texts x videos, the
+    """Top-1, top-5 and AVG (fractions) and the class scores C x V (class texts x videos, the
     orientation ``--save-sims`` writes)."""
     scores = class_scores(video_emb, prompt_emb, num_templates, mode)  # V x C
     return topk_accuracy(scores, labels), scores.T
