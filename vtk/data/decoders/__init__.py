@@ -1,0 +1,70 @@
+"""Video decoders behind one protocol, chosen by name.
+
+Every backend decodes an mp4 held in memory (the ``mp4`` member of a shard sample) at the
+frame indices the sampler asks for. Optional libraries are imported inside their backend, and a
+missing one is a one-line install hint (``vtk.errors.require``).
+
+    >>> dec = get_decoder("pyav")
+    >>> frames, n = dec.decode(mp4_bytes, lambda n: eval_indices(n, 8))  # uint8 8xHxWx3, n
+
+``indices`` is a sequence of frame numbers, a callable ``num_frames -> indices`` (the sampler,
+when the count comes from the file), or None for every frame. Indices past the end are clamped
+to the last frame, so a sample whose json overstates its length still decodes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Protocol, Union
+
+import numpy as np
+import torch
+
+from vtk.errors import VtkError
+
+Indices = Union[Sequence[int], np.ndarray, Callable[[int], Sequence[int]], None]
+
+# name -> module; speed order on a CPU as measured in REFERENCE.md (fastest first)
+BACKENDS = {
+    "torchcodec": "vtk.data.decoders.torchcodec",
+    "decord": "vtk.data.decoders.decord",
+    "pyav": "vtk.data.decoders.pyav",
+}
+
+
+class Decoder(Protocol):
+    name: str
+
+    def decode(self, data: bytes, indices: Indices = None) -> tuple[torch.Tensor, int]:
+        """mp4 bytes -> (uint8 tensor T x H x W x 3 RGB, number of frames in the clip)."""
+        ...
+
+
+def get_decoder(name: str, threads: int = 1) -> Decoder:
+    """The decoder named ``name`` (one decode thread by default: one per loader worker)."""
+    if name not in BACKENDS:
+        raise VtkError(f"unknown decoder {name!r}; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name]).make(threads=threads)
+
+
+def available_decoders() -> list[str]:
+    """Names of the backends whose library imports here, fastest first."""
+    out = []
+    for name in BACKENDS:
+        try:
+            get_decoder(name)
+        except VtkError:
+            continue
+        out.append(name)
+    return out
+
+
+def resolve(indices: Indices, num_frames: int) -> np.ndarray | None:
+    """Concrete int64 indices clamped to ``[0, num_frames)``, or None for all frames."""
+    if indices is None:
+        return None
+    if callable(indices):
+        indices = indices(num_frames)
+    idx = np.asarray(indices, dtype=np.int64)
+    return np.clip(idx, 0, max(num_frames - 1, 0))

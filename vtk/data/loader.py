@@ -1,0 +1,114 @@
+"""``build_loader``: batches of clips and texts from a shard set, with the backend you name.
+
+    >>> loader = build_loader("shards/train", frames=8, size=224, batch_size=32)
+    >>> for batch in loader:            # one pass = one epoch; iterate again for the next
+    ...     batch["video"]               # float32 B x T x 3 x 224 x 224, CLIP-normalised
+    >>> loader.stats.as_dict()           # samples, corrupt, missing, tar_errors
+
+Three paths, one batch format (``vtk.data.samples``):
+- streaming (``backend`` pyav | decord | torchcodec): a webdataset pipeline per worker
+  (``vtk.data.stream``);
+- frame cache (``cache=PATH``): every clip decoded once into memory-mapped uint8 arrays, then
+  sampled and transformed from memory every epoch (``vtk.data.cache``); for small corpora;
+- DALI (``backend="dali"``): decode and transforms inside a DALI pipeline (``vtk.data.dali``).
+
+Eval mode (``train=False``) is deterministic and yields every sample exactly once over all
+ranks; train mode reshuffles every pass (seeded by ``seed`` and the pass number).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vtk.data import split
+from vtk.data.decoders import BACKENDS, available_decoders
+from vtk.data.samples import CAPTION_MODES
+from vtk.data.shardset import resolve_shards
+from vtk.data.stats import LoaderStats
+from vtk.data.stream import ClipSpec, ShardStream
+from vtk.data.transforms import NORMS
+from vtk.errors import VtkError
+
+
+def dali_installed() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pick_backend(backend: str = "auto", device: str | None = None) -> str:
+    """``auto``: DALI (GPU decode) on CUDA when installed, else the fastest installed CPU
+    decoder (torchcodec > decord > pyav, REFERENCE.md's single-thread measurements)."""
+    if backend != "auto":
+        if backend != "dali" and backend not in BACKENDS:
+            raise VtkError(f"unknown backend {backend!r}; choose auto, dali, {', '.join(BACKENDS)}")
+        return backend
+    cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    if cuda and dali_installed():
+        return "dali"
+    return available_decoders()[0]
+
+
+class VideoLoader:
+    """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share."""
+
+    def __init__(self, dataset, workers: int, stats: LoaderStats, backend: str,
+                 collate_fn=None, sampler=None, batch_size=None):
+        self.dataset, self.workers, self.stats, self.backend = dataset, workers, stats, backend
+        self._collate, self._sampler, self._batch_size = collate_fn, sampler, batch_size
+        self.epoch = 0
+
+    def __iter__(self):
+        self.dataset.epoch = self.epoch  # copied into the workers when they start
+        if self._sampler is not None:
+            self._sampler.epoch = self.epoch
+        self.epoch += 1
+        dl = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self._batch_size, sampler=self._sampler,
+            collate_fn=self._collate, num_workers=self.workers,
+            prefetch_factor=4 if self.workers else None,
+        )
+        yield from dl
+
+    def __len__(self):  # known only for the frame cache
+        if self._sampler is None:
+            raise TypeError("a streaming loader has no length")
+        return -(-len(self._sampler) // self._batch_size)
+
+
+def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224,
+                 train: bool = True, batch_size: int = 32, workers: int = 2,
+                 captions: str = "fine", seed: int = 0, normalize: str = "clip",
+                 cache=None, rank: int | None = None, world_size: int | None = None,
+                 shuffle_buffer: int = 256, drop_last: bool = False, device: str | None = None):
+    """A ``VideoLoader`` over ``shards`` (folder, list of tars or brace pattern).
+
+    ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
+    ``cache``: a folder for the decoded-frame cache (built on first use, then reused by every
+    epoch and every run that names it). ``rank``/``world_size`` default to torch.distributed's.
+    ``drop_last`` drops a final partial batch in training (never in eval).
+    """
+    if captions not in CAPTION_MODES:
+        raise VtkError(f"unknown captions mode {captions!r}; choose one of {', '.join(CAPTION_MODES)}")
+    if normalize not in NORMS:
+        raise VtkError(f"unknown normalisation {normalize!r}; choose one of {', '.join(NORMS)}")
+    paths = resolve_shards(shards)
+    rank, world_size = split.dist_rank_world(rank, world_size)
+    spec = ClipSpec(frames, size, train, captions, seed, normalize)
+    drop_last = drop_last and train
+    if cache is not None:
+        from vtk.data.cache import cached_loader
+
+        return cached_loader(paths, cache, spec, batch_size, workers, rank, world_size,
+                             drop_last, decoder=None if backend in ("auto", "dali") else backend)
+    backend = pick_backend(backend, device)
+    if backend == "dali":
+        from vtk.data.dali import dali_loader
+
+        return dali_loader(paths, spec, batch_size, rank, world_size, device=device)
+    stats = LoaderStats()
+    stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
+                         shuffle_buffer, drop_last)
+    return VideoLoader(stream, workers, stats, backend)

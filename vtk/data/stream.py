@@ -1,0 +1,122 @@
+"""The streaming path: tars -> samples -> decoded, transformed clips -> batches, in workers.
+
+Read top to bottom in ``ShardStream.__iter__``: shard list, split by rank and worker, tar to
+samples, shuffle (train), decode, batch. Each DataLoader worker runs the whole pipeline on its
+share and hands over finished batches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from vtk.data import split
+from vtk.data.decoders import get_decoder
+from vtk.data.samples import collate, make_item, pick_caption, sample_rng
+from vtk.data.sampling import frame_indices
+from vtk.data.stats import LoaderStats
+from vtk.data.transforms import eval_transform, train_transform
+from vtk.errors import VtkError
+
+
+@dataclass
+class ClipSpec:
+    """How each clip becomes a tensor and a text: what every loader path shares."""
+
+    frames: int = 8
+    size: int = 224
+    train: bool = True
+    captions: str = "fine"
+    seed: int = 0
+    normalize: str = "clip"
+
+    def transform(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 T x H x W x 3 -> float T x 3 x size x size."""
+        if self.train:
+            return train_transform(frames, self.size, rng, self.normalize)
+        return eval_transform(frames, self.size, self.normalize)
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Batches from tar shards. ``epoch`` is set by the loader before each pass."""
+
+    def __init__(self, shards: list[str], spec: ClipSpec, backend: str, batch_size: int,
+                 stats: LoaderStats, rank: int, world_size: int, shuffle_buffer: int = 256,
+                 drop_last: bool = False):
+        self.shards, self.spec, self.backend = shards, spec, backend
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.stats, self.rank, self.world_size = stats, rank, world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.epoch = 0
+        self._decoder = None
+
+    def __iter__(self):
+        my_slot, slots = split.slot(self.rank, self.world_size)
+        shards = list(self.shards)
+        if self.spec.train:  # the same permutation in every slot, so the split stays exact
+            np.random.default_rng([self.spec.seed, self.epoch]).shuffle(shards)
+        mine, by_sample = split.assign(shards, my_slot, slots)
+        stages = [
+            wds.SimpleShardList(mine),
+            wds.tarfile_to_samples(handler=self._tar_error),
+        ]
+        if by_sample:
+            stages.append(wds.pipelinefilter(split.every_nth)(my_slot, slots))
+        if self.spec.train:
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(64, self.shuffle_buffer),
+                                      seed=self.spec.seed * 100003 + self.epoch * 101 + my_slot))
+        stages += [
+            wds.pipelinefilter(self._decode_all)(),
+            wds.pipelinefilter(self._batches)(),
+        ]
+        return iter(wds.DataPipeline(*stages))
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _tar_error(self, exn: Exception) -> bool:
+        self.stats.skip("tar_errors", "unreadable tar data", exn)
+        return True  # go on with the next member / shard
+
+    def _decode_all(self, samples):
+        for sample in samples:
+            key = sample.get("__key__", "?")
+            where = f"{key} in {sample.get('__url__', '?')}"
+            if "mp4" not in sample:
+                self.stats.skip("missing", where, "no mp4 member")
+                continue
+            try:
+                item = self.decode(sample)
+            except VtkError:
+                raise
+            except Exception as e:  # corrupt mp4 or json: skip it, training goes on
+                self.stats.skip("corrupt", where, f"{type(e).__name__}: {e}")
+                continue
+            self.stats.add("samples")
+            yield item
+
+    def decode(self, sample: dict) -> dict:
+        """One raw tar sample -> one batch item."""
+        if self._decoder is None:  # one per worker process, created there
+            self._decoder = get_decoder(self.backend)
+        key = sample["__key__"]
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        txt = sample["txt"].decode("utf-8") if "txt" in sample else None
+        rng = sample_rng(self.spec.seed, self.epoch, key)
+        t, train = self.spec.frames, self.spec.train
+        frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
+        video = self.spec.transform(frames, rng)
+        return make_item(key, video, pick_caption(meta, txt, self.spec.captions, rng), meta)
+
+    def _batches(self, items):
+        batch = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield collate(batch)
+                batch = []
+        if batch and not self.drop_last:
+            yield collate(batch)
