@@ -1,0 +1,477 @@
+"""Sources to clips: decode once, detect scenes on a small copy, resample, resize, cut.
+
+Each source is read in one pass. For a video file a decode thread (PyAV and OpenCV release the
+GIL, so it runs beside the caller on a second core) turns every source frame into
+
+- a small BGR copy (``detect_width`` wide, as PySceneDetect downscales) for
+  ``ContentDetector(threshold=27)``, InternVid's detector, fed frame by frame, and
+- for the frames the output rate keeps, an RGB frame at the output size (short side
+  ``size``, even dimensions),
+
+while the calling thread runs the detector and the cutter and yields :class:`Clip` values.
+Only the current scene's output frames are held (at most ``2 * max_clip`` seconds of them),
+never the source at full size, so a feature film streams through in bounded memory.
+In-memory items (the synthetic world) go through the same resample / resize / cut path.
+
+Clip modes: ``scenes`` (scene cuts; scenes shorter than ``min_clip`` dropped, longer than
+``max_clip`` split), ``fixed`` (windows of ``clip_len`` seconds), ``whole`` (one clip per
+source) and ``auto`` (``whole`` for in-memory items and sources with start/end timestamps,
+``scenes`` otherwise). Timestamps on the item (manifest start/end) always win: the range
+becomes one clip. Cuts are frame-accurate because every clip is re-encoded.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from vtk.types import Clip, SourceItem
+
+MODES = ("auto", "scenes", "fixed", "whole")
+CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
+DEFAULT_SIZE = 224  # short side (px) for video files when --size is not given
+MAX_BAD_PACKETS = 16  # corrupt packets tolerated in one source before it counts as failed
+
+
+class InputError(Exception):
+    """A source that cannot be turned into clips; ``kind`` is a short reason class for the
+    stats totals (``empty``, ``unreadable``, ``no-video``, ``decode-error``, ``too-short``...)."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class ClipConfig:
+    """How sources become clips. Times in seconds, sizes in pixels."""
+
+    mode: str = "auto"
+    size: int | None = None  # short side; None: DEFAULT_SIZE for files, native for frames
+    fps: float = 8.0  # output frame rate
+    min_clip: float = 2.0  # shorter scenes are dropped (InternVid keeps clips of 2 s and more)
+    max_clip: float = 30.0  # longer scenes are split
+    clip_len: float = 10.0  # window length for mode "fixed"
+    threshold: float = 27.0  # ContentDetector threshold (InternVid)
+    min_scene_len: int = 15  # source frames between cuts (video2dataset's setting)
+    detect_width: int = 256  # width of the copy the detector sees (PySceneDetect's default)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"clip mode must be one of {MODES}, got {self.mode!r}")
+        if self.fps <= 0 or self.min_clip < 0 or self.clip_len <= 0:
+            raise ValueError("need fps > 0, min_clip >= 0 and clip_len > 0")
+        if self.max_clip < 2 * self.min_clip:
+            # Splitting a long scene in two must leave both halves >= min_clip.
+            raise ValueError(f"max_clip ({self.max_clip}) must be at least 2 x min_clip "
+                             f"({self.min_clip})")
+
+
+@dataclass
+class ClipStats:
+    """What one source cost: filled in while its clips are produced."""
+
+    frames_decoded: int = 0  # source frames
+    source_fps: float = 0.0
+    duration: float = 0.0  # seconds of source read
+    clips: int = 0
+    bad_packets: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(W, H) with the short side ``short_side`` (rounded to even), aspect kept, both even:
+    yuv420p needs even dimensions."""
+    scale = short_side / min(width, height)
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def effective_mode(item: SourceItem, cfg: ClipConfig) -> str:
+    """The clip mode for one item: timestamps win, ``auto`` keeps in-memory items whole."""
+    if _has_range(item) and item.frames is None:
+        return "range"
+    if cfg.mode == "auto":
+        return "whole" if item.frames is not None else "scenes"
+    return cfg.mode
+
+
+def clips_from_item(item: SourceItem, cfg: ClipConfig,
+                    stats: ClipStats | None = None) -> Iterator[Clip]:
+    """Yield the clips of one source in order, indices 0, 1, ... (keys are stable).
+
+    Raises :class:`InputError` when the source cannot be decoded or yields no clip.
+    Clip frames are uint8 T x H x W x 3 RGB at ``cfg.fps``; start/end are source seconds.
+    """
+    stats = stats if stats is not None else ClipStats()
+    mode = effective_mode(item, cfg)
+    if item.frames is not None:
+        frames = _array_frames(item, cfg, mode, stats)
+    else:
+        frames = _file_frames(item, cfg, mode, stats)
+    cutter = _Cutter(cfg, mode)
+    detector = _detector(cfg) if mode == "scenes" else None
+    index = 0
+    try:
+        for src_index, small, rgb, copies, t in frames:
+            segments = []
+            if detector is not None:
+                segments += cutter.cuts(detector.process_frame(
+                    _timecode(src_index, stats.source_fps), small))
+            if copies:
+                segments += cutter.push(src_index, t, rgb, copies)
+            for seg in segments:
+                yield _clip(item, cfg, index, seg)
+                index += 1
+        if detector is not None:
+            last = _timecode(max(stats.frames_decoded - 1, 0), stats.source_fps)
+            for seg in cutter.cuts(detector.post_process(last)):
+                yield _clip(item, cfg, index, seg)
+                index += 1
+        for seg in cutter.flush():
+            yield _clip(item, cfg, index, seg)
+            index += 1
+    finally:
+        frames.close()  # stops the decode thread when the consumer stops early
+        stats.clips = index
+    if index == 0:
+        if stats.frames_decoded == 0:
+            raise InputError("no-frames", "no video frame could be decoded")
+        raise InputError("too-short", f"no clip of at least {cfg.min_clip:g} s "
+                         f"({stats.duration:.2f} s of video, mode {mode})")
+
+
+def _has_range(item: SourceItem) -> bool:
+    return item.start is not None or item.end is not None
+
+
+def _clip(item: SourceItem, cfg: ClipConfig, index: int, seg: list) -> Clip:
+    """seg: list of (t_out, rgb H x W x 3) at the output rate."""
+    frames = np.stack([rgb for _, rgb in seg])
+    start = seg[0][0]
+    return Clip(source_id=item.id, index=index, frames=frames, fps=cfg.fps, start=round(start, 4),
+                end=round(start + len(seg) / cfg.fps, 4), source=item.describe(), meta=item.meta)
+
+
+def _detector(cfg: ClipConfig):
+    from scenedetect.detectors import ContentDetector
+
+    return ContentDetector(threshold=cfg.threshold, min_scene_len=cfg.min_scene_len)
+
+
+def _timecode(index: int, fps: float):
+    from scenedetect import FrameTimecode
+
+    return FrameTimecode(int(index), fps=float(fps) or 25.0)
+
+
+class _Cutter:
+    """Collects output frames and turns cuts into clips.
+
+    ``push`` buffers output frames (with the source frame index they came from); ``cuts`` ends
+    the current scene at each source frame index the detector reports; ``flush`` ends the last.
+    To bound memory a scene longer than ``2 * max_clip`` gives up a ``max_clip`` clip as it
+    grows; at its end the rest (``max_clip`` to ``2 * max_clip``) is split into two halves if it
+    is over ``max_clip``, so no piece is shorter than ``max_clip / 2 >= min_clip``.
+    """
+
+    def __init__(self, cfg: ClipConfig, mode: str):
+        self.mode = mode
+        self.buf: list[tuple[int, float, np.ndarray]] = []
+        self.min_n = max(1, math.ceil(cfg.min_clip * cfg.fps - 1e-6))
+        self.max_n = max(1, int(cfg.max_clip * cfg.fps + 1e-6))
+        self.fixed_n = max(1, int(round(cfg.clip_len * cfg.fps)))
+
+    def push(self, src_index: int, t: float, rgb: np.ndarray, copies: list[float]) -> list:
+        out = []
+        for t_out in copies:
+            self.buf.append((src_index, t_out, rgb))
+            if self.mode == "fixed" and len(self.buf) >= self.fixed_n:
+                out.append(self._take(self.fixed_n))
+            elif self.mode == "scenes" and len(self.buf) >= 2 * self.max_n:
+                out.append(self._take(self.max_n))
+        return out
+
+    def cuts(self, cut_timecodes) -> list:
+        out = []
+        for tc in cut_timecodes or []:
+            cut = tc.frame_num
+            k = next((i for i, (s, _, _) in enumerate(self.buf) if s >= cut), len(self.buf))
+            scene = self._take(k)
+            out += self._finish(scene)
+        return out
+
+    def flush(self) -> list:
+        scene, self.buf = self._take(len(self.buf)), []
+        if self.mode in ("whole", "range"):
+            return [scene] if scene else []
+        if self.mode == "fixed":
+            return [scene] if len(scene) >= min(self.min_n, self.fixed_n) else []
+        return self._finish(scene)
+
+    def _take(self, k: int) -> list:
+        head, self.buf = self.buf[:k], self.buf[k:]
+        return [(t, rgb) for _, t, rgb in head]
+
+    def _finish(self, scene: list) -> list:
+        n = len(scene)
+        if n < self.min_n:
+            return []
+        if n > self.max_n:
+            half = n // 2
+            return [scene[:half], scene[half:]]
+        return [scene]
+
+
+class _Resampler:
+    """Maps source frames to output frames at ``fps``: output frame j (time t0 + j / fps) shows
+    the source frame on screen at that time, so a frame is repeated when the source is slower
+    and skipped when it is faster."""
+
+    def __init__(self, fps: float, t0: float):
+        self.fps, self.t0, self.next_j = fps, t0, 0
+
+    def copies(self, t: float, duration: float) -> list[float]:
+        """Output times that source frame [t, t + duration) covers."""
+        n_target = math.ceil((t + duration - self.t0) * self.fps - 1e-6)
+        times = [self.t0 + j / self.fps for j in range(self.next_j, max(n_target, self.next_j))]
+        self.next_j = max(n_target, self.next_j)
+        return times
+
+
+# --- in-memory frames ------------------------------------------------------------------------
+
+
+def _array_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats):
+    """Frames of an in-memory item: (src_index, small_bgr | None, rgb | None, out times, t)."""
+    import cv2
+
+    frames = np.asarray(item.frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise InputError("bad-frames", f"expected uint8 frames T x H x W x 3, got "
+                         f"{frames.dtype} {tuple(frames.shape)}")
+    fps = float(item.fps or cfg.fps)
+    stats.source_fps = fps
+    h, w = frames.shape[1:3]
+    out_w, out_h = output_size(w, h, cfg.size or min(w, h))
+    first = int(round((item.start or 0.0) * fps)) if item.start else 0
+    last = int(round(item.end * fps)) if item.end is not None else len(frames)
+    resampler = _Resampler(cfg.fps, first / fps)
+    for i in range(first, min(last, len(frames))):
+        t = i / fps
+        stats.frames_decoded += 1
+        stats.duration = t + 1 / fps - first / fps
+        small = None
+        if mode == "scenes":
+            small = cv2.cvtColor(_fit_width(frames[i], cfg.detect_width), cv2.COLOR_RGB2BGR)
+        times = resampler.copies(t, 1 / fps)
+        rgb = None
+        if times:
+            rgb = frames[i] if (out_w, out_h) == (w, h) else cv2.resize(
+                frames[i], (out_w, out_h),
+                interpolation=cv2.INTER_AREA if out_h < h else cv2.INTER_LINEAR)
+        yield i, small, rgb, times, t
+
+
+def _fit_width(img: np.ndarray, width: int) -> np.ndarray:
+    import cv2
+
+    h, w = img.shape[:2]
+    if w <= width:
+        return img
+    return cv2.resize(img, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+# --- video files -----------------------------------------------------------------------------
+
+
+def open_video(path: str):
+    """Open a video file for decoding: (container, video stream). One decode thread: with N
+    workers on N cores, more threads per decoder only add contention."""
+    import av
+
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise InputError("not-found", f"cannot read file: {e.strerror}") from None
+    if size == 0:
+        raise InputError("empty", "zero-length file")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except Exception as e:  # FFmpeg raises many kinds of av.error.* here
+        raise InputError("unreadable", f"not a readable media file ({_short(e)})") from None
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        container.close()
+        raise InputError("no-video", f"no video stream (has: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None or not stream.codec_context.width:
+        container.close()
+        raise InputError("unsupported", f"cannot decode video codec "
+                         f"{getattr(stream.codec_context, 'name', '?')}")
+    stream.thread_type = "SLICE"
+    stream.codec_context.thread_count = 1
+    return container, stream
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def _file_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats):
+    """Frames of a video file, made by a decode thread: see :func:`_decode_worker`."""
+    container, stream = open_video(item.path)
+    rate = stream.average_rate or stream.guessed_rate or item.fps or 25
+    stats.source_fps = float(rate)
+    q: queue.Queue = queue.Queue(maxsize=32)
+    stop = threading.Event()
+    worker = threading.Thread(target=_decode_worker, daemon=True,
+                              args=(container, stream, item, cfg, mode, stats, q, stop))
+    worker.start()
+    try:
+        while True:
+            got = q.get()
+            if got is None:
+                break
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a put() so the thread can see `stop`
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
+        container.close()
+
+
+def _decode_worker(container, stream, item, cfg, mode, stats, q, stop):
+    """Decode thread: puts (src_index, small_bgr | None, rgb | None, out times, t) tuples on
+    ``q``, then None; an InputError instead when decoding fails."""
+    try:
+        for got in _decode(container, stream, item, cfg, mode, stats):
+            if stop.is_set():
+                return
+            q.put(got)
+        q.put(None)
+    except BaseException as e:  # hand every failure to the consumer thread
+        if not isinstance(e, InputError):
+            e = InputError("decode-error", f"decoding failed ({_short(e)})")
+        q.put(e)
+
+
+def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats):
+    import av
+
+    fps = stats.source_fps
+    frame_dur = 1.0 / fps
+    tb = stream.time_base
+    t_origin = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+    start = item.start or 0.0
+    if item.start:
+        # Seek to the keyframe before `start`; frames before it are decoded and dropped.
+        container.seek(int((start + t_origin) / tb), stream=stream, backward=True)
+    cc = stream.codec_context
+    out_w, out_h = output_size(cc.width, cc.height, cfg.size or DEFAULT_SIZE)
+    resampler = None
+    index = -1
+    for packet in container.demux(stream):
+        try:
+            decoded = packet.decode()
+        except av.error.InvalidDataError as e:
+            stats.bad_packets += 1
+            if stats.bad_packets > MAX_BAD_PACKETS:
+                raise InputError("decode-error", f"too many corrupt packets ({_short(e)})") from None
+            continue
+        for frame in decoded:
+            index += 1
+            t = (float(frame.time) - t_origin) if frame.time is not None else index * frame_dur
+            if t < start - frame_dur / 2:
+                continue
+            if item.end is not None and t >= item.end - 1e-6:
+                return
+            if resampler is None:
+                resampler = _Resampler(cfg.fps, t if not item.start else start)
+                first_t = t
+            stats.frames_decoded += 1
+            stats.duration = t + frame_dur - first_t
+            small = _small_bgr(frame, cfg.detect_width) if mode == "scenes" else None
+            times = resampler.copies(t, frame_dur)
+            rgb = None
+            if times:
+                rgb = frame.reformat(out_w, out_h, "rgb24", interpolation="AREA").to_ndarray()
+            yield index, small, rgb, times, t
+    if item.start is not None and stats.frames_decoded == 0:
+        raise InputError("bad-timestamps", f"no frames in [{item.start}, {item.end}] s")
+
+
+def _small_bgr(frame, width: int) -> np.ndarray:
+    """A ``width``-wide BGR copy for the detector. For yuv420p (nearly every file) the planes
+    are resized with OpenCV before the colour conversion: converting the full-size frame
+    first costs more than decoding it."""
+    import cv2
+
+    w, h = frame.width, frame.height
+    small_w = min(width, w) // 2 * 2
+    small_h = max(2, round(h * small_w / w) // 2 * 2)
+    if frame.format.name not in ("yuv420p", "yuvj420p") or w % 2 or h % 2:
+        return frame.reformat(small_w, small_h, "bgr24").to_ndarray()
+    planes = frame.to_ndarray()  # I420: (H * 3 / 2) x W
+    y = planes[:h]
+    u = planes[h:h + h // 4].reshape(h // 2, w // 2)
+    v = planes[h + h // 4:].reshape(h // 2, w // 2)
+    area = cv2.INTER_AREA
+    i420 = np.concatenate([
+        cv2.resize(y, (small_w, small_h), interpolation=area).ravel(),
+        cv2.resize(u, (small_w // 2, small_h // 2), interpolation=area).ravel(),
+        cv2.resize(v, (small_w // 2, small_h // 2), interpolation=area).ravel(),
+    ]).reshape(small_h * 3 // 2, small_w)
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | None = None) -> bytes:
+    """Encode uint8 RGB frames (T x H x W x 3, H and W even) as an MP4 at ``fps``: H.264
+    (libx264) or VP9 (libvpx-vp9), yuv420p, no audio, one frame per input frame. Returns the
+    file's bytes (the moov atom comes last: ``+faststart`` needs a second pass over a real file,
+    and every reader here gets the whole member anyway)."""
+    import av
+
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
+    frames = np.asarray(frames)
+    t, h, w = frames.shape[:3]
+    if t == 0 or h % 2 or w % 2:
+        raise ValueError(f"need at least one frame and even dimensions, got {frames.shape}")
+    rate = Fraction(fps).limit_denominator(1001)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream(CODECS[codec], rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.codec_context.time_base = 1 / rate
+        if codec == "h264":
+            stream.options = {"preset": "veryfast", "crf": str(crf or 23)}
+        else:
+            stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": str(crf or 32),
+                              "b": "0", "row-mt": "0"}
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts = i
+            frame.time_base = stream.codec_context.time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
