@@ -1,0 +1,65 @@
+"""The captioner protocol and the registry that picks a backend by name.
+
+A captioner turns pixels into words: ``caption(frames) -> list[str]`` takes uint8 frames
+N x H x W x 3 (RGB) and returns one text per frame. It never sees anything but pixels.
+Backends are loaded lazily and once per process (``get_captioner`` is cached), so a shard
+writer's worker pays the model load once however many batches it captions.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from vtk.errors import VtkError
+
+MODELS = ("shapes", "tagger", "hf:<hub-id-or-local-path>")
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    name: str
+
+    def caption(self, frames: np.ndarray) -> list[str]:
+        """frames: N x H x W x 3 uint8 -> N texts, one per frame (batched inside)."""
+        ...
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Validate a frame batch (N x H x W x 3 uint8); a single H x W x 3 frame becomes N = 1."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames N x H x W x 3, got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    return frames
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto'/None -> 'cuda' when a GPU is visible, else 'cpu'."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@functools.lru_cache(maxsize=None)
+def get_captioner(name: str, device: str | None = "auto") -> Captioner:
+    """The captioner called ``name`` ('shapes', 'tagger', 'hf:<id-or-path>'), built once."""
+    if name == "shapes":
+        from vtk.captions.shapes import ShapesCaptioner
+
+        return ShapesCaptioner()
+    if name == "tagger":
+        from vtk.captions.tagger import TaggerCaptioner
+
+        return TaggerCaptioner(device=resolve_device(device))
+    if name.startswith("hf:") and len(name) > 3:
+        from vtk.captions.hf import HFCaptioner
+
+        return HFCaptioner(name[3:], device=resolve_device(device))
+    raise VtkError(f"unknown caption model {name!r} (known: {', '.join(MODELS)})")
