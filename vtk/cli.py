@@ -57,7 +57,6 @@ def main(argv=None):
         cli.main(args=argv, standalone_mode=False)
     except VtkError as e:
         from rich.console import Console
-
         from rich.markup import escape
 
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)

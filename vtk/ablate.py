@@ -1,0 +1,148 @@
+"""The two ablations: caption scale (coarse / fine / both / mixed) and video masking ratio.
+
+Each arm x seed is one run directory ``OUT/<ablation>-<arm>-s<seed>/`` holding the trainer's
+files, ``eval.json`` and ``ablation.json`` (which ablation, arm and seed, and a fingerprint of
+the training settings). An arm whose ``eval.json`` exists is finished and skipped on a rerun;
+an arm killed mid-training resumes from its checkpoint. An arm whose training settings equal
+a finished run's (e.g. ``captions=fine`` at mask 0 and ``mask=0`` with fine captions) reuses
+that run's checkpoint and results instead of training the same thing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Settings that do not change what is trained: left out of the fingerprint.
+_NOT_TRAINING = {"out", "resume", "overwrite", "quiet", "log_every", "checkpoint_every",
+                 "workers", "stop_after"}
+
+
+@dataclass
+class Arm:
+    ablation: str  # captions | mask
+    arm: str  # coarse | fine | both | mixed | "0.5" ...
+    seed: int
+    train: dict  # TrainConfig fields for this arm
+
+    @property
+    def name(self) -> str:
+        return f"{self.ablation}-{self.arm}-s{self.seed}"
+
+
+def plan(ablation: str, values: list[str], seeds: int, base: dict, seed0: int = 0) -> list[Arm]:
+    """The arms of one ablation: every value x ``seeds`` seeds, over the shared ``base``
+    training settings (``captions`` for the mask ablation, ``mask`` for the caption one)."""
+    arms = []
+    for s in range(seed0, seed0 + seeds):
+        for v in values:
+            cfg = dict(base, seed=s)
+            if ablation == "captions":
+                cfg["captions"] = v
+            elif ablation == "mask":
+                v = _ratio_label(v)
+                cfg["mask"] = float(v)
+            else:
+                raise ValueError(ablation)
+            arms.append(Arm(ablation, v, s, cfg))
+    return arms
+
+
+def _ratio_label(v) -> str:
+    r = float(v)
+    if not 0.0 <= r < 1.0:
+        from vtk.errors import VtkError
+
+        raise VtkError(f"--ratios: {v} is not a masking ratio in [0, 1)")
+    return f"{r:g}"
+
+
+def fingerprint(train_cfg: dict) -> str:
+    key = {k: v for k, v in sorted(train_cfg.items()) if k not in _NOT_TRAINING}
+    if key.get("data"):
+        key["data"] = str(Path(key["data"]).resolve())
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _finished(run: Path, benches: list[str] | None = None) -> bool:
+    """Trained, and evaluated on every benchmark asked for (all of them when None)."""
+    if not (run / "summary.json").exists() or not (run / "eval.json").exists():
+        return False
+    try:
+        done = set(json.loads((run / "eval.json").read_text()).get("benchmarks", {}))
+    except ValueError:  # a write cut short
+        return False
+    if benches is None:
+        return bool(done)
+    from vtk.eval.benchmarks import parse_bench
+
+    return {spec.name for spec in parse_bench(benches)} <= done
+
+
+def _twin(out: Path, fp: str, me: Path, benches: list[str]) -> Path | None:
+    """A finished run under ``out`` trained with the same settings."""
+    for tag in sorted(out.glob("*/ablation.json")):
+        run = tag.parent
+        if run == me or not _finished(run, benches):
+            continue
+        try:
+            if json.loads(tag.read_text()).get("fingerprint") == fp:
+                return run
+        except ValueError:
+            continue
+    return None
+
+
+def _copy_run(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.name == "ablation.json" or not f.is_file():
+            continue
+        try:
+            os.link(f, dst / f.name)  # checkpoints can be large: share the bytes
+        except OSError:
+            shutil.copy2(f, dst / f.name)
+
+
+def run_arms(arms: list[Arm], out: str | Path, benches: list[str], eval_opts: dict | None = None,
+             log: Callable[[str], None] = print) -> list[Path]:
+    """Train and evaluate every arm that is not finished yet; returns the run folders."""
+    from vtk.eval.evaluate import evaluate
+    from vtk.train import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for i, arm in enumerate(arms, 1):
+        run = out / arm.name
+        runs.append(run)
+        head = f"[{i}/{len(arms)}] {arm.ablation}={arm.arm} seed={arm.seed}"
+        fp = fingerprint(arm.train)
+        if _finished(run, benches):
+            log(f"{head}: finished earlier, skipped ({run})")
+            continue
+        run.mkdir(parents=True, exist_ok=True)
+        tag = {"ablation": arm.ablation, "arm": arm.arm, "seed": arm.seed, "fingerprint": fp}
+        twin = _twin(out, fp, run, benches)
+        if twin is not None:
+            _copy_run(twin, run)
+            tag["reused_from"] = twin.name
+            (run / "ablation.json").write_text(json.dumps(tag, indent=1))
+            log(f"{head}: same training settings as {twin.name}, results reused")
+            continue
+        (run / "ablation.json").write_text(json.dumps(tag, indent=1))
+        t0 = time.perf_counter()
+        if not (run / "summary.json").exists():
+            resume = (run / "checkpoint.pt").exists()
+            log(f"{head}: training{' (resuming)' if resume else ''} -> {run}")
+            train(dict(arm.train, out=str(run), resume=resume, overwrite=not resume))
+        log(f"{head}: evaluating on {', '.join(benches)}")
+        evaluate(run, benches, **(eval_opts or {}))
+        log(f"{head}: done in {time.perf_counter() - t0:.0f} s")
+    return runs

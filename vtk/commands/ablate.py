@@ -1,0 +1,96 @@
+"""`vtk ablate captions|mask DIR --out OUT`: train and evaluate every arm of an ablation."""
+
+from __future__ import annotations
+
+import click
+
+
+def _train_options(f):
+    """Training and evaluation options shared by both ablations (passed to every arm)."""
+    opts = [
+        click.option("--out", required=True, type=click.Path(file_okay=False),
+                     help="Folder for the arms' run directories."),
+        click.option("--seeds", default=1, show_default=True, help="Seeds per arm."),
+        click.option("--seed", default=0, show_default=True, help="First seed."),
+        click.option("--bench", "benches", multiple=True, default=("synth",),
+                     show_default=True, help="Benchmarks to evaluate (see vtk eval)."),
+        click.option("--model", default="tiny", show_default=True,
+                     type=click.Choice(["tiny", "b16", "l14"])),
+        click.option("--text", default="minilm", show_default=True,
+                     type=click.Choice(["tiny", "minilm", "clip"])),
+        click.option("--init", default=None, help="CLIP weights (local path or hub id)."),
+        click.option("--frames", default=8, show_default=True),
+        click.option("--size", default=None, type=int, help="Input size (model default)."),
+        click.option("--steps", default=300, show_default=True),
+        click.option("--unmasked-steps", default=0, show_default=True),
+        click.option("--batch-size", default=None, type=int),
+        click.option("--lr", default=None, type=float),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--backend", default="auto", show_default=True),
+        click.option("--cache", default=None, type=click.Path(file_okay=False),
+                     help="Decoded-frame cache folder (decode a small corpus once)."),
+        click.option("--workers", default=2, show_default=True),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _run(ablation, values, data, kw, fixed):
+    from rich.console import Console
+
+    from vtk.ablate import plan, run_arms
+
+    console = Console()
+    base = {k: kw[k] for k in ("model", "text", "init", "frames", "size", "steps",
+                               "unmasked_steps", "batch_size", "lr", "device", "backend",
+                               "cache", "workers") if kw[k] is not None}
+    base.update(fixed, data=data)
+    arms = plan(ablation, values, kw["seeds"], base, seed0=kw["seed"])
+    runs = run_arms(arms, kw["out"], list(kw["benches"]),
+                    eval_opts={"device": kw["device"], "backend": kw["backend"]},
+                    log=lambda line: console.print(f"[cyan]ablate[/] {line}", highlight=False))
+    console.print(f"[green]{len(runs)} runs under {kw['out']}[/]: vtk report {kw['out']}")
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.group("ablate")
+def command():
+    """Run the caption-scale or masking-ratio ablation (train + evaluate every arm)."""
+
+
+@command.command("captions")
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--settings", default="coarse,fine,both", show_default=True,
+              help="Caption arms: coarse, fine, both (fused), mixed (random pick per view).")
+@click.option("--mask", default=0.0, show_default=True, help="Masking ratio for every arm.")
+@_train_options
+def captions(data, settings, mask, **kw):
+    """Train on coarse, fine and both captions of one shard set (built with --captions both).
+
+    \b
+    Example:
+      vtk ablate captions shards/train --out runs/captions --seeds 2
+    """
+    _run("captions", _split(settings), data, kw, {"mask": mask})
+
+
+@command.command("mask")
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--ratios", default="0,0.5,0.7,0.9", show_default=True)
+@click.option("--captions", "caps", default="fine", show_default=True,
+              type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]))
+@_train_options
+def mask(data, ratios, caps, **kw):
+    """Train at several video token masking ratios (0 is the unmasked baseline).
+
+    \b
+    Example:
+      vtk ablate mask shards/train --out runs/mask --ratios 0,0.5,0.7,0.9
+    """
+    _run("mask", _split(ratios), data, kw, {"captions": caps})
+
+
