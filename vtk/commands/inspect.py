@@ -1,0 +1,104 @@
+"""`vtk inspect DIR`: the dataset card, a validation of every tar, a preview of samples."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import click
+
+from vtk.errors import VtkError
+
+
+@click.command("inspect")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--samples", "-n", type=int, default=3, show_default=True,
+              help="How many samples to preview.")
+@click.option("--no-decode", is_flag=True, help="Skip decoding the videos (faster).")
+@click.option("--json", "as_json", is_flag=True, help="Print the card and report as JSON.")
+def command(folder, samples, no_decode, as_json):
+    """Print a shard set's card, validate every tar and preview a few samples.
+
+    \b
+    Every sample must have mp4, txt and json; the json its required fields; the mp4 must
+    decode to the frame count and size its json states; each .idx must match its tar.
+    Exits non-zero when anything is wrong.
+
+    \b
+    Example:  vtk inspect shards/synth
+    """
+    from vtk.shards.validate import check_card, check_shard, load_card
+
+    try:
+        card = load_card(folder)
+    except FileNotFoundError:
+        raise VtkError(f"{folder}: no index.json (not a shard set, or its build never "
+                       f"finished: rerun vtk shard with --resume)") from None
+    name = card.get("name", "shard")
+    tars = sorted(glob.glob(os.path.join(folder, f"{name}-[0-9]*.tar")))
+    reports = []
+    for tar in tars:
+        left = max(0, samples - sum(len(r.previews) for r in reports))
+        reports.append(check_shard(tar, decode=not no_decode, preview=left))
+    problems = check_card(folder, card, reports) + [p for r in reports for p in r.problems]
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"card": card, "shards": [
+            {"file": r.file, "num_samples": r.num_samples, "problems": r.problems}
+            for r in reports], "problems": problems}, indent=2, ensure_ascii=False))
+    else:
+        _show(folder, card, reports, problems)
+    if problems:
+        raise VtkError(f"{folder}: {len(problems)} problem(s), first: {problems[0]}")
+
+
+def _show(folder, card, reports, problems) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    head = Table(title=f"shard set {escape(folder)}", show_header=False)
+    head.add_row("samples", f"{card.get('num_samples')} in {card.get('num_shards')} shards "
+                 f"({card.get('num_bytes', 0) / 1e6:.1f} MB)")
+    head.add_row("built by", escape(str(card.get("command"))))
+    head.add_row("created", str(card.get("created")))
+    clips = card.get("clips", {})
+    head.add_row("clips", f"{clips.get('mode')} at {clips.get('fps')} fps, short side "
+                 f"{clips.get('size') or 'native'}, codec {card.get('codec')}")
+    caps = card.get("captions", {})
+    head.add_row("captions", escape(", ".join(f"{k}={v}" for k, v in caps.items() if v)))
+    fails = card.get("failures", {})
+    head.add_row("failures", f"{fails.get('total', 0)} " + escape(str(fails.get("by_reason") or "")))
+    if card.get("benchmark"):
+        b = card["benchmark"]
+        head.add_row("benchmark", f"{b.get('name')} ({b.get('task')})")
+    versions = card.get("versions", {})
+    head.add_row("versions", escape(", ".join(f"{k} {v}" for k, v in versions.items())))
+    console.print(head)
+
+    shards = Table(title="shards")
+    for col in ("file", "samples", "status"):
+        shards.add_column(col)
+    for r in reports:
+        shards.add_row(r.file, str(r.num_samples),
+                       "[green]ok[/]" if not r.problems else f"[red]{len(r.problems)} problems[/]")
+    console.print(shards)
+
+    preview = Table(title="samples")
+    for col in ("key", "time (s)", "frames", "size", "txt"):
+        preview.add_column(col, overflow="fold")
+    for r in reports:
+        for p in r.previews:
+            j = p["json"]
+            preview.add_row(p["key"], f"{j.get('start')}-{j.get('end')}", str(j.get("num_frames")),
+                            f"{j.get('width')}x{j.get('height')}", escape(p["txt"][:120]))
+    console.print(preview)
+    for p in problems[:20]:
+        console.print(f"[red]problem[/] {escape(p)}", highlight=False)
+    if len(problems) > 20:
+        console.print(f"... and {len(problems) - 20} more")
+    if not problems:
+        console.print(f"[green]valid:[/] {sum(r.num_samples for r in reports)} samples decode "
+                      f"and carry every field")

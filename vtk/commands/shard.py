@@ -1,0 +1,231 @@
+"""`vtk shard`: videos, manifests or the synthetic world to WebDataset shards with captions."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import platform
+import shlex
+import sys
+import time
+
+import click
+
+from vtk.errors import VtkError
+
+CLIP_MODES = ("auto", "scenes", "fixed", "whole")
+
+
+@click.command("shard")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for the shard set.")
+@click.option("--name", default="shard", show_default=True, help="Shard file prefix.")
+@click.option("--captions", type=click.Choice(["none", "coarse", "fine", "both"]),
+              default="none", show_default=True, help="Which captions to build.")
+@click.option("--coarse-model", default=None,
+              help="Captioner for the middle frame: shapes | tagger | hf:ID "
+                   "(default: shapes for synth:, tagger otherwise).")
+@click.option("--fine-model", default=None, help="Per-frame captioner (same choices).")
+@click.option("--summarizer", default="rules", show_default=True,
+              help="Merges frame captions: rules | hf:ID.")
+@click.option("--fine-fps", type=float, default=1.0, show_default=True,
+              help="Frames per second the fine captioner sees.")
+@click.option("--caption-device", default="auto", show_default=True,
+              help="Device for caption models: auto | cpu | cuda.")
+@click.option("--clips", "clip_mode", type=click.Choice(CLIP_MODES), default="auto",
+              show_default=True,
+              help="scenes: PySceneDetect cuts; fixed: --clip-len windows; whole: one clip per "
+                   "source; auto: whole for synth:, scenes for videos. Manifest start/end win.")
+@click.option("--min-clip", type=float, default=2.0, show_default=True,
+              help="Drop scenes shorter than this (s).")
+@click.option("--max-clip", type=float, default=30.0, show_default=True,
+              help="Split scenes longer than this (s).")
+@click.option("--clip-len", type=float, default=10.0, show_default=True,
+              help="Window length for --clips fixed (s).")
+@click.option("--size", type=int, default=None,
+              help="Short side of the clips in px (default: 224; synth: its own size).")
+@click.option("--fps", type=float, default=8.0, show_default=True, help="Clip frame rate.")
+@click.option("--codec", type=click.Choice(["h264", "vp9"]), default="h264", show_default=True,
+              help="vp9 for DALI's CPU decoder; h264 for NVDEC and everything else.")
+@click.option("--samples-per-shard", type=int, default=1000, show_default=True)
+@click.option("--workers", "-j", type=int, default=None,
+              help="Worker processes (default: number of CPUs, at most 8).")
+@click.option("--video-root", type=click.Path(file_okay=False), default=None,
+              help="Where manifest URLs and YouTube IDs are found as <id>.<ext>.")
+@click.option("--resume", is_flag=True,
+              help="Continue a killed or extended run: completed inputs are skipped.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def command(sources, out, name, captions, coarse_model, fine_model, summarizer, fine_fps,
+            caption_device, clip_mode, min_clip, max_clip, clip_len, size, fps, codec,
+            samples_per_shard, workers, video_root, resume, quiet):
+    """Cut videos into clips, caption them and write WebDataset shards.
+
+    \b
+    SOURCES: synth:<preset>[?n=..&seed=..&size=..], video folders, manifests
+    (.csv .tsv .jsonl .parquet) or video files.
+
+    \b
+    Examples:
+      vtk shard synth:train?n=2000 --out shards/synth --captions both
+      vtk shard videos/ --out shards/mine --clips scenes --size 224 --workers 4
+      vtk shard internvid.csv --video-root videos/ --out shards/iv --resume
+    """
+    from vtk.clips import ClipConfig
+    from vtk.shards.build import run_sources
+    from vtk.shards.writer import ShardWriter
+    from vtk.sources import benchmark_card, is_synthetic, open_sources
+
+    if size is not None and size < 16:
+        raise VtkError(f"--size {size}: need at least 16 px")
+    try:
+        cfg = ClipConfig(mode=clip_mode, size=size, fps=fps, min_clip=min_clip,
+                         max_clip=max_clip, clip_len=clip_len)
+    except ValueError as e:
+        raise VtkError(str(e)) from None
+    workers = workers or min(os.cpu_count() or 1, 8)
+    spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
+                        caption_device, is_synthetic(sources))
+    items = open_sources(sources, video_root=video_root)
+    writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume)
+    started = time.perf_counter()
+    with _Progress(quiet) as progress:
+        totals = run_sources(items, writer, cfg, codec, spec, workers=workers,
+                             on_result=progress.update)
+    wall = time.perf_counter() - started
+    run = {"sources": totals.sources, "skipped_sources": totals.skipped_sources,
+           "clips": totals.clips, "failed_sources": totals.failed_sources,
+           "frames_decoded": totals.frames_decoded, "wall_s": round(wall, 3),
+           "clips_per_s": round(totals.clips / wall, 3) if wall else None,
+           "workers": workers}
+    card = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["vtk", *sys.argv[1:]]) if sys.argv[1:] else None,
+        "sources": list(sources),
+        "clips": dataclasses.asdict(cfg),
+        "codec": codec,
+        "samples_per_shard": samples_per_shard,
+        "captions": _spec_dict(spec, captions),
+        "versions": versions(),
+        "last_run": run,
+    }
+    bench = benchmark_card(sources)
+    if bench:
+        card["benchmark"] = bench
+    index = writer.close(card)
+    if not quiet:
+        _summary(index, run, out, name)
+    if index["num_samples"] == 0:
+        raise VtkError(f"nothing written to {out}: all {totals.sources} inputs failed "
+                       f"(reasons in {os.path.join(out, 'stats')})")
+
+
+def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device, synthetic):
+    """The CaptionSpec for the workers, or None for ``--captions none``."""
+    if mode == "none":
+        return None
+    try:
+        from vtk.captions import CaptionSpec, Captioning  # noqa: F401
+    except ImportError:
+        raise VtkError(f"--captions {mode} needs vtk.captions, which this build lacks; "
+                       f"use --captions none") from None
+    default = "shapes" if synthetic else "tagger"
+    return CaptionSpec(mode=mode, coarse_model=coarse_model or default,
+                       fine_model=fine_model or default, summarizer=summarizer,
+                       fine_fps=fine_fps, device=device)
+
+
+def _spec_dict(spec, mode: str) -> dict:
+    if spec is None:
+        return {"mode": mode}
+    if dataclasses.is_dataclass(spec):
+        return dataclasses.asdict(spec)
+    return {"mode": mode, **{k: v for k, v in vars(spec).items() if not k.startswith("_")}}
+
+
+def versions() -> dict:
+    """Versions of what shapes the bytes of a shard set."""
+    import av
+    import cv2
+    import numpy
+    import scenedetect
+
+    from vtk import __version__
+
+    return {"vtk": __version__, "python": platform.python_version(), "av": av.__version__,
+            "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
+            "scenedetect": scenedetect.__version__, "opencv": cv2.__version__,
+            "numpy": numpy.__version__}
+
+
+class _Progress:
+    """A rich progress line: sources, clips, clips/s, failures."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        if self.quiet:
+            return self
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]sharding"),
+                            TextColumn("{task.fields[sources]} sources"),
+                            TextColumn("{task.fields[clips]} clips"),
+                            TextColumn("[cyan]{task.fields[rate]:.1f} clips/s"),
+                            TextColumn("[red]{task.fields[failed]} failed"),
+                            TimeElapsedColumn(), console=Console(stderr=True))
+        self.bar.__enter__()
+        self.task = self.bar.add_task("shard", total=None, sources=0, clips=0, rate=0.0,
+                                      failed=0)
+        return self
+
+    def update(self, result, totals) -> None:
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self.t0
+        self.bar.update(self.task, sources=totals.sources, clips=totals.clips,
+                        rate=totals.clips / elapsed if elapsed else 0.0,
+                        failed=totals.failed_sources)
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def _summary(index: dict, run: dict, out: str, name: str) -> None:
+    import glob
+    import json
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table(title=f"shard set {out}", show_header=False)
+    table.add_row("samples (set)", str(index["num_samples"]))
+    table.add_row("shards", str(index["num_shards"]))
+    table.add_row("size", f"{index['num_bytes'] / 1e6:.1f} MB")
+    table.add_row("this run", f"{run['sources']} sources -> {run['clips']} clips in "
+                  f"{run['wall_s']:.1f} s ({run['clips_per_s'] or 0:.1f} clips/s)")
+    if run["skipped_sources"]:
+        table.add_row("resumed", f"{run['skipped_sources']} completed sources skipped")
+    fails = index["failures"]
+    table.add_row("failures", str(fails["total"]) + (
+        " (" + ", ".join(f"{k}: {v}" for k, v in fails["by_reason"].items()) + ")"
+        if fails["total"] else ""))
+    console.print(table)
+    shown = 0
+    for path in sorted(glob.glob(os.path.join(out, "stats", f"{name}-*.json"))):
+        with open(path) as f:
+            for failure in json.load(f)["failures"]:
+                if shown < 10:
+                    console.print(f"  [red]failed[/] {escape(failure['input'])}: "
+                                  f"{escape(failure['reason'])}", highlight=False)
+                shown += 1
+    if shown > 10:
+        console.print(f"  ... and {shown - 10} more in {os.path.join(out, 'stats')}")

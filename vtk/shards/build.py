@@ -1,0 +1,153 @@
+"""The shard pipeline: sources -> clips -> captions -> encoded samples -> ShardWriter.
+
+``N`` worker processes each take one source at a time and do everything costly for it
+(decode, scene detection, captioning, encoding); the parent only writes, in input order, so
+the shard set is the same whatever ``--workers`` is. At most ``2 x N`` sources are in flight,
+which bounds memory however long the input list is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from vtk.clips import ClipConfig, ClipStats, InputError, clips_from_item, encode_mp4
+from vtk.shards.schema import make_sample
+from vtk.types import Clip, SourceItem
+
+CAPTION_BATCH = 8  # clips captioned together: amortises model calls, bounds held frames
+
+
+@dataclass
+class SourceResult:
+    """Everything one source produced, sent from a worker to the writer."""
+
+    source_id: str
+    input: str
+    samples: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # {kind, reason, key?}
+    frames_decoded: int = 0
+    seconds: float = 0.0  # worker time spent on the source
+
+
+@dataclass
+class Totals:
+    sources: int = 0
+    skipped_sources: int = 0
+    clips: int = 0
+    failed_sources: int = 0
+    frames_decoded: int = 0
+
+
+# --- in the worker ---------------------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def init_worker(cfg: ClipConfig, codec: str, caption_spec) -> None:
+    """Per-process set-up: captioning models load once per worker, not per source."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would only contend
+    _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=None)
+    if caption_spec is not None and caption_spec.mode != "none":
+        from vtk.captions import Captioning
+
+        _STATE["captioning"] = Captioning(caption_spec)
+
+
+def process_source(item: SourceItem) -> SourceResult:
+    """Clips, captions and encodes one source; never raises for a bad input."""
+    t0 = time.perf_counter()
+    result = SourceResult(item.id, item.meta.get("input") or item.describe())
+    error = item.meta.get("error")
+    if error:
+        result.failures.append(dict(error))
+        return result
+    stats = ClipStats()
+    try:
+        batch: list[Clip] = []
+        for clip in clips_from_item(item, _STATE["cfg"], stats):
+            batch.append(clip)
+            if len(batch) >= (CAPTION_BATCH if _STATE["captioning"] else 1):
+                _finish(batch, result)
+                batch = []
+        _finish(batch, result)
+    except InputError as e:
+        result.samples = []  # a source fails as a whole: no half-read films in the set
+        result.failures = [{"kind": e.kind, "reason": e.reason}]
+    except Exception as e:  # a bug or an FFmpeg surprise must not stop the other sources
+        result.samples = []
+        result.failures = [{"kind": "error", "reason": f"{type(e).__name__}: {e}"}]
+    result.frames_decoded = stats.frames_decoded
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _finish(batch: list[Clip], result: SourceResult) -> None:
+    if not batch:
+        return
+    spec, codec = _STATE["spec"], _STATE["codec"]
+    captioned = _STATE["captioning"].run(batch) if _STATE["captioning"] else [None] * len(batch)
+    mode = spec.mode if spec is not None else "none"
+    for clip, cap in zip(batch, captioned):
+        if cap and cap.get("error"):
+            result.failures.append({"kind": "caption-error", "reason": str(cap["error"]),
+                                    "key": clip.key})
+            continue
+        mp4 = encode_mp4(clip.frames, clip.fps, codec)
+        result.samples.append(make_sample(clip, mp4, codec, cap, mode))
+
+
+# --- in the parent ---------------------------------------------------------------------------
+
+
+def run_sources(items: Iterable[SourceItem], writer, cfg: ClipConfig, codec: str,
+                caption_spec, workers: int = 1,
+                on_result: Callable[[SourceResult, Totals], None] | None = None) -> Totals:
+    """Feed every item not yet completed in ``writer`` through the workers, writing results
+    in input order. ``on_result`` is called after each source (progress display)."""
+    totals = Totals()
+
+    def todo() -> Iterator[SourceItem]:
+        for item in items:
+            if item.id in writer.done_sources:
+                totals.skipped_sources += 1
+                continue
+            yield item
+
+    for result in _ordered_map(todo(), cfg, codec, caption_spec, workers):
+        for sample in result.samples:
+            writer.add(sample)
+        for f in result.failures:
+            writer.fail(result.source_id, result.input, f["kind"], f["reason"], f.get("key"))
+        writer.source_done(result.source_id)
+        totals.sources += 1
+        totals.clips += len(result.samples)
+        totals.frames_decoded += result.frames_decoded
+        totals.failed_sources += bool(result.failures and not result.samples)
+        if on_result:
+            on_result(result, totals)
+    return totals
+
+
+def _ordered_map(items: Iterator[SourceItem], cfg, codec, caption_spec,
+                 workers: int) -> Iterator[SourceResult]:
+    if workers <= 1:  # in-process: no start-up cost, same code path
+        init_worker(cfg, codec, caption_spec)
+        for item in items:
+            yield process_source(item)
+        return
+    # spawn, not fork: workers may load torch models, which do not survive a fork
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=init_worker, initargs=(cfg, codec, caption_spec)) as pool:
+        inflight: deque = deque()
+        for item in items:
+            inflight.append(pool.apply_async(process_source, (item,)))
+            if len(inflight) >= 2 * workers:
+                yield inflight.popleft().get()
+        while inflight:
+            yield inflight.popleft().get()

@@ -1,0 +1,127 @@
+"""Check a shard set end to end: every tar readable, every sample complete and decodable.
+
+Used by ``vtk inspect``. A sample is valid when it has ``mp4``, ``txt`` and ``json``; the json
+has the required fields; the mp4 decodes with PyAV to ``num_frames`` frames of
+``width x height``. Each tar's ``.idx`` must match the tar, and index.json's counts the tars.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from vtk.shards.schema import check_sample
+from vtk.shards.wds_index import index_entries, read_index, split_name
+
+
+@dataclass
+class ShardReport:
+    file: str
+    num_samples: int = 0
+    problems: list[str] = field(default_factory=list)
+    previews: list[dict] = field(default_factory=list)  # first samples: key, json, txt
+
+
+def load_card(folder: str) -> dict:
+    path = os.path.join(folder, "index.json")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def iter_samples(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) for consecutive members sharing a key."""
+    key, members = None, {}
+    with tarfile.open(tar_path, "r:") as tar:
+        for m in tar:
+            if not m.isreg():
+                continue
+            base, ext = split_name(m.name)
+            if base != key and key is not None:
+                yield key, members
+                members = {}
+            key = base
+            members[ext] = tar.extractfile(m).read()
+    if key is not None:
+        yield key, members
+
+
+def decode_info(mp4: bytes) -> tuple[int, int, int]:
+    """(frames, width, height) of an encoded clip, decoding every frame."""
+    import av
+
+    with av.open(io.BytesIO(mp4)) as c:
+        stream = c.streams.video[0]
+        n = 0
+        w = h = 0
+        for frame in c.decode(stream):
+            n += 1
+            w, h = frame.width, frame.height
+    return n, w, h
+
+
+def check_shard(tar_path: str, decode: bool = True, preview: int = 0) -> ShardReport:
+    report = ShardReport(os.path.basename(tar_path))
+    try:
+        for key, members in iter_samples(tar_path):
+            report.num_samples += 1
+            info, problems = check_sample(key, members)
+            if info is not None and decode and "mp4" in members:
+                problems += _check_video(key, members["mp4"], info)
+            report.problems += problems
+            if len(report.previews) < preview and info is not None:
+                report.previews.append({"key": key, "json": info,
+                                        "txt": members.get("txt", b"").decode("utf-8", "replace")})
+    except (tarfile.TarError, OSError, EOFError) as e:
+        report.problems.append(f"{report.file}: unreadable tar ({e})")
+        return report
+    report.problems += _check_idx(tar_path)
+    return report
+
+
+def _check_video(key: str, mp4: bytes, info: dict) -> list[str]:
+    try:
+        n, w, h = decode_info(mp4)
+    except Exception as e:  # any FFmpeg error means the sample is broken
+        return [f"{key}: mp4 does not decode ({e})"]
+    problems = []
+    if n != info.get("num_frames"):
+        problems.append(f"{key}: mp4 has {n} frames, json says {info.get('num_frames')}")
+    if (w, h) != (info.get("width"), info.get("height")):
+        problems.append(f"{key}: mp4 is {w}x{h}, json says {info.get('width')}x"
+                        f"{info.get('height')}")
+    return problems
+
+
+def _check_idx(tar_path: str) -> list[str]:
+    idx = os.path.splitext(tar_path)[0] + ".idx"
+    name = os.path.basename(idx)
+    if not os.path.exists(idx):
+        return [f"{name}: missing (DALI needs it)"]
+    try:
+        if read_index(idx) != index_entries(tar_path):
+            return [f"{name}: does not match its tar"]
+    except (ValueError, IndexError) as e:
+        return [f"{name}: unreadable ({e})"]
+    return []
+
+
+def check_card(folder: str, card: dict, reports: list[ShardReport]) -> list[str]:
+    """index.json against the tars on disk."""
+    problems = []
+    listed = {s["file"]: s["num_samples"] for s in card.get("shards", [])}
+    found = {r.file: r.num_samples for r in reports}
+    for f in sorted(set(listed) - set(found)):
+        problems.append(f"index.json lists {f}, which is missing")
+    for f in sorted(set(found) - set(listed)):
+        problems.append(f"{f} is not listed in index.json")
+    for f in sorted(set(listed) & set(found)):
+        if listed[f] != found[f]:
+            problems.append(f"{f}: {found[f]} samples, index.json says {listed[f]}")
+    if sum(found.values()) != card.get("num_samples"):
+        problems.append(f"index.json says {card.get('num_samples')} samples, tars hold "
+                        f"{sum(found.values())}")
+    return problems

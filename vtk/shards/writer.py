@@ -1,0 +1,217 @@
+"""ShardWriter: samples in, a crash-safe WebDataset shard set out.
+
+Layout of a shard set folder (``NAME`` defaults to ``shard``)::
+
+    NAME-000000.tar     samples: <key>.mp4, <key>.txt, <key>.json
+    NAME-000000.idx     DALI wds2idx index of that tar
+    stats/NAME-000000.json   keys, sources completed, failed inputs with reasons
+    index.json          the dataset card (written by :meth:`ShardWriter.close`)
+
+Crash safety: a shard is written as ``NAME-000000.tar.tmp``; when it holds
+``samples_per_shard`` samples its ``.idx`` and ``stats`` are written (each to a temp name,
+then renamed), and only then is the tar renamed. So a final tar name always means a complete
+shard with its index and stats, and a stats file whose tar is missing is a leftover of a kill.
+
+Resume: a source is *completed* in the shard where :meth:`source_done` was called, which comes
+after its last sample. With ``resume=True`` the writer loads the completed sources and the keys
+of every complete shard; the caller skips completed sources, and :meth:`add` drops keys that
+are already stored, so a source cut off by a kill half-way is redone without doubling a key.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import re
+import tarfile
+from collections import Counter
+
+from vtk.errors import VtkError
+from vtk.shards.schema import encode_json
+from vtk.shards.wds_index import write_index
+
+
+class ShardWriter:
+    """Writes samples in the order given. One writer per shard set (it is not process-safe)."""
+
+    def __init__(self, out: str, name: str = "shard", samples_per_shard: int = 1000,
+                 resume: bool = False):
+        if samples_per_shard < 1:
+            raise VtkError("--samples-per-shard must be at least 1")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+            raise VtkError(f"--name {name!r}: use letters, digits, '-' and '_' only")
+        self.out, self.name, self.per_shard = out, name, samples_per_shard
+        os.makedirs(os.path.join(out, "stats"), exist_ok=True)
+        self.done_sources: set[str] = set()
+        self.keys: set[str] = set()
+        self.shards: dict[int, dict] = {}  # index -> stats of complete shards
+        self.pending_sources: list[str] = []
+        self.pending_failures: list[dict] = []
+        self.written = 0  # samples added by this run
+        self.skipped_keys = 0
+        self._load(resume)
+        self.index = max(self.shards, default=-1) + 1
+        self._tar: tarfile.TarFile | None = None
+        self._shard_keys: list[str] = []
+
+    # --- paths ---------------------------------------------------------------------------
+
+    def tar_path(self, index: int) -> str:
+        return os.path.join(self.out, f"{self.name}-{index:06d}.tar")
+
+    def idx_path(self, index: int) -> str:
+        return os.path.join(self.out, f"{self.name}-{index:06d}.idx")
+
+    def stats_path(self, index: int) -> str:
+        return os.path.join(self.out, "stats", f"{self.name}-{index:06d}.json")
+
+    # --- writing -------------------------------------------------------------------------
+
+    def add(self, sample: dict) -> bool:
+        """Store one sample (``__key__``, ``mp4`` bytes, ``txt`` str, ``json`` dict); False if
+        its key is already in the set (a resumed source)."""
+        key = sample["__key__"]
+        if key in self.keys:
+            self.skipped_keys += 1
+            return False
+        if self._tar is None:
+            self._tar = tarfile.open(self.tar_path(self.index) + ".tmp", "w",
+                                     format=tarfile.USTAR_FORMAT)
+        for ext, data in (("mp4", sample["mp4"]), ("txt", sample["txt"].encode("utf-8")),
+                          ("json", encode_json(sample["json"]))):
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mode, info.mtime = len(data), 0o444, 0  # same input, same bytes
+            self._tar.addfile(info, io.BytesIO(data))
+        self.keys.add(key)
+        self._shard_keys.append(key)
+        self.written += 1
+        if len(self._shard_keys) >= self.per_shard:
+            self._finish_shard()
+        return True
+
+    def source_done(self, source_id: str) -> None:
+        """Mark a source completed: all its samples have been added (or it failed)."""
+        self.done_sources.add(source_id)
+        self.pending_sources.append(source_id)
+
+    def fail(self, source_id: str, input_: str, kind: str, reason: str,
+             key: str | None = None) -> None:
+        """Record a failed input (or one failed clip, with ``key``)."""
+        record = {"source": source_id, "input": input_, "kind": kind, "reason": reason}
+        if key:
+            record["key"] = key
+        self.pending_failures.append(record)
+
+    def close(self, card: dict | None = None) -> dict:
+        """Finish the last shard, write index.json (``card`` adds command, settings...) and
+        return it."""
+        if self._shard_keys:
+            self._finish_shard()
+        elif self.pending_sources or self.pending_failures:
+            self._flush_trailing()
+        index = self.card(card or {})
+        _write_json(os.path.join(self.out, "index.json"), index, indent=2)
+        return index
+
+    def _finish_shard(self) -> None:
+        assert self._tar is not None
+        self._tar.close()
+        self._tar = None
+        tmp = self.tar_path(self.index) + ".tmp"
+        write_index(tmp, self.idx_path(self.index))
+        stats = {
+            "shard": os.path.basename(self.tar_path(self.index)),
+            "num_samples": len(self._shard_keys),
+            "bytes": os.path.getsize(tmp),
+            "keys": self._shard_keys,
+            "sources_completed": self.pending_sources,
+            "failures": self.pending_failures,
+        }
+        _write_json(self.stats_path(self.index), stats)
+        os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
+        self.shards[self.index] = stats
+        self.index += 1
+        self._shard_keys, self.pending_sources, self.pending_failures = [], [], []
+
+    def _flush_trailing(self) -> None:
+        """Sources completed (or failed) after the last full shard, with no samples to make a
+        new one: their record joins the last complete shard's stats, or an empty stats file."""
+        if self.shards:
+            last = max(self.shards)
+            stats = self.shards[last]
+            stats["sources_completed"] += self.pending_sources
+            stats["failures"] += self.pending_failures
+            _write_json(self.stats_path(last), stats)
+        else:
+            stats = {"shard": None, "num_samples": 0, "bytes": 0, "keys": [],
+                     "sources_completed": self.pending_sources,
+                     "failures": self.pending_failures}
+            _write_json(self.stats_path(self.index), stats)
+        self.pending_sources, self.pending_failures = [], []
+
+    # --- the card ------------------------------------------------------------------------
+
+    def card(self, extra: dict) -> dict:
+        shards = [self.shards[i] for i in sorted(self.shards)]
+        failures = [f for s in shards for f in s["failures"]] + self.pending_failures
+        by_kind = Counter(f["kind"] for f in failures)
+        return {
+            "name": self.name,
+            "format": "webdataset",
+            "members": ["mp4", "txt", "json"],
+            "num_samples": sum(s["num_samples"] for s in shards),
+            "num_bytes": sum(s["bytes"] for s in shards),
+            "num_shards": len(shards),
+            "shards": [{"file": s["shard"], "num_samples": s["num_samples"], "bytes": s["bytes"],
+                        "index": os.path.splitext(s["shard"])[0] + ".idx"}
+                       for s in shards],
+            "num_sources_completed": len({x for s in shards for x in s["sources_completed"]}),
+            "failures": {"total": len(failures), "by_reason": dict(sorted(by_kind.items()))},
+            **extra,
+        }
+
+    # --- resume --------------------------------------------------------------------------
+
+    def _load(self, resume: bool) -> None:
+        pattern = os.path.join(self.out, "stats", f"{self.name}-[0-9]*.json")
+        stats_files = sorted(glob.glob(pattern))
+        tars = sorted(glob.glob(os.path.join(self.out, f"{self.name}-[0-9]*.tar")))
+        if not resume:
+            if stats_files or tars:
+                raise VtkError(f"{self.out} already holds shard set '{self.name}': pass --resume "
+                               f"to continue it, or choose another --out or --name")
+            return
+        for leftover in glob.glob(os.path.join(self.out, f"{self.name}-*.tmp")) + glob.glob(
+                os.path.join(self.out, "stats", f"{self.name}-*.tmp")):
+            os.remove(leftover)  # a shard cut off by a kill: its sources are redone
+        for path in stats_files:
+            index = int(re.search(r"-(\d+)\.json$", path).group(1))
+            with open(path) as f:
+                stats = json.load(f)
+            if stats["num_samples"] and not os.path.exists(self.tar_path(index)):
+                os.remove(path)  # killed between writing stats and renaming the tar
+                if os.path.exists(self.idx_path(index)):
+                    os.remove(self.idx_path(index))
+                continue
+            self.done_sources.update(stats["sources_completed"])
+            if stats["num_samples"]:
+                self.shards[index] = stats
+                self.keys.update(stats["keys"])
+            else:  # an empty trailing record: carried into the next shard written
+                self.pending_sources += stats["sources_completed"]
+                self.pending_failures += stats["failures"]
+                os.remove(path)
+        known = {self.tar_path(i) for i in self.shards}
+        stray = [t for t in tars if t not in known]
+        if stray:
+            raise VtkError(f"{stray[0]} has no stats file: not written by vtk shard, or "
+                           f"damaged; move it away before --resume")
+
+
+def _write_json(path: str, data: dict, indent: int | None = None) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=indent)
+    os.replace(tmp, path)
