@@ -41,6 +41,7 @@ PROTOTYPES = {
 AREA_PER_R2 = {"circle": math.pi, "square": 2.89, "triangle": 1.299}
 LARGE_RADIUS = 0.126  # fraction of the frame side between "small" (~0.10) and "large" (~0.16)
 SATURATION = 40  # max - min over RGB (0..255) above which a pixel belongs to an object
+MAX_SIDE = 128  # frames with a larger shorter side are downscaled before detection
 MIN_AREA_FRACTION = 0.001  # smaller components are noise (video compression speckle)
 
 
@@ -121,6 +122,11 @@ def detect_frame(frame: np.ndarray, saturation: int = SATURATION) -> list[Obj]:
     import cv2
 
     h, w, _ = frame.shape
+    if min(h, w) > MAX_SIDE:  # big frames say nothing more about flat shapes: shrink first
+        scale = MAX_SIDE / min(h, w)
+        frame = cv2.resize(frame, (round(w * scale), round(h * scale)),
+                           interpolation=cv2.INTER_AREA)
+        h, w, _ = frame.shape
     f = frame.astype(np.int16)
     mask = ((f.max(-1) - f.min(-1)) > saturation).astype(np.uint8)
     n, labels, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)

@@ -112,6 +112,17 @@ def _turning(xs: np.ndarray, ys: np.ndarray, min_step: float) -> tuple[float, fl
     return float(turns.sum()), float(agree)
 
 
+def _circle_fit(xs: np.ndarray, ys: np.ndarray) -> float:
+    """Relative RMS distance of points from their least-squares circle (0 = on a circle)."""
+    a = np.stack([xs, ys, np.ones_like(xs)], 1)
+    (d, e, f), *_ = np.linalg.lstsq(a, -(xs**2 + ys**2), rcond=None)
+    cx, cy = -d / 2, -e / 2
+    radius = math.sqrt(max(cx**2 + cy**2 - f, 1e-12))
+    if radius < 0.06:  # smaller loops than this are jitter, not an orbit
+        return math.inf
+    return float(np.sqrt(np.mean((np.hypot(xs - cx, ys - cy) - radius) ** 2)) / radius)
+
+
 def _direction(dx: float, dy: float) -> str:
     """A travel direction in words; y grows downwards in images."""
     horiz = "to the left" if dx < 0 else "to the right"
@@ -140,13 +151,19 @@ def _motion(xs: np.ndarray, ys: np.ndarray) -> str | None:
     nx, runs_x = _reversals(xs, 0.03)
     ny, runs_y = _reversals(ys, 0.03)
     turn, agree = _turning(xs, ys, 0.01)
-    if abs(turn) > 3.5 and agree >= 0.7 and min(rx, ry) > 0.06:
+    if abs(turn) > 3.5 and agree >= 0.7 and min(rx, ry) > 0.06 and _circle_fit(xs, ys) < 0.25:
         return "moves in a circle"
-    if trend > 0.12 and wiggle < 0.45 * trend:
-        if wiggle > 0.05 and _reversals(resid_y if abs(sx) > abs(sy) else resid_x, 0.03)[0] >= 2:
-            return f"zigzags {'to the left' if sx < 0 else 'to the right'}" if abs(sx) > abs(
-                sy) else f"zigzags {'up' if sy < 0 else 'down'}"
-        return _direction(sx, sy)
+    if trend > 0.12:
+        # a zigzag wiggles across its direction of travel while it travels
+        across = (-sy * resid_x + sx * resid_y) / trend
+        along = (sx * resid_x + sy * resid_y) / trend
+        if (float(np.ptp(across)) > 0.05 and float(np.ptp(along)) < 0.5 * trend
+                and _reversals(across, 0.03)[0] >= 2):
+            if abs(sx) >= abs(sy):
+                return f"zigzags {'to the left' if sx < 0 else 'to the right'}"
+            return f"zigzags {'up' if sy < 0 else 'down'}wards"
+        if wiggle < 0.45 * trend:
+            return _direction(sx, sy)
     if rx < 0.5 * ry and ry > 0.06:  # vertical movement around a place
         if ny == 1 and runs_y == [-1, 1]:
             return "jumps up and lands"

@@ -1,0 +1,127 @@
+"""``hf:<hub-id-or-local-path>``: transformers models as captioners and summarisers.
+
+- ``HFCaptioner``: any image-to-text model that ``AutoModelForImageTextToText`` loads (BLIP,
+  BLIP-2, GIT, ...), batched, half precision on a GPU. The paper's coarse captioner is
+  ``hf:Salesforce/blip2-opt-2.7b``.
+- ``HFSummarizer``: any text-generation (decoder-only) or text2text (encoder-decoder) model,
+  prompted with the timed frame captions.
+
+A hub id needs the network or a filled Hugging Face cache; a local folder needs only itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vtk.captions.base import check_frames
+from vtk.errors import VtkError
+
+HINT = "pip install 'transformers>=4.45' torch"
+PROMPT = ("Summarize these video frame captions into one sentence that describes what happens "
+          "in the video.\n{lines}\nSummary:")
+
+
+def _transformers():
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise VtkError(f"hf: models need transformers and torch ({e}); install them with: "
+                       f"{HINT}") from None
+    return transformers, torch
+
+
+def _load(what: str, path: str, loader):
+    try:
+        return loader()
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VtkError(f"hf:{path}: cannot load the {what} ({first}); pass a local model folder "
+                       "or a hub id that is reachable or already in the Hugging Face cache"
+                       ) from None
+
+
+def _dtype(device: str):
+    _, torch = _transformers()
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def _new_tokens(out, inputs) -> object:
+    """Drop the prompt from generate()'s output when a decoder-only model echoes it."""
+    ids = inputs.get("input_ids") if hasattr(inputs, "get") else None
+    if ids is not None and out.shape[1] >= ids.shape[1] and bool((out[:, :ids.shape[1]] == ids)
+                                                                 .all()):
+        return out[:, ids.shape[1]:]
+    return out
+
+
+class HFCaptioner:
+    def __init__(self, path: str, device: str = "cpu", max_new_tokens: int = 30,
+                 prompt: str | None = None):
+        transformers, _ = _transformers()
+        self.name = f"hf:{path}"
+        self.device = device
+        self.processor = _load("processor", path,
+                               lambda: transformers.AutoProcessor.from_pretrained(path))
+        self.model = _load("image-to-text model", path, lambda: transformers
+                           .AutoModelForImageTextToText.from_pretrained(path,
+                                                                        dtype=_dtype(device)))
+        self.model.eval().to(device)
+        self.max_new_tokens = max_new_tokens
+        self.prompt = prompt
+
+    def caption(self, frames: np.ndarray) -> list[str]:
+        _, torch = _transformers()
+        images = list(check_frames(frames))
+        kwargs = {"images": images, "return_tensors": "pt"}
+        if self.prompt is not None:
+            kwargs["text"] = [self.prompt] * len(images)
+        inputs = self.processor(**kwargs).to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                      do_sample=False)
+        texts = self.processor.batch_decode(_new_tokens(out, inputs), skip_special_tokens=True)
+        return [" ".join(t.split()) for t in texts]
+
+
+class HFSummarizer:
+    def __init__(self, path: str, device: str = "cpu", max_new_tokens: int = 40):
+        transformers, _ = _transformers()
+        self.name = f"hf:{path}"
+        self.device = device
+        self.tokenizer = _load("tokenizer", path,
+                               lambda: transformers.AutoTokenizer.from_pretrained(path))
+        config = _load("config", path, lambda: transformers.AutoConfig.from_pretrained(path))
+        self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        auto = (transformers.AutoModelForSeq2SeqLM if self.seq2seq
+                else transformers.AutoModelForCausalLM)
+        self.model = _load("text model", path,
+                           lambda: auto.from_pretrained(path, dtype=_dtype(device)))
+        self.model.eval().to(device)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.tokenizer.padding_side = "left"  # decoder-only models continue the prompt
+        self.max_new_tokens = max_new_tokens
+
+    def prompt(self, texts: Sequence[str], times: Sequence[float]) -> str:
+        lines = "\n".join(f"{t:.1f}s: {x}" for t, x in zip(times, texts))
+        return PROMPT.format(lines=lines)
+
+    def summarize(self, texts, times, objects=None) -> str:
+        _, torch = _transformers()
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        limit = limit if limit and limit < 100_000 else 1024  # "no limit" is a huge number
+        inputs = self.tokenizer([self.prompt(texts, times)], return_tensors="pt",
+                                truncation=True, max_length=limit).to(self.device)
+        inputs.pop("token_type_ids", None)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
+                                      min_new_tokens=1, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        if not self.seq2seq:
+            out = out[:, inputs["input_ids"].shape[1]:]
+        return " ".join(self.tokenizer.decode(out[0], skip_special_tokens=True).split())
