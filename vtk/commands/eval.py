@@ -1,0 +1,98 @@
+"""`vtk eval RUN`: zero-shot classification and retrieval; writes RUN/eval.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vtk.errors import VtkError
+
+
+def parse_templates(value: str | None):
+    """kinetics | none | a file of templates (one a line) | one template with '{}'."""
+    if value is None or value in ("kinetics", "none"):
+        return value
+    p = Path(value).expanduser()
+    if p.is_file():
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return lines
+    if "{}" in value:
+        return [value]
+    raise VtkError(f"--templates {value}: give kinetics, none, a file of templates or a "
+                   "template with '{}'")
+
+
+def render_table(result: dict, console=None) -> None:
+    """One row per benchmark: classification top-1/5/AVG, retrieval R@1/5/10, MdR, MnR."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="zero-shot evaluation (percent; ranks 1-based)")
+    for col in ("benchmark", "videos", "texts", "missing", "metric", "R@1 / top-1", "R@5 / top-5",
+                "R@10 / AVG", "MdR", "MnR"):
+        table.add_column(col, justify="left" if col in ("benchmark", "metric") else "right")
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    for name, b in result["benchmarks"].items():
+        m = b["metrics"]
+        head = [name, str(b["num_videos"]), str(b["num_texts"]), str(b.get("missing", 0))]
+        if b["task"] == "classification":
+            table.add_row(*head, "cls", pct(m["top1"]), pct(m["top5"]), pct(m["avg"]), "", "")
+            continue
+        for i, d in enumerate(("t2v", "v2t", "dsl_t2v", "dsl_v2t")):
+            if f"{d}_r1" not in m:
+                continue
+            row = head if i == 0 else [""] * 4
+            table.add_row(*row, d.upper().replace("_", " "), pct(m[f"{d}_r1"]),
+                          pct(m[f"{d}_r5"]), pct(m[f"{d}_r10"]), f"{m[f'{d}_mdr']:.1f}",
+                          f"{m[f'{d}_mnr']:.1f}")
+    console.print(table)
+
+
+@click.command("eval")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--bench", "benches", multiple=True, default=("synth",), show_default=True,
+              help="synth (all eight synthetic analogs), synth-NAME, or NAME=PATH[,VIDEOS] for a "
+                   "local copy of k400 k600 k700 msrvtt lsmdc didemo msvd anet. Repeatable.")
+@click.option("--dsl", is_flag=True, help="Also report dual-softmax rescored retrieval (dsl_*).")
+@click.option("--templates", default="kinetics", show_default=True,
+              help="Class prompts: kinetics (ViCLIP's 16), none, a file (one per line) or one "
+                   "template with '{}'.")
+@click.option("--template-average", type=click.Choice(["similarity", "embedding"]),
+              default="similarity", show_default=True,
+              help="Average per-template similarities (ViCLIP) or template embeddings (CLIP).")
+@click.option("--save-sims", type=click.Path(file_okay=False),
+              help="Write NAME.npy (texts x videos) and NAME.json (ground truth) per benchmark.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--backend", default="auto", show_default=True,
+              help="Decoder: auto, dali, torchcodec, pyav, decord.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--workers", default=1, show_default=True, help="Loader workers.")
+@click.option("--cache", type=click.Path(file_okay=False),
+              help="Benchmark shard cache (default $VTK_CACHE or ~/.cache/vtk).")
+def command(run, benches, dsl, templates, template_average, save_sims, batch_size, backend,
+            device, workers, cache):
+    """Zero-shot classification and retrieval of the run in RUN; writes RUN/eval.json.
+
+    \b
+    Examples:
+      vtk eval runs/fine --bench synth --dsl
+      vtk eval runs/fine --bench k400=~/data/kinetics400 --bench msrvtt=~/data/msrvtt
+    """
+    from rich.console import Console
+
+    from vtk.eval.evaluate import evaluate
+
+    console = Console(stderr=True)
+    result = evaluate(run, benches, dsl=dsl, templates=parse_templates(templates),
+                      template_mode=template_average, save_sims_dir=save_sims,
+                      batch_size=batch_size, backend=backend, device=device, workers=workers,
+                      cache=cache, log=lambda line: console.print(f"[dim]{line}[/]"))
+    render_table(result)
+    click.echo(f"wrote {Path(run) / 'eval.json'}")
+    if save_sims:
+        click.echo(f"similarities: {save_sims}")

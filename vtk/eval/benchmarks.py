@@ -1,0 +1,189 @@
+"""The benchmark registry: names -> eval shard sets, built once into a cache.
+
+``--bench`` values:
+- ``synth``: the eight synthetic analogs; ``synth-k400`` (or ``synth:k400?n=60``) one of them.
+  Rendered from the synthetic world's own benchmark seeds (disjoint from every training corpus).
+- ``NAME=PATH[,VIDEOS]`` with NAME in k400 k600 k700 msrvtt lsmdc didemo msvd anet: a local copy
+  in its usual format (``vtk.eval.formats``); PATH is the dataset folder or the annotation file,
+  VIDEOS the video folder when it is not under PATH.
+
+Every benchmark becomes a WebDataset shard set (whole clips, no captions; ``label`` / ``texts``
+in each sample's json) under ``$VTK_CACHE/bench/<name>-<settings hash>/`` (default cache
+``~/.cache/vtk``), written by the same shard writer as training data. ``bench.json`` there
+records the benchmark card, the settings and the videos that were missing or failed to decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vtk.errors import VtkError
+from vtk.eval import formats
+from vtk.sources import synth
+
+SYNTH = synth.BENCHMARKS  # synth-k400 ... synth-anet
+REAL = tuple(formats.REAL)  # k400 ... anet
+CACHE_FORMAT = 1  # bump when the shard layout of cached benchmarks changes
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    name: str  # synth-k400 | k400 | ...
+    source: str  # synth:k400?n=.. for synthetic, the annotation path or folder for real ones
+    videos: str | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source.startswith("synth:")
+
+
+def parse_bench(values: Iterable[str]) -> list[BenchSpec]:
+    """``--bench`` values -> specs (``synth`` expands to all eight; duplicates dropped)."""
+    out: dict[str, BenchSpec] = {}
+    for value in values:
+        value = value.strip()
+        if value == "synth":
+            for name in SYNTH:
+                out[name] = BenchSpec(name, "synth:" + name.removeprefix("synth-"))
+            continue
+        if value.startswith(("synth-", "synth:")):
+            body = value.removeprefix("synth:").removeprefix("synth-")
+            preset = synth.get_preset(body.partition("?")[0])  # VtkError if unknown
+            if preset.task == "train":
+                raise VtkError(f"{value}: synth:train is a training corpus, not a benchmark")
+            name = f"synth-{preset.name}"
+            out[name] = BenchSpec(name, "synth:" + body)
+            continue
+        name, eq, path = value.partition("=")
+        if not eq or not path:
+            raise VtkError(f"--bench {value}: give synth, synth-NAME or NAME=PATH "
+                           f"(NAME: {', '.join(REAL)})")
+        if name not in REAL:
+            raise VtkError(f"--bench {value}: unknown benchmark {name!r} (known: synth, "
+                           f"{', '.join(SYNTH)}, {', '.join(REAL)})")
+        path, _, videos = path.partition(",")
+        out[name] = BenchSpec(name, path, videos or None)
+    if not out:
+        raise VtkError("no benchmark given: use --bench synth or --bench NAME=PATH")
+    return list(out.values())
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VTK_CACHE") or Path.home() / ".cache" / "vtk").expanduser()
+
+
+def _fingerprint(path: str | None) -> list:
+    """Path, size and mtime of an annotation file (its folder: the path alone)."""
+    if not path:
+        return []
+    p = Path(path).expanduser().resolve()
+    st = p.stat() if p.exists() else None
+    return [str(p), st.st_size if st and p.is_file() else None,
+            st.st_mtime_ns if st and p.is_file() else None]
+
+
+def settings_hash(spec: BenchSpec, settings: dict) -> str:
+    key = {"format": CACHE_FORMAT, "source": spec.source if spec.synthetic else
+           _fingerprint(spec.source), "videos": _fingerprint(spec.videos), **settings}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Prepared:
+    spec: BenchSpec
+    shards: Path  # the shard set folder
+    info: dict  # bench.json: card, settings, missing
+
+    @property
+    def card(self) -> dict:
+        return self.info["benchmark"]
+
+
+def prepare(spec: BenchSpec, size: int | None = None, fps: float = 8.0, codec: str = "h264",
+            root: Path | None = None, workers: int = 1, progress: bool = False) -> Prepared:
+    """The cached eval shard set of ``spec``, built on first use.
+
+    ``size``: short side of the stored clips (None: native for synthetic clips, 224 for
+    files; the loader resizes to the model's input);
+    ``fps``: frame rate of the stored clips. Building goes to a temporary folder that is
+    renamed when complete, so a killed build is never mistaken for a finished one.
+    """
+    settings = {"size": size, "fps": fps, "codec": codec}
+    out = (root or cache_root()) / "bench" / f"{spec.name}-{settings_hash(spec, settings)}"
+    info_path = out / "bench.json"
+    if info_path.exists():
+        return Prepared(spec, out, json.loads(info_path.read_text()))
+    if spec.synthetic:
+        items = list(synth.synth_items(spec.source))
+        card = synth.benchmark_card(spec.source)
+        card.update(missing=0, missing_ids=[], num_annotated=len(items))
+    else:
+        data = formats.load_real(spec.name, spec.source, spec.videos)
+        card = data.card()
+        items = data.items
+        if not items:
+            raise VtkError(f"{data.videos}: none of the {len(data.missing)} {spec.name} videos "
+                           f"named in {data.annotation} is there")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        failed = write_eval_shards(items, tmp, spec.name, card, settings, workers, progress)
+        if failed:  # videos that exist but could not be decoded count as missing
+            card["missing"] += len(failed)
+            card["missing_ids"] = (card["missing_ids"] + failed)[:50]
+            card["failed"] = len(failed)
+        info = {"benchmark": card, "spec": spec.__dict__, "settings": settings,
+                "num_videos": len(items) - len(failed)}
+        (tmp / "bench.json").write_text(json.dumps(info, indent=1))
+        if out.exists():  # a concurrent build finished first: keep it
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Prepared(spec, out, json.loads(info_path.read_text()))
+
+
+def write_eval_shards(items: Sequence, out: Path, name: str, card: dict, settings: dict,
+                      workers: int = 1, progress: bool = False) -> list[str]:
+    """Write benchmark items as a shard set (one whole clip per video, no captions) with the
+    shard writer; returns the ids of videos that could not be decoded."""
+    from vtk.clips import ClipConfig
+    from vtk.shards.build import run_sources
+    from vtk.shards.writer import ShardWriter
+
+    cfg = ClipConfig(mode="whole", size=settings["size"], fps=settings["fps"], min_clip=0.0)
+    writer = ShardWriter(str(out), name=name, samples_per_shard=1000)
+    video_ids = {it.id: it.meta.get("video_id", it.id) for it in items}
+    failed: list[str] = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        task = bar.add_task(f"building {name}", total=len(items))
+        bar.start()
+
+    def on_result(result, totals):
+        if result.failures and not result.samples:
+            failed.append(video_ids.get(result.source_id, result.source_id))
+        if bar is not None:
+            bar.advance(task)
+
+    try:
+        run_sources(items, writer, cfg, settings["codec"], None, workers, on_result)
+    finally:
+        if bar is not None:
+            bar.stop()
+    writer.close({"benchmark": card, "command": "vtk eval (benchmark cache)",
+                  "clips": {"mode": "whole", "size": settings["size"], "fps": settings["fps"],
+                            "codec": settings["codec"]}, "captions": {"mode": "none"}})
+    return failed

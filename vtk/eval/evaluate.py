@@ -1,0 +1,203 @@
+"""``evaluate(run_dir, benches)``: embed every benchmark with a trained run, score, write
+``RUN/eval.json``. The ablation runner calls it in-process; ``vtk eval`` is a thin CLI over it.
+
+eval.json (docs/evaluation.md): ``{"benchmarks": {NAME: {"name", "task", "num_videos",
+"num_texts", "missing", "checkpoint", "settings", "metrics"}}, "units", "vtk_version"}``.
+Metrics are fractions (top1, top5, avg; t2v_r1 ... v2t_mnr) and ranks (``*_mdr``, ``*_mnr``);
+DSL-rescored retrieval figures sit beside the raw ones under ``dsl_`` keys.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vtk import __version__
+from vtk.errors import VtkError
+from vtk.eval import zeroshot
+from vtk.eval.benchmarks import BenchSpec, Prepared, parse_bench, prepare
+
+UNITS = {"top1 top5 avg r1 r5 r10": "fraction of queries (0-1)",
+         "mdr mnr": "rank, 1-based; ties counted against the ground truth"}
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def embed_videos(model, loader, device, total: int | None = None, label: str = "") -> dict:
+    """Run the video tower over an eval loader. Returns ``emb`` V x D (float32 numpy) and per
+    video ``keys``, ``labels``, ``texts`` in loader order."""
+    from rich.progress import Progress
+
+    embs, keys, labels, texts = [], [], [], []
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"embedding {label}", total=total)
+        for batch in loader:
+            video = batch["video"].to(device, non_blocking=True)
+            embs.append(model.encode_video(video).float().cpu())
+            keys += batch["key"]
+            labels += batch["label"]
+            texts += batch["texts"]
+            bar.advance(task, len(batch["key"]))
+    if not keys:
+        raise VtkError("the benchmark shards yielded no video")
+    return {"emb": torch.cat(embs).numpy(), "keys": keys, "labels": labels, "texts": texts}
+
+
+@torch.no_grad()
+def embed_texts(model, texts: Sequence[str], chunk: int = 256) -> np.ndarray:
+    """T texts -> T x D float32 numpy (L2-normalised by the model)."""
+    out = [model.encode_text(list(texts[i : i + chunk])).float().cpu()
+           for i in range(0, len(texts), chunk)]
+    return torch.cat(out).numpy()
+
+
+def score_classification(model, videos: dict, classes: list[str], templates, mode: str):
+    """-> (metrics, sims classes x videos, ground truth {"video_labels": [...]})."""
+    index = {c: i for i, c in enumerate(classes)}
+    bad = sorted({str(lab) for lab in videos["labels"] if lab not in index})
+    if bad:
+        raise VtkError(f"labels not among the benchmark's classes: {', '.join(bad[:5])}")
+    labels = [index[lab] for lab in videos["labels"]]
+    prompts = zeroshot.class_prompts(classes, templates)
+    prompt_emb = embed_texts(model, prompts)
+    metrics, sims = zeroshot.zeroshot_classification(
+        videos["emb"], prompt_emb, labels, len(templates), mode)
+    truth = {"video_labels": labels, "classes": classes, "templates": list(templates)}
+    return metrics, sims, truth, len(prompts)
+
+
+def score_retrieval(model, videos: dict, paragraph: bool, dsl: bool):
+    """-> (metrics, sims texts x videos, ground truth {"text_to_video": [...]})."""
+    texts, owner = zeroshot.retrieval_texts(videos["texts"], paragraphs=paragraph)
+    text_emb = embed_texts(model, texts)
+    metrics, sims = zeroshot.zeroshot_retrieval(videos["emb"], text_emb, owner, dsl=dsl)
+    return metrics, sims, {"text_to_video": owner.tolist(), "texts": texts}, len(texts)
+
+
+def evaluate_bench(model, prepared: Prepared, frames: int, size: int, device, *,
+                   dsl: bool = False, templates=None, template_mode: str = "similarity",
+                   batch_size: int = 32, backend: str = "auto", workers: int = 1,
+                   normalize: str = "clip"):
+    """Embed and score one prepared benchmark -> (entry for eval.json, sims, ground truth)."""
+    from vtk.data.loader import build_loader
+
+    card = prepared.card
+    loader = build_loader(str(prepared.shards), backend=backend, frames=frames, size=size,
+                          train=False, batch_size=batch_size, workers=workers, captions="txt",
+                          normalize=normalize, device=str(device))
+    videos = embed_videos(model, loader, device, prepared.info.get("num_videos"),
+                          prepared.spec.name)
+    templates = zeroshot.resolve_templates(templates)
+    settings = {"dsl": dsl, "frames": frames, "size": size, "source": prepared.spec.source,
+                "shards": str(prepared.shards)}
+    if card["task"] == "classification":
+        metrics, sims, truth, num_texts = score_classification(
+            model, videos, card["classes"], templates, template_mode)
+        settings.update(templates=list(templates), template_average=template_mode)
+    else:
+        metrics, sims, truth, num_texts = score_retrieval(model, videos, card["paragraph"], dsl)
+        settings.update(paragraph=card["paragraph"], dsl_temperature=1.0)
+    truth["video_keys"] = videos["keys"]
+    entry = {"name": prepared.spec.name, "task": card["task"], "num_videos": len(videos["keys"]),
+             "num_texts": num_texts, "missing": int(card.get("missing", 0)),
+             "synthetic": prepared.spec.synthetic, "settings": settings, "metrics": metrics}
+    if card.get("missing_ids"):
+        entry["missing_ids"] = card["missing_ids"]
+    if card["task"] == "classification":
+        entry["num_classes"] = len(card["classes"])
+    return entry, sims, truth
+
+
+def save_sims(out_dir: str | Path, name: str, sims: np.ndarray, truth: dict, task: str):
+    """``NAME.npy`` (texts x videos, or class texts x videos) and ``NAME.json`` (ground truth)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{name}.npy", np.asarray(sims, dtype=np.float32))
+    rows = "class (templates averaged)" if task == "classification" else "text"
+    (out / f"{name}.json").write_text(json.dumps(
+        {"task": task, "rows": rows, "columns": "video", **truth}, indent=1))
+
+
+def checkpoint_info(run_dir: Path) -> dict:
+    ckpt = run_dir / "checkpoint.pt"
+    if not ckpt.exists():
+        return {"path": str(ckpt), "exists": False}
+    st = ckpt.stat()
+    return {"path": str(ckpt), "bytes": st.st_size,
+            "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime))}
+
+
+def _frames_size(model, config) -> tuple[int, int, str]:
+    cfg = config if isinstance(config, dict) else vars(config) if config is not None else {}
+    mcfg = getattr(model, "cfg", None)
+    frames = getattr(mcfg, "frames", None) or cfg.get("frames") or cfg.get("model", {}).get("frames")
+    size = getattr(mcfg, "size", None) or cfg.get("size") or cfg.get("model", {}).get("size")
+    if not frames or not size:
+        raise VtkError("the run's config has no frames/size: cannot build the eval loader")
+    return int(frames), int(size), cfg.get("normalize", "clip")
+
+
+def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",), *,
+             dsl: bool = False, templates=None, template_mode: str = "similarity",
+             save_sims_dir: str | Path | None = None, batch_size: int = 32,
+             backend: str = "auto", device: str | None = "auto", workers: int = 1,
+             cache: str | Path | None = None, write: bool = True, model=None,
+             config=None, log=None) -> dict:
+    """Evaluate the run in ``run_dir`` on ``benches`` (``--bench`` strings or BenchSpecs).
+
+    Returns the eval.json dict; with ``write`` merges it into ``RUN/eval.json`` (benchmarks
+    evaluated earlier and not now are kept). ``model``/``config`` skip loading the run.
+    ``log``: a callable taking one line of text (progress for long steps).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise VtkError(f"{run_dir}: run folder not found")
+    benches = list(benches)
+    specs = [b for b in benches if isinstance(b, BenchSpec)]
+    names = [b for b in benches if not isinstance(b, BenchSpec)]
+    specs += parse_bench(names) if names or not specs else []
+    device = pick_device(device)
+    if model is None:
+        from vtk.train import load_run
+
+        model, config = load_run(run_dir, device)
+    model.eval()
+    frames, size, normalize = _frames_size(model, config)
+    results = {}
+    for spec in specs:
+        if log:
+            log(f"{spec.name}: preparing shards")
+        # synthetic clips are stored at their native size; real videos at the model's input
+        prepared = prepare(spec, size=None if spec.synthetic else max(size, 32),
+                           root=Path(cache) if cache else None, progress=log is not None)
+        if log:
+            log(f"{spec.name}: evaluating {prepared.info.get('num_videos', '?')} videos")
+        entry, sims, truth = evaluate_bench(
+            model, prepared, frames, size, device, dsl=dsl, templates=templates,
+            template_mode=template_mode, batch_size=batch_size, backend=backend,
+            workers=workers, normalize=normalize)
+        entry["checkpoint"] = checkpoint_info(run_dir)
+        results[spec.name] = entry
+        if save_sims_dir:
+            save_sims(save_sims_dir, spec.name, sims, truth, entry["task"])
+    out = {"benchmarks": results, "units": UNITS, "vtk_version": __version__}
+    if write:
+        path = run_dir / "eval.json"
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+                out["benchmarks"] = {**old.get("benchmarks", {}), **results}
+            except ValueError:
+                pass
+        path.write_text(json.dumps(out, indent=1))
+    return out
