@@ -1,0 +1,1 @@
+"""Throughput benchmarks behind `vtk bench` (one module per subcommand)."""

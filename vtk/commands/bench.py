@@ -1,0 +1,19 @@
+"""`vtk bench`: throughput benchmarks, one subcommand per stage (code in vtk/bench/)."""
+
+from __future__ import annotations
+
+import click
+
+from vtk.bench.shard import command as shard
+
+
+@click.group("bench")
+def command():
+    """Throughput benchmarks: decode, shard, train.
+
+    \b
+    Example:  vtk bench shard film.mp4 --size 224 --json bench-shard.json
+    """
+
+
+command.add_command(shard)
