@@ -183,6 +183,8 @@ class Captioning:
             for i, res in self._run_group(model, members, mid, detect_ok=False).items():
                 if isinstance(res, Exception):
                     results[i] = {"error": f"coarse caption ({model}): {_reason(res)}"}
+                elif not res[0][0].strip():
+                    results[i] = {"error": f"coarse caption ({model}): empty text"}
                 else:
                     captions[i]["coarse"] = res[0][0]
 
