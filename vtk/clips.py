@@ -43,7 +43,8 @@ MAX_BAD_PACKETS = 16  # corrupt packets tolerated in one source before it counts
 
 class InputError(Exception):
     """A source that cannot be turned into clips; ``kind`` is a short reason class for the
-    stats totals (``empty``, ``unreadable``, ``no-video``, ``decode-error``, ``too-short``...)."""
+    stats totals (``empty``, ``unreadable``, ``no-video``, ``truncated``, ``decode-error``,
+    ``too-short``...)."""
 
     def __init__(self, kind: str, reason: str):
         super().__init__(reason)
@@ -238,12 +239,14 @@ class _Resampler:
     the source frame on screen at that time, so a frame is repeated when the source is slower
     and skipped when it is faster."""
 
-    def __init__(self, fps: float, t0: float):
-        self.fps, self.t0, self.next_j = fps, t0, 0
+    def __init__(self, fps: float, t0: float, end: float | None = None):
+        self.fps, self.t0, self.next_j, self.end = fps, t0, 0, end
 
     def copies(self, t: float, duration: float) -> list[float]:
-        """Output times that source frame [t, t + duration) covers."""
-        n_target = math.ceil((t + duration - self.t0) * self.fps - 1e-6)
+        """Output times that source frame [t, t + duration) covers (and that fall before
+        ``end``: a range's last source frame may straddle it)."""
+        stop = t + duration if self.end is None else min(t + duration, self.end)
+        n_target = math.ceil((stop - self.t0) * self.fps - 1e-6)
         times = [self.t0 + j / self.fps for j in range(self.next_j, max(n_target, self.next_j))]
         self.next_j = max(n_target, self.next_j)
         return times
@@ -266,7 +269,7 @@ def _array_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats
     out_w, out_h = output_size(w, h, cfg.size or min(w, h))
     first = int(round((item.start or 0.0) * fps)) if item.start else 0
     last = int(round(item.end * fps)) if item.end is not None else len(frames)
-    resampler = _Resampler(cfg.fps, first / fps)
+    resampler = _Resampler(cfg.fps, first / fps, item.end)
     for i in range(first, min(last, len(frames))):
         t = i / fps
         stats.frames_decoded += 1
@@ -402,7 +405,7 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
             if item.end is not None and t >= item.end - 1e-6:
                 return
             if resampler is None:
-                resampler = _Resampler(cfg.fps, t if not item.start else start)
+                resampler = _Resampler(cfg.fps, t if not item.start else start, item.end)
                 first_t = t
             stats.frames_decoded += 1
             stats.duration = t + frame_dur - first_t
@@ -416,6 +419,21 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
             yield index, small, rgb, times, t
     if item.start is not None and stats.frames_decoded == 0:
         raise InputError("bad-timestamps", f"no frames in [{item.start}, {item.end}] s")
+    expected = _duration(container, stream)
+    if expected and stats.frames_decoded:
+        want = min(expected, item.end) if item.end is not None else expected
+        got = t + frame_dur
+        if got < want - max(0.5, 0.05 * want):  # the file ends before its header says
+            raise InputError("truncated", f"video stops at {got:.2f} s of {want:.2f} s")
+
+
+def _duration(container, stream) -> float | None:
+    """Duration (s) the container promises, if it says."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1e6
+    return None
 
 
 def _small_bgr(frame, width: int) -> np.ndarray:
