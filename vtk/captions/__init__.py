@@ -9,7 +9,7 @@ registry (``vtk.captions.base``); summarisers (``rules``, ``hf:<id-or-path>``) l
 """
 
 from vtk.captions.base import Captioner, get_captioner
-from vtk.captions.captioning import CaptionSpec, Captioning, default_model, fine_indices
+from vtk.captions.captioning import Captioning, CaptionSpec, default_model, fine_indices
 from vtk.captions.summarize import get_summarizer
 
 __all__ = ["CaptionSpec", "Captioning", "Captioner", "get_captioner", "get_summarizer",

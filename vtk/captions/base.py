@@ -47,7 +47,7 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_captioner(name: str, device: str | None = "auto") -> Captioner:
     """The captioner called ``name`` ('shapes', 'tagger', 'hf:<id-or-path>'), built once."""
     if name == "shapes":

@@ -64,12 +64,10 @@ def _batched(captioner, frames: np.ndarray, batch_size: int, detect: bool):
     texts, objects = [], [] if detect else None
     for i in range(0, len(frames), batch_size):
         chunk = frames[i:i + batch_size]
-        if detect:
+        if detect:  # structured output (objects, tags) for the rules summariser
             objs = captioner.detect(chunk)
             objects += objs
-            from vtk.captions.shapes import frame_text
-
-            texts += [frame_text(o) for o in objs]
+            texts += [captioner.text(o) for o in objs]
         else:
             out = captioner.caption(chunk)
             if len(out) != len(chunk):
@@ -152,7 +150,7 @@ class Captioning:
         """Caption the frames of a group; on failure, retry clip by clip to isolate the bad one.
         Returns {clip index: (texts, objects) or Exception}."""
         captioner = get_captioner(model, self.spec.device)  # VtkError propagates: config error
-        detect = detect_ok and hasattr(captioner, "detect")
+        detect = detect_ok and hasattr(captioner, "detect") and hasattr(captioner, "text")
         out = {}
         try:
             stacked = np.concatenate([frames_of(i) for i in members])

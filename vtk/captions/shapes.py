@@ -164,5 +164,7 @@ class ShapesCaptioner:
         """frames N x H x W x 3 uint8 -> per frame, the objects found (largest first)."""
         return [detect_frame(f) for f in check_frames(frames)]
 
+    text = staticmethod(frame_text)
+
     def caption(self, frames: np.ndarray) -> list[str]:
         return [frame_text(objs) for objs in self.detect(frames)]

@@ -1,7 +1,8 @@
 """Summarisers: many frame captions in, one video caption out.
 
-- ``rules``: deterministic. For plain frame texts (tagger, hf captioners) it drops repeats and
-  says "first ..., then ...". For the ``shapes`` captioner's structured objects it matches the
+- ``rules``: deterministic. For plain frame texts (hf captioners) it drops repeats and says
+  "first ..., then ..."; for the tagger's tags it names the labels that carry most probability
+  over the clip, or "first ..., then ..." when the leading label changes. For the ``shapes`` captioner's structured objects it matches the
   objects across frames and says what changed, in the synthetic world's own words: direction of
   motion, back-and-forth, up-and-down, circling, zigzag, shaking, growing and shrinking, spinning,
   colour change, appearing, disappearing, blinking, staying still. All pure functions.
@@ -42,6 +43,38 @@ def merge_texts(texts: Sequence[str], max_parts: int = 4) -> str:
         return f"first {parts[0]}, then {parts[1]}"
     middle = ", then ".join(parts[1:-1])
     return f"first {parts[0]}, then {middle}, and finally {parts[-1]}"
+
+
+def summarize_tags(frames: Sequence[Sequence[tuple[str, float]]], max_tags: int = 3) -> str:
+    """The fine caption from per-frame (label, probability) tags: the labels that carry most
+    probability over the clip, or 'first A, then B' when the leading label of the first half
+    differs from that of the second half."""
+    def totals(part) -> Counter:
+        c: Counter = Counter()
+        for tags in part:
+            for name, p in tags:
+                c[name] += p
+        return c
+
+    score = totals(frames)
+    if not score:
+        return ""
+
+    def article(w: str) -> str:
+        vowel = w[:1].lower() in "aeiou" and not w.lower().startswith(("uni", "eu", "one"))
+        return f"an {w}" if vowel else f"a {w}"
+
+    best = score.most_common(1)[0][1]
+    labels = [name for name, v in score.most_common(max_tags) if v >= 0.25 * best]
+    half = (len(frames) + 1) // 2
+    early, late = totals(frames[:half]), totals(frames[len(frames) // 2:])
+    first, last = early.most_common(1)[0][0], late.most_common(1)[0][0]
+    if len(frames) >= 2 and first != last:
+        return f"a video showing first {article(first)}, then {article(last)}"
+    if len(labels) == 1:
+        return f"a video showing {article(labels[0])}"
+    named = [article(w) for w in labels]
+    return "a video showing " + ", ".join(named[:-1]) + f" and {named[-1]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,12 +299,14 @@ class RulesSummarizer:
     name = "rules"
 
     def summarize(self, texts, times, objects=None) -> str:
-        if objects is not None:
-            return summarize_objects(objects)
-        return merge_texts(texts)
+        if objects is None:
+            return merge_texts(texts)
+        if any(isinstance(x, tuple) for frame in objects for x in frame):
+            return summarize_tags(objects)  # the tagger's (label, probability) pairs
+        return summarize_objects(objects)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_summarizer(name: str, device: str | None = "auto") -> Summarizer:
     if name == "rules":
         return RulesSummarizer()

@@ -98,10 +98,15 @@ class TaggerCaptioner:
         return [[(self.labels[int(i)], float(p)) for p, i in zip(ps, ids)]
                 for ps, ids in zip(top.values.cpu(), top.indices.cpu())]
 
+    def detect(self, frames: np.ndarray) -> list[list[tuple[str, float]]]:
+        """Per frame, the tags worth naming: the top-k whose probability is at least
+        ``min_ratio`` of the best one's (what the ``rules`` summariser merges over time)."""
+        return [[(name, p) for name, p in tags if p >= self.min_ratio * tags[0][1]]
+                for tags in self.tags(frames)]
+
+    @staticmethod
+    def text(tags: list[tuple[str, float]]) -> str:
+        return sentence([name for name, _ in tags])
+
     def caption(self, frames: np.ndarray) -> list[str]:
-        out = []
-        for tags in self.tags(frames):
-            best = tags[0][1]
-            keep = [name for name, p in tags if p >= self.min_ratio * best]
-            out.append(sentence(keep))
-        return out
+        return [self.text(tags) for tags in self.detect(frames)]
