@@ -24,32 +24,41 @@ def parse_templates(value: str | None):
 
 
 def render_table(result: dict, console=None) -> None:
-    """One row per benchmark: classification top-1/5/AVG, retrieval R@1/5/10, MdR, MnR."""
+    """One row per benchmark and direction: R@1/5/10 (classification: top-1, top-5, AVG) in
+    percent, median and mean rank, and the counts."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title="zero-shot evaluation (percent; ranks 1-based)")
-    for col in ("benchmark", "videos", "texts", "missing", "metric", "R@1 / top-1", "R@5 / top-5",
-                "R@10 / AVG", "MdR", "MnR"):
-        table.add_column(col, justify="left" if col in ("benchmark", "metric") else "right")
+    if not console.is_terminal:  # piped or logged: do not squeeze to 80 columns
+        console.width = max(console.width, 100)
+    table = Table(title="zero-shot evaluation (%; ranks 1-based)", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("benchmark", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    for col in ("@1", "@5", "@10/AVG", "MdR", "MnR", "videos", "texts", "missing"):
+        table.add_column(col, justify="right", no_wrap=True)
 
     def pct(x):
-        return "-" if x is None else f"{100 * x:.1f}"
+        return f"{100 * x:.1f}"
 
     for name, b in result["benchmarks"].items():
         m = b["metrics"]
-        head = [name, str(b["num_videos"]), str(b["num_texts"]), str(b.get("missing", 0))]
+        counts = [str(b["num_videos"]), str(b["num_texts"]), str(b.get("missing", 0))]
         if b["task"] == "classification":
-            table.add_row(*head, "cls", pct(m["top1"]), pct(m["top5"]), pct(m["avg"]), "", "")
+            table.add_row(name, "top-k", pct(m["top1"]), pct(m["top5"]), pct(m["avg"]), "", "",
+                          *counts)
             continue
-        for i, d in enumerate(("t2v", "v2t", "dsl_t2v", "dsl_v2t")):
+        first = True
+        for d, label in (("t2v", "T2V"), ("v2t", "V2T"), ("dsl_t2v", "T2V dsl"),
+                         ("dsl_v2t", "V2T dsl")):
             if f"{d}_r1" not in m:
                 continue
-            row = head if i == 0 else [""] * 4
-            table.add_row(*row, d.upper().replace("_", " "), pct(m[f"{d}_r1"]),
-                          pct(m[f"{d}_r5"]), pct(m[f"{d}_r10"]), f"{m[f'{d}_mdr']:.1f}",
-                          f"{m[f'{d}_mnr']:.1f}")
+            table.add_row(name if first else "", label, pct(m[f"{d}_r1"]), pct(m[f"{d}_r5"]),
+                          pct(m[f"{d}_r10"]), f"{m[f'{d}_mdr']:g}", f"{m[f'{d}_mnr']:.1f}",
+                          *(counts if first else ["", "", ""]))
+            first = False
     console.print(table)
 
 

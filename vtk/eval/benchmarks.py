@@ -74,6 +74,18 @@ def parse_bench(values: Iterable[str]) -> list[BenchSpec]:
     return list(out.values())
 
 
+def check(spec: BenchSpec) -> None:
+    """Fail fast (before a model is loaded) when a real benchmark's files are not there."""
+    if spec.synthetic:
+        return
+    if not Path(spec.source).expanduser().exists():
+        raise VtkError(f"{spec.source}: {spec.name} annotation file or folder not found")
+    if spec.videos and not Path(spec.videos).expanduser().is_dir():
+        raise VtkError(f"{spec.videos}: {spec.name} video folder not found")
+    if Path(spec.source).expanduser().is_dir():
+        formats.find_annotation(formats.REAL[spec.name], Path(spec.source).expanduser())
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("VTK_CACHE") or Path.home() / ".cache" / "vtk").expanduser()
 
@@ -165,10 +177,13 @@ def write_eval_shards(items: Sequence, out: Path, name: str, card: dict, setting
     video_ids = {it.id: it.meta.get("video_id", it.id) for it in items}
     failed: list[str] = []
     bar = None
-    if progress:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if progress and console.is_terminal:
         from rich.progress import Progress
 
-        bar = Progress(transient=True)
+        bar = Progress(transient=True, console=console)
         task = bar.add_task(f"building {name}", total=len(items))
         bar.start()
 

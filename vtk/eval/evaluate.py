@@ -20,7 +20,7 @@ import torch
 from vtk import __version__
 from vtk.errors import VtkError
 from vtk.eval import zeroshot
-from vtk.eval.benchmarks import BenchSpec, Prepared, parse_bench, prepare
+from vtk.eval.benchmarks import BenchSpec, Prepared, check, parse_bench, prepare
 
 UNITS = {"top1 top5 avg r1 r5 r10": "fraction of queries (0-1)",
          "mdr mnr": "rank, 1-based; ties counted against the ground truth"}
@@ -36,10 +36,12 @@ def pick_device(device: str | None) -> torch.device:
 def embed_videos(model, loader, device, total: int | None = None, label: str = "") -> dict:
     """Run the video tower over an eval loader. Returns ``emb`` V x D (float32 numpy) and per
     video ``keys``, ``labels``, ``texts`` in loader order."""
+    from rich.console import Console
     from rich.progress import Progress
 
     embs, keys, labels, texts = [], [], [], []
-    with Progress(transient=True) as bar:
+    console = Console(stderr=True)
+    with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task(f"embedding {label}", total=total)
         for batch in loader:
             video = batch["video"].to(device, non_blocking=True)
@@ -166,6 +168,8 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
     specs = [b for b in benches if isinstance(b, BenchSpec)]
     names = [b for b in benches if not isinstance(b, BenchSpec)]
     specs += parse_bench(names) if names or not specs else []
+    for spec in specs:
+        check(spec)
     device = pick_device(device)
     if model is None:
         from vtk.train import load_run
