@@ -55,9 +55,10 @@ class VideoLoader:
     """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share."""
 
     def __init__(self, dataset, workers: int, stats: LoaderStats, backend: str,
-                 collate_fn=None, sampler=None, batch_size=None):
+                 collate_fn=None, sampler=None, batch_size=None, drop_last=False):
         self.dataset, self.workers, self.stats, self.backend = dataset, workers, stats, backend
         self._collate, self._sampler, self._batch_size = collate_fn, sampler, batch_size
+        self.drop_last = drop_last
         self.epoch = 0
 
     def __iter__(self):
@@ -69,8 +70,11 @@ class VideoLoader:
             self.dataset, batch_size=self._batch_size, sampler=self._sampler,
             collate_fn=self._collate, num_workers=self.workers,
             prefetch_factor=4 if self.workers else None,
+            drop_last=self.drop_last if self._sampler is not None else False,
         )
-        yield from dl
+        for batch in dl:
+            self.stats.add("samples", len(batch["key"]))
+            yield batch
 
     def __len__(self):  # known only for the frame cache
         if self._sampler is None:

@@ -8,6 +8,7 @@ VtkError naming it, before any worker starts.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from vtk.errors import VtkError
@@ -38,6 +39,17 @@ def resolve_shards(shards) -> list[str]:
         if not Path(path).is_file():
             raise VtkError(f"shard not found: {path}")
     return paths
+
+
+def looks_truncated(tar: str) -> bool:
+    """True when a tar does not end like a complete one (whole 512-byte blocks closed by two
+    zero blocks). Python's tarfile stops quietly at a cut, so this is checked up front."""
+    size = os.path.getsize(tar)
+    if size < 1024 or size % 512:
+        return True
+    with open(tar, "rb") as f:
+        f.seek(-1024, os.SEEK_END)
+        return f.read(1024).count(0) != 1024
 
 
 def index_path(tar: str) -> str:

@@ -18,6 +18,7 @@ from vtk.data import split
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import collate, make_item, pick_caption, sample_rng
 from vtk.data.sampling import frame_indices
+from vtk.data.shardset import looks_truncated
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import eval_transform, train_transform
 from vtk.errors import VtkError
@@ -62,6 +63,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         mine, by_sample = split.assign(shards, my_slot, slots)
         stages = [
             wds.SimpleShardList(mine),
+            wds.pipelinefilter(self._check_tars)(),
             wds.tarfile_to_samples(handler=self._tar_error),
         ]
         if by_sample:
@@ -81,6 +83,12 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.stats.skip("tar_errors", "unreadable tar data", exn)
         return True  # go on with the next member / shard
 
+    def _check_tars(self, urls):
+        for url in urls:
+            if looks_truncated(url["url"]):
+                self.stats.skip("tar_errors", url["url"], "truncated tar; reading what is there")
+            yield url
+
     def _decode_all(self, samples):
         for sample in samples:
             key = sample.get("__key__", "?")
@@ -95,7 +103,6 @@ class ShardStream(torch.utils.data.IterableDataset):
             except Exception as e:  # corrupt mp4 or json: skip it, training goes on
                 self.stats.skip("corrupt", where, f"{type(e).__name__}: {e}")
                 continue
-            self.stats.add("samples")
             yield item
 
     def decode(self, sample: dict) -> dict:

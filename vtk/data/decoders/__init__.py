@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Protocol, Union
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from vtk.errors import VtkError
 
-Indices = Union[Sequence[int], np.ndarray, Callable[[int], Sequence[int]], None]
+Indices = Sequence[int] | np.ndarray | Callable[[int], Sequence[int]] | None
 
 # name -> module; speed order on a CPU as measured in REFERENCE.md (fastest first)
 BACKENDS = {

@@ -1,0 +1,216 @@
+"""build_loader on real tar shards: batches, captions, exact sharding, bad data, frame cache."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+import torch
+from data_helpers import write_shards
+
+from vtk.data.loader import build_loader, pick_backend
+from vtk.errors import VtkError
+
+ALL_KEYS = [f"src{i:03d}_000000" for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """10 clips (12-14 frames, 48x64) in 3 tars of 4, 4 and 2."""
+    folder = tmp_path_factory.mktemp("shards")
+    write_shards(folder, samples=10, per_shard=4)
+    return folder
+
+
+def keys_of(loader):
+    return [k for batch in loader for k in batch["key"]]
+
+
+def test_eval_batches_follow_the_contract(shards):
+    loader = build_loader(shards, backend="pyav", frames=4, size=32, train=False, batch_size=4,
+                          workers=0, captions="fine")
+    batches = list(loader)
+    assert [len(b["key"]) for b in batches] == [4, 4, 2]  # the partial batch is kept in eval
+    b = batches[0]
+    assert b["video"].shape == (4, 4, 3, 32, 32) and b["video"].dtype == torch.float32
+    assert b["key"] == ALL_KEYS[:4]
+    assert b["text"] == ["fine 0", "fine 1", "fine 2", "fine 3"]
+    assert b["label"] == ["class0", "class1", "class2", "class0"]
+    assert b["texts"][1] == ["clip 1"]
+    assert b["meta"][2]["num_frames"] == 14
+    # CLIP-normalised: the pattern's brightness rises with time, so later frames are brighter
+    v = b["video"][0]
+    assert v[-1].mean() > v[0].mean() + 1.0
+    assert loader.stats["samples"] == 10
+
+
+@pytest.mark.parametrize("mode, expect", [("coarse", "coarse 5"), ("both", "both 5"),
+                                          ("txt", "fine 5"), ("fine", "fine 5")])
+def test_caption_modes(shards, mode, expect):
+    loader = build_loader(shards, backend="pyav", frames=2, size=16, train=False, batch_size=10,
+                          workers=0, captions=mode)
+    batch = next(iter(loader))
+    assert batch["text"][5] == expect
+
+
+def test_mixed_captions_draw_coarse_or_fine_per_visit_and_are_seeded(shards):
+    def texts(seed):
+        loader = build_loader(shards, backend="pyav", frames=2, size=16, train=True,
+                              batch_size=10, workers=0, captions="mixed", seed=seed)
+        return [sorted(t for b in loader for t in b["text"]) for _ in range(3)]  # 3 epochs
+
+    a = texts(0)
+    kinds = collections.Counter(t.split()[0] for epoch in a for t in epoch)
+    assert set(kinds) == {"coarse", "fine"}
+    assert a[0] != a[1] or a[1] != a[2]  # drawn anew each epoch
+    assert a == texts(0)
+
+
+def test_eval_is_deterministic(shards):
+    loader = build_loader(shards, backend="pyav", frames=4, size=24, train=False, batch_size=3,
+                          workers=2)
+    a, b = list(loader), list(loader)
+    assert [x["key"] for x in a] == [x["key"] for x in b]
+    assert all(torch.equal(x["video"], y["video"]) for x, y in zip(a, b))
+    assert sorted(keys_of(a)) == ALL_KEYS
+
+
+def test_train_shuffles_each_epoch_reproducibly(shards):
+    def epochs(seed):
+        loader = build_loader(shards, backend="pyav", frames=4, size=16, train=True,
+                              batch_size=4, workers=0, seed=seed, shuffle_buffer=10)
+        return [keys_of(loader) for _ in range(2)]
+
+    e0, e1 = epochs(0)
+    assert sorted(e0) == sorted(e1) == ALL_KEYS
+    assert e0 != e1
+    assert epochs(0) == [e0, e1]
+
+
+@pytest.mark.parametrize("per_shard", [2, 4, 10])  # 5, 3 and 1 tars for 4 slots
+@pytest.mark.parametrize("train", [True, False])
+def test_two_ranks_times_two_workers_read_every_sample_exactly_once(tmp_path, per_shard, train):
+    write_shards(tmp_path, samples=10, per_shard=per_shard, frames=8, h=16, w=16)
+    seen = []
+    for rank in range(2):
+        loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=train,
+                              batch_size=3, workers=2, rank=rank, world_size=2)
+        seen += keys_of(loader)
+    assert sorted(seen) == ALL_KEYS
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_more_workers_than_shards_does_not_hang(tmp_path):
+    write_shards(tmp_path, samples=3, per_shard=3, frames=8, h=16, w=16)
+    loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=True,
+                          batch_size=2, workers=3)
+    assert sorted(keys_of(loader)) == ALL_KEYS[:3]
+
+
+def test_corrupt_sample_is_skipped_warned_and_counted(tmp_path):
+    write_shards(tmp_path, samples=6, per_shard=3, corrupt={4}, frames=8, h=16, w=16)
+    loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=False,
+                          batch_size=4, workers=0)
+    with pytest.warns(RuntimeWarning, match="src004_000000"):
+        keys = keys_of(loader)
+    assert keys == [k for k in ALL_KEYS[:6] if k != "src004_000000"]
+    assert loader.stats.as_dict() == {"samples": 5, "corrupt": 1, "missing": 0, "tar_errors": 0}
+
+
+def test_truncated_shard_keeps_what_it_can(tmp_path):
+    paths = write_shards(tmp_path, samples=6, per_shard=3, frames=8, h=16, w=16)
+    data = open(paths[1], "rb").read()
+    open(paths[1], "wb").write(data[: len(data) // 2])
+    loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=False,
+                          batch_size=4, workers=0)
+    with pytest.warns(RuntimeWarning):
+        keys = keys_of(loader)
+    assert keys[:3] == ALL_KEYS[:3] and len(keys) < 6
+    assert loader.stats["tar_errors"] + loader.stats["corrupt"] >= 1
+
+
+def test_missing_shard_is_a_one_line_error(shards):
+    with pytest.raises(VtkError, match="shard not found: .*nope-000009.tar") as e:
+        build_loader([str(shards / "test-000000.tar"), str(shards / "nope-000009.tar")])
+    assert "\n" not in str(e.value)
+    with pytest.raises(VtkError, match="no .tar shards"):
+        build_loader(shards / "..")
+
+
+def test_brace_patterns_name_shards(shards):
+    loader = build_loader(f"{shards}/test-{{000000..000001}}.tar", backend="pyav", frames=2,
+                          size=16, train=False, batch_size=8, workers=0)
+    assert keys_of(loader) == ALL_KEYS[:8]
+
+
+def test_unknown_options_are_refused(shards):
+    for kwargs in ({"captions": "long"}, {"normalize": "laion"}, {"backend": "ffmpeg"}):
+        with pytest.raises(VtkError):
+            build_loader(shards, **kwargs)
+
+
+def test_auto_picks_an_installed_cpu_backend():
+    assert pick_backend("auto", device="cpu") in ("torchcodec", "decord", "pyav")
+
+
+@pytest.mark.parametrize("backend", [
+    "pyav",
+    pytest.param("decord", marks=pytest.mark.decord),
+    pytest.param("torchcodec", marks=pytest.mark.torchcodec),
+])
+def test_every_backend_gives_the_same_batches(shards, backend):
+    if backend != "pyav":
+        pytest.importorskip({"decord": "decord", "torchcodec": "torchcodec.decoders"}[backend])
+    kw = dict(frames=4, size=32, train=False, batch_size=10, workers=0)
+    ref = next(iter(build_loader(shards, backend="pyav", **kw)))
+    out = next(iter(build_loader(shards, backend=backend, **kw)))
+    assert out["key"] == ref["key"]
+    assert (out["video"] - ref["video"]).abs().mean() < 0.05  # in normalised units
+
+
+# -- the frame cache ---------------------------------------------------------------------------
+
+def test_cache_gives_the_streaming_batches(shards, tmp_path):
+    kw = dict(frames=4, size=32, train=False, batch_size=4, workers=0)
+    ref = list(build_loader(shards, backend="pyav", **kw))
+    got = list(build_loader(shards, backend="pyav", cache=tmp_path, **kw))
+    assert [b["key"] for b in got] == [b["key"] for b in ref]
+    assert [b["text"] for b in got] == [b["text"] for b in ref]
+    for a, b in zip(got, ref):
+        assert (a["video"] - b["video"]).abs().max() < 0.05  # uint8 rounding of the cache only
+
+
+def test_cache_is_built_once_and_shared(shards, tmp_path):
+    build_loader(shards, frames=2, size=16, cache=tmp_path, workers=0)
+    (folder,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    stamp = (folder / "manifest.json").stat().st_mtime_ns
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["layout"] == "centre-square" and len(manifest["clips"]) == 10
+    frames = np.load(folder / "frames-000000.npy", mmap_mode="r")
+    assert frames.shape == (12 + 13 + 14 + 12, 16, 16, 3) and frames.dtype == np.uint8
+    loader = build_loader(shards, frames=2, size=16, cache=tmp_path, workers=0, captions="coarse")
+    assert (folder / "manifest.json").stat().st_mtime_ns == stamp
+    assert len(loader) == 1 and len(keys_of(loader)) == 10
+    # another size is another cache beside it
+    build_loader(shards, frames=2, size=8, cache=tmp_path, workers=0)
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_cache_splits_ranks_exactly_and_shuffles_per_epoch(shards, tmp_path):
+    per_rank = []
+    for rank in range(2):
+        loader = build_loader(shards, frames=2, size=16, train=True, batch_size=3, workers=2,
+                              cache=tmp_path, rank=rank, world_size=2, seed=1)
+        epochs = [keys_of(loader) for _ in range(2)]
+        assert sorted(epochs[0]) != sorted(epochs[1]) or epochs[0] != epochs[1]
+        per_rank.append(epochs[0])
+    assert sorted(per_rank[0] + per_rank[1]) == ALL_KEYS
+
+
+def test_cache_skips_and_counts_corrupt_clips(tmp_path):
+    write_shards(tmp_path / "s", samples=4, per_shard=4, corrupt={1}, frames=8, h=16, w=16)
+    with pytest.warns(RuntimeWarning, match="src001_000000"):
+        loader = build_loader(tmp_path / "s", frames=2, size=16, train=False, workers=0,
+                              cache=tmp_path / "c")
+    assert keys_of(loader) == [ALL_KEYS[0], ALL_KEYS[2], ALL_KEYS[3]]
+    assert loader.stats["corrupt"] == 1

@@ -1,0 +1,77 @@
+"""Clip transforms: shapes, normalisation, crops that follow torchvision's rules."""
+
+import numpy as np
+import pytest
+import torch
+
+from vtk.data.transforms import (
+    NORMS,
+    center_box,
+    crop_resize,
+    eval_transform,
+    random_resized_box,
+    train_transform,
+)
+
+
+def frames(t=4, h=48, w=64):
+    """A horizontal ramp: column x has value 4x in every channel, so flips are visible."""
+    ramp = (torch.arange(w) * 4).clamp(max=255).to(torch.uint8)
+    return ramp.view(1, 1, w, 1).expand(t, h, w, 3).contiguous()
+
+
+def test_eval_is_short_side_resize_and_centre_crop():
+    x = eval_transform(frames(), 32, "none")
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    # centre 48x48 of a 64-wide ramp is columns 8..55: values 32..220 (/255)
+    assert x[0, 0, 0, 0] == pytest.approx(33.5 / 255, abs=0.02)
+    assert x[0, 0, 0, -1] == pytest.approx(218.5 / 255, abs=0.02)
+    assert center_box(48, 64) == (0, 8, 48, 48)
+    assert center_box(90, 30) == (30, 0, 30, 30)
+
+
+def test_no_resize_when_the_crop_already_has_the_size():
+    f = frames(2, 32, 32)
+    x = crop_resize(f, (0, 0, 32, 32), 32)
+    assert torch.equal((x * 255).round().to(torch.uint8), f.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("norm", sorted(NORMS))
+def test_normalisation_uses_the_named_statistics(norm):
+    f = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
+    x = eval_transform(f, 8, norm)
+    mean, std = NORMS[norm]
+    for c in range(3):
+        assert x[:, c].mean().item() == pytest.approx((1 - mean[c]) / std[c], rel=1e-5)
+
+
+def test_unknown_normalisation_is_refused():
+    with pytest.raises(ValueError):
+        eval_transform(frames(), 16, "laion")
+
+
+def test_random_resized_box_respects_scale_and_ratio():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        top, left, h, w = random_resized_box(48, 64, rng)
+        assert 0 <= top and top + h <= 48 and 0 <= left and left + w <= 64
+        assert 0.5 * 48 * 64 * 0.9 <= h * w <= 48 * 64
+        assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+
+
+def test_train_crop_and_flip_are_shared_by_all_frames_and_vary_between_draws():
+    f = frames()
+    outs = [train_transform(f, 24, np.random.default_rng(s), "none") for s in range(40)]
+    for x in outs:
+        assert x.shape == (4, 3, 24, 24)
+        assert torch.allclose(x[0], x[3])  # one crop for the whole clip
+    slopes = [float(x[0, 0, 0, -1] - x[0, 0, 0, 0]) for x in outs]
+    assert min(slopes) < 0 < max(slopes)  # some clips flipped, some not
+    assert len({round(float(x.mean()), 4) for x in outs}) > 10  # crops differ
+
+
+def test_train_transform_is_reproducible():
+    f = frames()
+    a = train_transform(f, 16, np.random.default_rng(3))
+    b = train_transform(f, 16, np.random.default_rng(3))
+    assert torch.equal(a, b)

@@ -1,0 +1,198 @@
+"""Decode once: a memory-mapped uint8 frame cache for small corpora.
+
+Decoding a batch of 64 small clips from mp4 costs more than a training step on a CPU
+(REFERENCE.md), so for corpora that fit on disk as raw frames every clip is decoded once, and
+every epoch of every run that names the same cache folder samples frames from memory.
+
+Layout of ``ROOT/<fingerprint>/`` (the fingerprint hashes the shard names, sizes, mtimes and
+the frame size, so one root serves several shard sets and sizes, and a rebuilt shard set gets
+a fresh cache):
+- ``frames-000000.npy``: uint8 ``F x S x S x 3``, all frames of that shard's clips, back to
+  back. Each frame is the **centre square** of the clip, resized to ``S`` (antialiased
+  bilinear): eval's resize + centre crop is then exact, and training's RandomResizedCrop
+  works inside that square (the sides of wide clips are lost; synthetic clips are square).
+- ``manifest.json``: per clip ``key, shard, offset, count, meta (json), txt``; skipped samples
+  with reasons.
+It is built in a temporary folder and renamed when complete, so readers never see half a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from vtk.data.decoders import get_decoder
+from vtk.data.samples import collate, make_item, pick_caption, sample_rng
+from vtk.data.sampling import frame_indices
+from vtk.data.shardset import resolve_shards
+from vtk.data.stats import LoaderStats
+from vtk.data.transforms import center_box, crop_resize
+
+VERSION = 1
+
+
+def fingerprint(paths: list[str], size: int) -> str:
+    h = hashlib.sha1(f"v{VERSION} size={size}".encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def square_frames(frames: torch.Tensor, size: int) -> np.ndarray:
+    """uint8 T x H x W x 3 -> uint8 T x size x size x 3: centre square, resized."""
+    _, h, w, _ = frames.shape
+    if h == w == size:
+        return frames.numpy()
+    x = crop_resize(frames, center_box(h, w), size)  # T x 3 x S x S in [0, 1]
+    return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _cache_shard(job) -> dict:
+    """Decode every clip of one tar into ``out/frames-NNNNNN.npy``; returns its records."""
+    shard_no, tar, out, size, backend = job
+    decoder = get_decoder(backend)
+    arrays, clips, skipped, offset = [], [], [], 0
+    for sample in wds.DataPipeline(wds.SimpleShardList([tar]),
+                                   wds.tarfile_to_samples(handler=wds.warn_and_continue)):
+        key = sample["__key__"]
+        try:
+            if "mp4" not in sample:
+                raise ValueError("no mp4 member")
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            frames, n = decoder.decode(sample["mp4"], None)
+        except Exception as e:  # a corrupt sample is left out of the cache and reported
+            skipped.append({"key": key, "shard": tar, "reason": f"{type(e).__name__}: {e}"})
+            continue
+        arrays.append(square_frames(frames, size))
+        txt = sample["txt"].decode("utf-8") if "txt" in sample else None
+        clips.append({"key": key, "shard": shard_no, "offset": offset, "count": int(len(arrays[-1])),
+                      "meta": meta, "txt": txt})
+        offset += len(arrays[-1])
+    data = np.concatenate(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    np.save(Path(out) / f"frames-{shard_no:06d}.npy", data)
+    return {"clips": clips, "skipped": skipped}
+
+
+def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: int = 2,
+                      progress: bool = True) -> Path:
+    """Decode every clip of ``shards`` once into ``root/<fingerprint>/``; returns that folder.
+    An existing complete cache for the same shards and size is reused as it is."""
+    paths = resolve_shards(shards)
+    final = Path(root) / fingerprint(paths, size)
+    if (final / "manifest.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    jobs = [(i, p, str(tmp), size, backend) for i, p in enumerate(paths)]
+    results = _run_jobs(jobs, workers, progress)
+    manifest = {"version": VERSION, "size": size, "layout": "centre-square", "shards": paths,
+                "clips": [c for r in results for c in r["clips"]],
+                "skipped": [s for r in results for s in r["skipped"]]}
+    for s in manifest["skipped"]:
+        warnings.warn(f"frame cache skipped {s['key']} in {s['shard']}: {s['reason']}",
+                      RuntimeWarning, stacklevel=2)
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        tmp.rename(final)
+    except OSError:  # another run finished the same cache first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _run_jobs(jobs, workers: int, progress: bool) -> list[dict]:
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("decoding clips into the frame cache", total=len(jobs))
+        if workers <= 1 or len(jobs) == 1:
+            out = []
+            for job in jobs:
+                out.append(_cache_shard(job))
+                bar.advance(task)
+            return out
+        # fork: the workers inherit the imported modules. One torch thread each: OpenMP's pool
+        # does not survive a fork, and a forked child that uses it hangs.
+        with mp.get_context("fork").Pool(min(workers, len(jobs)), initializer=torch.set_num_threads,
+                                         initargs=(1,)) as pool:
+            out = []
+            for r in pool.imap(_cache_shard, jobs):
+                out.append(r)
+                bar.advance(task)
+            return out
+
+
+class CachedClips(torch.utils.data.Dataset):
+    """Map-style dataset over a built cache: item i -> one batch item (sampled + transformed)."""
+
+    def __init__(self, folder, spec):
+        self.folder, self.spec = Path(folder), spec
+        manifest = json.loads((self.folder / "manifest.json").read_text())
+        self.clips = manifest["clips"]
+        self.skipped = manifest["skipped"]
+        self.epoch = 0
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def frames(self, i: int, idx: np.ndarray) -> torch.Tensor:
+        """uint8 T x S x S x 3: frames ``idx`` of clip ``i`` (copied out of the memory map)."""
+        c = self.clips[i]
+        arr = self._arrays.get(c["shard"])
+        if arr is None:  # opened lazily, so every worker maps the file itself
+            arr = np.load(self.folder / f"frames-{c['shard']:06d}.npy", mmap_mode="r")
+            self._arrays[c["shard"]] = arr
+        return torch.from_numpy(arr[c["offset"] + idx])
+
+    def __getitem__(self, i: int) -> dict:
+        c, spec = self.clips[i], self.spec
+        rng = sample_rng(spec.seed, self.epoch, c["key"])
+        idx = frame_indices(c["count"], spec.frames, spec.train, rng)
+        video = spec.transform(self.frames(i, idx), rng)
+        text = pick_caption(c["meta"], c["txt"], spec.captions, rng)
+        return make_item(c["key"], video, text, c["meta"])
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """This rank's indices: a fresh seeded permutation each epoch (train) or in order (eval);
+    rank r takes positions r, r + world, ... so ranks never share a clip."""
+
+    def __init__(self, n: int, rank: int, world_size: int, train: bool, seed: int):
+        self.n, self.rank, self.world, self.train, self.seed = n, rank, world_size, train, seed
+        self.epoch = 0
+
+    def __iter__(self):
+        order = np.arange(self.n)
+        if self.train:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        return iter(order[self.rank::self.world].tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
+def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
+                  decoder=None):
+    """The frame-cache path of ``build_loader``: builds the cache on first use."""
+    from vtk.data.decoders import available_decoders
+    from vtk.data.loader import VideoLoader
+
+    folder = build_frame_cache(paths, spec.size, root, backend=decoder or available_decoders()[0],
+                               workers=max(workers, 1))
+    dataset = CachedClips(folder, spec)
+    stats = LoaderStats()
+    stats.add("corrupt", len(dataset.skipped))
+    sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
+    return VideoLoader(dataset, workers, stats, backend="cache", sampler=sampler,
+                       collate_fn=collate, batch_size=batch_size, drop_last=drop_last)
