@@ -124,3 +124,9 @@ def test_missing_annotation_or_video_folder_is_one_line_error(tmp_path):
         F.load_real("k400", str(ann))
     with pytest.raises(VtkError, match="unknown benchmark"):
         F.load_real("ucf101", str(ann))
+
+
+def test_unique_ids_when_two_raw_ids_map_to_the_same_key():
+    seen = set()
+    assert [F.unique_id(v, seen) for v in ("12@N0_1", "12-N0_1", "12@N0.1")] == [
+        "12-N0-1", "12-N0-1-1", "12-N0-1-2"]

@@ -93,10 +93,11 @@ def evaluate_bench(model, prepared: Prepared, frames: int, size: int, device, *,
     """Embed and score one prepared benchmark -> (entry for eval.json, sims, ground truth)."""
     from vtk.data.loader import build_loader
 
+    # rank 0 of 1 even under torchrun: every process scores the whole benchmark
     card = prepared.card
     loader = build_loader(str(prepared.shards), backend=backend, frames=frames, size=size,
                           train=False, batch_size=batch_size, workers=workers, captions="txt",
-                          normalize=normalize, device=str(device))
+                          normalize=normalize, device=str(device), rank=0, world_size=1)
     videos = embed_videos(model, loader, device, prepared.info.get("num_videos"),
                           prepared.spec.name)
     templates = zeroshot.resolve_templates(templates)

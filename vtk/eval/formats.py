@@ -80,18 +80,28 @@ def _read_json(path: Path):
         raise VtkError(f"{path}: cannot read annotation JSON ({e})") from None
 
 
-def _retrieval(name, annotation, videos, per_video: dict[str, list[str]], lookup, paragraph=False,
-               times: dict | None = None) -> BenchData:
+def unique_id(raw: str, seen: set[str]) -> str:
+    """A key-safe source id for ``raw``, made unique when two raw ids map to the same one."""
+    base = sid = safe_id(raw)
+    n = 1
+    while sid in seen:
+        sid = f"{base}-{n}"
+        n += 1
+    seen.add(sid)
+    return sid
+
+
+def _retrieval(name, annotation, videos, per_video: dict[str, list[str]], lookup,
+               paragraph=False) -> BenchData:
     """Match per-video texts (annotation order) to files; ``lookup(index, vid) -> path|None``."""
     index = index_videos(videos)
-    items, missing = [], []
+    items, missing, seen = [], [], set()
     for vid, texts in per_video.items():
         path = lookup(index, vid)
         if path is None:
             missing.append(vid)
             continue
-        start, end = (times or {}).get(vid, (None, None))
-        items.append(SourceItem(id=safe_id(vid), path=path, start=start, end=end,
+        items.append(SourceItem(id=unique_id(vid, seen), path=path,
                                 meta={"texts": texts, "video_id": vid}))
     return BenchData(name, "retrieval", items, missing, paragraph=paragraph,
                      annotation=str(annotation), videos=str(videos))
@@ -112,10 +122,13 @@ def load_kinetics(name: str, annotation: Path, videos: Path) -> BenchData:
         raise VtkError(f"{annotation}: not a Kinetics CSV (need columns {', '.join(sorted(need))})")
     classes = sorted({r["label"] for r in rows})
     index = index_videos(videos)
-    items, missing = [], []
+    items, missing, seen, rows_seen = [], [], set(), set()
     for r in rows:
         start, end = int(float(r["time_start"])), int(float(r["time_end"]))
         trimmed = f"{r['youtube_id']}_{start:06d}_{end:06d}"
+        if trimmed in rows_seen:  # a repeated row would be one video counted twice
+            continue
+        rows_seen.add(trimmed)
         if trimmed in index:
             path, t0, t1 = index[trimmed], None, None
         elif r["youtube_id"] in index:
@@ -123,7 +136,7 @@ def load_kinetics(name: str, annotation: Path, videos: Path) -> BenchData:
         else:
             missing.append(trimmed)
             continue
-        items.append(SourceItem(id=safe_id(trimmed), path=path, start=t0, end=t1,
+        items.append(SourceItem(id=unique_id(trimmed, seen), path=path, start=t0, end=t1,
                                 meta={"label": r["label"], "video_id": trimmed}))
     return BenchData(name, "classification", items, missing, classes=classes,
                      annotation=str(annotation), videos=str(videos))
