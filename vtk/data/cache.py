@@ -166,7 +166,9 @@ class CachedClips(torch.utils.data.Dataset):
 
 class EpochSampler(torch.utils.data.Sampler):
     """This rank's indices: a fresh seeded permutation each epoch (train) or in order (eval);
-    rank r takes positions r, r + world, ... so ranks never share a clip."""
+    rank r takes positions r, r + world, ... so ranks never share a clip. In training the
+    permutation is cut to a multiple of ``world_size`` so every DDP rank takes the same number
+    of steps (a rank with one batch more would wait forever in all-reduce); eval keeps all."""
 
     def __init__(self, n: int, rank: int, world_size: int, train: bool, seed: int):
         self.n, self.rank, self.world, self.train, self.seed = n, rank, world_size, train, seed
@@ -176,10 +178,13 @@ class EpochSampler(torch.utils.data.Sampler):
         order = np.arange(self.n)
         if self.train:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        return iter(order[self.rank::self.world].tolist())
+        return iter(order[:self._used()][self.rank::self.world].tolist())
+
+    def _used(self) -> int:
+        return self.n - self.n % self.world if self.train else self.n
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world))
+        return len(range(self.rank, self._used(), self.world))
 
 
 def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
