@@ -473,6 +473,7 @@ def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | N
     file's bytes (the moov atom comes last: ``+faststart`` needs a second pass over a real file,
     and every reader here gets the whole member anyway)."""
     import av
+    import cv2
 
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
@@ -493,9 +494,30 @@ def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | N
             stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": str(crf or 32),
                               "b": "0", "row-mt": "0"}
         for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            # Keep the encoder's input bit-exact: OpenCV's RGB -> I420 (BT.601, video range,
+            # what decoders assume for untagged streams) and zeroed row padding. (x264's
+            # mbtree in this build still varies a few bytes run to run; keys, order, json and
+            # frame counts never do. mbtree=0 is exact but doubles small clips.)
+            frame = _yuv420_frame(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2YUV_I420),
+                                  w, h)
             frame.pts = i
             frame.time_base = stream.codec_context.time_base
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return buf.getvalue()
+
+
+def _yuv420_frame(i420: np.ndarray, w: int, h: int):
+    """An av.VideoFrame from an I420 buffer ((H * 3 / 2) x W), every byte of its planes set."""
+    import av
+
+    frame = av.VideoFrame(w, h, "yuv420p")
+    y_size, c_size = w * h, (w // 2) * (h // 2)
+    flat = i420.reshape(-1)
+    parts = (flat[:y_size].reshape(h, w), flat[y_size:y_size + c_size].reshape(h // 2, w // 2),
+             flat[y_size + c_size:].reshape(h // 2, w // 2))
+    for plane, part in zip(frame.planes, parts):
+        padded = np.zeros((plane.buffer_size // plane.line_size, plane.line_size), np.uint8)
+        padded[:part.shape[0], :part.shape[1]] = part
+        plane.update(padded)
+    return frame
