@@ -87,8 +87,10 @@ def _show(folder, card, reports, problems) -> None:
     console.print(shards)
 
     preview = Table(title="samples")
-    for col in ("key", "time (s)", "frames", "size", "txt"):
-        preview.add_column(col, overflow="fold")
+    preview.add_column("key", no_wrap=True)
+    for col in ("time (s)", "frames", "size"):
+        preview.add_column(col, no_wrap=True)
+    preview.add_column("txt", overflow="fold")
     for r in reports:
         for p in r.previews:
             j = p["json"]
