@@ -196,3 +196,15 @@ def test_trained_tiny_beats_chance_on_synth_k400(tmp_path):
         assert set(b["metrics"]) == keys and b["missing"] == 0 and b["num_videos"] >= 200
     k400 = result["benchmarks"]["synth-k400"]
     assert k400["metrics"]["top1"] > 1 / k400["num_classes"]
+
+
+def test_templates_option(tmp_path):
+    from vtk.commands.eval import parse_templates
+
+    f = tmp_path / "t.txt"
+    f.write_text("a clip of {}\n\nsomething {} happens\n")
+    assert parse_templates(str(f)) == ["a clip of {}", "something {} happens"]
+    assert parse_templates("a video of {}") == ["a video of {}"]
+    assert parse_templates("kinetics") == "kinetics"
+    with pytest.raises(VtkError):
+        parse_templates("no slot here")
