@@ -4,6 +4,7 @@ over real videos, a really trained tiny ViCLIP, eval.json and the saved similari
 import csv
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,11 @@ def test_real_format_kinetics_and_msrvtt_over_real_videos(tiny_run, cache, tmp_p
     shards = Path(k["settings"]["shards"])
     index = json.loads((shards / "index.json").read_text())
     assert index["num_samples"] == 4 and index["benchmark"]["missing"] == 1
+    with tarfile.open(next(shards.glob("*.tar"))) as tar:
+        infos = {m.name: json.load(tar.extractfile(m)) for m in tar if m.name.endswith(".json")}
+    cut = next(i for i in infos.values() if i["source"].endswith("bikeBBBBBBB.mp4"))
+    assert (cut["start"], cut["end"], cut["num_frames"]) == (2.0, 6.0, 32)
+    assert cut["label"] == "riding a bike" and min(cut["width"], cut["height"]) == 32
 
 
 def test_missing_annotation_or_video_folder_is_one_red_line(tiny_run, tmp_path, capsys):

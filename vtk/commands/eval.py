@@ -80,7 +80,7 @@ def render_table(result: dict, console=None) -> None:
 @click.option("--backend", default="auto", show_default=True,
               help="Decoder: auto, dali, torchcodec, pyav, decord.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--workers", default=1, show_default=True, help="Loader workers.")
+@click.option("--workers", default=1, show_default=True, help="Loader workers (and shard-building workers on first use).")
 @click.option("--cache", type=click.Path(file_okay=False),
               help="Benchmark shard cache (default $VTK_CACHE or ~/.cache/vtk).")
 def command(run, benches, dsl, templates, template_average, save_sims, batch_size, backend,

@@ -184,7 +184,8 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
             log(f"{spec.name}: preparing shards")
         # synthetic clips are stored at their native size; real videos at the model's input
         prepared = prepare(spec, size=None if spec.synthetic else max(size, 32),
-                           root=Path(cache) if cache else None, progress=log is not None)
+                           root=Path(cache) if cache else None, workers=workers,
+                           progress=log is not None)
         if log:
             log(f"{spec.name}: evaluating {prepared.info.get('num_videos', '?')} videos")
         entry, sims, truth = evaluate_bench(
