@@ -121,3 +121,16 @@ def test_unknown_model_and_missing_weights_are_one_line_errors(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(VtkError, match="unknown summarizer"):
         Captioning(CaptionSpec(mode="fine", summarizer="gpt9")).run(_clips(1))
+
+
+def test_mixed_frame_sizes_and_rates_in_one_batch():
+    import cv2
+
+    a, b = _clips(2)
+    b = Clip(b.source_id, 0, np.stack([cv2.resize(f, (48, 32)) for f in b.frames[::2]]), 4.0,
+             0.0, 2.0)
+    ra, rb = Captioning(CaptionSpec(mode="both", fine_fps=4)).run([a, b])
+    assert len(ra["captions"]["frames"]) == 8
+    assert [f["t"] for f in rb["captions"]["frames"]] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25,
+                                                          1.5, 1.75]
+    assert rb["captions"]["fine"].startswith("a ")

@@ -2,7 +2,8 @@
 
 - coarse: the coarse model on the middle frame (``T // 2``): appearance, no motion;
 - fine: the fine model on frames sampled at ``fine_fps`` (at least 4), merged into one video
-  caption by the summariser; ``frames`` keeps the per-frame texts with their times;
+  caption by the summariser; ``frames`` keeps the per-frame texts with their times ``t``
+  (seconds from the start of the clip, i.e. frame index / ``clip.fps``);
 - fused (``mode="both"``): one text carrying both, ``"<coarse>. <fine>"``.
 
 Models are loaded once per process (the registries cache them). Clips are batched per model

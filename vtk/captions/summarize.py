@@ -176,9 +176,9 @@ def _motion(xs: np.ndarray, ys: np.ndarray) -> str | None:
     if max(rx, ry) < 0.035:
         return None
     t = np.linspace(0, 1, n)
-    (sx, _), (sy, _) = np.polyfit(t, xs, 1), np.polyfit(t, ys, 1)
-    resid_x = xs - np.polyval(np.polyfit(t, xs, 1), t)
-    resid_y = ys - np.polyval(np.polyfit(t, ys, 1), t)
+    fit_x, fit_y = np.polyfit(t, xs, 1), np.polyfit(t, ys, 1)
+    sx, sy = float(fit_x[0]), float(fit_y[0])  # displacement over the clip along the trend
+    resid_x, resid_y = xs - np.polyval(fit_x, t), ys - np.polyval(fit_y, t)
     trend = math.hypot(sx, sy)
     wiggle = max(float(np.ptp(resid_x)), float(np.ptp(resid_y)))
     nx, runs_x = _reversals(xs, 0.03)
@@ -246,7 +246,7 @@ def describe_track(track: Sequence[Obj | None]) -> str:
     verbs = []
     if len(vis_runs) == 2:
         verbs.append("appears" if vis_runs[0] is False else "disappears")
-    elif len(vis_runs) >= 3 and vis_runs != [False, True, False]:
+    elif len(vis_runs) >= 3:
         verbs.append("blinks on and off")
     if len(colours) >= 2:
         verbs.append("changes colour from " + " to ".join(colours))
