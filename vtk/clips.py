@@ -27,6 +27,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -127,6 +128,8 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
         for src_index, small, rgb, copies, t in frames:
             segments = []
             if detector is not None:
+                if not isinstance(small, np.ndarray):  # a decoded av.VideoFrame
+                    small = _small_bgr(small, cfg.detect_width)
                 segments += cutter.cuts(detector.process_frame(
                     _timecode(src_index, stats.source_fps), small))
             if copies:
@@ -367,11 +370,14 @@ def _decode_worker(container, stream, item, cfg, mode, stats, q, stop):
             if stop.is_set():
                 return
             q.put(got)
+        stats.extra["decode_thread_cpu_s"] = time.thread_time()  # for vtk bench shard
         q.put(None)
     except BaseException as e:  # hand every failure to the consumer thread
         if not isinstance(e, InputError):
             e = InputError("decode-error", f"decoding failed ({_short(e)})")
         q.put(e)
+    finally:
+        stats.extra["decode_thread_cpu_s"] = time.thread_time()
 
 
 def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats):
@@ -409,7 +415,9 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
                 first_t = t
             stats.frames_decoded += 1
             stats.duration = t + frame_dur - first_t
-            small = _small_bgr(frame, cfg.detect_width) if mode == "scenes" else None
+            # The detector's copy is made by the consumer thread: that balances the two
+            # threads (decode + output frames here; copy + detect + encode there).
+            small = frame if mode == "scenes" else None
             times = resampler.copies(t, frame_dur)
             rgb = None
             if times:

@@ -44,13 +44,19 @@ def shard_rate(path: str, size: int, fps: float, workers: int, codec: str, out: 
 
     cfg = ClipConfig(mode="scenes", size=size, fps=fps)
     writer = ShardWriter(out, samples_per_shard=1000)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     totals = run_sources(open_sources([path]), writer, cfg, codec, None, workers=workers)
     index = writer.close({})
     dt = time.perf_counter() - t0
+    # CPU time of this process (both threads; workers' time is not seen when workers > 1):
+    # on a shared machine it says what the work costs when the wall clock cannot.
+    cpu = time.process_time() - cpu0
     return {"clips": totals.clips, "source_frames": totals.frames_decoded,
             "seconds": round(dt, 3), "clips_per_s": round(totals.clips / dt, 2),
             "source_frames_per_s": round(totals.frames_decoded / dt, 1),
+            "cpu_s": round(cpu, 3) if workers <= 1 else None,
+            "cpu_ms_per_source_frame": round(1000 * cpu / max(totals.frames_decoded, 1), 3)
+            if workers <= 1 else None,
             "bytes": index["num_bytes"], "failures": index["failures"]["total"]}
 
 
@@ -86,6 +92,7 @@ def command(file, size, fps, codec, workers, json_out):
     with console.status(f"sharding with scene detection at {size} px"), \
             tempfile.TemporaryDirectory() as tmp:
         result["shard"] = shard_rate(file, size, fps, workers, codec, tmp)
+    result["load_avg_after"] = list(os.getloadavg())
     result["shard_vs_decode"] = round(result["shard"]["source_frames_per_s"]
                                       / result["decode_1_thread"]["frames_per_s"], 3)
     table = Table(title=f"vtk bench shard: {os.path.basename(file)} "
@@ -100,6 +107,11 @@ def command(file, size, fps, codec, workers, json_out):
                   f"{s['source_frames_per_s']:.0f}", f"{s['clips_per_s']:.2f}",
                   f"{s['seconds']:.1f}")
     Console().print(table)
+    if s["cpu_ms_per_source_frame"]:
+        console.print(f"sharding CPU: {s['cpu_ms_per_source_frame']:.2f} ms per source frame "
+                      f"over both threads ({s['cpu_s'] / s['seconds']:.2f} cores busy); load "
+                      f"average before/after: {result['load_avg_before'][0]:.1f}/"
+                      f"{result['load_avg_after'][0]:.1f} on {os.cpu_count()} CPUs")
     if json_out:
         with open(json_out, "w") as f:
             json.dump(result, f, indent=2)
