@@ -82,7 +82,7 @@ def test_embeddings_are_normalised_and_masking_is_seeded(tiny):
 
 def test_tiny_sizes_and_temperature(tiny):
     assert 0.2e6 < sum(p.numel() for p in tiny.video.parameters()) < 0.25e6  # REFERENCE: 0.22M
-    assert tiny.scale().item() == pytest.approx(100.0)  # ViCLIP: temperature 0.01
+    assert tiny.scale().item() == pytest.approx(1 / 0.07)  # from scratch: CLIP's temperature
     with torch.no_grad():
         tiny.logit_scale.fill_(10.0)
     tiny.clamp_logit_scale()
@@ -147,6 +147,7 @@ def test_clip_init_one_frame_video_equals_clip_image_embedding(tiny_clip, frames
     path, clip, _ = tiny_clip
     model = build_model(dict(model="b16", init=str(path), frames=frames)).eval()
     assert model.cfg.text == "clip" and model.cfg.embed_dim == 16
+    assert model.scale().item() == pytest.approx(100.0)  # ViCLIP's temperature 0.01
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = clip.get_image_features(pixel_values=images).pooler_output

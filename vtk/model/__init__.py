@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from vtk.model.viclip import SIZES, ModelConfig, ViCLIP, VideoTower, inflate_clip, load_clip, vision_config
+from vtk.model.viclip import (
+    SIZES,
+    ModelConfig,
+    ViCLIP,
+    VideoTower,
+    inflate_clip,
+    load_clip,
+    vision_config,
+)
 
 
 def resolve(cfg) -> ModelConfig:
@@ -14,6 +22,8 @@ def resolve(cfg) -> ModelConfig:
         raise VtkError(f"unknown model size {cfg.model!r}: choose from {', '.join(SIZES)}")
     if cfg.text == "auto":
         cfg.text = "clip" if cfg.init else "minilm"
+    if cfg.temp_init is None:
+        cfg.temp_init = 0.01 if cfg.init else 0.07
     if cfg.size is None and not cfg.init:
         cfg.size = SIZES[cfg.model]["size"]
     return cfg

@@ -1,0 +1,187 @@
+"""Training: a tiny ViCLIP really learns on real synthetic shards; runs resume exactly; DDP."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import write_synth_shards
+
+from vtk.train import checkpoint as ckpt
+from vtk.train import load_run, train
+from vtk.train.trainer import TrainConfig, lr_factor
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """256 synthetic clips (32 px, 8 frames) in 4 tars, and a frame cache root."""
+    tmp = tmp_path_factory.mktemp("train")
+    return write_synth_shards(tmp / "shards", n=256, per_shard=64), str(tmp / "cache")
+
+
+def config(shards, out, **kw):
+    data, cache = shards
+    base = dict(data=data, cache=cache, out=str(out), model="tiny", text="tiny", batch_size=32,
+                workers=0, quiet=True, seed=0, checkpoint_every=1000)
+    return {**base, **kw}
+
+
+def weights(run):
+    return ckpt.load(Path(run) / "checkpoint.pt")["model"]
+
+
+def same_weights(a, b, atol=0.0, skip=()):
+    assert a.keys() == b.keys()
+    for k in a:
+        if any(x in k for x in skip):
+            continue
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=0), k
+
+
+def losses(run):
+    return [json.loads(x)["loss"] for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_lr_schedule_warmup_cosine_then_unmasked_stage_at_a_tenth():
+    cfg = TrainConfig(steps=100, warmup=10, unmasked_steps=20, min_lr_ratio=0.0)
+    f = [lr_factor(s, cfg) for s in range(120)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[10:100], f[11:100]))  # cosine decay
+    assert f[99] < 0.01
+    assert f[100] == pytest.approx(0.1)  # ViCLIP's unmasked stage: lr / 10, then decays
+    assert TrainConfig(steps=100, warmup=0.08).warmup_steps() == 8
+
+
+def test_tiny_learns_quickly_and_writes_the_run_dir(shards, tmp_path):
+    s = train(config(shards, tmp_path / "run", steps=80, mask=0.5))
+    assert s["steps"] == 80 and s["complete"]
+    assert s["final_loss"] < 0.75 * math.log(32), s["final_loss"]
+    for key in ("train_time_s", "clips_per_s", "peak_mem_bytes", "device", "params", "steps",
+                "versions"):
+        assert s[key], key
+    assert s["device"].startswith("cpu") and s["peak_mem_bytes"] > 50e6
+    run = tmp_path / "run"
+    assert json.loads((run / "summary.json").read_text()) == s
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["mask"] == 0.5 and cfg["text"] == "tiny" and cfg["size"] == 32 and cfg["lr"] == 1e-3
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 81))
+    assert {"loss", "lr", "clips_per_s", "mem_bytes", "logit_scale"} <= rows[0].keys()
+    # what eval does: the trained model, unmasked, in eval mode
+    model, cfg2 = load_run(run, "cpu")
+    assert cfg2 == cfg and not model.training
+    v = torch.randn(2, 8, 3, 32, 32)
+    assert model.encode_video(v, mask_ratio=0.9).shape == (2, 64)
+
+
+@pytest.mark.slow
+def test_a_few_hundred_steps_bring_the_loss_well_below_log_batch(shards, tmp_path):
+    s = train(config(shards, tmp_path / "run", steps=300, mask=0.5, unmasked_steps=30))
+    assert s["final_loss"] < 0.5 * math.log(32), s["final_loss"]
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(shards, tmp_path):
+    # 8 batches per epoch, 2 micro-batches per step: the stop lands mid-epoch, the run then
+    # crosses epochs and the masked -> unmasked stage boundary after resuming.
+    kw = dict(steps=12, unmasked_steps=4, mask=0.7, accum=2, checkpoint_every=5)
+    full = train(config(shards, tmp_path / "full", **kw))
+    part = train(config(shards, tmp_path / "part", stop_after=7, **kw))
+    assert part["steps"] == 7 and not part["complete"]
+    state = ckpt.load(tmp_path / "part" / "checkpoint.pt")
+    assert state["data"] == {"epoch": 1, "offset": 6}
+    resumed = train({"out": str(tmp_path / "part"), "resume": True, "quiet": True})
+    assert resumed["steps"] == 16 and resumed["complete"]
+    same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
+    assert losses(tmp_path / "full") == losses(tmp_path / "part")  # the log is continuous too
+    assert full["clips_seen"] == resumed["clips_seen"] == 16 * 64
+
+
+def test_same_seed_same_weights_other_seed_other_weights(shards, tmp_path):
+    kw = dict(steps=4, mask=0.5)
+    train(config(shards, tmp_path / "a", **kw))
+    train(config(shards, tmp_path / "b", **kw))
+    train(config(shards, tmp_path / "c", seed=1, **kw))
+    same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    a, c = weights(tmp_path / "a"), weights(tmp_path / "c")
+    assert not torch.equal(a["video.proj.weight"], c["video.proj.weight"])
+
+
+def test_existing_run_is_not_overwritten_silently(shards, tmp_path):
+    from vtk.errors import VtkError
+
+    train(config(shards, tmp_path / "r", steps=1))
+    with pytest.raises(VtkError, match="--resume"):
+        train(config(shards, tmp_path / "r", steps=1))
+    train(config(shards, tmp_path / "r", steps=2, overwrite=True))
+
+
+def test_cli_trains_and_resumes(shards, tmp_path):
+    from vtk.cli import main
+
+    data, cache = shards
+    out = tmp_path / "cli"
+    args = ["train", data, "--out", str(out), "--steps", "3", "--batch-size", "16", "--mask",
+            "0.9", "--model", "tiny", "--text", "tiny", "--captions", "coarse", "--cache", cache,
+            "--workers", "0", "--unmasked-steps", "1", "--seed", "3"]
+    main(args)
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["captions"], cfg["mask"], cfg["seed"], cfg["unmasked_steps"]) == ("coarse", 0.9, 3, 1)
+    main(["train", "--out", str(out), "--resume", "--steps", "5"])  # longer, same run
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+
+
+def torchrun(args, nproc=2, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+           "--standalone", "-m", "vtk", "train", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_process_ddp_equals_one_process_with_the_global_batch(shards, tmp_path):
+    """2 gloo ranks x 16 clips with features gathered with gradients take exactly the steps
+    of one process with 32 clips (same clips, unmasked, same augmentation)."""
+    data, cache = shards
+    common = ["--steps", "3", "--model", "tiny", "--text", "tiny", "--cache", cache,
+              "--workers", "0", "--seed", "0", "--mask", "0"]
+    train(config(shards, tmp_path / "one", steps=3, mask=0.0, batch_size=32))
+    r = torchrun([data, "--out", str(tmp_path / "two"), "--batch-size", "16", *common])
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s["world_size"] == 2 and s["clips_seen"] == 3 * 32
+    # The key bias gets no gradient (softmax ignores a constant shift), so Adam turns float
+    # noise there into full-size steps: it is the one weight that cannot match.
+    same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=2e-5,
+                 skip=("k_proj.bias",))
+    assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_finishes_identically(shards, tmp_path):
+    data, cache = shards
+    args = [data, "--steps", "150", "--model", "tiny", "--text", "tiny", "--cache", cache,
+            "--workers", "0", "--mask", "0.5", "--checkpoint-every", "1000", "--batch-size", "32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "killed"
+    p = subprocess.Popen([sys.executable, "-m", "vtk", "train", *args, "--out", str(out)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 3000):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 0
+    stopped = ckpt.load(out / "checkpoint.pt")["step"]
+    assert 0 < stopped < 150
+    train({"out": str(out), "resume": True, "quiet": True})
+    train(config(shards, tmp_path / "straight", steps=150, mask=0.5))
+    same_weights(weights(out), weights(tmp_path / "straight"))

@@ -1,0 +1,78 @@
+"""`vtk train DIR --out RUN`: train ViCLIP on a shard set, with video token masking."""
+
+from __future__ import annotations
+
+import click
+
+from vtk.errors import VtkError
+
+
+@click.command("train")
+@click.argument("data", required=False)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--mask", type=float, help="share of video tokens dropped in training  [0]")
+@click.option("--captions", type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]),
+              help="training text: coarse, fine, both (fused), mixed (random pick each visit)  [fine]")
+@click.option("--model", type=click.Choice(["tiny", "b16", "l14"]), help="video tower size  [tiny]")
+@click.option("--text", type=click.Choice(["auto", "tiny", "minilm", "clip"]),
+              help="text tower; auto = clip with --init, else the offline MiniLM  [auto]")
+@click.option("--init", help="a saved transformers CLIPModel (folder or hub id) to inflate")
+@click.option("--freeze-text/--train-text", default=None,
+              help="freeze the text tower (default: pretrained towers frozen, as ViCLIP)")
+@click.option("--frames", type=int, help="frames per clip  [8]")
+@click.option("--size", type=int, help="pixels (square)  [32 for tiny, 224 otherwise]")
+@click.option("--steps", type=int, help="optimiser steps with masking  [300]")
+@click.option("--unmasked-steps", type=int, help="then this many steps without masking  [0]")
+@click.option("--unmasked-lr-scale", type=float, help="lr share in the unmasked stage  [0.1]")
+@click.option("--batch-size", type=int, help="clips per process and micro-step  [64 tiny, 32]")
+@click.option("--accum", type=int, help="gradient accumulation steps  [1]")
+@click.option("--lr", type=float, help="peak learning rate  [1e-3 tiny, 2e-4 b16, 4e-4 l14]")
+@click.option("--warmup", type=float, help="warmup: share of --steps if < 1, else steps  [0.08]")
+@click.option("--weight-decay", type=float, help="AdamW weight decay  [0.05 tiny, 0.2]")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
+              help="mixed precision on GPU  [auto]")
+@click.option("--backend", help="decoder: auto, dali, torchcodec, pyav, decord  [auto]")
+@click.option("--cache", type=click.Path(file_okay=False),
+              help="decoded-frame cache folder: decode every clip once (small corpora)")
+@click.option("--device", help="auto, cpu, cuda  [auto]")
+@click.option("--workers", type=int, help="loader workers per process  [2]")
+@click.option("--seed", type=int, help="random seed  [0]")
+@click.option("--checkpoint-every", type=int, help="steps between checkpoints  [100]")
+@click.option("--resume", is_flag=True, default=None,
+              help="continue the run in --out exactly where its checkpoint left it")
+@click.option("--overwrite", is_flag=True, default=None, help="replace a run already in --out")
+@click.option("--stop-after", type=int, hidden=True, help="stop (checkpointed) at this step")
+@click.option("--quiet", is_flag=True, default=None, help="no progress bar")
+def command(data, **opts):
+    """Train ViCLIP on the shard set DIR; writes config.json, metrics.jsonl, summary.json and
+    checkpoint.pt to --out. Runs as DDP under torchrun.
+
+    \b
+    Examples:
+      vtk train shards/train --out runs/m50 --mask 0.5 --captions fine --steps 2000
+      vtk train --out runs/m50 --resume
+      torchrun --nproc-per-node 4 -m vtk train shards/train --out runs/ddp --model b16 \\
+          --init openai/clip-vit-base-patch16 --mask 0.9
+    """
+    from rich.console import Console
+
+    from vtk.train import train
+    from vtk.train.dist import cleanup
+
+    config = {k: v for k, v in opts.items() if v is not None}
+    if data is not None:
+        config["data"] = data
+    elif not config.get("resume"):
+        raise VtkError("no shard set: vtk train DIR --out RUN (or --out RUN --resume)")
+    try:
+        summary = train(config)
+    finally:
+        cleanup()
+    if int(__import__("os").environ.get("RANK", "0")) == 0 and not config.get("quiet"):
+        c = Console()
+        mem = summary["peak_mem_bytes"] / 2**20
+        c.print(f"[bold]{opts['out']}[/]: {summary['steps']} steps in {summary['train_time_s']:.1f} s, "
+                f"{summary['clips_per_s']:.1f} clips/s, peak memory {mem:.0f} MiB on "
+                f"{summary['device']}, final loss {summary['final_loss']:.3f}")
+        if not summary["complete"]:
+            c.print(f"stopped early; continue with: vtk train --out {opts['out']} --resume")

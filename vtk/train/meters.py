@@ -1,0 +1,67 @@
+"""What a run costs: wall time, throughput and peak memory, with the device named."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+
+import torch
+
+
+def device_name(device: torch.device) -> str:
+    """e.g. 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: AMD EPYC 7B13 (2 cores)'."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu: {model} ({cores} cores)"
+
+
+def reset_peak_memory(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """GPU: torch.cuda.max_memory_allocated. CPU: peak RSS of this process (loader workers,
+    being separate processes, are not included)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Throughput:
+    """Clips per second, smoothed over the last steps (for the progress bar)."""
+
+    def __init__(self, alpha: float = 0.1):
+        self.alpha, self.rate, self.t = alpha, None, time.perf_counter()
+
+    def update(self, clips: int) -> float:
+        now = time.perf_counter()
+        r = clips / max(now - self.t, 1e-9)
+        self.t = now
+        self.rate = r if self.rate is None else (1 - self.alpha) * self.rate + self.alpha * r
+        return self.rate
+
+
+def versions() -> dict:
+    import transformers
+
+    import vtk
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "vtk": vtk.__version__}

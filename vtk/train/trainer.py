@@ -1,0 +1,391 @@
+"""The training loop: it only orders the steps. Model, loss, data, checkpoints, metrics and
+parallelism live in their own modules.
+
+    batch -> encode video (masked) and text -> symmetric InfoNCE -> AdamW step -> log
+         every N steps and on SIGINT/SIGTERM -> checkpoint (resumable exactly)
+
+Two stages: ``steps`` masked steps (warmup + cosine), then ``unmasked_steps`` with every token
+at ``unmasked_lr_scale`` x the learning rate (ViCLIP's unmasked final stage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vtk.errors import VtkError
+from vtk.model import build_model
+from vtk.model.loss import contrastive_loss
+from vtk.model.viclip import ModelConfig
+from vtk.train import checkpoint, dist, meters
+
+# Per-size optimisation defaults: REFERENCE.md's CPU prototype for tiny, ViCLIP for b16 / l14.
+DEFAULTS = {
+    "tiny": dict(lr=1e-3, weight_decay=0.05, batch_size=64),
+    "b16": dict(lr=2e-4, weight_decay=0.2, batch_size=32),
+    "l14": dict(lr=4e-4, weight_decay=0.2, batch_size=32),
+}
+
+
+@dataclass
+class TrainConfig(ModelConfig):
+    """Plain data: everything a run needs; written to RUN/config.json."""
+
+    data: str | None = None  # shard set: folder, list of tars or brace pattern
+    out: str | None = None  # run directory
+    mask: float = 0.0  # share of video tokens dropped in the masked stage
+    captions: str = "fine"  # coarse | fine | both | mixed | txt
+    steps: int = 300  # optimiser steps of the masked stage
+    unmasked_steps: int = 0  # then this many steps with every token
+    unmasked_lr_scale: float = 0.1  # ... at this share of the learning rate
+    batch_size: int | None = None  # per rank and micro-step
+    accum: int = 1  # gradient accumulation (micro-batches per optimiser step)
+    lr: float | None = None
+    warmup: float = 0.08  # < 1: share of ``steps``; >= 1: a number of steps
+    min_lr_ratio: float = 0.01  # cosine floor, as ViCLIP's min_lr_multi
+    weight_decay: float | None = None
+    betas: tuple = (0.9, 0.98)
+    amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16) | bf16 | fp16 | off
+    backend: str = "auto"
+    cache: str | None = None  # decoded-frame cache folder (small corpora: decode once)
+    workers: int = 2
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 1
+    resume: bool = False
+    overwrite: bool = False  # replace a run already in ``out``
+    stop_after: int | None = None  # stop (checkpointed, resumable) at this step: preemption
+    quiet: bool = False
+
+    @classmethod
+    def from_dict(cls, d) -> TrainConfig:
+        if isinstance(d, TrainConfig):
+            return d
+        if not isinstance(d, dict):
+            d = vars(d)
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + self.unmasked_steps
+
+    def warmup_steps(self) -> int:
+        return int(round(self.warmup * self.steps)) if self.warmup < 1 else int(self.warmup)
+
+    def fill_defaults(self) -> TrainConfig:
+        for k, v in DEFAULTS.get(self.model, DEFAULTS["b16"]).items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        self.betas = tuple(self.betas)
+        return self
+
+
+# Options that may change when a run is resumed; everything else comes from its config.json.
+RESUMABLE = ("overwrite", "steps", "unmasked_steps", "checkpoint_every", "log_every", "workers", "device",
+             "stop_after", "quiet", "resume", "data", "cache", "backend")
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` at optimiser step ``step`` (0-based)."""
+    def cosine(p):
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+    if step < cfg.steps:
+        w = cfg.warmup_steps()
+        if step < w:
+            return (step + 1) / w
+        return cosine((step - w) / max(1, cfg.steps - w))
+    return cfg.unmasked_lr_scale * cosine((step - cfg.steps) / max(1, cfg.unmasked_steps))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: not on biases, norms, embeddings or the temperature."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "embedding" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def mask_generator(cfg: TrainConfig, rank: int, step: int, micro: int, device) -> torch.Generator:
+    """Token masking randomness as a pure function of (seed, rank, step, micro-batch): nothing
+    to save for an exact resume, and a different mask on every rank and step."""
+    seed = int(np.random.SeedSequence([cfg.seed, rank, step, micro]).generate_state(1)[0])
+    return torch.Generator(device).manual_seed(seed)
+
+
+class Batches:
+    """Endless training batches over epochs, with a resumable position: (epoch, batches taken
+    in that epoch). The loader is deterministic for a (seed, epoch), so a resumed run replays
+    the epoch up to the saved offset and goes on with exactly the batches it would have seen."""
+
+    def __init__(self, loader, epoch: int = 0, offset: int = 0):
+        self.loader, self.epoch, self.offset = loader, epoch, offset
+        self._it = None
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def __next__(self) -> dict:
+        while True:
+            if self._it is None:
+                self.loader.epoch = self.epoch
+                self._it = iter(self.loader)
+                for _ in range(self.offset):  # replay up to the saved position
+                    next(self._it)
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                if self.offset == 0:
+                    raise VtkError("the shard set gave no full training batch: fewer clips "
+                                   "than --batch-size on this rank?") from None
+                self.epoch, self.offset, self._it = self.epoch + 1, 0, None
+                continue
+            self.offset += 1
+            return batch
+
+
+class StopRequest:
+    """SIGINT / SIGTERM ask the loop to checkpoint and stop after the current step."""
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class RunDir:
+    """RUN/config.json, metrics.jsonl (one line per logged step), summary.json, checkpoint.pt."""
+
+    def __init__(self, path, main: bool):
+        self.path, self.main = Path(path), main
+        if main:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = self.path / "checkpoint.pt"
+
+    def write_json(self, name: str, obj: dict):
+        if self.main:
+            tmp = self.path / f".{name}.tmp"
+            tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+            tmp.replace(self.path / name)
+
+    def truncate_metrics(self, step: int):
+        """Drop lines logged after the checkpoint a run resumes from."""
+        f = self.path / "metrics.jsonl"
+        if self.main and f.exists():
+            keep = [ln for ln in f.read_text().splitlines() if json.loads(ln)["step"] <= step]
+            f.write_text("".join(ln + "\n" for ln in keep))
+
+    def log(self, row: dict):
+        if self.main:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def _autocast(device: torch.device, amp: str):
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext(), None
+    if amp == "auto":
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return torch.autocast("cuda", dtype=dtype), scaler
+
+
+def _progress(cfg: TrainConfig, main: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]train[/] mask {task.fields[mask]:.2f}"), BarColumn(),
+        MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[rate]:.1f} clips/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=cfg.quiet or not main,
+    )
+
+
+def prepare_config(config) -> TrainConfig:
+    """The config a run trains with: defaults filled in, or the saved one when resuming (then
+    only the RESUMABLE options given here replace the saved ones)."""
+    given = config if isinstance(config, dict) else asdict(TrainConfig.from_dict(config))
+    cfg = TrainConfig.from_dict(given)
+    if cfg.out is None:
+        raise VtkError("no run directory: pass --out RUN")
+    saved = Path(cfg.out) / "config.json"
+    if cfg.resume and (Path(cfg.out) / "checkpoint.pt").exists():
+        old = TrainConfig.from_dict(json.loads(saved.read_text()))
+        for k in RESUMABLE:
+            if given.get(k) is not None:
+                setattr(old, k, given[k])
+        old.resume = True
+        return old.fill_defaults()
+    if (Path(cfg.out) / "checkpoint.pt").exists() and not cfg.overwrite:
+        raise VtkError(f"{cfg.out} already holds a run: pass --resume to continue it, "
+                       "--overwrite to replace it, or another --out")
+    if cfg.data is None:
+        raise VtkError("no training data: pass a shard set folder")
+    if not 0.0 <= cfg.mask < 1.0:
+        raise VtkError(f"--mask {cfg.mask}: the ratio must be in [0, 1)")
+    return cfg.fill_defaults()
+
+
+def train(config) -> dict:
+    """Train a ViCLIP as ``config`` says (a TrainConfig or a dict of its fields); returns the
+    summary (also written to RUN/summary.json). Runs under torchrun as DDP."""
+    from vtk.data.loader import build_loader
+
+    cfg = prepare_config(config)
+    d = dist.setup(cfg.device)
+    run = RunDir(cfg.out, d.main)
+    ckpt = checkpoint.load(run.checkpoint) if cfg.resume and run.checkpoint.exists() else None
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    for f in fields(ModelConfig):  # what build_model resolved (text tower, size, joint dim)
+        setattr(cfg, f.name, getattr(model.cfg, f.name))
+    model.to(d.device).train()
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    autocast, scaler = _autocast(d.device, cfg.amp)
+    step, position, prior_time, prior_peak = 0, {"epoch": 0, "offset": 0}, 0.0, 0
+    if ckpt is not None:
+        model.load_persistent_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        step, position = ckpt["step"], ckpt["data"]
+        prior_time, prior_peak = ckpt["train_time_s"], ckpt["peak_mem_bytes"]
+        if ckpt["world"] != d.world:
+            raise VtkError(f"{run.checkpoint}: saved by {ckpt['world']} processes, resumed by "
+                           f"{d.world}; the data position would not match")
+        run.truncate_metrics(step)
+    else:
+        run.truncate_metrics(-1)  # a fresh run starts a fresh log
+    run.write_json("config.json", asdict(cfg))
+    net = torch.nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
+
+    loader = build_loader(cfg.data, backend=cfg.backend, frames=cfg.frames, size=cfg.size,
+                          train=True, batch_size=cfg.batch_size, workers=cfg.workers,
+                          captions=cfg.captions, seed=cfg.seed, cache=cfg.cache,
+                          drop_last=True, device=str(d.device))
+    batches = Batches(loader, **position)
+    first = next(batches)  # decode/cache warm-up happens here, outside the timed loop
+    clips_per_step = cfg.batch_size * cfg.accum * d.world
+
+    def save():
+        state = {"model": model.persistent_state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                 "rng": checkpoint.rng_state(), "step": step, "world": d.world,
+                 "data": {"epoch": batches.epoch, "offset": batches.offset - (first is not None)},
+                 "train_time_s": prior_time + elapsed(), "peak_mem_bytes": peak(),
+                 "config": asdict(cfg)}
+        if d.main:
+            checkpoint.save(run.checkpoint, state)
+        dist.barrier(d)
+
+    def peak():
+        return max(prior_peak, meters.peak_memory_bytes(d.device))
+
+    meters.reset_peak_memory(d.device)
+    meters.sync(d.device)
+    t0 = time.perf_counter()
+
+    def elapsed():
+        return time.perf_counter() - t0
+
+    rate, losses, stopped = meters.Throughput(), [], False
+    with StopRequest() as stop, _progress(cfg, d.main) as bar:
+        task = bar.add_task("train", total=cfg.total_steps, completed=step, loss=float("nan"),
+                            rate=0.0, mask=cfg.mask)
+        while step < cfg.total_steps:
+            mask = cfg.mask if step < cfg.steps else 0.0
+            loss_sum = 0.0
+            for micro in range(cfg.accum):
+                batch, first = (first, None) if first is not None else (next(batches), None)
+                video = batch["video"].to(d.device, non_blocking=True)
+                sync_grads = micro == cfg.accum - 1 or d.world == 1
+                with (contextlib.nullcontext() if sync_grads else net.no_sync()), autocast:
+                    v, t, scale = net(video, batch["text"], mask,
+                                      mask_generator(cfg, d.rank, step, micro, d.device))
+                    loss = contrastive_loss(v, t, scale) / cfg.accum
+                (scaler.scale(loss) if scaler else loss).backward()
+                loss_sum += loss.item()
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+            lr = opt.param_groups[0]["lr"]
+            sched.step()
+            model.clamp_logit_scale()
+            step += 1
+
+            losses.append(loss_sum)
+            clips_s = rate.update(clips_per_step)
+            bar.update(task, completed=step, loss=loss_sum, rate=clips_s, mask=mask)
+            if step % cfg.log_every == 0 or step == cfg.total_steps:
+                run.log({"step": step, "stage": "masked" if mask else "unmasked", "mask": mask,
+                         "loss": round(loss_sum, 6), "lr": lr,
+                         "logit_scale": round(model.scale().item(), 4),
+                         "clips_per_s": round(clips_s, 2), "mem_bytes": peak(),
+                         "time_s": round(prior_time + elapsed(), 3)})
+            stopped = dist.any_rank(stop.requested or step == cfg.stop_after, d)
+            if stopped or step % cfg.checkpoint_every == 0:
+                save()
+            if stopped:
+                break
+    meters.sync(d.device)
+    if not stopped:
+        save()
+    train_time = prior_time + elapsed()
+    summary = {
+        "train_time_s": round(train_time, 3),
+        "clips_per_s": round(step * clips_per_step / train_time, 3) if train_time else None,
+        "peak_mem_bytes": peak(),
+        "device": meters.device_name(d.device),
+        "params": sum(p.numel() for p in model.parameters()),
+        "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "params_video": sum(p.numel() for p in model.video.parameters()),
+        "steps": step,
+        "complete": step >= cfg.total_steps,
+        "world_size": d.world,
+        "clips_seen": step * clips_per_step,
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "text_cache_size": len(getattr(model.text, "cache", ()) or ()),
+        "versions": meters.versions(),
+    }
+    run.write_json("summary.json", summary)
+    return summary
