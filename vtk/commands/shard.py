@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import platform
 import shlex
-import sys
 import time
 
 import click
@@ -101,7 +100,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
            "workers": workers}
     card = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["vtk", *sys.argv[1:]]) if sys.argv[1:] else None,
+        "command": command_line(click.get_current_context()),
         "sources": list(sources),
         "clips": dataclasses.asdict(cfg),
         "codec": codec,
@@ -119,6 +118,20 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     if index["num_samples"] == 0:
         raise VtkError(f"nothing written to {out}: all {totals.sources} inputs failed "
                        f"(reasons in {os.path.join(out, 'stats')})")
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command that built the set, rebuilt from the parsed options (whether it came from
+    a shell or from ``cli.main([...])``): arguments, then every option not at its default."""
+    parts = ["vtk", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Argument):
+            parts += [str(v) for v in value]
+        elif value != param.default and value not in (None, False):
+            flag = max(param.opts, key=len)
+            parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)
 
 
 def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device):
