@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from vtk.bench.decode import command as decode
 from vtk.bench.shard import command as shard
 
 
@@ -17,3 +18,4 @@ def command():
 
 
 command.add_command(shard)
+command.add_command(decode)

@@ -32,7 +32,7 @@ import torch
 import webdataset as wds
 
 from vtk.data.decoders import get_decoder
-from vtk.data.samples import collate, make_item, pick_caption, sample_rng
+from vtk.data.samples import make_item, pick_caption, sample_rng
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
@@ -54,8 +54,7 @@ def square_frames(frames: torch.Tensor, size: int) -> np.ndarray:
     _, h, w, _ = frames.shape
     if h == w == size:
         return frames.numpy()
-    x = crop_resize(frames, center_box(h, w), size)  # T x 3 x S x S in [0, 1]
-    return x.mul_(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return crop_resize(frames, center_box(h, w), size).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def _cache_shard(job) -> dict:
@@ -159,7 +158,7 @@ class CachedClips(torch.utils.data.Dataset):
         c, spec = self.clips[i], self.spec
         rng = sample_rng(spec.seed, self.epoch, c["key"])
         idx = frame_indices(c["count"], spec.frames, spec.train, rng)
-        video = spec.transform(self.frames(i, idx), rng)
+        video = spec.crop(self.frames(i, idx), rng)
         text = pick_caption(c["meta"], c["txt"], spec.captions, rng)
         return make_item(c["key"], video, text, c["meta"])
 
@@ -200,4 +199,4 @@ def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop
     stats.add("corrupt", len(dataset.skipped))
     sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
     return VideoLoader(dataset, workers, stats, backend="cache", sampler=sampler,
-                       collate_fn=collate, batch_size=batch_size, drop_last=drop_last)
+                       collate_fn=spec.collate, batch_size=batch_size, drop_last=drop_last)

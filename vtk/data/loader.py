@@ -18,6 +18,8 @@ ranks; train mode reshuffles every pass (seeded by ``seed`` and the pass number)
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from vtk.data import split
@@ -51,6 +53,22 @@ def pick_backend(backend: str = "auto", device: str | None = None) -> str:
     return available_decoders()[0]
 
 
+@contextlib.contextmanager
+def one_thread(active: bool):
+    """Run the loader's many tiny per-clip ops on one intra-op thread. Spreading a 64 px crop
+    over two OpenMP threads made it 5-20x slower on a busy 2-core machine; training gets its
+    thread count back between batches."""
+    if not active:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class VideoLoader:
     """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share."""
 
@@ -72,7 +90,12 @@ class VideoLoader:
             prefetch_factor=4 if self.workers else None,
             drop_last=self.drop_last if self._sampler is not None else False,
         )
-        for batch in dl:
+        it = iter(dl)
+        while True:
+            with one_thread(self.workers == 0):
+                batch = next(it, None)
+            if batch is None:
+                return
             self.stats.add("samples", len(batch["key"]))
             yield batch
 

@@ -20,7 +20,7 @@ from vtk.data.samples import collate, make_item, pick_caption, sample_rng
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import looks_truncated
 from vtk.data.stats import LoaderStats
-from vtk.data.transforms import eval_transform, train_transform
+from vtk.data.transforms import eval_crop, train_crop
 from vtk.errors import VtkError
 
 
@@ -35,11 +35,14 @@ class ClipSpec:
     seed: int = 0
     normalize: str = "clip"
 
-    def transform(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """uint8 T x H x W x 3 -> float T x 3 x size x size."""
+    def crop(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 T x H x W x 3 -> uint8 T x 3 x size x size (normalised later, per batch)."""
         if self.train:
-            return train_transform(frames, self.size, rng, self.normalize)
-        return eval_transform(frames, self.size, self.normalize)
+            return train_crop(frames, self.size, rng)
+        return eval_crop(frames, self.size)
+
+    def collate(self, items: list[dict]) -> dict:
+        return collate(items, self.normalize)
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -115,7 +118,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         rng = sample_rng(self.spec.seed, self.epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
-        video = self.spec.transform(frames, rng)
+        video = self.spec.crop(frames, rng)
         return make_item(key, video, pick_caption(meta, txt, self.spec.captions, rng), meta)
 
     def _batches(self, items):
@@ -123,7 +126,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         for item in items:
             batch.append(item)
             if len(batch) == self.batch_size:
-                yield collate(batch)
+                yield self.spec.collate(batch)
                 batch = []
         if batch and not self.drop_last:
-            yield collate(batch)
+            yield self.spec.collate(batch)

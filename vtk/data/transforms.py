@@ -55,39 +55,58 @@ def center_box(h: int, w: int) -> tuple[int, int, int, int]:
 
 
 def crop_resize(frames: torch.Tensor, box, size: int, flip: bool = False) -> torch.Tensor:
-    """uint8 T x H x W x 3 -> float32 T x 3 x size x size in [0, 1] (antialiased bilinear)."""
+    """uint8 T x H x W x 3 -> uint8 T x 3 x size x size (antialiased bilinear).
+
+    Resizing stays in uint8 on purpose: a THWC tensor seen as TCHW is channels-last, and
+    torch's uint8 channels-last antialiased kernel is ~10x faster than the float one
+    (0.1 vs 1.3 ms for 8 frames at 64 px); it rounds to whole grey levels, which costs nothing.
+    """
     top, left, ch, cw = box
-    x = frames[:, top:top + ch, left:left + cw].permute(0, 3, 1, 2).float()
+    x = frames[:, top:top + ch, left:left + cw].permute(0, 3, 1, 2)
     if (ch, cw) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=True)
+        x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(size, size),
+                          mode="bilinear", align_corners=False, antialias=True)
     if flip:
         x = x.flip(-1)
-    return x.div_(255.0)
+    return x
 
 
 def normalize(x: torch.Tensor, name: str = "clip") -> torch.Tensor:
-    """In place: (x - mean) / std with the named statistics, x float T x 3 x H x W in [0, 1]."""
+    """uint8 ... x 3 x H x W -> contiguous float32 (x / 255 - mean) / std, named statistics."""
     if name not in NORMS:
         raise ValueError(f"unknown normalisation {name!r}; choose one of {sorted(NORMS)}")
     mean, std = NORMS[name]
-    m = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(3, 1, 1)
-    return x.sub_(m).div_(s)
+    m = torch.tensor([255.0 * v for v in mean]).view(3, 1, 1)
+    inv = torch.tensor([1.0 / (255.0 * v) for v in std]).view(3, 1, 1)
+    return x.to(torch.float32, memory_format=torch.contiguous_format).sub_(m).mul_(inv)
 
+
+def train_crop(frames: torch.Tensor, size: int, rng: np.random.Generator,
+               scale=(0.5, 1.0)) -> torch.Tensor:
+    """RandomResizedCrop + horizontal flip: uint8 TxHxWx3 -> uint8 Tx3xSxS."""
+    _, h, w, _ = frames.shape
+    box = random_resized_box(h, w, rng, scale)
+    return crop_resize(frames, box, size, flip=bool(rng.random() < 0.5))
+
+
+def eval_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Short side to ``size`` + centre crop: uint8 TxHxWx3 -> uint8 Tx3xSxS."""
+    _, h, w, _ = frames.shape
+    return crop_resize(frames, center_box(h, w), size)
+
+
+# The loader crops per clip in uint8 and normalises whole batches at once (one float pass
+# over B x T x 3 x S x S instead of B of them); these are the one-clip versions.
 
 def train_transform(frames: torch.Tensor, size: int, rng: np.random.Generator,
                     norm: str = "clip", scale=(0.5, 1.0)) -> torch.Tensor:
     """RandomResizedCrop + horizontal flip + normalise: uint8 TxHxWx3 -> float Tx3xSxS."""
-    _, h, w, _ = frames.shape
-    box = random_resized_box(h, w, rng, scale)
-    return normalize(crop_resize(frames, box, size, flip=bool(rng.random() < 0.5)), norm)
+    return normalize(train_crop(frames, size, rng, scale), norm)
 
 
 def eval_transform(frames: torch.Tensor, size: int, norm: str = "clip") -> torch.Tensor:
     """Short side to ``size`` + centre crop + normalise: uint8 TxHxWx3 -> float Tx3xSxS."""
-    _, h, w, _ = frames.shape
-    return normalize(crop_resize(frames, center_box(h, w), size), norm)
+    return normalize(eval_crop(frames, size), norm)
 
 
 def as_uint8_tensor(frames) -> torch.Tensor:

@@ -1,0 +1,156 @@
+"""`vtk bench decode DIR`: how fast each backend's full loader runs next to its raw decode rate.
+
+For each backend, on the same shard set, with the same number of worker processes:
+- loader: ``build_loader(train=True)`` end to end (tar reading, ViCLIP frame sampling,
+  decode, RandomResizedCrop + flip, normalisation, batching, hand-over from the workers);
+- ceiling: the same frames of the same clips decoded with no transforms and no batching.
+``ratio`` = loader clips/s / ceiling clips/s; the target is 0.9 or more. CPU ms per clip counts
+the main process and its workers (user + system). ``cache`` times the frame-cache loader
+(built before the clock starts; it has no decode ceiling).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+
+import click
+import torch
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its reaped children (the loader workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class RawDecode(torch.utils.data.IterableDataset):
+    """Decode only: this slot's samples at the loader's frame indices -> frames decoded."""
+
+    def __init__(self, shards, backend, frames, seed=0):
+        self.shards, self.backend, self.frames, self.seed = shards, backend, frames, seed
+
+    def __iter__(self):
+        import webdataset as wds
+
+        from vtk.data import split
+        from vtk.data.decoders import get_decoder
+        from vtk.data.samples import sample_rng
+        from vtk.data.sampling import train_indices
+
+        my_slot, slots = split.slot(0, 1)
+        mine, by_sample = split.assign(list(self.shards), my_slot, slots)
+        samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(wds.SimpleShardList(mine))
+        if by_sample:
+            samples = split.every_nth(samples, my_slot, slots)
+        dec = get_decoder(self.backend)
+        for s in samples:
+            if "mp4" not in s:
+                continue
+            rng = sample_rng(self.seed, 0, s["__key__"])
+            try:
+                out, _ = dec.decode(s["mp4"], lambda n: train_indices(n, self.frames, rng))
+            except Exception:  # the loader skips these too
+                continue
+            yield out.shape[0]
+
+
+def timed(make_iter, count) -> dict:
+    """Run one full pass; wall seconds, CPU seconds and clips."""
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    clips = sum(count(x) for x in make_iter())
+    return {"seconds": time.perf_counter() - t0, "cpu": cpu_seconds() - c0, "clips": clips}
+
+
+def bench_backend(shards, backend, frames, size, workers, batch_size, passes, cache_dir) -> dict:
+    from vtk.data.loader import build_loader
+
+    kw = dict(frames=frames, size=size, train=True, batch_size=batch_size, workers=workers)
+    if backend == "cache":
+        loader = build_loader(shards, cache=cache_dir, **kw)  # builds the cache, untimed
+    else:
+        loader = build_loader(shards, backend=backend, **kw)
+    runs = [timed(lambda: loader, lambda b: len(b["key"])) for _ in range(passes)]
+    row = summarise(runs, frames)
+    row.update(backend=backend, workers=workers, ceiling_clips_per_s=None, ratio=None)
+    if backend not in ("cache", "dali"):
+        raw = RawDecode(loader.dataset.shards, backend, frames)
+        ceil = [timed(lambda: torch.utils.data.DataLoader(raw, batch_size=None, num_workers=workers),
+                      lambda n: 1) for _ in range(passes)]
+        c = summarise(ceil, frames)
+        row.update(ceiling_clips_per_s=c["clips_per_s"],
+                   ratio=round(row["clips_per_s"] / c["clips_per_s"], 3))
+    return row
+
+
+def summarise(runs, frames) -> dict:
+    clips = sum(r["clips"] for r in runs)
+    secs = sum(r["seconds"] for r in runs)
+    cpu = sum(r["cpu"] for r in runs)
+    return {"clips": clips, "clips_per_s": round(clips / secs, 2),
+            "frames_per_s": round(clips * frames / secs, 1),
+            "cpu_ms_per_clip": round(1000 * cpu / max(clips, 1), 2)}
+
+
+@click.command("decode")
+@click.argument("shards", type=click.Path(exists=True))
+@click.option("--backends", default=None,
+              help="Comma list of pyav, decord, torchcodec, dali, cache (default: every installed "
+                   "CPU decoder, then cache).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Loader worker processes.")
+@click.option("--frames", type=int, default=8, show_default=True, help="Frames per clip.")
+@click.option("--size", type=int, default=224, show_default=True, help="Output side (px).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--min-clips", type=int, default=200, show_default=True,
+              help="Repeat passes over the shard set until at least this many clips are timed.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the rows as a JSON list.")
+def command(shards, backends, workers, frames, size, batch_size, min_clips, json_out):
+    """Loader throughput per decode backend next to its raw decode ceiling.
+
+    \b
+    Example:
+      vtk bench decode shards/synth --backends pyav,decord,torchcodec --workers 2 --json dec.json
+    """
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from vtk.data.decoders import available_decoders
+    from vtk.data.shardset import resolve_shards
+    from vtk.errors import VtkError
+
+    paths = resolve_shards(shards)
+    names = backends.split(",") if backends else available_decoders() + ["cache"]
+    card = os.path.join(shards, "index.json") if os.path.isdir(shards) else None
+    total = json.load(open(card)).get("num_samples") if card and os.path.exists(card) else None
+    passes = max(1, math.ceil(min_clips / total)) if total else 1
+    console = Console(stderr=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for name in names:
+            with console.status(f"timing {name} ..."):
+                try:
+                    rows.append(bench_backend(paths, name.strip(), frames, size, workers,
+                                              batch_size, passes, cache_dir))
+                except VtkError as e:  # not installed here: say so and go on
+                    console.print(f"[yellow]skipped {name}:[/] {e}")
+    table = Table(title=f"decode: {shards}  ({frames} frames, {size} px, {workers} workers, "
+                        f"{os.cpu_count()} CPUs)")
+    for col in ("backend", "clips/s", "frames/s", "CPU ms/clip", "ceiling clips/s", "ratio"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for r in rows:
+        table.add_row(r["backend"], f"{r['clips_per_s']:.1f}", f"{r['frames_per_s']:.0f}",
+                      f"{r['cpu_ms_per_clip']:.1f}",
+                      "-" if r["ceiling_clips_per_s"] is None else f"{r['ceiling_clips_per_s']:.1f}",
+                      "-" if r["ratio"] is None else f"{r['ratio']:.2f}")
+    Console().print(table)
+    if json_out:
+        keys = ("backend", "clips_per_s", "frames_per_s", "cpu_ms_per_clip",
+                "ceiling_clips_per_s", "ratio", "workers")
+        with open(json_out, "w") as f:
+            json.dump([{k: r[k] for k in keys} for r in rows], f, indent=2)
