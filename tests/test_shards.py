@@ -97,7 +97,7 @@ def test_dali_index_points_at_every_member(synth_shards):
         assert sum(len(e) for e in entries) == len(members)
         for sample in entries:
             assert [e[0] for e in sample] == ["mp4", "txt", "json"]
-            for ext, offset, size, name in sample:
+            for _ext, offset, size, name in sample:
                 assert raw[offset:offset + size] == members[name]
         first = Path(tar_path[:-4] + ".idx").read_text().splitlines()[0]
         assert first == f"v1.2 {len(entries)}"
@@ -145,7 +145,7 @@ def test_real_videos_with_bad_inputs(messy_folder, tmp_path):
     got = samples(out)
     assert [k for k, _ in got] == [f"bikes_{i:06d}" for i in range(5)] + [
         f"phone_{i:06d}" for i in range(2)]
-    for key, members in got:
+    for _key, members in got:
         info = json.loads(members["json"])
         frames = decoded(members["mp4"])
         assert frames.shape[0] == info["num_frames"] == 16

@@ -140,7 +140,7 @@ def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device):
     if mode == "none":
         return None
     try:
-        from vtk.captions import CaptionSpec, Captioning  # noqa: F401
+        from vtk.captions import Captioning, CaptionSpec  # noqa: F401
     except ImportError:
         raise VtkError(f"--captions {mode} needs vtk.captions, which this build lacks; "
                        f"use --captions none") from None

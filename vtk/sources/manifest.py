@@ -53,7 +53,7 @@ def manifest_items(path: str, video_root: str | None = None) -> Iterator[SourceI
                        f"found: {', '.join(columns) or 'none'})")
     resolver = _Resolver(os.path.dirname(os.path.abspath(path)), video_root)
     name = os.path.basename(path)
-    for columns, row, error in _chain(first, rows):
+    for _columns, row, error in _chain(first, rows):
         where = f"{name} row {row.get('__row__')}"
         if error:
             yield _failed(where, row.get("__row__"), *error)
