@@ -331,7 +331,9 @@ def open_video(path: str):
 
 
 def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    """FFmpeg's own words without errno and file name (the failure record names the input)."""
+    text = getattr(e, "strerror", None) or str(e)
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _file_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats):

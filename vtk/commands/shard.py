@@ -54,7 +54,8 @@ CLIP_MODES = ("auto", "scenes", "fixed", "whole")
 @click.option("--video-root", type=click.Path(file_okay=False), default=None,
               help="Where manifest URLs and YouTube IDs are found as <id>.<ext>.")
 @click.option("--resume", is_flag=True,
-              help="Continue a killed or extended run: completed inputs are skipped.")
+              help="Continue a killed or extended run: inputs already done (written or "
+                   "recorded as failed) are skipped; none is written twice.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(sources, out, name, captions, coarse_model, fine_model, summarizer, fine_fps,
             caption_device, clip_mode, min_clip, max_clip, clip_len, size, fps, codec,
