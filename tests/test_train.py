@@ -185,3 +185,19 @@ def test_sigterm_checkpoints_and_resume_finishes_identically(shards, tmp_path):
     train({"out": str(out), "resume": True, "quiet": True})
     train(config(shards, tmp_path / "straight", steps=150, mask=0.5))
     same_weights(weights(out), weights(tmp_path / "straight"))
+
+
+def test_bench_train_reports_every_ratio(tmp_path):
+    from vtk.cli import main
+
+    out = tmp_path / "bench.json"
+    main(["bench", "train", "--ratios", "0,0.5,0.9", "--steps", "2", "--batch-size", "8",
+          "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["mask"] for r in rows] == [0.0, 0.5, 0.9]
+    for r in rows:
+        assert {"mask", "step_s", "clips_per_s", "peak_mem_bytes", "speedup", "ideal_speedup",
+                "device"} <= r.keys()
+        assert r["step_s"] > 0 and r["peak_mem_bytes"] > 0
+    assert [r["tokens"] for r in rows] == [129, 65, 14]
+    assert rows[2]["ideal_speedup"] == pytest.approx(129 / 14, abs=1e-3)

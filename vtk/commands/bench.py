@@ -6,6 +6,7 @@ import click
 
 from vtk.bench.decode import command as decode
 from vtk.bench.shard import command as shard
+from vtk.bench.train import command as train
 
 
 @click.group("bench")
@@ -19,3 +20,4 @@ def command():
 
 command.add_command(shard)
 command.add_command(decode)
+command.add_command(train)
