@@ -32,7 +32,7 @@ import torch
 import webdataset as wds
 
 from vtk.data.decoders import get_decoder
-from vtk.data.samples import make_item, pick_caption, sample_rng
+from vtk.data.samples import collate, make_item, pick_caption, sample_rng
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
@@ -198,5 +198,5 @@ def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop
     stats = LoaderStats()
     stats.add("corrupt", len(dataset.skipped))
     sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
-    return VideoLoader(dataset, workers, stats, backend="cache", sampler=sampler,
-                       collate_fn=spec.collate, batch_size=batch_size, drop_last=drop_last)
+    return VideoLoader(dataset, workers, stats, "cache", spec.normalize, sampler=sampler,
+                       collate_fn=collate, batch_size=batch_size, drop_last=drop_last)

@@ -23,12 +23,12 @@ import contextlib
 import torch
 
 from vtk.data import split
-from vtk.data.decoders import BACKENDS, available_decoders
+from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
 from vtk.data.samples import CAPTION_MODES
 from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.stream import ClipSpec, ShardStream
-from vtk.data.transforms import NORMS
+from vtk.data.transforms import NORMS, normalize
 from vtk.errors import VtkError
 
 
@@ -73,10 +73,11 @@ class VideoLoader:
     """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share."""
 
     def __init__(self, dataset, workers: int, stats: LoaderStats, backend: str,
-                 collate_fn=None, sampler=None, batch_size=None, drop_last=False):
+                 norm: str = "clip", collate_fn=None, sampler=None, batch_size=None, drop_last=False):
         self.dataset, self.workers, self.stats, self.backend = dataset, workers, stats, backend
         self._collate, self._sampler, self._batch_size = collate_fn, sampler, batch_size
         self.drop_last = drop_last
+        self.norm = norm
         self.epoch = 0
 
     def __iter__(self):
@@ -94,8 +95,9 @@ class VideoLoader:
         while True:
             with one_thread(self.workers == 0):
                 batch = next(it, None)
-            if batch is None:
-                return
+                if batch is None:
+                    return
+                batch["video"] = normalize(batch["video"], self.norm)
             self.stats.add("samples", len(batch["key"]))
             yield batch
 
@@ -135,7 +137,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
         from vtk.data.dali import dali_loader
 
         return dali_loader(paths, spec, batch_size, rank, world_size, device=device)
+    get_decoder(backend)  # fails here with the install hint, and imports the library before
+    # the workers fork, so they do not each pay its import (2.7 s for torchcodec here)
     stats = LoaderStats()
     stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
                          shuffle_buffer, drop_last)
-    return VideoLoader(stream, workers, stats, backend)
+    return VideoLoader(stream, workers, stats, backend, normalize)

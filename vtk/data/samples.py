@@ -12,7 +12,6 @@ import zlib
 import numpy as np
 import torch
 
-from vtk.data.transforms import normalize
 from vtk.errors import VtkError
 
 CAPTION_MODES = ("coarse", "fine", "both", "mixed", "txt")
@@ -58,11 +57,12 @@ def make_item(key: str, video: torch.Tensor, text: str, meta: dict) -> dict:
             "texts": list(texts), "meta": meta}
 
 
-def collate(items: list[dict], norm: str = "clip") -> dict:
-    """List of items (``video`` uint8 T x 3 x S x S) -> batch dict, ``video`` normalised to
-    float32 B x T x 3 x S x S in one pass."""
+def collate(items: list[dict]) -> dict:
+    """List of items (``video`` uint8 T x 3 x S x S) -> batch dict with ``video`` uint8
+    B x T x 3 x S x S. Batches cross from the workers in uint8 (a quarter of the bytes of
+    float32); ``VideoLoader`` normalises them in the main process."""
     return {
-        "video": normalize(torch.stack([it["video"] for it in items]), norm),
+        "video": torch.stack([it["video"] for it in items]),
         "text": [it["text"] for it in items],
         "key": [it["key"] for it in items],
         "label": [it["label"] for it in items],

@@ -41,8 +41,6 @@ class ClipSpec:
             return train_crop(frames, self.size, rng)
         return eval_crop(frames, self.size)
 
-    def collate(self, items: list[dict]) -> dict:
-        return collate(items, self.normalize)
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -126,7 +124,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         for item in items:
             batch.append(item)
             if len(batch) == self.batch_size:
-                yield self.spec.collate(batch)
+                yield collate(batch)
                 batch = []
         if batch and not self.drop_last:
-            yield self.spec.collate(batch)
+            yield collate(batch)
