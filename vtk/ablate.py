@@ -110,11 +110,36 @@ def _copy_run(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
+def _train_child(cfg: dict) -> None:
+    from vtk.train import train
+
+    train(cfg)
+
+
+def train_isolated(cfg: dict) -> None:
+    """Train one arm in a fresh process: peak RSS (the CPU memory figure) is a per-process
+    high-water mark, so arms trained one after another in one process would inherit each
+    other's peak. The child checkpoints on SIGINT like ``vtk train``."""
+    import multiprocessing
+
+    from vtk.errors import VtkError
+
+    child = multiprocessing.get_context("spawn").Process(target=_train_child, args=(cfg,))
+    child.start()
+    try:
+        child.join()
+    except KeyboardInterrupt:
+        child.join()  # the child got the same SIGINT: let it write its checkpoint
+        raise
+    if child.exitcode != 0:
+        raise VtkError(f"{cfg.get('out')}: training failed (exit code {child.exitcode}); "
+                       f"rerun to resume from its last checkpoint")
+
+
 def run_arms(arms: list[Arm], out: str | Path, benches: list[str], eval_opts: dict | None = None,
              log: Callable[[str], None] = print) -> list[Path]:
     """Train and evaluate every arm that is not finished yet; returns the run folders."""
     from vtk.eval.evaluate import evaluate
-    from vtk.train import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +166,7 @@ def run_arms(arms: list[Arm], out: str | Path, benches: list[str], eval_opts: di
         if not (run / "summary.json").exists():
             resume = (run / "checkpoint.pt").exists()
             log(f"{head}: training{' (resuming)' if resume else ''} -> {run}")
-            train(dict(arm.train, out=str(run), resume=resume, overwrite=not resume))
+            train_isolated(dict(arm.train, out=str(run), resume=resume, overwrite=not resume))
         log(f"{head}: evaluating on {', '.join(benches)}")
         evaluate(run, benches, **(eval_opts or {}))
         log(f"{head}: done in {time.perf_counter() - t0:.0f} s")

@@ -183,30 +183,47 @@ def json_rows(arms: list[Arm]) -> list[dict]:
     return out
 
 
+_SHORT = {"train_time_s": "time (s)", "clips_per_s": "clips/s", "peak_mem_bytes": "mem (MB)"}
+
+
 def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
+    """One rich table per ablation; the difference to the baseline arm sits under each value
+    and the best value of each column is bold green."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
+    if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 132), file=console.file)
     cols = columns(v2t)
+    direction = "V2T" if v2t else "T2V"
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
         synthetic = any(a.synthetic for a in group)
         title = {"captions": "Caption scale", "mask": "Video token masking ratio"}.get(
             ablation, ablation)
-        table = Table(title=f"{title} (mean ± sd over seeds; (Δ) vs {BASELINE.get(ablation)})")
+        seeds = sorted({len(a.runs) for a in group})
+        caption = (f"{'synthetic' if synthetic else 'real'} benchmarks; K400-K700: zero-shot "
+                   f"top-1 (%), others: {direction} R@1 (%); mean ± sd over "
+                   f"{'/'.join(map(str, seeds))} seed(s); below: change vs "
+                   f"{BASELINE.get(ablation)}; device: {group[0].device}")
+        table = Table(title=title, caption=caption, caption_justify="left")
         table.add_column("arm", style="bold")
-        table.add_column("seeds", justify="right")
         for col in cols:
-            table.add_column(_header(col, synthetic), justify="right")
-        table.add_column("device")
+            name = _SHORT.get(col) or LABELS[col.split("_")[0]]
+            table.add_column(name, justify="right")
         best = {col: _best(group, col) for col in cols}
-        for cells, arm in zip(table_rows(group, v2t), group):
-            row = [cells["arm"], cells["seeds"]]
+        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
+        for arm in group:
+            row = [arm.arm]
             for col in cols:
-                text = cells[col]
-                row.append(f"[bold green]{text}[/]" if best[col] == arm.arm else text)
-            row.append(cells["device"])
+                text = _fmt(col, arm.mean(col), arm.std(col))
+                if best[col] == arm.arm and len(group) > 1:
+                    text = f"[bold green]{text}[/]"
+                if arm is not base:
+                    delta = _delta(col, arm.mean(col), base.mean(col))
+                    text += f"\n[dim]{delta}[/]" if delta else ""
+                row.append(text)
             table.add_row(*row)
         console.print(table)
 
