@@ -1,0 +1,157 @@
+"""The DALI path: tar reading, decoding, crops and normalisation inside a DALI pipeline.
+
+    tars --fn.readers.webdataset--> mp4, json, txt (+ source_info: the sample's key)
+         --fn.python_function-----> frame indices (vtk.data.sampling, from json num_frames)
+         --fn.decoders.video------> F x H x W x 3 uint8 (device="mixed": NVDEC on the GPU)
+         --random_resized_crop / resize + crop_mirror_normalize--> F x 3 x S x S float
+         --DALIGenericIterator----> torch tensors -> vtk batch dicts
+
+On a GPU (``device="mixed"``) H.264 shards decode on NVDEC and frames never visit the CPU.
+Without one, DALI's CPU video decoder handles VP8, VP9 and MJPEG only, so CPU use needs shards
+built with ``vtk shard --codec vp9``. The reader needs the ``.idx`` index beside each tar
+(``vtk shard`` writes them). Frame indices are computed by the same sampler as every other
+backend, which needs DALI's synchronous executor (python_function); the decode itself still
+runs on DALI's threads. Unlike the streaming path, a corrupt mp4 stops the pipeline with an
+error instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vtk.data.samples import pick_caption, sample_rng
+from vtk.data.sampling import frame_indices
+from vtk.data.shardset import index_path
+from vtk.data.stats import LoaderStats
+from vtk.data.transforms import NORMS
+from vtk.errors import VtkError, require
+
+CPU_CODECS = ("vp8", "vp9", "mjpeg")
+
+
+def key_of(source_info: str) -> str:
+    """DALI's source_info ``/x/shard-000000.tar:512:KEY.mp4`` -> ``KEY``."""
+    name = source_info.rsplit(":", 1)[-1]
+    return name.split(".", 1)[0]
+
+
+def as_text(arr) -> str:
+    """A padded uint8 row -> str (the padding is NUL bytes)."""
+    return bytes(np.asarray(arr, dtype=np.uint8)).rstrip(b"\0").decode("utf-8")
+
+
+def shard_codec(paths: list[str]) -> str | None:
+    """The codec recorded in the first sample's json (the shard writer stores it)."""
+    import webdataset as wds
+
+    for s in wds.DataPipeline(wds.SimpleShardList(paths[:1]), wds.tarfile_to_samples()):
+        if "json" in s:
+            return json.loads(s["json"]).get("codec")
+    return None
+
+
+class DaliLoader:
+    """Iterable over vtk batch dicts; each ``iter()`` is one epoch of this rank's share."""
+
+    def __init__(self, paths: list[str], spec, batch_size: int, rank: int, world_size: int,
+                 gpu: bool, threads: int = 2):
+        self.dali = require("nvidia.dali", extra="dali", package="nvidia-dali-cuda120")
+        self.paths, self.spec, self.batch_size = paths, spec, batch_size
+        self.rank, self.world_size, self.gpu = rank, world_size, gpu
+        self.backend = "dali"
+        self.stats = LoaderStats()
+        self.epoch = 0
+        for p in paths:
+            if not Path(index_path(p)).is_file():
+                raise VtkError(f"DALI needs {index_path(p)} (the wds2idx index beside each tar); "
+                               "rebuild the shards with vtk shard, which writes them")
+        codec = shard_codec(paths)
+        if not gpu and codec not in CPU_CODECS:
+            raise VtkError(f"DALI's CPU decoder reads VP8/VP9/MJPEG only and these shards are "
+                           f"{codec}; use a GPU, another --backend, or vtk shard --codec vp9")
+        self.pipe = self._build(threads)
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        self._iter = DALIGenericIterator(
+            self.pipe, ["video", "json", "info", "txt"], reader_name="reader", auto_reset=True,
+            last_batch_policy=LastBatchPolicy.PARTIAL)
+
+    def _indices(self, js, info):
+        """python_function body, one sample: its ``spec.frames`` frame indices (int32)."""
+        meta = json.loads(bytes(js))
+        rng = sample_rng(self.spec.seed, self.epoch, key_of(bytes(info).decode()))
+        n = int(meta.get("num_frames") or 1)
+        return frame_indices(n, self.spec.frames, self.spec.train, rng).astype(np.int32)
+
+    def _build(self, threads: int):
+        from nvidia.dali import fn, pipeline_def, types
+
+        spec = self.spec
+        mean, std = NORMS[spec.normalize]
+        device_id = torch.cuda.current_device() if self.gpu else None
+
+        # python_function needs the synchronous executor
+        @pipeline_def(batch_size=self.batch_size, num_threads=threads, device_id=device_id,
+                      seed=spec.seed + 7919 * self.rank, exec_async=False, exec_pipelined=False)
+        def pipeline():
+            mp4, js, txt = fn.readers.webdataset(
+                paths=self.paths, index_paths=[index_path(p) for p in self.paths],
+                ext=["mp4", "json", "txt"], dtypes=[types.UINT8] * 3,
+                missing_component_behavior="empty", shard_id=self.rank,
+                num_shards=self.world_size, random_shuffle=spec.train, initial_fill=256,
+                # pad the last batch so the next epoch starts at the shard's start again (the
+                # iterator drops the padding); without it epochs roll over and repeat samples
+                pad_last_batch=True, stick_to_shard=True, name="reader")
+            info = fn.get_property(mp4, key="source_info")
+            idx = fn.python_function(js, info, function=self._indices, num_outputs=1)
+            video = fn.decoders.video(mp4, device="mixed" if self.gpu else "cpu", frames=idx)
+            if spec.train:
+                video = fn.random_resized_crop(video, size=[spec.size, spec.size],
+                                               random_area=[0.5, 1.0],
+                                               random_aspect_ratio=[3 / 4, 4 / 3],
+                                               antialias=True)
+                mirror = fn.random.coin_flip(probability=0.5)
+            else:
+                video = fn.resize(video, resize_shorter=spec.size, antialias=True)
+                mirror = 0
+            video = fn.crop_mirror_normalize(
+                video, crop=[spec.size, spec.size], crop_pos_x=0.5, crop_pos_y=0.5,
+                mirror=mirror, dtype=types.FLOAT, output_layout="FCHW",
+                mean=[255 * m for m in mean], std=[255 * s for s in std])
+            # text members vary in length; padding makes them one dense tensor per batch
+            return (video, fn.pad(js, fill_value=0), fn.pad(fn.cast(info, dtype=types.UINT8),
+                                                              fill_value=0),
+                    fn.pad(txt, fill_value=0))
+
+        pipe = pipeline()
+        pipe.build()
+        return pipe
+
+    def __iter__(self):
+        try:
+            for out in self._iter:
+                yield self._batch(out[0])
+        finally:
+            self.epoch += 1
+
+    def _batch(self, out: dict) -> dict:
+        metas = [json.loads(as_text(row)) for row in out["json"].cpu()]
+        keys = [key_of(as_text(row)) for row in out["info"].cpu()]
+        txts = [as_text(row) or None for row in out["txt"].cpu()]
+        texts = [pick_caption(m, t, self.spec.captions,
+                              sample_rng(self.spec.seed, self.epoch, k))
+                 for m, t, k in zip(metas, txts, keys)]
+        self.stats.add("samples", len(keys))
+        return {"video": out["video"], "text": texts, "key": keys,
+                "label": [m.get("label") for m in metas],
+                "texts": [list(m.get("texts") or []) for m in metas], "meta": metas}
+
+
+def dali_loader(paths, spec, batch_size, rank, world_size, device=None):
+    """The DALI path of ``build_loader``: mixed (GPU) decode on CUDA, else the CPU decoder."""
+    gpu = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
+    return DaliLoader(paths, spec, batch_size, rank, world_size, gpu)
