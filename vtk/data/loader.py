@@ -19,13 +19,14 @@ ranks; train mode reshuffles every pass (seeded by ``seed`` and the pass number)
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 
 from vtk.data import split
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
 from vtk.data.samples import CAPTION_MODES
-from vtk.data.shardset import resolve_shards
+from vtk.data.shardset import index_path, resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.stream import ClipSpec, ShardStream
 from vtk.data.transforms import NORMS, normalize
@@ -40,15 +41,17 @@ def dali_installed() -> bool:
     return True
 
 
-def pick_backend(backend: str = "auto", device: str | None = None) -> str:
-    """``auto``: DALI (GPU decode) on CUDA when installed, else the fastest installed CPU
-    decoder (torchcodec > decord > pyav, REFERENCE.md's single-thread measurements)."""
+def pick_backend(backend: str = "auto", device: str | None = None, shards=()) -> str:
+    """``auto``: DALI (GPU decode) on CUDA when installed and every shard has its ``.idx``,
+    else the fastest installed CPU decoder (torchcodec > decord > pyav, REFERENCE.md's
+    single-thread measurements)."""
     if backend != "auto":
         if backend != "dali" and backend not in BACKENDS:
             raise VtkError(f"unknown backend {backend!r}; choose auto, dali, {', '.join(BACKENDS)}")
         return backend
     cuda = torch.cuda.is_available() if device is None else str(device).startswith("cuda")
-    if cuda and dali_installed():
+    indexed = all(Path(index_path(p)).is_file() for p in shards)
+    if cuda and indexed and dali_installed():
         return "dali"
     return available_decoders()[0]
 
@@ -132,7 +135,7 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
 
         return cached_loader(paths, cache, spec, batch_size, workers, rank, world_size,
                              drop_last, decoder=None if backend in ("auto", "dali") else backend)
-    backend = pick_backend(backend, device)
+    backend = pick_backend(backend, device, paths)
     if backend == "dali":
         from vtk.data.dali import dali_loader
 
