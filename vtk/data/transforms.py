@@ -78,7 +78,7 @@ def normalize(x: torch.Tensor, name: str = "clip") -> torch.Tensor:
     mean, std = NORMS[name]
     m = torch.tensor([255.0 * v for v in mean]).view(3, 1, 1)
     inv = torch.tensor([1.0 / (255.0 * v) for v in std]).view(3, 1, 1)
-    return x.to(torch.float32, memory_format=torch.contiguous_format).sub_(m).mul_(inv)
+    return x.float().sub_(m).mul_(inv)
 
 
 def train_crop(frames: torch.Tensor, size: int, rng: np.random.Generator,
