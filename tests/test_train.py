@@ -201,3 +201,14 @@ def test_bench_train_reports_every_ratio(tmp_path):
         assert r["step_s"] > 0 and r["peak_mem_bytes"] > 0
     assert [r["tokens"] for r in rows] == [129, 65, 14]
     assert rows[2]["ideal_speedup"] == pytest.approx(129 / 14, abs=1e-3)
+
+
+def test_trains_on_a_shard_set_built_by_vtk_shard(synth_shards, synth_captions, tmp_path):
+    captions = "fine" if synth_captions == "both" else "txt"
+    s = train({"data": str(synth_shards), "out": str(tmp_path / "run"), "model": "tiny",
+               "text": "tiny", "frames": 8, "size": 32, "batch_size": 4, "steps": 3,
+               "captions": captions, "mask": 0.5, "workers": 0, "quiet": True,
+               "cache": str(tmp_path / "cache")})
+    assert s["complete"] and s["clips_seen"] == 12
+    model, cfg = load_run(tmp_path / "run")
+    assert cfg["captions"] == captions and cfg["normalize"] == "clip"

@@ -31,7 +31,7 @@ def measure(model, opt, video, texts, ratio, steps, device, autocast) -> list[fl
     for _ in range(steps):
         meters.sync(device)
         t0 = time.perf_counter()
-        with autocast:
+        with autocast():
             v, t, s = model(video, texts, ratio)
             loss = contrastive_loss(v, t, s)
         loss.backward()

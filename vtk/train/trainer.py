@@ -56,6 +56,7 @@ class TrainConfig(ModelConfig):
     betas: tuple = (0.9, 0.98)
     amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16) | bf16 | fp16 | off
     backend: str = "auto"
+    normalize: str = "clip"  # pixel normalisation (eval reads it from config.json)
     cache: str | None = None  # decoded-frame cache folder (small corpora: decode once)
     workers: int = 2
     device: str = "auto"
@@ -207,13 +208,14 @@ class RunDir:
 
 
 def _autocast(device: torch.device, amp: str):
+    """(a function giving a fresh autocast context, a GradScaler for fp16 or None)."""
     if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext(), None
+        return contextlib.nullcontext, None
     if amp == "auto":
         amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast("cuda", dtype=dtype), scaler
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
 
 def _progress(cfg: TrainConfig, main: bool):
@@ -298,7 +300,7 @@ def train(config) -> dict:
 
     loader = build_loader(cfg.data, backend=cfg.backend, frames=cfg.frames, size=cfg.size,
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
-                          captions=cfg.captions, seed=cfg.seed, cache=cfg.cache,
+                          captions=cfg.captions, seed=cfg.seed, cache=cfg.cache, normalize=cfg.normalize,
                           drop_last=True, device=str(d.device))
     batches = Batches(loader, **position)
     first = next(batches)  # decode/cache warm-up happens here, outside the timed loop
@@ -336,7 +338,7 @@ def train(config) -> dict:
                 batch, first = (first, None) if first is not None else (next(batches), None)
                 video = batch["video"].to(d.device, non_blocking=True)
                 sync_grads = micro == cfg.accum - 1 or d.world == 1
-                with (contextlib.nullcontext() if sync_grads else net.no_sync()), autocast:
+                with (contextlib.nullcontext() if sync_grads else net.no_sync()), autocast():
                     v, t, scale = net(video, batch["text"], mask,
                                       mask_generator(cfg, d.rank, step, micro, d.device))
                     loss = contrastive_loss(v, t, scale) / cfg.accum
