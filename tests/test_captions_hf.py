@@ -69,3 +69,12 @@ def test_missing_model_folder_is_one_line_error(tmp_path):
         get_captioner(f"hf:{tmp_path}/missing", "cpu")
     with pytest.raises(VtkError, match="cannot load"):
         HFSummarizer(str(tmp_path / "missing"), "cpu")
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_batched_summaries_match_one_at_a_time(models, arch):
+    s = HFSummarizer(models[arch], "cpu")
+    jobs = [(["a red circle"], [0.0], None),
+            (["a small blue square on the left", "a small blue square in the centre",
+              "a small blue square on the right"], [0.0, 0.5, 1.0], None)]
+    assert s.summarize_batch(jobs) == [s.summarize(*job) for job in jobs]

@@ -197,23 +197,45 @@ class Captioning:
         summarizer = get_summarizer(self.spec.summarizer, self.spec.device)
         detect_ok = summarizer.name == "rules"
         for (model, _), members in self._groups(clips, idx, "fine", pick).items():
+            jobs = {}  # clip index -> (texts, times, objects)
             for i, res in self._run_group(model, members, pick, detect_ok).items():
                 if isinstance(res, Exception):
                     results[i] = {"error": f"fine caption ({model}): {_reason(res)}"}
                     continue
-                texts, objects = res
                 times = [round(float(k) / clips[i].fps, 4) for k in sampled[i]]
-                try:
-                    fine = summarizer.summarize(texts, times, objects)
-                    if not fine.strip():
-                        raise RuntimeError("the summariser returned an empty text")
-                except VtkError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    results[i] = {"error": f"summary ({summarizer.name}): {_reason(e)}"}
+                jobs[i] = (res[0], times, res[1])
+            for i, fine in _summarize_all(summarizer, jobs).items():
+                if isinstance(fine, Exception):
+                    results[i] = {"error": f"summary ({summarizer.name}): {_reason(fine)}"}
                     continue
+                texts, times, _ = jobs[i]
                 captions[i]["fine"] = fine
                 captions[i]["frames"] = [{"t": t, "text": x} for t, x in zip(times, texts)]
+
+
+def _summarize_all(summarizer, jobs: dict) -> dict:
+    """Summaries for many clips: one batched call when the summariser has one (hf models),
+    clip by clip otherwise or when the batch fails. Values are texts or the exception."""
+    out: dict = {}
+    if hasattr(summarizer, "summarize_batch") and len(jobs) > 1:
+        try:
+            texts = summarizer.summarize_batch(list(jobs.values()))
+            out = dict(zip(jobs, texts))
+        except VtkError:
+            raise
+        except Exception:  # noqa: BLE001 - find the clip that breaks it below
+            out = {}
+    for i, job in jobs.items():
+        if i not in out:
+            try:
+                out[i] = summarizer.summarize(*job)
+            except VtkError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                out[i] = e
+        if isinstance(out[i], str) and not out[i].strip():
+            out[i] = RuntimeError("the summariser returned an empty text")
+    return out
 
 
 def _reason(e: BaseException) -> str:

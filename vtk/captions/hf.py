@@ -104,7 +104,8 @@ class HFSummarizer:
         self.model.eval().to(device)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        self.tokenizer.padding_side = "left"  # decoder-only models continue the prompt
+        # decoder-only models continue the prompt, so pad on the left
+        self.tokenizer.padding_side = "right" if self.seq2seq else "left"
         self.max_new_tokens = max_new_tokens
 
     def prompt(self, texts: Sequence[str], times: Sequence[float]) -> str:
@@ -112,16 +113,22 @@ class HFSummarizer:
         return PROMPT.format(lines=lines)
 
     def summarize(self, texts, times, objects=None) -> str:
+        return self.summarize_batch([(texts, times, objects)])[0]
+
+    def summarize_batch(self, jobs) -> list[str]:
+        """Many clips' (texts, times, objects) in one generate call."""
         _, torch = _transformers()
         limit = getattr(self.tokenizer, "model_max_length", None)
         limit = limit if limit and limit < 100_000 else 1024  # "no limit" is a huge number
-        inputs = self.tokenizer([self.prompt(texts, times)], return_tensors="pt",
-                                truncation=True, max_length=limit).to(self.device)
+        prompts = [self.prompt(texts, times) for texts, times, *_ in jobs]
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
+                                max_length=limit).to(self.device)
         inputs.pop("token_type_ids", None)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                       min_new_tokens=1, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id)
-        if not self.seq2seq:
+        if not self.seq2seq:  # left padding: every prompt ends where the new tokens start
             out = out[:, inputs["input_ids"].shape[1]:]
-        return " ".join(self.tokenizer.decode(out[0], skip_special_tokens=True).split())
+        return [" ".join(t.split()) for t in
+                self.tokenizer.batch_decode(out, skip_special_tokens=True)]
