@@ -8,7 +8,7 @@ from vtk.errors import VtkError
 
 
 @click.command("train")
-@click.argument("data", required=False)
+@click.argument("data", metavar="DIR", required=False)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--mask", type=float, help="share of video tokens dropped in training  [0]")
 @click.option("--captions", type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]),
@@ -29,6 +29,8 @@ from vtk.errors import VtkError
 @click.option("--lr", type=float, help="peak learning rate  [1e-3 tiny, 2e-4 b16, 4e-4 l14]")
 @click.option("--warmup", type=float, help="warmup: share of --steps if < 1, else steps  [0.08]")
 @click.option("--weight-decay", type=float, help="AdamW weight decay  [0.05 tiny, 0.2]")
+@click.option("--grad-checkpointing", is_flag=True, default=None,
+              help="recompute activations in backward (less memory for b16 / l14)")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
               help="mixed precision on GPU  [auto]")
 @click.option("--backend", help="decoder: auto, dali, torchcodec, pyav, decord  [auto]")

@@ -296,7 +296,10 @@ def train(config) -> dict:
     else:
         run.truncate_metrics(-1)  # a fresh run starts a fresh log
     run.write_json("config.json", asdict(cfg))
-    net = torch.nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
+    net = model
+    if d.world > 1:
+        ids = [d.device.index] if d.device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     loader = build_loader(cfg.data, backend=cfg.backend, frames=cfg.frames, size=cfg.size,
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
