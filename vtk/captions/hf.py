@@ -65,9 +65,12 @@ class HFCaptioner:
         self.device = device
         self.processor = _load("processor", path,
                                lambda: transformers.AutoProcessor.from_pretrained(path))
-        self.model = _load("image-to-text model", path, lambda: transformers
-                           .AutoModelForImageTextToText.from_pretrained(path,
-                                                                        dtype=_dtype(device)))
+        # transformers 5 loads BLIP, BLIP-2 and GIT with AutoModelForImageTextToText; older
+        # releases named the same mapping AutoModelForVision2Seq
+        auto = (getattr(transformers, "AutoModelForImageTextToText", None)
+                or transformers.AutoModelForVision2Seq)
+        self.model = _load("image-to-text model", path,
+                           lambda: auto.from_pretrained(path, dtype=_dtype(device)))
         self.model.eval().to(device)
         self.max_new_tokens = max_new_tokens
         self.prompt = prompt
