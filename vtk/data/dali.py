@@ -58,10 +58,11 @@ class DaliLoader:
     """Iterable over vtk batch dicts; each ``iter()`` is one epoch of this rank's share."""
 
     def __init__(self, paths: list[str], spec, batch_size: int, rank: int, world_size: int,
-                 gpu: bool, threads: int = 2):
+                 gpu: bool, threads: int = 2, raw: bool = False):
         self.dali = require("nvidia.dali", extra="dali", package="nvidia-dali-cuda120")
         self.paths, self.spec, self.batch_size = paths, spec, batch_size
         self.rank, self.world_size, self.gpu = rank, world_size, gpu
+        self.raw = raw  # decode only, uint8 frames (the decode ceiling for vtk bench decode)
         self.backend = "dali"
         self.stats = LoaderStats()
         self.epoch = 0
@@ -109,6 +110,9 @@ class DaliLoader:
             info = fn.get_property(mp4, key="source_info")
             idx = fn.python_function(js, info, function=self._indices, num_outputs=1)
             video = fn.decoders.video(mp4, device="mixed" if self.gpu else "cpu", frames=idx)
+            if self.raw:
+                return video, fn.pad(js, fill_value=0), fn.pad(
+                    fn.cast(info, dtype=types.UINT8), fill_value=0), fn.pad(txt, fill_value=0)
             if spec.train:
                 video = fn.random_resized_crop(video, size=[spec.size, spec.size],
                                                random_area=[0.5, 1.0],
