@@ -131,9 +131,9 @@ class Batches:
     in that epoch). The loader is deterministic for a (seed, epoch), so a resumed run replays
     the epoch up to the saved offset and goes on with exactly the batches it would have seen."""
 
-    def __init__(self, loader, epoch: int = 0, offset: int = 0):
-        self.loader, self.epoch, self.offset = loader, epoch, offset
-        self._it = None
+    def __init__(self, loader, batch_size: int, epoch: int = 0, offset: int = 0):
+        self.loader, self.batch_size, self.epoch, self.offset = loader, batch_size, epoch, offset
+        self._it, self._full = None, 0
 
     def position(self) -> dict:
         return {"epoch": self.epoch, "offset": self.offset}
@@ -145,16 +145,21 @@ class Batches:
                 self._it = iter(self.loader)
                 for _ in range(self.offset):  # replay up to the saved position
                     next(self._it)
+                self._full = self.offset
             try:
                 batch = next(self._it)
             except StopIteration:
-                if self.offset == 0:
+                if self._full == 0:
                     raise VtkError("the shard set gave no full training batch: fewer clips "
                                    "than --batch-size on this rank?") from None
-                self.epoch, self.offset, self._it = self.epoch + 1, 0, None
+                self.epoch, self.offset, self._it, self._full = self.epoch + 1, 0, None, 0
                 continue
             self.offset += 1
-            return batch
+            # A short batch (an epoch's tail) is skipped: under DDP every rank must gather
+            # the same number of features, and a step's size should not vary.
+            if len(batch["text"]) == self.batch_size:
+                self._full += 1
+                return batch
 
 
 class StopRequest:
@@ -305,7 +310,7 @@ def train(config) -> dict:
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
                           captions=cfg.captions, seed=cfg.seed, cache=cfg.cache, normalize=cfg.normalize,
                           drop_last=True, device=str(d.device))
-    batches = Batches(loader, **position)
+    batches = Batches(loader, cfg.batch_size, **position)
     first = next(batches)  # decode/cache warm-up happens here, outside the timed loop
     clips_per_step = cfg.batch_size * cfg.accum * d.world
 
