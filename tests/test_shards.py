@@ -312,3 +312,28 @@ def test_dali_reads_a_vp9_set_through_our_index(tmp_path):
         with wds2idx.IndexCreator(tar, str(tmp_path / "ref.idx"), verbose=False) as ic:
             ic.create_index()
         assert (tmp_path / "ref.idx").read_text() == Path(tar[:-4] + ".idx").read_text()
+
+
+class _KillsItsWorker:
+    """Unpickling this in a worker ends that process at once, as an FFmpeg crash would."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_a_source_that_kills_its_worker_is_recorded_and_the_rest_written(tmp_path):
+    from vtk.clips import ClipConfig
+    from vtk.shards.build import run_sources
+    from vtk.shards.writer import ShardWriter
+    from vtk.sources import open_sources
+    from vtk.types import SourceItem
+
+    items = list(open_sources(["synth:train?n=5&size=32"]))
+    items.insert(2, SourceItem(id="crasher", meta={"poison": _KillsItsWorker()}))
+    writer = ShardWriter(str(tmp_path / "set"), samples_per_shard=10)
+    totals = run_sources(items, writer, ClipConfig(), "h264", None, workers=2)
+    card = writer.close()
+    assert totals.sources == 6 and card["num_samples"] == 5
+    assert card["failures"]["by_reason"] == {"crash": 1}
+    assert [k.split("_")[0] for k in keys(tmp_path / "set")] == [i.id for i in items if
+                                                                  i.id != "crasher"]

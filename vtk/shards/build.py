@@ -12,6 +12,8 @@ import multiprocessing as mp
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from vtk.clips import ClipConfig, ClipStats, InputError, clips_from_item, encode_mp4
@@ -141,13 +143,67 @@ def _ordered_map(items: Iterator[SourceItem], cfg, codec, caption_spec,
         for item in items:
             yield process_source(item)
         return
-    # spawn, not fork: workers may load torch models, which do not survive a fork
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=init_worker, initargs=(cfg, codec, caption_spec)) as pool:
+    pool = _Pool(workers, (cfg, codec, caption_spec))
+    try:
         inflight: deque = deque()
         for item in items:
-            inflight.append(pool.apply_async(process_source, (item,)))
+            inflight.append((item, pool.submit(item)))
             if len(inflight) >= 2 * workers:
-                yield inflight.popleft().get()
+                yield pool.result(inflight)
         while inflight:
-            yield inflight.popleft().get()
+            yield pool.result(inflight)
+    finally:
+        pool.shutdown()
+
+
+class _Pool:
+    """Worker processes that survive a worker's death.
+
+    A source that kills its worker (an FFmpeg crash, the OOM killer) breaks the whole
+    executor, and every source in flight with it. The pool is then rebuilt and the oldest
+    source retried alone: if it breaks the pool again it is the culprit and is recorded as
+    failed; the others are resubmitted. (multiprocessing.Pool would wait forever instead.)
+    """
+
+    def __init__(self, workers: int, initargs: tuple):
+        self.workers, self.initargs = workers, initargs
+        self.executor = self._start()
+
+    def _start(self):
+        # spawn, not fork: workers may load torch models, which do not survive a fork
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=init_worker, initargs=self.initargs)
+
+    def submit(self, item: SourceItem) -> Future:
+        try:
+            return self.executor.submit(process_source, item)
+        except BrokenProcessPool as e:  # broken before we saw it: fail like its futures do
+            future: Future = Future()
+            future.set_exception(e)
+            return future
+
+    def result(self, inflight: deque) -> SourceResult:
+        """The result of the oldest source in flight (popped from ``inflight``)."""
+        item, future = inflight.popleft()
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            pass
+        self._restart()
+        try:
+            result = self.submit(item).result()  # alone in a fresh pool
+        except BrokenProcessPool:
+            self._restart()
+            result = SourceResult(item.id, item.meta.get("input") or item.describe(),
+                                  failures=[{"kind": "crash",
+                                             "reason": "the worker process died on this input"}])
+        for k, (other, _) in enumerate(inflight):  # lost with the old pool: submit again
+            inflight[k] = (other, self.submit(other))
+        return result
+
+    def _restart(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.executor = self._start()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
