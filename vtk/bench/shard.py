@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import tempfile
 import time
 
@@ -93,6 +94,8 @@ def command(file, size, fps, codec, workers, json_out):
             tempfile.TemporaryDirectory() as tmp:
         result["shard"] = shard_rate(file, size, fps, workers, codec, tmp)
     result["load_avg_after"] = list(os.getloadavg())
+    # ru_maxrss is in KiB on Linux: the whole run's peak, shard pipeline included
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["shard_vs_decode"] = round(result["shard"]["source_frames_per_s"]
                                       / result["decode_1_thread"]["frames_per_s"], 3)
     table = Table(title=f"vtk bench shard: {os.path.basename(file)} "
@@ -111,7 +114,8 @@ def command(file, size, fps, codec, workers, json_out):
         console.print(f"sharding CPU: {s['cpu_ms_per_source_frame']:.2f} ms per source frame "
                       f"over both threads ({s['cpu_s'] / s['seconds']:.2f} cores busy); load "
                       f"average before/after: {result['load_avg_before'][0]:.1f}/"
-                      f"{result['load_avg_after'][0]:.1f} on {os.cpu_count()} CPUs")
+                      f"{result['load_avg_after'][0]:.1f} on {os.cpu_count()} CPUs; peak "
+                      f"memory {result['peak_rss_mb']:.0f} MB")
     if json_out:
         with open(json_out, "w") as f:
             json.dump(result, f, indent=2)
