@@ -1,18 +1,20 @@
 """The DALI path: tar reading, decoding, crops and normalisation inside a DALI pipeline.
 
     tars --fn.readers.webdataset--> mp4, json, txt (+ source_info: the sample's key)
-         --fn.python_function-----> frame indices (vtk.data.sampling, from json num_frames)
          --fn.decoders.video------> F x H x W x 3 uint8 (device="mixed": NVDEC on the GPU)
+         --fn.sequence_rearrange--> T frames picked by ViCLIP's segment sampling
          --random_resized_crop / resize + crop_mirror_normalize--> F x 3 x S x S float
          --DALIGenericIterator----> torch tensors -> vtk batch dicts
 
 On a GPU (``device="mixed"``) H.264 shards decode on NVDEC and frames never visit the CPU.
 Without one, DALI's CPU video decoder handles VP8, VP9 and MJPEG only, so CPU use needs shards
 built with ``vtk shard --codec vp9``. The reader needs the ``.idx`` index beside each tar
-(``vtk shard`` writes them). Frame indices are computed by the same sampler as every other
-backend, which needs DALI's synchronous executor (python_function); the decode itself still
-runs on DALI's threads. Unlike the streaming path, a corrupt mp4 stops the pipeline with an
-error instead of being skipped.
+(``vtk shard`` writes them). Frame indices follow the rule of vtk.data.sampling (as every other
+backend), written as DALI graph arithmetic on the decoded length, so the pipeline keeps DALI's
+asynchronous executor. Each clip is decoded whole and the frames are picked after (a forward
+decode to the last segment costs about the same for short clips; long clips cost memory: a
+30 s clip at 8 fps and 224 px holds 240 frames, 64 MB, until the pick). Unlike the streaming
+path, a corrupt mp4 stops the pipeline with an error instead of being skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import numpy as np
 import torch
 
 from vtk.data.samples import pick_caption, sample_rng
-from vtk.data.sampling import frame_indices
 from vtk.data.shardset import index_path
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import NORMS
@@ -54,6 +55,26 @@ def shard_codec(paths: list[str]) -> str | None:
     return None
 
 
+def segment_frames(video, spec):
+    """ViCLIP's frame indices (vtk.data.sampling) as DALI graph arithmetic on the decoded
+    length F: segment i is [i*F//T, (i+1)*F//T); eval takes its lower middle, training a
+    uniform frame in it (DALI's seeded RNG); an empty segment (F < T) takes its start."""
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn, types
+
+    t = spec.frames
+    n = fn.cast(video.shape()[0], dtype=types.INT32)
+    i = types.Constant(np.arange(t, dtype=np.int32))
+    lo, hi = (i * n) // t, ((i + 1) * n) // t
+    if spec.train:
+        u = fn.random.uniform(range=[0.0, 1.0], shape=[t])
+        pick = lo + fn.cast(dmath.floor(u * fn.cast(hi - lo, dtype=types.FLOAT)),
+                            dtype=types.INT32)
+    else:
+        pick = (lo + hi - 1) // 2
+    return dmath.min(dmath.max(pick, lo), n - 1)
+
+
 class DaliLoader:
     """Iterable over vtk batch dicts; each ``iter()`` is one epoch of this rank's share."""
 
@@ -81,13 +102,6 @@ class DaliLoader:
             self.pipe, ["video", "json", "info", "txt"], reader_name="reader", auto_reset=True,
             last_batch_policy=LastBatchPolicy.PARTIAL)
 
-    def _indices(self, js, info):
-        """python_function body, one sample: its ``spec.frames`` frame indices (int32)."""
-        meta = json.loads(bytes(js))
-        rng = sample_rng(self.spec.seed, self.epoch, key_of(bytes(info).decode()))
-        n = int(meta.get("num_frames") or 1)
-        return frame_indices(n, self.spec.frames, self.spec.train, rng).astype(np.int32)
-
     def _build(self, threads: int):
         from nvidia.dali import fn, pipeline_def, types
 
@@ -95,9 +109,8 @@ class DaliLoader:
         mean, std = NORMS[spec.normalize]
         device_id = torch.cuda.current_device() if self.gpu else None
 
-        # python_function needs the synchronous executor
         @pipeline_def(batch_size=self.batch_size, num_threads=threads, device_id=device_id,
-                      seed=spec.seed + 7919 * self.rank, exec_async=False, exec_pipelined=False)
+                      seed=spec.seed + 7919 * self.rank)
         def pipeline():
             mp4, js, txt = fn.readers.webdataset(
                 paths=self.paths, index_paths=[index_path(p) for p in self.paths],
@@ -108,8 +121,8 @@ class DaliLoader:
                 # iterator drops the padding); without it epochs roll over and repeat samples
                 pad_last_batch=True, stick_to_shard=True, name="reader")
             info = fn.get_property(mp4, key="source_info")
-            idx = fn.python_function(js, info, function=self._indices, num_outputs=1)
-            video = fn.decoders.video(mp4, device="mixed" if self.gpu else "cpu", frames=idx)
+            video = fn.decoders.video(mp4, device="mixed" if self.gpu else "cpu")
+            video = fn.sequence_rearrange(video, new_order=segment_frames(video, spec))
             if self.raw:
                 return video, fn.pad(js, fill_value=0), fn.pad(
                     fn.cast(info, dtype=types.UINT8), fill_value=0), fn.pad(txt, fill_value=0)
