@@ -90,7 +90,9 @@ def run(ratios, model_size=None, size=None, frames=8, batch_size=None, steps=Non
                     "clips_per_s": round(batch_size / step_s, 2), "peak_mem_bytes": peaks[r],
                     "tokens": 1 + k, "device": meters.device_name(dev), "model": model_size,
                     "size": size, "frames": frames, "batch_size": batch_size, "steps": steps,
-                    "ideal_flops_speedup": flops(1 + L, vc, L, patch_dim) / flops(1 + k, vc, L, patch_dim)})
+                    "threads": torch.get_num_threads(),
+                    "ideal_flops_speedup": flops(1 + L, vc, L, patch_dim)
+                    / flops(1 + k, vc, L, patch_dim)})
     base = out[0]["step_s"] if out and out[0]["mask"] == 0 else None
     for row in out:
         row["speedup"] = round(base / row["step_s"], 3) if base else None
@@ -110,17 +112,21 @@ def run(ratios, model_size=None, size=None, frames=8, batch_size=None, steps=Non
 @click.option("--steps", type=int, help="timed steps per ratio (after 3 warm-up steps), "
               "in 5 rounds that interleave the ratios  [30]")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, help="CPU threads for torch  [torch's default]")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="write one object per ratio (a JSON list) to this file")
-def command(ratios, model_size, size, frames, batch_size, steps, device, json_out):
+def command(ratios, model_size, size, frames, batch_size, steps, device, threads, json_out):
     """Training step time and peak memory at masking ratios 0, 0.5, 0.7, 0.9.
 
     \b
     Example:  vtk bench train --json bench-train.json
     """
+    import torch
     from rich.console import Console
     from rich.table import Table
 
+    if threads:
+        torch.set_num_threads(threads)
     rows = run([float(r) for r in ratios.split(",")], model_size, size, frames, batch_size,
                steps, device=device)
     r0 = rows[0]
@@ -136,7 +142,7 @@ def command(ratios, model_size, size, frames, batch_size, steps, device, json_ou
                       f"{r['ideal_speedup']:.2f}x", f"{r['ideal_flops_speedup']:.2f}x")
     console = Console()
     console.print(table)
-    console.print(f"device: {r0['device']}")
+    console.print(f"device: {r0['device']}, {r0['threads']} torch threads")
     if json_out:
         with open(json_out, "w") as f:
             json.dump(rows, f, indent=2)
