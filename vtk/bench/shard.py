@@ -52,7 +52,7 @@ def shard_rate(path: str, size: int, fps: float, workers: int, codec: str, out: 
     # CPU time of this process (both threads; workers' time is not seen when workers > 1):
     # on a shared machine it says what the work costs when the wall clock cannot.
     cpu = time.process_time() - cpu0
-    return {"clips": totals.clips, "source_frames": totals.frames_decoded,
+    return {"clips": totals.clips, "scenes": totals.cuts + 1, "source_frames": totals.frames_decoded,
             "seconds": round(dt, 3), "clips_per_s": round(totals.clips / dt, 2),
             "source_frames_per_s": round(totals.frames_decoded / dt, 1),
             "cpu_s": round(cpu, 3) if workers <= 1 else None,
@@ -106,7 +106,8 @@ def command(file, size, fps, codec, workers, json_out):
     table.add_row("PyAV decode loop, 1 thread", f"{d1['frames_per_s']:.0f}", "", f"{d1['seconds']:.1f}")
     table.add_row("PyAV decode loop, default threads", f"{dd['frames_per_s']:.0f}", "",
                   f"{dd['seconds']:.1f}")
-    table.add_row(f"vtk shard --clips scenes --size {size} ({s['clips']} clips)",
+    table.add_row(f"vtk shard --clips scenes --size {size} ({s['scenes']} scenes -> "
+                  f"{s['clips']} clips)",
                   f"{s['source_frames_per_s']:.0f}", f"{s['clips_per_s']:.2f}",
                   f"{s['seconds']:.1f}")
     Console().print(table)

@@ -32,6 +32,7 @@ class SourceResult:
     samples: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)  # {kind, reason, key?}
     frames_decoded: int = 0
+    cuts: int = 0  # scene cuts detected (mode scenes)
     seconds: float = 0.0  # worker time spent on the source
 
 
@@ -42,6 +43,7 @@ class Totals:
     clips: int = 0
     failed_sources: int = 0
     frames_decoded: int = 0
+    cuts: int = 0
 
 
 # --- in the worker ---------------------------------------------------------------------------
@@ -84,7 +86,7 @@ def process_source(item: SourceItem) -> SourceResult:
     except Exception as e:  # a bug or an FFmpeg surprise must not stop the other sources
         result.samples = []
         result.failures = [{"kind": "error", "reason": f"{type(e).__name__}: {e}"}]
-    result.frames_decoded = stats.frames_decoded
+    result.frames_decoded, result.cuts = stats.frames_decoded, stats.cuts
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -130,6 +132,7 @@ def run_sources(items: Iterable[SourceItem], writer, cfg: ClipConfig, codec: str
         totals.sources += 1
         totals.clips += len(result.samples)
         totals.frames_decoded += result.frames_decoded
+        totals.cuts += result.cuts
         totals.failed_sources += bool(result.failures and not result.samples)
         if on_result:
             on_result(result, totals)
