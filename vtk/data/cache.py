@@ -188,12 +188,17 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
                   decoder=None):
-    """The frame-cache path of ``build_loader``: builds the cache on first use."""
+    """The frame-cache path of ``build_loader``: builds the cache on first use (``workers``
+    processes decode), then loads batches in the main process on small machines: a 64 px clip
+    costs 0.5 ms from the cache, and on 2 cores loader workers only fought the training step
+    for the CPU (0.15 s/step with 2 workers against 0.05 s in-process, measured here)."""
     from vtk.data.decoders import available_decoders
     from vtk.data.loader import VideoLoader
 
     folder = build_frame_cache(paths, spec.size, root, backend=decoder or available_decoders()[0],
                                workers=max(workers, 1))
+    if (os.cpu_count() or 1) <= 4:
+        workers = 0
     dataset = CachedClips(folder, spec)
     stats = LoaderStats()
     stats.add("corrupt", len(dataset.skipped))

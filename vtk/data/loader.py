@@ -104,8 +104,9 @@ class VideoLoader:
         while True:
             with one_thread(self.workers == 0):
                 batch = next(it, None)
-                if batch is None:
-                    return
+            if batch is None:
+                return
+            with one_thread(True):  # many small per-clip ops: threads only add contention
                 batch["video"] = normalize(batch["video"], self.norm)
             self.stats.add("samples", len(batch["key"]))
             yield batch
