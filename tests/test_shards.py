@@ -337,3 +337,11 @@ def test_a_source_that_kills_its_worker_is_recorded_and_the_rest_written(tmp_pat
     assert card["failures"]["by_reason"] == {"crash": 1}
     assert [k.split("_")[0] for k in keys(tmp_path / "set")] == [i.id for i in items if
                                                                   i.id != "crasher"]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    shard("synth:train?n=2&size=32", "--out", tmp_path / "s")
+    with pytest.raises(VtkError, match=r"other settings \(clips.size: None -> 48"):
+        shard("synth:train?n=3&size=32", "--out", tmp_path / "s", "--size", 48, "--resume")
+    shard("synth:train?n=3&size=32", "--out", tmp_path / "s", "--resume")  # more inputs: fine
+    assert len(keys(tmp_path / "s")) == 3

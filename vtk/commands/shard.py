@@ -88,7 +88,10 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
                         caption_device)
     items = open_sources(sources, video_root=video_root)
-    writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume)
+    settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
+                "captions": _spec_dict(spec, captions)}
+    writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
+                         settings=settings)
     started = time.perf_counter()
     with _Progress(quiet, count_sources(sources)) as progress:
         totals = run_sources(items, writer, cfg, codec, spec, workers=workers,

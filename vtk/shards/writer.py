@@ -37,12 +37,15 @@ class ShardWriter:
     """Writes samples in the order given. One writer per shard set (it is not process-safe)."""
 
     def __init__(self, out: str, name: str = "shard", samples_per_shard: int = 1000,
-                 resume: bool = False):
+                 resume: bool = False, settings: dict | None = None):
+        """``settings`` (clip, codec and caption options) are stored with every shard's stats;
+        resuming with different ones is refused, so a set never mixes two kinds of clips."""
         if samples_per_shard < 1:
             raise VtkError("--samples-per-shard must be at least 1")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise VtkError(f"--name {name!r}: use letters, digits, '-' and '_' only")
         self.out, self.name, self.per_shard = out, name, samples_per_shard
+        self.settings = json.loads(json.dumps(settings or {}))  # as it reads back from disk
         os.makedirs(os.path.join(out, "stats"), exist_ok=True)
         self.done_sources: set[str] = set()
         self.keys: set[str] = set()
@@ -128,6 +131,7 @@ class ShardWriter:
             "keys": self._shard_keys,
             "sources_completed": self.pending_sources,
             "failures": self.pending_failures,
+            "settings": self.settings,
         }
         _write_json(self.stats_path(self.index), stats)
         os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
@@ -147,7 +151,7 @@ class ShardWriter:
         else:
             stats = {"shard": None, "num_samples": 0, "bytes": 0, "keys": [],
                      "sources_completed": self.pending_sources,
-                     "failures": self.pending_failures}
+                     "failures": self.pending_failures, "settings": self.settings}
             _write_json(self.stats_path(self.index), stats)
         self.pending_sources, self.pending_failures = [], []
 
@@ -190,6 +194,7 @@ class ShardWriter:
             index = int(re.search(r"-(\d+)\.json$", path).group(1))
             with open(path) as f:
                 stats = json.load(f)
+            self._check_settings(stats.get("settings", {}), path)
             if stats["num_samples"] and not os.path.exists(self.tar_path(index)):
                 os.remove(path)  # killed between writing stats and renaming the tar
                 if os.path.exists(self.idx_path(index)):
@@ -208,6 +213,18 @@ class ShardWriter:
         if stray:
             raise VtkError(f"{stray[0]} has no stats file: not written by vtk shard, or "
                            f"damaged; move it away before --resume")
+
+
+    def _check_settings(self, stored: dict, path: str) -> None:
+        if not self.settings or not stored or stored == self.settings:
+            return
+        diff = [f"{group}.{k}: {stored.get(group, {}).get(k)!r} -> {v!r}"
+                for group, new in self.settings.items() if isinstance(new, dict)
+                for k, v in new.items() if stored.get(group, {}).get(k) != v]
+        diff += [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in self.settings.items()
+                 if not isinstance(v, dict) and stored.get(k) != v]
+        raise VtkError(f"{self.out} was built with other settings ({'; '.join(diff[:3])}): "
+                       f"resume with the same options, or choose another --out")
 
 
 def _write_json(path: str, data: dict, indent: int | None = None) -> None:
