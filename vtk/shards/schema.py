@@ -30,7 +30,7 @@ def make_sample(clip: Clip, mp4: bytes, codec: str, captioned: dict | None = Non
     captions = dict((captioned or {}).get("captions") or {})
     meta = clip.meta or {}
     info: dict[str, Any] = {
-        "source": clip.source,
+        "source": clean_text(clip.source),
         "source_id": clip.source_id,
         "clip": clip.index,
         "start": clip.start,
@@ -50,6 +50,12 @@ def make_sample(clip: Clip, mp4: bytes, codec: str, captioned: dict | None = Non
             info[key] = meta[key]
     return {"__key__": clip.key, "mp4": mp4, "txt": training_text(caption_mode, captions, meta),
             "json": info}
+
+
+def clean_text(text: str) -> str:
+    """Text safe to store as UTF-8: undecodable bytes of a file name (which Python keeps as
+    lone surrogates) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def training_text(mode: str, captions: dict, meta: dict) -> str:

@@ -29,7 +29,7 @@ import tarfile
 from collections import Counter
 
 from vtk.errors import VtkError
-from vtk.shards.schema import encode_json
+from vtk.shards.schema import clean_text, encode_json
 from vtk.shards.wds_index import write_index
 
 
@@ -102,7 +102,8 @@ class ShardWriter:
     def fail(self, source_id: str, input_: str, kind: str, reason: str,
              key: str | None = None) -> None:
         """Record a failed input (or one failed clip, with ``key``)."""
-        record = {"source": source_id, "input": input_, "kind": kind, "reason": reason}
+        record = {"source": source_id, "input": clean_text(input_), "kind": kind,
+                  "reason": clean_text(reason)}
         if key:
             record["key"] = key
         self.pending_failures.append(record)
