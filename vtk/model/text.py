@@ -18,6 +18,7 @@ distinct caption and cached: on a CPU that turns the text tower into a table loo
 from __future__ import annotations
 
 import re
+import time
 import zlib
 from collections.abc import Callable
 
@@ -33,14 +34,17 @@ class FeatureCache:
 
     def __init__(self, fn: Callable[[list[str]], torch.Tensor], chunk: int = 256):
         self.fn, self.chunk, self.table = fn, chunk, {}
+        self.seconds = 0.0  # spent embedding new captions (reported in summary.json)
 
     @torch.no_grad()
     def __call__(self, texts: list[str], device) -> torch.Tensor:
         new = list(dict.fromkeys(t for t in texts if t not in self.table))
+        t0 = time.perf_counter()
         for i in range(0, len(new), self.chunk):
             part = new[i : i + self.chunk]
             for t, f in zip(part, self.fn(part).float().cpu()):
                 self.table[t] = f
+        self.seconds += time.perf_counter() - t0 if new else 0.0
         return torch.stack([self.table[t] for t in texts]).to(device)
 
     def __len__(self):

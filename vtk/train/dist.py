@@ -55,12 +55,12 @@ def any_rank(flag: bool, d: Dist) -> bool:
     return bool(t.item())
 
 
-def mean_over_ranks(x: float, d: Dist) -> float:
+def max_over_ranks(x: int, d: Dist) -> int:
     if d.world == 1:
         return x
-    t = torch.tensor([x], dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return t.item() / d.world
+    t = torch.tensor([x], dtype=torch.int64, device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def barrier(d: Dist):

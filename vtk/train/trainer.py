@@ -325,8 +325,8 @@ def train(config) -> dict:
             checkpoint.save(run.checkpoint, state)
         dist.barrier(d)
 
-    def peak():
-        return max(prior_peak, meters.peak_memory_bytes(d.device))
+    def peak():  # the largest over ranks (each rank: its own process / GPU)
+        return max(prior_peak, dist.max_over_ranks(meters.peak_memory_bytes(d.device), d))
 
     meters.reset_peak_memory(d.device)
     meters.sync(d.device)
@@ -370,7 +370,8 @@ def train(config) -> dict:
                 run.log({"step": step, "stage": "masked" if mask else "unmasked", "mask": mask,
                          "loss": round(loss_sum, 6), "lr": lr,
                          "logit_scale": round(model.scale().item(), 4),
-                         "clips_per_s": round(clips_s, 2), "mem_bytes": peak(),
+                         "clips_per_s": round(clips_s, 2),
+                         "mem_bytes": meters.peak_memory_bytes(d.device),
                          "time_s": round(prior_time + elapsed(), 3)})
             stopped = dist.any_rank(stop.requested or step == cfg.stop_after, d)
             if stopped or step % cfg.checkpoint_every == 0:
@@ -381,6 +382,7 @@ def train(config) -> dict:
     if not stopped:
         save()
     train_time = prior_time + elapsed()
+    cache = getattr(model.text, "cache", None)  # frozen text tower: captions embedded once
     summary = {
         "train_time_s": round(train_time, 3),
         "clips_per_s": round(step * clips_per_step / train_time, 3) if train_time else None,
@@ -394,7 +396,8 @@ def train(config) -> dict:
         "world_size": d.world,
         "clips_seen": step * clips_per_step,
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "text_cache_size": len(getattr(model.text, "cache", ()) or ()),
+        "text_cache_size": len(cache) if cache is not None else None,
+        "text_cache_s": round(cache.seconds, 3) if cache is not None else None,
         "versions": meters.versions(),
     }
     run.write_json("summary.json", summary)
