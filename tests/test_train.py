@@ -227,3 +227,12 @@ def test_default_minilm_run_resumes_exactly_without_storing_minilm(shards, tmp_p
     assert (tmp_path / "full" / "checkpoint.pt").stat().st_size < 10e6  # MiniLM is 90 MB
     model, _ = load_run(tmp_path / "full")
     assert model.encode_text(["a small red circle moves up"]).shape == (1, 64)
+
+
+def test_streaming_path_with_workers_resumes_exactly(shards, tmp_path):
+    """No frame cache: clips decoded from the tars by 2 loader workers, stopped mid-epoch."""
+    kw = dict(cache=None, workers=2, steps=6, mask=0.5)
+    train(config(shards, tmp_path / "full", **kw))
+    train(config(shards, tmp_path / "part", stop_after=3, **kw))
+    train({"out": str(tmp_path / "part"), "resume": True, "quiet": True})
+    same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
