@@ -236,3 +236,18 @@ def test_streaming_path_with_workers_resumes_exactly(shards, tmp_path):
     train(config(shards, tmp_path / "part", stop_after=3, **kw))
     train({"out": str(tmp_path / "part"), "resume": True, "quiet": True})
     same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
+
+
+def test_trains_from_clip_weights_with_the_frozen_clip_text_tower(shards, tmp_path):
+    from test_model import save_tiny_clip
+
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    save_tiny_clip(clip_dir)
+    s = train(config(shards, tmp_path / "run", text="auto", init=str(clip_dir), steps=3,
+                     mask=0.9))
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (cfg["text"], cfg["size"], cfg["embed_dim"], cfg["temp_init"]) == ("clip", 32, 16, 0.01)
+    assert s["params_trainable"] < s["params"]  # CLIP's text tower stays frozen
+    model, _ = load_run(tmp_path / "run")
+    assert model.encode_video(torch.randn(1, 8, 3, 32, 32)).shape == (1, 16)
