@@ -5,11 +5,11 @@ The video tower is transformers' CLIP vision model, inflated to video the way Vi
     video  B x T x 3 x H x W
       │ per-frame patch embedding + CLIP spatial position embedding   (CLIPVisionEmbeddings)
       ▼
-    patches B x T x N x W   (+ zero-initialised learnable temporal embedding, one per frame)
+    patches B x T x N x E   (+ zero-initialised learnable temporal embedding, one per frame)
       │ flatten to L = T*N tokens
-      │ drop round(R * L) tokens at random, a different set per sample (training only)
+      │ keep round((1 - R) * L) tokens at random, a different set per sample (training only)
       ▼
-    [CLS] + kept tokens  B x (1 + K) x W
+    [CLS] + kept tokens  B x (1 + K) x E     (E: the tower's width)
       │ pre-LN, joint space-time attention over all tokens (CLIPEncoderLayer, SDPA)
       ▼
     CLS -> post-LN -> projection -> L2-normalise      B x D
@@ -70,15 +70,15 @@ class ModelConfig:
 def mask_tokens(x: torch.Tensor, ratio: float, generator: torch.Generator | None = None):
     """Keep exactly round((1 - ratio) * L) of the L tokens of each sample, chosen at random.
 
-    x: B x L x W -> B x K x W. Each sample gets its own random subset (FLIP / ViCLIP style:
+    x: B x L x E -> B x K x E. Each sample gets its own random subset (FLIP / ViCLIP style:
     random tokens, not tubes); the kept tokens stay in their original order.
     """
-    B, L, W = x.shape
+    B, L, E = x.shape
     keep = round((1.0 - ratio) * L)
     device = generator.device if generator is not None else x.device
     noise = torch.rand(B, L, generator=generator, device=device)
     idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(x.device)  # B x K
-    return x.gather(1, idx[:, :, None].expand(B, keep, W))
+    return x.gather(1, idx[:, :, None].expand(B, keep, E))
 
 
 class VideoTower(nn.Module):
@@ -105,7 +105,7 @@ class VideoTower(nn.Module):
         return self.embeddings.num_patches
 
     def temporal(self, T: int) -> torch.Tensor:
-        """Temporal embedding for T frames: 1 x T x 1 x W (resampled if T differs from training)."""
+        """Temporal embedding for T frames: 1 x T x 1 x E (resampled if T differs from training)."""
         emb = self.temporal_embedding
         if T == emb.shape[1]:
             return emb
@@ -119,18 +119,18 @@ class VideoTower(nn.Module):
         # Tokens are made here: per-frame patches with CLIP's CLS and spatial positions added.
         frames = video.reshape(B * T, C, H, W)
         interpolate = H != self.config.image_size or W != self.config.image_size
-        x = self.embeddings(frames, interpolate_pos_encoding=interpolate)  # BT x (1+N) x W
-        x = x.unflatten(0, (B, T))  # B x T x (1+N) x W
-        cls = x[:, 0, :1]  # B x 1 x W (the same for every frame; no temporal position)
-        patches = x[:, :, 1:] + self.temporal(T)  # B x T x N x W
-        patches = patches.flatten(1, 2)  # B x L x W, L = T*N
+        x = self.embeddings(frames, interpolate_pos_encoding=interpolate)  # BT x (1+N) x E
+        x = x.unflatten(0, (B, T))  # B x T x (1+N) x E
+        cls = x[:, 0, :1]  # B x 1 x E (the same for every frame; no temporal position)
+        patches = x[:, :, 1:] + self.temporal(T)  # B x T x N x E
+        patches = patches.flatten(1, 2)  # B x L x E, L = T*N
 
         # ...masked here, after every position embedding is in (training only)...
         if mask_ratio > 0 and self.training:
-            patches = mask_tokens(patches, mask_ratio, generator)  # B x K x W
+            patches = mask_tokens(patches, mask_ratio, generator)  # B x K x E
 
         # ...and attend jointly over space and time.
-        x = torch.cat([cls, patches], dim=1)  # B x (1+K) x W
+        x = torch.cat([cls, patches], dim=1)  # B x (1+K) x E
         x = self.pre_layrnorm(x)
         for layer in self.encoder.layers:
             if self.grad_checkpointing and self.training:

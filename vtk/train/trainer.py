@@ -308,8 +308,8 @@ def train(config) -> dict:
 
     loader = build_loader(cfg.data, backend=cfg.backend, frames=cfg.frames, size=cfg.size,
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
-                          captions=cfg.captions, seed=cfg.seed, cache=cfg.cache, normalize=cfg.normalize,
-                          drop_last=True, device=str(d.device))
+                          captions=cfg.captions, seed=cfg.seed, cache=cfg.cache,
+                          normalize=cfg.normalize, drop_last=True, device=str(d.device))
     batches = Batches(loader, cfg.batch_size, **position)
     first = next(batches)  # decode/cache warm-up happens here, outside the timed loop
     clips_per_step = cfg.batch_size * cfg.accum * d.world
