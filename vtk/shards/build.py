@@ -9,6 +9,8 @@ which bounds memory however long the input list is.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -51,16 +53,31 @@ class Totals:
 _STATE: dict = {}
 
 
-def init_worker(cfg: ClipConfig, codec: str, caption_spec) -> None:
+def init_worker(cfg: ClipConfig, codec: str, caption_spec, watch_parent: bool = False) -> None:
     """Per-process set-up: captioning models load once per worker, not per source."""
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would only contend
+    if watch_parent:
+        _exit_with_parent()
     _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=None)
     if caption_spec is not None and caption_spec.mode != "none":
         from vtk.captions import Captioning
 
         _STATE["captioning"] = Captioning(caption_spec)
+
+
+def _exit_with_parent() -> None:
+    """A worker whose parent was killed (SIGKILL, OOM) would wait on its task queue forever:
+    a daemon thread ends it once the parent is gone."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="vtk-parent-watch").start()
 
 
 def process_source(item: SourceItem) -> SourceResult:
@@ -175,7 +192,7 @@ class _Pool:
     def _start(self):
         # spawn, not fork: workers may load torch models, which do not survive a fork
         return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                   initializer=init_worker, initargs=self.initargs)
+                                   initializer=init_worker, initargs=(*self.initargs, True))
 
     def submit(self, item: SourceItem) -> Future:
         try:
