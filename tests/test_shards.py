@@ -257,17 +257,36 @@ def _wait_for(path_glob: str, timeout: float) -> bool:
     return False
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_set(tmp_path):
-    spec = "synth:train?n=200&size=32&frames=8&seed=5"
-    common = ["--samples-per-shard", "7", "--workers", "1", "-q"]
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_then_resume_gives_the_uninterrupted_set(tmp_path, workers):
+    spec = f"synth:train?n={200 * workers}&size=32&frames=8&seed=5"
+    common = ["--samples-per-shard", "7", "--workers", str(workers), "-q"]
     shard(spec, "--out", tmp_path / "full", *common[:-1])
     want = keys(tmp_path / "full")
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "vtk", "shard", spec, "--out", str(out), *common]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert _wait_for(str(out / "shard-000002.tar"), 60), proc.stderr.read()
+    children = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    end = time.time() + 10  # the workers notice their parent is gone and end
+    while any(_alive(c) for c in children) and time.time() < end:
+        time.sleep(0.1)
+    assert not any(_alive(c) for c in children)
     partial = keys(out)
     assert 0 < len(partial) < len(want), "the run was not cut part-way"
     subprocess.run(cmd + ["--resume"], check=True)
@@ -275,7 +294,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_set(tmp_path):
     assert got == want and len(set(got)) == len(got)
     card = json.loads((out / "index.json").read_text())
     # the source whose last sample closed a shard is only marked done in the next one
-    assert card["num_samples"] == 200 and card["last_run"]["skipped_sources"] >= len(partial) - 1
+    assert card["num_samples"] == 200 * workers
+    assert card["last_run"]["skipped_sources"] >= len(partial) - 1
 
 
 @pytest.mark.dali
