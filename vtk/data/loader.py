@@ -28,7 +28,7 @@ from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
 from vtk.data.samples import CAPTION_MODES
 from vtk.data.shardset import index_path, resolve_shards
 from vtk.data.stats import LoaderStats
-from vtk.data.stream import ClipSpec, ShardStream
+from vtk.data.stream import ClipSpec, ShardStream, warm_up
 from vtk.data.transforms import NORMS, normalize
 from vtk.errors import VtkError
 
@@ -149,6 +149,7 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
         return dali_loader(paths, spec, batch_size, rank, world_size, device=device)
     get_decoder(backend)  # fails here with the install hint, and imports the library before
     # the workers fork, so they do not each pay its import (2.7 s for torchcodec here)
+    warm_up(paths[0], backend, spec)
     stats = LoaderStats()
     stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
                          shuffle_buffer, drop_last)
