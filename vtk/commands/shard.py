@@ -89,11 +89,11 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     workers = workers or min(os.cpu_count() or 1, 8)
     spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
                         caption_device)
-    items = open_sources(sources, video_root=video_root)
-    settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
-                "captions": _spec_dict(spec, captions)}
     if retry_failed and not resume:
         raise VtkError("--retry-failed goes with --resume")
+    items = open_sources(sources, video_root=video_root)  # checks every SOURCE first
+    settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
+                "captions": _spec_dict(spec, captions)}
     writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
                          settings=settings, retry_failed=retry_failed)
     started = time.perf_counter()

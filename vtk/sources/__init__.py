@@ -24,9 +24,17 @@ def open_sources(specs: Iterable[str], video_root: str | None = None) -> Iterato
     """Yield the items of every spec in order; raises VtkError for a spec that names nothing
     usable (missing path, unknown preset, a manifest without a video column)."""
     specs = list(specs)
-    for spec in specs:  # fail on a bad argument before any work starts
-        if not spec.startswith("synth:") and not os.path.exists(spec):
+    for spec in specs:  # fail on a bad argument now, before any work starts
+        if spec.startswith("synth:"):
+            from vtk.sources.synth import parse_spec
+
+            parse_spec(spec)
+        elif not os.path.exists(spec):
             raise VtkError(f"{spec}: no such file, folder or synth: spec")
+    return _items(specs, video_root)
+
+
+def _items(specs: list[str], video_root: str | None) -> Iterator[SourceItem]:
     seen: dict[str, int] = {}
     for spec in specs:
         for item in _open_one(spec, video_root):
