@@ -11,7 +11,8 @@ Column names are matched case-insensitively:
   (InternVid's ``UMT_Score``, ``Aesthetic_Score``) go to ``scores``;
 - every other column is carried into the sample's json under ``extra``.
 
-Paths are tried as given, then under ``--video-root``, then next to the manifest. URLs and
+Relative paths are tried under ``--video-root``, then next to the manifest, then in the
+working directory. URLs and
 YouTube IDs are looked up as ``<video-root>/<id>.*`` (the layout yt-dlp and video2dataset
 leave). A row that cannot be used (bad timestamps, missing video, non-UTF-8 text) becomes an
 item carrying ``meta["error"]``; a manifest without a video column is one VtkError.
@@ -198,7 +199,7 @@ class _Resolver:
         elif url.scheme in ("http", "https", "s3", "gs", "ftp"):
             vid = _youtube_id(url) or os.path.splitext(os.path.basename(url.path))[0] or video
             return self._by_id(vid, video)
-        for base in ("", self.video_root, self.manifest_dir):  # as given, root, manifest dir
+        for base in (self.video_root, self.manifest_dir, ""):  # root, manifest's folder, cwd
             if base is None:
                 continue
             candidate = os.path.join(base, video) if base else video
