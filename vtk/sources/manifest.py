@@ -12,9 +12,8 @@ Column names are matched case-insensitively:
 - every other column is carried into the sample's json under ``extra``.
 
 Relative paths are tried under ``--video-root``, then next to the manifest, then in the
-working directory. URLs and
-YouTube IDs are looked up as ``<video-root>/<id>.*`` (the layout yt-dlp and video2dataset
-leave). A row that cannot be used (bad timestamps, missing video, non-UTF-8 text) becomes an
+working directory. URLs and YouTube IDs are looked up as ``<video-root>/<id>.*`` (the layout
+yt-dlp and video2dataset leave). A row that cannot be used (bad timestamps, missing video, non-UTF-8 text) becomes an
 item carrying ``meta["error"]``; a manifest without a video column is one VtkError.
 """
 
