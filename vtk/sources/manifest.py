@@ -13,8 +13,9 @@ Column names are matched case-insensitively:
 
 Relative paths are tried under ``--video-root``, then next to the manifest, then in the
 working directory. URLs and YouTube IDs are looked up as ``<video-root>/<id>.*`` (the layout
-yt-dlp and video2dataset leave). A row that cannot be used (bad timestamps, missing video, non-UTF-8 text) becomes an
-item carrying ``meta["error"]``; a manifest without a video column is one VtkError.
+yt-dlp and video2dataset leave). A row that cannot be used (bad timestamps, missing video,
+non-UTF-8 text) becomes an item carrying ``meta["error"]``; a manifest without a video column
+is one VtkError.
 """
 
 from __future__ import annotations
