@@ -46,8 +46,9 @@ def test_eval_reads_every_clip_once_in_order_with_the_batch_contract(vp9_shards)
     assert loader.stats["samples"] == 2 * N
 
 
-def test_same_frames_as_pyav(vp9_shards):
-    kw = dict(frames=8, size=64, train=False, batch_size=N, captions="txt")
+@pytest.mark.parametrize("frames", [8, 5, 24])  # 24 > 16 frames: repeats, as the sampler
+def test_same_frames_as_pyav(vp9_shards, frames):
+    kw = dict(frames=frames, size=64, train=False, batch_size=N, captions="txt")
     ref = next(iter(build_loader(vp9_shards, backend="pyav", workers=0, **kw)))
     got = next(iter(build_loader(vp9_shards, backend="dali", device="cpu", **kw)))
     assert got["key"] == ref["key"]
