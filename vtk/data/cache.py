@@ -187,7 +187,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
-                  decoder=None):
+                  decoder=None, uint8=False):
     """The frame-cache path of ``build_loader``: builds the cache on first use (``workers``
     processes decode), then loads batches in the main process on small machines: a 64 px clip
     costs 0.5 ms from the cache, and on 2 cores loader workers only fought the training step
@@ -203,5 +203,6 @@ def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop
     stats = LoaderStats()
     stats.add("corrupt", len(dataset.skipped))
     sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
-    return VideoLoader(dataset, workers, stats, "cache", spec.normalize, sampler=sampler,
+    return VideoLoader(dataset, workers, stats, "cache", None if uint8 else spec.normalize,
+                       sampler=sampler,
                        collate_fn=collate, batch_size=batch_size, drop_last=drop_last)

@@ -72,13 +72,14 @@ def crop_resize(frames: torch.Tensor, box, size: int, flip: bool = False) -> tor
 
 
 def normalize(x: torch.Tensor, name: str = "clip") -> torch.Tensor:
-    """uint8 ... x 3 x H x W -> contiguous float32 (x / 255 - mean) / std, named statistics."""
+    """uint8 ... x 3 x H x W -> contiguous float32 (x / 255 - mean) / std, named statistics.
+    Runs on x's device: a loader built with ``uint8=True`` leaves this to the GPU."""
     if name not in NORMS:
         raise ValueError(f"unknown normalisation {name!r}; choose one of {sorted(NORMS)}")
     mean, std = NORMS[name]
-    m = torch.tensor([255.0 * v for v in mean]).view(3, 1, 1)
-    inv = torch.tensor([1.0 / (255.0 * v) for v in std]).view(3, 1, 1)
-    if x.dim() < 5:
+    m = torch.tensor([255.0 * v for v in mean], device=x.device).view(3, 1, 1)
+    inv = torch.tensor([1.0 / (255.0 * v) for v in std], device=x.device).view(3, 1, 1)
+    if x.dim() < 5 or x.device.type != "cpu":
         return x.float().sub_(m).mul_(inv)
     # a batch: clip by clip, so each clip's three passes stay in cache (30% faster at 224 px)
     out = torch.empty(x.shape, dtype=torch.float32)
