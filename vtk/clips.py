@@ -349,7 +349,7 @@ def _file_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats)
     container, stream = open_video(item.path)
     rate = stream.average_rate or stream.guessed_rate or item.fps or 25
     stats.source_fps = float(rate)
-    q: queue.Queue = queue.Queue(maxsize=32)
+    q: queue.Queue = queue.Queue(maxsize=8)  # decoded frames in flight (1.4 MB each at 720p)
     stop = threading.Event()
     worker = threading.Thread(target=_decode_worker, daemon=True,
                               args=(container, stream, item, cfg, mode, stats, q, stop))
