@@ -53,9 +53,9 @@ def synth_captions() -> str:
 @pytest.fixture(scope="session")
 def synth_shards(tmp_path_factory, synth_captions) -> Path:
     """Folder of a real shard set (see module docstring); treat it as read-only."""
-    from vtk.cli import main
+    from vtk.cli import cli
 
     out = tmp_path_factory.mktemp("synth_shards") / "set"
-    main(["shard", SYNTH_SPEC, "--out", str(out), "--captions", synth_captions,
-          "--samples-per-shard", "10", "--workers", "1", "--quiet"])
+    cli.main(["shard", SYNTH_SPEC, "--out", str(out), "--captions", synth_captions,
+              "--samples-per-shard", "10", "--workers", "1", "--quiet"], standalone_mode=False)
     return out
