@@ -59,7 +59,8 @@ def main(argv=None):
         from rich.console import Console
         from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(e))}",
+                                                   highlight=False)
         sys.exit(1)
     except click.exceptions.Abort:
         sys.exit(130)
