@@ -414,3 +414,55 @@ def test_a_missing_source_is_an_error_before_anything_is_written(tmp_path):
     with pytest.raises(VtkError, match="no such file"):
         shard(tmp_path / "nope.mp4", "--out", tmp_path / "set")
     assert not (tmp_path / "set").exists()
+
+
+def _cache_rows(folder) -> int:
+    import sqlite3
+
+    with sqlite3.connect(Path(folder) / "captions.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM captions").fetchone()[0]
+
+
+def test_a_shared_caption_cache_captions_nothing_twice(tmp_path, synth_captions):
+    if synth_captions == "none":
+        pytest.skip("vtk.captions is not available")
+    cache = tmp_path / "cache"
+    common = ["--captions", "both", "--caption-cache", cache]
+    shard("synth:train?n=6&size=32", "--out", tmp_path / "a", *common)
+    assert _cache_rows(cache) == 6
+    first = json.loads((tmp_path / "a" / "index.json").read_text())["last_run"]
+    assert first["caption_cache"] == {"dir": str(cache), "hits": 0, "captioned": 6}
+    # another set from the same clips (two workers: the counts come back from the processes)
+    shard("synth:train?n=6&size=32", "--out", tmp_path / "b", *common, "--workers", 2)
+    second = json.loads((tmp_path / "b" / "index.json").read_text())["last_run"]
+    assert second["caption_cache"] == {"dir": str(cache), "hits": 6, "captioned": 0}
+    assert _cache_rows(cache) == 6
+    a, b = samples(tmp_path / "a"), samples(tmp_path / "b")
+    assert [k for k, _ in a] == [k for k, _ in b] and len(a) == 6
+    for (_, x), (_, y) in zip(a, b):
+        assert x["txt"] == y["txt"] and x["txt"]
+        assert json.loads(x["json"])["captions"] == json.loads(y["json"])["captions"]
+    assert not (tmp_path / "a" / ".caption-cache").exists()
+
+
+def test_the_default_caption_cache_lives_hidden_in_the_set(tmp_path, synth_captions):
+    if synth_captions == "none":
+        pytest.skip("vtk.captions is not available")
+    from vtk.data.shardset import resolve_shards
+
+    out = tmp_path / "s"
+    shard("synth:train?n=2&size=32", "--out", out, "--captions", "coarse")
+    assert _cache_rows(out / ".caption-cache") == 2
+    shard("synth:train?n=3&size=32", "--out", out, "--captions", "coarse", "--resume")
+    run = json.loads((out / "index.json").read_text())["last_run"]
+    assert run["caption_cache"]["captioned"] == 1 and _cache_rows(out / ".caption-cache") == 3
+    assert resolve_shards(out) == [str(out / f"shard-00000{i}.tar") for i in (0, 1)]
+    cli.main(["inspect", str(out), "--no-decode", "--json"], standalone_mode=False)  # no problems
+    shard("synth:train?n=2&size=32", "--out", tmp_path / "off", "--captions", "coarse",
+          "--no-caption-cache")
+    assert not (tmp_path / "off" / ".caption-cache").exists()
+    assert "caption_cache" not in json.loads((tmp_path / "off" / "index.json").read_text())[
+        "last_run"]
+    with pytest.raises(VtkError, match="exclude each other"):
+        shard("synth:train?n=2&size=32", "--out", tmp_path / "x", "--captions", "coarse",
+              "--caption-cache", tmp_path / "c", "--no-caption-cache")

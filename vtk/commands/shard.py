@@ -14,6 +14,7 @@ import click
 from vtk.errors import VtkError
 
 CLIP_MODES = ("auto", "scenes", "fixed", "whole")
+CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never look inside
 
 
 @click.command("shard")
@@ -33,6 +34,11 @@ CLIP_MODES = ("auto", "scenes", "fixed", "whole")
               help="Frames per second the fine captioner sees (default: vtk.captions' own).")
 @click.option("--caption-device", default="auto", show_default=True,
               help="Device for caption models: auto | cpu | cuda.")
+@click.option("--caption-cache", type=click.Path(file_okay=False), default=None,
+              help="Folder of the caption cache (SQLite, keyed by clip pixels and caption "
+                   "settings); share one across shard sets (default: OUT/.caption-cache).")
+@click.option("--no-caption-cache", is_flag=True,
+              help="No caption cache: a re-run or --resume captions every clip again.")
 @click.option("--clips", "clip_mode", type=click.Choice(CLIP_MODES), default="auto",
               show_default=True,
               help="scenes: PySceneDetect cuts; fixed: --clip-len windows; whole: one clip per "
@@ -60,8 +66,8 @@ CLIP_MODES = ("auto", "scenes", "fixed", "whole")
               help="With --resume: try the inputs that failed before again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(sources, out, name, captions, coarse_model, fine_model, summarizer, fine_fps,
-            caption_device, clip_mode, min_clip, max_clip, clip_len, size, fps, codec,
-            samples_per_shard, workers, video_root, resume, retry_failed, quiet):
+            caption_device, caption_cache, no_caption_cache, clip_mode, min_clip, max_clip,
+            clip_len, size, fps, codec, samples_per_shard, workers, video_root, resume, retry_failed, quiet):
     """Cut videos into clips, caption them and write WebDataset shards.
 
     \b
@@ -87,13 +93,20 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     except ValueError as e:
         raise VtkError(str(e)) from None
     workers = workers or min(os.cpu_count() or 1, 8)
+    if caption_cache and no_caption_cache:
+        raise VtkError("--caption-cache and --no-caption-cache exclude each other")
+    cache_dir = None if no_caption_cache else os.path.abspath(
+        caption_cache or os.path.join(out, CACHE_DIR))
     spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
-                        caption_device)
+                        caption_device, cache_dir)
     if retry_failed and not resume:
         raise VtkError("--retry-failed goes with --resume")
     items = open_sources(sources, video_root=video_root)  # checks every SOURCE first
+    caps = _spec_dict(spec, captions)
+    # where the cache lives does not change a sample, so a resume need not repeat it (kept as
+    # null rather than dropped: sets built before the cache was wired resume as they are)
     settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
-                "captions": _spec_dict(spec, captions)}
+                "captions": {**caps, "cache_dir": None} if "cache_dir" in caps else caps}
     writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
                          settings=settings, retry_failed=retry_failed)
     started = time.perf_counter()
@@ -106,6 +119,9 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
            "frames_decoded": totals.frames_decoded, "wall_s": round(wall, 3),
            "clips_per_s": round(totals.clips / wall, 3) if wall else None,
            "workers": workers}
+    if spec is not None and spec.cache_dir:
+        run["caption_cache"] = {"dir": spec.cache_dir, "hits": totals.caption_hits,
+                                "captioned": totals.caption_misses}
     card = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(click.get_current_context()),
@@ -113,7 +129,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
         "clips": dataclasses.asdict(cfg),
         "codec": codec,
         "samples_per_shard": samples_per_shard,
-        "captions": _spec_dict(spec, captions),
+        "captions": caps,
         "versions": versions(),
         "last_run": run,
     }
@@ -142,9 +158,11 @@ def command_line(ctx: click.Context) -> str:
     return shlex.join(parts)
 
 
-def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device):
+def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device,
+                 cache_dir=None):
     """The CaptionSpec for the workers, or None for ``--captions none``. Models left unset
-    are chosen per clip by vtk.captions: ``shapes`` for synth: clips, ``tagger`` otherwise."""
+    are chosen per clip by vtk.captions: ``shapes`` for synth: clips, ``tagger`` otherwise.
+    ``cache_dir``: the caption cache's folder (None: no cache)."""
     if mode == "none":
         return None
     try:
@@ -153,7 +171,7 @@ def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device):
         raise VtkError(f"--captions {mode} needs vtk.captions, which this build lacks; "
                        f"use --captions none") from None
     given = {"coarse_model": coarse_model, "fine_model": fine_model, "fine_fps": fine_fps}
-    return CaptionSpec(mode=mode, summarizer=summarizer, device=device,
+    return CaptionSpec(mode=mode, summarizer=summarizer, device=device, cache_dir=cache_dir,
                        **{k: v for k, v in given.items() if v is not None})
 
 
@@ -240,6 +258,9 @@ def _summary(index: dict, run: dict, out: str, failures: list[dict]) -> None:
                   f"{run['wall_s']:.1f} s ({run['clips_per_s'] or 0:.1f} clips/s)")
     if run["skipped_sources"]:
         table.add_row("resumed", f"{run['skipped_sources']} completed sources skipped")
+    if run.get("caption_cache"):
+        c = run["caption_cache"]
+        table.add_row("caption cache", f"{c['hits']} hits, {c['captioned']} clips captioned")
     fails = index["failures"]
     table.add_row("failures", str(fails["total"]) + (
         " (" + ", ".join(f"{k}: {v}" for k, v in fails["by_reason"].items()) + ")"

@@ -37,6 +37,8 @@ class SourceResult:
     frames_decoded: int = 0
     cuts: int = 0  # scene cuts detected (mode scenes)
     seconds: float = 0.0  # worker time spent on the source
+    caption_hits: int = 0  # clips whose captions came from the caption cache
+    caption_misses: int = 0  # clips looked up in the cache and captioned afresh
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Totals:
     failed_sources: int = 0
     frames_decoded: int = 0
     cuts: int = 0
+    caption_hits: int = 0
+    caption_misses: int = 0
 
 
 # --- in the worker ---------------------------------------------------------------------------
@@ -61,11 +65,33 @@ def init_worker(cfg: ClipConfig, codec: str, caption_spec, watch_parent: bool = 
     cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would only contend
     if watch_parent:
         _exit_with_parent()
-    _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=None)
+    _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=None, cache=None)
     if caption_spec is not None and caption_spec.mode != "none":
         from vtk.captions import Captioning
 
-        _STATE["captioning"] = Captioning(caption_spec)
+        captioning = Captioning(caption_spec)
+        if captioning.cache is not None:
+            captioning.cache = _STATE["cache"] = _CountingCache(captioning.cache)
+        _STATE["captioning"] = captioning
+
+
+class _CountingCache:
+    """A caption cache that counts its look-ups: a hit is a clip not captioned again, a miss
+    one sent to the captioners."""
+
+    def __init__(self, cache):
+        self.cache, self.hits, self.misses = cache, 0, 0
+
+    def get(self, *key):
+        found = self.cache.get(*key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def __getattr__(self, name):
+        return getattr(self.cache, name)
 
 
 def _exit_with_parent() -> None:
@@ -90,6 +116,8 @@ def process_source(item: SourceItem) -> SourceResult:
         result.failures.append(dict(error))
         return result
     stats = ClipStats()
+    cache = _STATE["cache"]
+    hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
     try:
         batch: list[Clip] = []
         for clip in clips_from_item(item, _STATE["cfg"], stats):
@@ -107,6 +135,9 @@ def process_source(item: SourceItem) -> SourceResult:
         result.samples = []
         result.failures = [{"kind": "error", "reason": f"{type(e).__name__}: {e}"}]
     result.frames_decoded, result.cuts = stats.frames_decoded, stats.cuts
+    if cache is not None:
+        result.caption_hits = cache.hits - hits0
+        result.caption_misses = cache.misses - misses0
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -153,6 +184,8 @@ def run_sources(items: Iterable[SourceItem], writer, cfg: ClipConfig, codec: str
         totals.clips += len(result.samples)
         totals.frames_decoded += result.frames_decoded
         totals.cuts += result.cuts
+        totals.caption_hits += result.caption_hits
+        totals.caption_misses += result.caption_misses
         totals.failed_sources += bool(result.failures and not result.samples)
         if on_result:
             on_result(result, totals)
