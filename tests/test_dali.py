@@ -80,3 +80,23 @@ def test_cpu_refuses_h264_and_missing_index(synth_shards, vp9_shards, tmp_path):
     next(copy.glob("*.idx")).unlink()
     with pytest.raises(VtkError, match="idx"):
         build_loader(copy, backend="dali", device="cpu")
+
+
+def test_mirrored_views_swap_left_and_right_in_captions(tmp_path):
+    """The mirror drawn inside the DALI graph reaches the caption (flip=swap)."""
+    from vtk.data.samples import mirror_text
+
+    out = tmp_path / "cap"
+    main(["shard", "synth:train?n=16&seed=4&size=32", "--out", str(out), "--codec", "vp9",
+          "--captions", "fine", "--workers", "1", "--quiet"])
+
+    def texts(flip):
+        loader = build_loader(out, backend="dali", frames=4, size=32, train=True, batch_size=8,
+                              device="cpu", captions="fine", flip=flip, seed=1)
+        return {k: t for b in loader for k, t in zip(b["key"], b["text"])}
+
+    off, swap = texts("off"), texts("swap")
+    assert off.keys() == swap.keys()
+    assert all(swap[k] in (off[k], mirror_text(off[k])) for k in off)
+    sided = [k for k in off if mirror_text(off[k]) != off[k]]
+    assert sided and any(swap[k] != off[k] for k in sided)

@@ -284,3 +284,39 @@ def test_uint8_batches_normalise_later_to_the_same_video(shards, tmp_path, cache
     raw = next(iter(build_loader(shards, backend="pyav", uint8=True, **kw)))
     assert raw["video"].dtype == torch.uint8 and raw["video"].shape == ref["video"].shape
     assert torch.allclose(normalize(raw["video"], "clip"), ref["video"])
+
+
+def test_mirrored_views_swap_left_and_right_in_their_captions(synth_shards):
+    """flip=swap: a mirrored training view's caption says right where it said left; the
+    rest of the view (frames, crop) is the one flip=off gives, mirrored."""
+    from vtk.data.loader import build_loader
+    from vtk.data.samples import mirror_text
+
+    def views(flip):
+        loader = build_loader(synth_shards, backend="pyav", frames=4, size=32, train=True,
+                              batch_size=8, workers=0, captions="fine", seed=7,
+                              normalize="none", flip=flip, uint8=True)
+        out = {}
+        for batch in loader:
+            for k, v, t in zip(batch["key"], batch["video"], batch["text"]):
+                out[k] = (v, t)
+        return out
+
+    plain, swapped = views("off"), views("swap")
+    assert plain.keys() == swapped.keys()
+    mirrored = 0
+    for key, (v_off, t_off) in plain.items():
+        v_swap, t_swap = swapped[key]
+        if torch.equal(v_swap, v_off):
+            assert t_swap == t_off
+        else:
+            mirrored += 1
+            assert torch.equal(v_swap, v_off.flip(-1)) and t_swap == mirror_text(t_off)
+    assert 0 < mirrored < len(plain)
+
+
+def test_mirror_text_swaps_sides_only():
+    from vtk.data.samples import mirror_text
+
+    assert mirror_text("a red circle moves to the left") == "a red circle moves to the right"
+    assert mirror_text("Left, then rightwards; bright light") == "Right, then leftwards; bright light"

@@ -13,6 +13,9 @@ from vtk.errors import VtkError
 @click.option("--mask", type=float, help="share of video tokens dropped in training  [0]")
 @click.option("--captions", type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]),
               help="training text: coarse, fine, both (fused), mixed (random pick each visit)  [fine]")
+@click.option("--flip", type=click.Choice(["swap", "plain", "off"]),
+              help="mirror half the training views; swap also swaps left/right in their "
+                   "captions, plain mirrors pixels only (ViCLIP)  [swap]")
 @click.option("--model", type=click.Choice(["tiny", "b16", "l14"]), help="video tower size  [tiny]")
 @click.option("--text", type=click.Choice(["auto", "tiny", "minilm", "clip"]),
               help="text tower; auto = clip with --init, else the offline MiniLM  [auto]")

@@ -32,7 +32,7 @@ import torch
 import webdataset as wds
 
 from vtk.data.decoders import get_decoder
-from vtk.data.samples import collate, make_item, pick_caption, sample_rng
+from vtk.data.samples import collate, sample_rng
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
@@ -158,9 +158,7 @@ class CachedClips(torch.utils.data.Dataset):
         c, spec = self.clips[i], self.spec
         rng = sample_rng(spec.seed, self.epoch, c["key"])
         idx = frame_indices(c["count"], spec.frames, spec.train, rng)
-        video = spec.crop(self.frames(i, idx), rng)
-        text = pick_caption(c["meta"], c["txt"], spec.captions, rng)
-        return make_item(c["key"], video, text, c["meta"])
+        return spec.view(c["key"], self.frames(i, idx), c["meta"], c["txt"], rng)
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vtk.data.samples import pick_caption, sample_rng
+from vtk.data.samples import mirror_text, pick_caption, sample_rng
 from vtk.data.shardset import index_path
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import NORMS
@@ -99,7 +99,7 @@ class DaliLoader:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
         self._iter = DALIGenericIterator(
-            self.pipe, ["video", "json", "info", "txt"], reader_name="reader", auto_reset=True,
+            self.pipe, ["video", "json", "info", "txt", "mirror"], reader_name="reader", auto_reset=True,
             last_batch_policy=LastBatchPolicy.PARTIAL)
 
     def _build(self, threads: int):
@@ -123,18 +123,20 @@ class DaliLoader:
             info = fn.get_property(mp4, key="source_info")
             video = fn.decoders.video(mp4, device="mixed" if self.gpu else "cpu")
             video = fn.sequence_rearrange(video, new_order=segment_frames(video, spec))
+            # drawn in the graph and handed out, so a mirrored view's caption can follow it
+            mirror = fn.random.coin_flip(
+                probability=0.5 if spec.train and spec.flip != "off" and not self.raw else 0.0)
             if self.raw:
                 return video, fn.pad(js, fill_value=0), fn.pad(
-                    fn.cast(info, dtype=types.UINT8), fill_value=0), fn.pad(txt, fill_value=0)
+                    fn.cast(info, dtype=types.UINT8), fill_value=0), fn.pad(
+                    txt, fill_value=0), mirror
             if spec.train:
                 video = fn.random_resized_crop(video, size=[spec.size, spec.size],
                                                random_area=[0.5, 1.0],
                                                random_aspect_ratio=[3 / 4, 4 / 3],
                                                antialias=True)
-                mirror = fn.random.coin_flip(probability=0.5)
             else:
                 video = fn.resize(video, resize_shorter=spec.size, antialias=True)
-                mirror = 0
             video = fn.crop_mirror_normalize(
                 video, crop=[spec.size, spec.size], crop_pos_x=0.5, crop_pos_y=0.5,
                 mirror=mirror, dtype=types.FLOAT, output_layout="FCHW",
@@ -142,7 +144,7 @@ class DaliLoader:
             # text members vary in length; padding makes them one dense tensor per batch
             return (video, fn.pad(js, fill_value=0), fn.pad(fn.cast(info, dtype=types.UINT8),
                                                               fill_value=0),
-                    fn.pad(txt, fill_value=0))
+                    fn.pad(txt, fill_value=0), mirror)
 
         pipe = pipeline()
         pipe.build()
@@ -162,6 +164,9 @@ class DaliLoader:
         texts = [pick_caption(m, t, self.spec.captions,
                               sample_rng(self.spec.seed, self.epoch, k))
                  for m, t, k in zip(metas, txts, keys)]
+        if self.spec.flip == "swap":
+            mirrored = out["mirror"].cpu().reshape(-1).tolist()
+            texts = [mirror_text(t) if m else t for t, m in zip(texts, mirrored)]
         self.stats.add("samples", len(keys))
         return {"video": out["video"], "text": texts, "key": keys,
                 "label": [m.get("label") for m in metas],

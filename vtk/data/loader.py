@@ -123,13 +123,15 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                  captions: str = "fine", seed: int = 0, normalize: str = "clip",
                  cache=None, rank: int | None = None, world_size: int | None = None,
                  shuffle_buffer: int = 256, drop_last: bool = False, device: str | None = None,
-                 uint8: bool = False):
+                 uint8: bool = False, flip: str = "swap"):
     """A ``VideoLoader`` over ``shards`` (folder, list of tars or brace pattern).
 
     ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
     ``cache``: a folder for the decoded-frame cache (built on first use, then reused by every
     epoch and every run that names it). ``rank``/``world_size`` default to torch.distributed's.
     ``drop_last`` drops a final partial batch in training (never in eval).
+    ``flip``: training views are mirrored half the time; ``swap`` (default) also swaps "left"
+    and "right" in their captions, ``plain`` mirrors pixels only (as ViCLIP), ``off`` never.
     ``uint8=True`` leaves ``video`` as uint8 B x T x 3 x S x S for the consumer to normalise on
     its device (``vtk.data.transforms.normalize(video.to(dev), normalize)``): a quarter of the
     bytes to copy, and the float conversion (about a third of the loader's CPU at 224 px,
@@ -141,7 +143,7 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
         raise VtkError(f"unknown normalisation {normalize!r}; choose one of {', '.join(NORMS)}")
     paths = resolve_shards(shards)
     rank, world_size = split.dist_rank_world(rank, world_size)
-    spec = ClipSpec(frames, size, train, captions, seed, normalize)
+    spec = ClipSpec(frames, size, train, captions, seed, normalize, flip)
     drop_last = drop_last and train
     if cache is not None:
         from vtk.data.cache import cached_loader

@@ -7,6 +7,7 @@ list[str|None], ``texts`` list[list[str]], ``meta`` list[dict] (the sample's jso
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import numpy as np
@@ -15,6 +16,35 @@ import torch
 from vtk.errors import VtkError
 
 CAPTION_MODES = ("coarse", "fine", "both", "mixed", "txt")
+FLIP_MODES = ("swap", "plain", "off")
+
+_MIRROR = {"left": "right", "right": "left", "leftwards": "rightwards",
+           "rightwards": "leftwards", "leftward": "rightward", "rightward": "leftward"}
+_SIDE_WORDS = re.compile(r"\b(" + "|".join(_MIRROR) + r")\b", re.IGNORECASE)
+
+
+def mirror_text(text: str) -> str:
+    """The caption of the horizontally mirrored clip: left and right trade places.
+
+    A flipped clip of "a red circle moves to the left" shows a circle moving right; flipping
+    pixels without the words teaches the model that left and right are the same thing.
+
+    >>> mirror_text("A square in the top left moves Right")
+    'A square in the top right moves Left'
+    """
+    def swap(m: re.Match) -> str:
+        word = _MIRROR[m.group(0).lower()]
+        return word.capitalize() if m.group(0)[0].isupper() else word
+
+    return _SIDE_WORDS.sub(swap, text)
+
+
+def draw_flip(mode: str, rng: np.random.Generator) -> bool:
+    """Whether this view of a training clip is mirrored (``mode`` off: never)."""
+    if mode not in FLIP_MODES:
+        raise VtkError(f"unknown flip mode {mode!r}; choose one of {', '.join(FLIP_MODES)}")
+    u = rng.random()  # drawn in every mode, so the rest of the view is the same across modes
+    return mode != "off" and bool(u < 0.5)
 
 
 def pick_caption(meta: dict, txt: str | None, mode: str, rng: np.random.Generator) -> str:

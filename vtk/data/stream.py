@@ -16,7 +16,7 @@ import webdataset as wds
 
 from vtk.data import split
 from vtk.data.decoders import get_decoder
-from vtk.data.samples import collate, make_item, pick_caption, sample_rng
+from vtk.data.samples import collate, draw_flip, make_item, mirror_text, pick_caption, sample_rng
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import looks_truncated
 from vtk.data.stats import LoaderStats
@@ -34,12 +34,25 @@ class ClipSpec:
     captions: str = "fine"
     seed: int = 0
     normalize: str = "clip"
+    flip: str = "swap"  # swap: mirror and swap left/right in the text | plain | off
 
-    def crop(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    def crop(self, frames: torch.Tensor, rng: np.random.Generator,
+             flip: bool | None = None) -> torch.Tensor:
         """uint8 T x H x W x 3 -> uint8 T x 3 x size x size (normalised later, per batch)."""
         if self.train:
-            return train_crop(frames, self.size, rng)
+            return train_crop(frames, self.size, rng, flip=flip)
         return eval_crop(frames, self.size)
+
+    def view(self, key: str, frames: torch.Tensor, meta: dict, txt: str | None,
+             rng: np.random.Generator) -> dict:
+        """One batch item: the clip's frames cropped (and maybe mirrored) with its caption;
+        with ``flip="swap"`` a mirrored view's caption says right where it said left."""
+        flip = self.train and draw_flip(self.flip, rng)
+        video = self.crop(frames, rng, flip=flip)
+        text = pick_caption(meta, txt, self.captions, rng)
+        if flip and self.flip == "swap":
+            text = mirror_text(text)
+        return make_item(key, video, text, meta)
 
 
 
@@ -116,8 +129,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         rng = sample_rng(self.spec.seed, self.epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
-        video = self.spec.crop(frames, rng)
-        return make_item(key, video, pick_caption(meta, txt, self.spec.captions, rng), meta)
+        return self.spec.view(key, frames, meta, txt, rng)
 
     def _batches(self, items):
         batch = []

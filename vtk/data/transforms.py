@@ -89,11 +89,14 @@ def normalize(x: torch.Tensor, name: str = "clip") -> torch.Tensor:
 
 
 def train_crop(frames: torch.Tensor, size: int, rng: np.random.Generator,
-               scale=(0.5, 1.0)) -> torch.Tensor:
-    """RandomResizedCrop + horizontal flip: uint8 TxHxWx3 -> uint8 Tx3xSxS."""
+               scale=(0.5, 1.0), flip: bool | None = None) -> torch.Tensor:
+    """RandomResizedCrop + horizontal flip: uint8 TxHxWx3 -> uint8 Tx3xSxS. ``flip=None``
+    draws it (p = 0.5); the loader decides it beforehand so the caption can follow."""
     _, h, w, _ = frames.shape
     box = random_resized_box(h, w, rng, scale)
-    return crop_resize(frames, box, size, flip=bool(rng.random() < 0.5))
+    if flip is None:
+        flip = bool(rng.random() < 0.5)
+    return crop_resize(frames, box, size, flip=flip)
 
 
 def eval_crop(frames: torch.Tensor, size: int) -> torch.Tensor:

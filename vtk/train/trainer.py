@@ -44,6 +44,7 @@ class TrainConfig(ModelConfig):
     out: str | None = None  # run directory
     mask: float = 0.0  # share of video tokens dropped in the masked stage
     captions: str = "fine"  # coarse | fine | both | mixed | txt
+    flip: str = "swap"  # swap (mirror + swap left/right in the caption) | plain | off
     steps: int = 300  # optimiser steps of the masked stage
     unmasked_steps: int = 0  # then this many steps with every token
     unmasked_lr_scale: float = 0.1  # ... at this share of the learning rate
@@ -309,7 +310,8 @@ def train(config) -> dict:
     loader = build_loader(cfg.data, backend=cfg.backend, frames=cfg.frames, size=cfg.size,
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
                           captions=cfg.captions, seed=cfg.seed, cache=cfg.cache,
-                          normalize=cfg.normalize, drop_last=True, device=str(d.device))
+                          normalize=cfg.normalize, drop_last=True, device=str(d.device),
+                          flip=cfg.flip)
     batches = Batches(loader, cfg.batch_size, **position)
     first = next(batches)  # decode/cache warm-up happens here, outside the timed loop
     clips_per_step = cfg.batch_size * cfg.accum * d.world
