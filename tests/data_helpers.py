@@ -86,3 +86,16 @@ def decoder_or_skip(name: str):
         return get_decoder(name)
     except VtkError as e:
         pytest.skip(str(e))
+
+
+def write_audio_only_mp4(path) -> None:
+    """A real mp4 with one AAC audio stream and no video (an input every stage must reject)."""
+    with av.open(str(path), "w", format="mp4") as out:
+        s = out.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        for i in range(10):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+            f.sample_rate, f.pts = 16000, i * 1024
+            out.mux(s.encode(f))
+        out.mux(s.encode(None))

