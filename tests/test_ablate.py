@@ -54,3 +54,32 @@ def test_demo_quick_fills_every_cell(tmp_path):
     # a rerun skips every finished arm
     res = CliRunner().invoke(command, ["--out", str(out), "--quick", "--workers", "1"])
     assert res.exit_code == 0 and res.output.count("skipped") == 7
+
+
+def test_interrupted_arm_resumes_and_changed_settings_retrain(synth_shards, tmp_path):
+    """A stopped arm is never evaluated as if finished; new settings are never skipped."""
+    base = dict(data=str(synth_shards), model="tiny", text="tiny", frames=4, size=32,
+                batch_size=8, workers=0, device="cpu", quiet=True, captions="txt")
+    benches = ["synth:k400?n=12&size=32"]
+    eval_opts = {"device": "cpu", "cache": str(tmp_path / "bench")}
+    lines = []
+
+    def go(**kw):
+        arms = ablate.plan("mask", ["0.5"], seeds=1, base=dict(base, **kw))
+        return ablate.run_arms(arms, tmp_path / "out", benches, eval_opts, log=lines.append)
+
+    with pytest.raises(VtkError, match="stopped before its last step"):
+        go(steps=6, stop_after=3)  # a preempted run: checkpoint at step 3, summary incomplete
+    run = tmp_path / "out" / "mask-0.5-s0"
+    assert not ablate.trained(run) and not (run / "eval.json").exists()
+    go(steps=6)
+    assert any("training (resuming)" in line for line in lines)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["complete"] and summary["steps"] == 6 and (run / "eval.json").exists()
+    lines.clear()
+    go(steps=6)
+    assert any("skipped" in line for line in lines)
+    lines.clear()
+    go(steps=8)
+    assert any("other settings: training it again" in line for line in lines)
+    assert json.loads((run / "summary.json").read_text())["steps"] == 8

@@ -313,6 +313,7 @@ def test_mirrored_views_swap_left_and_right_in_their_captions(synth_shards):
             mirrored += 1
             assert torch.equal(v_swap, v_off.flip(-1)) and t_swap == mirror_text(t_off)
     assert 0 < mirrored < len(plain)
+    assert any(swapped[k][1] != plain[k][1] for k in plain)  # some caption did change side
 
 
 def test_mirror_text_swaps_sides_only():

@@ -2,8 +2,10 @@
 
 Each arm x seed is one run directory ``OUT/<ablation>-<arm>-s<seed>/`` holding the trainer's
 files, ``eval.json`` and ``ablation.json`` (which ablation, arm and seed, and a fingerprint of
-the training settings). An arm whose ``eval.json`` exists is finished and skipped on a rerun;
-an arm killed mid-training resumes from its checkpoint. An arm whose training settings equal
+the training settings, defaults included). An arm trained to its last step with the same
+settings and evaluated on every benchmark asked for is skipped on a rerun; an arm killed
+mid-training resumes from its checkpoint; an arm trained with other settings is trained again
+from scratch. An arm whose training settings equal
 a finished run's (e.g. ``captions=fine`` at mask 0 and ``mask=0`` with fine captions) reuses
 that run's checkpoint and results instead of training the same thing twice.
 """
@@ -18,6 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from vtk.errors import VtkError
+from vtk.fileio import read_json, write_json
 
 # Settings that do not change what is trained: left out of the fingerprint.
 _NOT_TRAINING = {"out", "resume", "overwrite", "quiet", "log_every", "checkpoint_every",
@@ -57,29 +62,35 @@ def plan(ablation: str, values: list[str], seeds: int, base: dict, seed0: int = 
 def _ratio_label(v) -> str:
     r = float(v)
     if not 0.0 <= r < 1.0:
-        from vtk.errors import VtkError
-
         raise VtkError(f"--ratios: {v} is not a masking ratio in [0, 1)")
     return f"{r:g}"
 
 
 def fingerprint(train_cfg: dict) -> str:
-    key = {k: v for k, v in sorted(train_cfg.items()) if k not in _NOT_TRAINING}
+    """What is trained, with the trainer's defaults filled in: a default that changes between
+    versions changes the fingerprint too."""
+    from dataclasses import asdict
+
+    from vtk.train.trainer import TrainConfig
+
+    full = asdict(TrainConfig.from_dict(train_cfg))
+    key = {k: v for k, v in sorted(full.items()) if k not in _NOT_TRAINING}
     if key.get("data"):
         key["data"] = str(Path(key["data"]).resolve())
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _finished(run: Path, benches: list[str] | None = None) -> bool:
-    """Trained, and evaluated on every benchmark asked for (all of them when None)."""
-    if not (run / "summary.json").exists() or not (run / "eval.json").exists():
+def trained(run: Path) -> bool:
+    """Training ran to its last step (a run stopped by SIGINT/SIGTERM writes a summary with
+    ``complete: false`` and resumes from its checkpoint instead)."""
+    return bool((read_json(run / "summary.json") or {}).get("complete"))
+
+
+def _finished(run: Path, benches: list[str], fp: str) -> bool:
+    """Trained with these settings to the end, and evaluated on every benchmark asked for."""
+    if (read_json(run / "ablation.json") or {}).get("fingerprint") != fp or not trained(run):
         return False
-    try:
-        done = set(json.loads((run / "eval.json").read_text()).get("benchmarks", {}))
-    except ValueError:  # a write cut short
-        return False
-    if benches is None:
-        return bool(done)
+    done = set((read_json(run / "eval.json") or {}).get("benchmarks", {}))
     from vtk.eval.benchmarks import parse_bench
 
     return {spec.name for spec in parse_bench(benches)} <= done
@@ -88,14 +99,8 @@ def _finished(run: Path, benches: list[str] | None = None) -> bool:
 def _twin(out: Path, fp: str, me: Path, benches: list[str]) -> Path | None:
     """A finished run under ``out`` trained with the same settings."""
     for tag in sorted(out.glob("*/ablation.json")):
-        run = tag.parent
-        if run == me or not _finished(run, benches):
-            continue
-        try:
-            if json.loads(tag.read_text()).get("fingerprint") == fp:
-                return run
-        except ValueError:
-            continue
+        if tag.parent != me and _finished(tag.parent, benches, fp):
+            return tag.parent
     return None
 
 
@@ -122,8 +127,6 @@ def train_isolated(cfg: dict) -> None:
     other's peak. The child checkpoints on SIGINT like ``vtk train``."""
     import multiprocessing
 
-    from vtk.errors import VtkError
-
     child = multiprocessing.get_context("spawn").Process(target=_train_child, args=(cfg,))
     child.start()
     try:
@@ -149,24 +152,31 @@ def run_arms(arms: list[Arm], out: str | Path, benches: list[str], eval_opts: di
         runs.append(run)
         head = f"[{i}/{len(arms)}] {arm.ablation}={arm.arm} seed={arm.seed}"
         fp = fingerprint(arm.train)
-        if _finished(run, benches):
+        if _finished(run, benches, fp):
             log(f"{head}: finished earlier, skipped ({run})")
             continue
+        old = read_json(run / "ablation.json")
+        fresh = old is None or old.get("fingerprint") != fp
+        if old is not None and fresh:
+            log(f"{head}: {run} was trained with other settings: training it again")
+            shutil.rmtree(run)
         run.mkdir(parents=True, exist_ok=True)
         tag = {"ablation": arm.ablation, "arm": arm.arm, "seed": arm.seed, "fingerprint": fp}
         twin = _twin(out, fp, run, benches)
-        if twin is not None:
+        if twin is not None and fresh:
             _copy_run(twin, run)
             tag["reused_from"] = twin.name
-            (run / "ablation.json").write_text(json.dumps(tag, indent=1))
+            write_json(run / "ablation.json", tag)
             log(f"{head}: same training settings as {twin.name}, results reused")
             continue
-        (run / "ablation.json").write_text(json.dumps(tag, indent=1))
+        write_json(run / "ablation.json", tag)
         t0 = time.perf_counter()
-        if not (run / "summary.json").exists():
+        if not trained(run):
             resume = (run / "checkpoint.pt").exists()
             log(f"{head}: training{' (resuming)' if resume else ''} -> {run}")
             train_isolated(dict(arm.train, out=str(run), resume=resume, overwrite=not resume))
+            if not trained(run):
+                raise VtkError(f"{run}: training stopped before its last step; rerun to resume")
         log(f"{head}: evaluating on {', '.join(benches)}")
         evaluate(run, benches, **(eval_opts or {}))
         log(f"{head}: done in {time.perf_counter() - t0:.0f} s")

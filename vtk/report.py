@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vtk.fileio import read_json
+
 # (column key, benchmark base name, metric) in table order.
 CLS_BENCHES = ("k400", "k600", "k700")
 RET_BENCHES = ("msrvtt", "lsmdc", "didemo", "msvd", "anet")
@@ -76,13 +78,16 @@ def collect(dirs: list[str | Path]) -> list[Arm]:
     for d in dirs:
         for tag in sorted(Path(d).rglob("ablation.json")):
             run = tag.parent
-            if not (run / "eval.json").exists():
+            info = read_json(tag)
+            summary = read_json(run / "summary.json") or {}
+            evaluated = read_json(run / "eval.json")
+            # only runs trained to their last step and evaluated (not a run stopped half-way)
+            if not info or not evaluated or summary.get("complete") is False:
                 continue
-            info = json.loads(tag.read_text())
             arm = arms.setdefault((info["ablation"], str(info["arm"])),
                                   Arm(info["ablation"], str(info["arm"])))
             arm.runs.append(run)
-            metrics, synthetic = _bench_metrics(json.loads((run / "eval.json").read_text()))
+            metrics, synthetic = _bench_metrics(evaluated)
             arm.synthetic |= synthetic
             row: dict[str, float] = {}
             for b in CLS_BENCHES:
@@ -93,9 +98,7 @@ def collect(dirs: list[str | Path]) -> list[Arm]:
                     key = f"{direction}_r1"
                     if b in metrics and key in metrics[b]:
                         row[f"{b}_{key}"] = metrics[b][key]
-            summary_path = run / "summary.json"
-            if summary_path.exists():
-                summary = json.loads(summary_path.read_text())
+            if summary:
                 for key in ("train_time_s", "clips_per_s", "peak_mem_bytes"):
                     if summary.get(key) is not None:
                         row[key] = float(summary[key])

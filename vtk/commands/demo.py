@@ -8,7 +8,6 @@ benchmarks -> report tables, JSON/markdown exports and the plot.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,7 +35,8 @@ def bench_specs(n: int | None) -> list[str]:
 
 
 @click.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output folder  [runs/demo, or runs/demo-quick with --quick]")
 @click.option("--quick", is_flag=True, help="A 3-minute smoke run (smaller corpus, fewer steps).")
 @click.option("--seeds", default=None, type=int, help="Seeds per arm (plan default: 1).")
 @click.option("--steps", default=None, type=int, help="Training steps per arm.")
@@ -54,12 +54,14 @@ def command(out, quick, seeds, steps, workers):
     from vtk import report
     from vtk.ablate import plan, run_arms
     from vtk.commands.shard import command as shard_command
+    from vtk.errors import VtkError
+    from vtk.fileio import read_json, write_json
 
     console = Console()
     cfg = dict(PLANS["quick" if quick else "full"])
     cfg["seeds"] = seeds or cfg["seeds"]
     cfg["steps"] = steps or cfg["steps"]
-    out = Path(out)
+    out = Path(out or ("runs/demo-quick" if quick else "runs/demo"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     say = lambda line: console.print(f"[cyan]demo[/] {line}", highlight=False)  # noqa: E731
@@ -67,7 +69,11 @@ def command(out, quick, seeds, steps, workers):
     # 1. the training corpus, captioned at both scales (one shard set serves every arm)
     shards = out / "shards" / "train"
     spec = f"synth:train?n={cfg['n']}&size={cfg['shard_size']}&seed=0"
-    if not (shards / "index.json").exists():
+    built = (read_json(shards / "index.json") or {}).get("sources")
+    if built is not None and built != [spec]:
+        raise VtkError(f"{shards}: built from {built[0]}, not {spec} (another demo plan); "
+                       f"use another --out")
+    if built is None:
         say(f"sharding {spec} with coarse + fine captions -> {shards}")
         shard_command.main([spec, "--out", str(shards), "--captions", "both", "--clips",
                             "whole", "--workers", str(workers), "--resume"],
@@ -93,6 +99,5 @@ def command(out, quick, seeds, steps, workers):
     (out / "report.json").write_text(report.render_text(arms_found, "json") + "\n")
     plot = report.plot(arms_found, out / "ablations.png")
     wall = time.perf_counter() - t0
-    (out / "demo.json").write_text(json.dumps({"plan": cfg, "wall_s": round(wall, 1),
-                                               "quick": quick}, indent=1))
+    write_json(out / "demo.json", {"plan": cfg, "wall_s": round(wall, 1), "quick": quick})
     say(f"done in {wall / 60:.1f} min: {out / 'report.md'}, {out / 'report.json'}, {plot}")

@@ -21,6 +21,7 @@ from vtk import __version__
 from vtk.errors import VtkError
 from vtk.eval import zeroshot
 from vtk.eval.benchmarks import BenchSpec, Prepared, check, parse_bench, prepare
+from vtk.fileio import write_json
 
 UNITS = {"top1 top5 avg r1 r5 r10": "fraction of queries (0-1)",
          "mdr mnr": "rank, 1-based; ties counted against the ground truth"}
@@ -205,5 +206,5 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
                 out["benchmarks"] = {**old.get("benchmarks", {}), **results}
             except ValueError:
                 pass
-        path.write_text(json.dumps(out, indent=1))
+        write_json(path, out)
     return out

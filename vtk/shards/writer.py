@@ -29,6 +29,7 @@ import tarfile
 from collections import Counter
 
 from vtk.errors import VtkError
+from vtk.fileio import write_json
 from vtk.shards.schema import clean_text, encode_json
 from vtk.shards.wds_index import write_index
 
@@ -118,7 +119,7 @@ class ShardWriter:
         elif self.pending_sources or self.pending_failures:
             self._flush_trailing()
         index = self.card(card or {})
-        _write_json(os.path.join(self.out, "index.json"), index, indent=2)
+        write_json(os.path.join(self.out, "index.json"), index, indent=2)
         return index
 
     def _finish_shard(self) -> None:
@@ -136,7 +137,7 @@ class ShardWriter:
             "failures": self.pending_failures,
             "settings": self.settings,
         }
-        _write_json(self.stats_path(self.index), stats)
+        write_json(self.stats_path(self.index), stats, indent=None)
         os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
         self.shards[self.index] = stats
         self.index += 1
@@ -150,12 +151,12 @@ class ShardWriter:
             stats = self.shards[last]
             stats["sources_completed"] += self.pending_sources
             stats["failures"] += self.pending_failures
-            _write_json(self.stats_path(last), stats)
+            write_json(self.stats_path(last), stats, indent=None)
         else:
             stats = {"shard": None, "num_samples": 0, "bytes": 0, "keys": [],
                      "sources_completed": self.pending_sources,
                      "failures": self.pending_failures, "settings": self.settings}
-            _write_json(self.stats_path(self.index), stats)
+            write_json(self.stats_path(self.index), stats, indent=None)
         self.pending_sources, self.pending_failures = [], []
 
     # --- the card ------------------------------------------------------------------------
@@ -244,10 +245,3 @@ class ShardWriter:
                  if not isinstance(v, dict) and stored.get(k) != v]
         raise VtkError(f"{self.out} was built with other settings ({'; '.join(diff[:3])}): "
                        f"resume with the same options, or choose another --out")
-
-
-def _write_json(path: str, data: dict, indent: int | None = None) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=indent)
-    os.replace(tmp, path)

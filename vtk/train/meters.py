@@ -39,11 +39,27 @@ def reset_peak_memory(device: torch.device):
         pass
 
 
+def _vm_hwm() -> int | None:
+    """Linux's RSS high-water mark (VmHWM) in bytes: reset by clear_refs, and not inherited
+    across exec, unlike ru_maxrss (a spawned child starts at its parent's ru_maxrss)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_memory_bytes(device: torch.device) -> int:
-    """GPU: torch.cuda.max_memory_allocated. CPU: peak RSS of this process (loader workers,
-    being separate processes, are not included)."""
+    """GPU: torch.cuda.max_memory_allocated. CPU: peak RSS of this process since the last
+    ``reset_peak_memory`` (loader workers, being separate processes, are not included)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    hwm = _vm_hwm()
+    if hwm is not None:
+        return hwm
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from vtk.errors import VtkError
+from vtk.fileio import write_json, write_text_atomic
 from vtk.model import build_model
 from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
@@ -196,16 +197,21 @@ class RunDir:
 
     def write_json(self, name: str, obj: dict):
         if self.main:
-            tmp = self.path / f".{name}.tmp"
-            tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-            tmp.replace(self.path / name)
+            write_json(self.path / name, obj, indent=2)
 
     def truncate_metrics(self, step: int):
-        """Drop lines logged after the checkpoint a run resumes from."""
+        """Drop lines logged after the checkpoint a run resumes from (and a last line a kill
+        cut short)."""
         f = self.path / "metrics.jsonl"
         if self.main and f.exists():
-            keep = [ln for ln in f.read_text().splitlines() if json.loads(ln)["step"] <= step]
-            f.write_text("".join(ln + "\n" for ln in keep))
+            keep = []
+            for ln in f.read_text().splitlines():
+                try:
+                    if json.loads(ln)["step"] <= step:
+                        keep.append(ln)
+                except (ValueError, KeyError, TypeError):
+                    continue
+            write_text_atomic(f, "".join(ln + "\n" for ln in keep))
 
     def log(self, row: dict):
         if self.main:
