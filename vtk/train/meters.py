@@ -27,8 +27,8 @@ def device_name(device: torch.device) -> str:
 
 def reset_peak_memory(device: torch.device):
     """Start a new peak: CUDA's counter, or on Linux the process's RSS high-water mark (so runs
-    one after another in one process, as the ablation runner does, each get their own peak;
-    what is still resident counts)."""
+    one after another in one process each get their own peak; what is still resident
+    counts)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
