@@ -158,7 +158,8 @@ class DaliLoader:
             self.epoch += 1
 
     def _batch(self, out: dict) -> dict:
-        metas = [json.loads(as_text(row)) for row in out["json"].cpu()]
+        # a sample without a json member reads as empty (missing_component_behavior)
+        metas = [json.loads(as_text(row) or "{}") for row in out["json"].cpu()]
         keys = [key_of(as_text(row)) for row in out["info"].cpu()]
         txts = [as_text(row) or None for row in out["txt"].cpu()]
         texts = [pick_caption(m, t, self.spec.captions,

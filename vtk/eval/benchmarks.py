@@ -154,10 +154,13 @@ def prepare(spec: BenchSpec, size: int | None = None, fps: float = 8.0, codec: s
         info = {"benchmark": card, "spec": spec.__dict__, "settings": settings,
                 "num_videos": len(items) - len(failed)}
         (tmp / "bench.json").write_text(json.dumps(info, indent=1))
-        if out.exists():  # a concurrent build finished first: keep it
-            shutil.rmtree(tmp)
-        else:
+        try:
             tmp.rename(out)
+        except OSError:  # a concurrent build finished first: keep it if it is complete
+            shutil.rmtree(tmp)
+            if not info_path.exists():
+                raise VtkError(f"{out}: an incomplete benchmark cache is in the way; "
+                               f"delete it and run again") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -28,9 +28,9 @@ UNITS = {"top1 top5 avg r1 r5 r10": "fraction of queries (0-1)",
 
 
 def pick_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from vtk.train.dist import pick_device as _pick
+
+    return _pick(device or "auto")
 
 
 @torch.no_grad()
