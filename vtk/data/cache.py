@@ -32,7 +32,7 @@ import torch
 import webdataset as wds
 
 from vtk.data.decoders import get_decoder
-from vtk.data.samples import collate, sample_rng
+from vtk.data.samples import collate, read_members, sample_rng
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
@@ -68,13 +68,12 @@ def _cache_shard(job) -> dict:
         try:
             if "mp4" not in sample:
                 raise ValueError("no mp4 member")
-            meta = json.loads(sample["json"]) if "json" in sample else {}
+            meta, txt = read_members(sample)
             frames, n = decoder.decode(sample["mp4"], None)
+            arrays.append(square_frames(frames, size))
         except Exception as e:  # a corrupt sample is left out of the cache and reported
             skipped.append({"key": key, "shard": tar, "reason": f"{type(e).__name__}: {e}"})
             continue
-        arrays.append(square_frames(frames, size))
-        txt = sample["txt"].decode("utf-8") if "txt" in sample else None
         clips.append({"key": key, "shard": shard_no, "offset": offset, "count": int(len(arrays[-1])),
                       "meta": meta, "txt": txt})
         offset += len(arrays[-1])

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from vtk.data.samples import mirror_text, pick_caption, sample_rng
-from vtk.data.shardset import index_path
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import NORMS
 from vtk.errors import VtkError, require
+from vtk.shards.wds_index import index_path
 
 CPU_CODECS = ("vp8", "vp9", "mjpeg")
 

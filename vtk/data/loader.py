@@ -26,11 +26,12 @@ import torch
 from vtk.data import split
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
 from vtk.data.samples import CAPTION_MODES
-from vtk.data.shardset import index_path, resolve_shards
+from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.stream import ClipSpec, ShardStream, warm_up
 from vtk.data.transforms import NORMS, normalize
 from vtk.errors import VtkError
+from vtk.shards.wds_index import index_path
 
 
 def dali_installed() -> bool:

@@ -7,6 +7,7 @@ list[str|None], ``texts`` list[list[str]], ``meta`` list[dict] (the sample's jso
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 
@@ -72,6 +73,13 @@ def pick_caption(meta: dict, txt: str | None, mode: str, rng: np.random.Generato
         return caps[mode]
     raise VtkError(f"sample {meta.get('source', '?')} has no {mode!r} caption (has "
                    f"{', '.join(sorted(caps)) or 'none'}); rebuild the shards with --captions both")
+
+
+def read_members(sample: dict) -> tuple[dict, str | None]:
+    """A raw tar sample's ``json`` (as a dict, {} when absent) and ``txt`` (None when absent)."""
+    meta = json.loads(sample["json"]) if "json" in sample else {}
+    txt = sample["txt"].decode("utf-8") if "txt" in sample else None
+    return meta, txt
 
 
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:

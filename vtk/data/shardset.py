@@ -52,9 +52,6 @@ def looks_truncated(tar: str) -> bool:
         return f.read(1024).count(0) != 1024
 
 
-def index_path(tar: str) -> str:
-    """The DALI (wds2idx format) index beside a tar: ``NAME.tar`` -> ``NAME.idx``."""
-    return str(Path(tar).with_suffix(".idx"))
 
 
 def dataset_card(shards) -> dict:

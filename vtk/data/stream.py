@@ -7,7 +7,6 @@ share and hands over finished batches.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +15,15 @@ import webdataset as wds
 
 from vtk.data import split
 from vtk.data.decoders import get_decoder
-from vtk.data.samples import collate, draw_flip, make_item, mirror_text, pick_caption, sample_rng
+from vtk.data.samples import (
+    collate,
+    draw_flip,
+    make_item,
+    mirror_text,
+    pick_caption,
+    read_members,
+    sample_rng,
+)
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import looks_truncated
 from vtk.data.stats import LoaderStats
@@ -124,8 +131,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         if self._decoder is None:  # one per worker process, created there
             self._decoder = get_decoder(self.backend)
         key = sample["__key__"]
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-        txt = sample["txt"].decode("utf-8") if "txt" in sample else None
+        meta, txt = read_members(sample)
         rng = sample_rng(self.spec.seed, self.epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vtk.shards.schema import check_sample
-from vtk.shards.wds_index import index_entries, read_index, split_name
+from vtk.shards.wds_index import index_entries, index_path, read_index, split_name
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _check_video(key: str, mp4: bytes, info: dict) -> list[str]:
 
 
 def _check_idx(tar_path: str) -> list[str]:
-    idx = os.path.splitext(tar_path)[0] + ".idx"
+    idx = index_path(tar_path)
     name = os.path.basename(idx)
     if not os.path.exists(idx):
         return [f"{name}: missing (DALI needs it)"]

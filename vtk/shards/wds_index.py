@@ -54,9 +54,14 @@ def format_index(samples) -> str:
     return "\n".join(lines) + "\n"
 
 
+def index_path(tar: str) -> str:
+    """The DALI (wds2idx format) index beside a tar: ``NAME.tar`` -> ``NAME.idx``."""
+    return os.path.splitext(str(tar))[0] + ".idx"
+
+
 def write_index(tar_path: str, idx_path: str | None = None) -> str:
     """Write ``idx_path`` (default: the tar's path with ``.idx``) atomically; returns its path."""
-    idx_path = idx_path or os.path.splitext(tar_path)[0] + ".idx"
+    idx_path = idx_path or index_path(tar_path)
     samples = index_entries(tar_path)
     if not samples:
         raise ValueError(f"{tar_path}: no samples to index")

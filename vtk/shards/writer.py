@@ -31,7 +31,7 @@ from collections import Counter
 from vtk.errors import VtkError
 from vtk.fileio import write_json
 from vtk.shards.schema import clean_text, encode_json
-from vtk.shards.wds_index import write_index
+from vtk.shards.wds_index import index_path, write_index
 
 
 class ShardWriter:
@@ -185,7 +185,7 @@ class ShardWriter:
             "num_bytes": sum(s["bytes"] for s in shards),
             "num_shards": len(shards),
             "shards": [{"file": s["shard"], "num_samples": s["num_samples"], "bytes": s["bytes"],
-                        "index": os.path.splitext(s["shard"])[0] + ".idx"}
+                        "index": index_path(s["shard"])}
                        for s in shards],
             "num_sources_completed": len({x for s in shards for x in s["sources_completed"]}),
             "failures": {"total": len(failures), "by_reason": dict(sorted(by_kind.items()))},
