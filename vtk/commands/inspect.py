@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-
 import click
 
 from vtk.errors import VtkError
@@ -28,6 +25,7 @@ def command(folder, samples, no_decode, as_json):
     Example:  vtk inspect shards/synth
     """
     from vtk.shards.validate import check_card, check_shard, load_card
+    from vtk.shards.writer import shard_tars
 
     try:
         card = load_card(folder)
@@ -35,7 +33,7 @@ def command(folder, samples, no_decode, as_json):
         raise VtkError(f"{folder}: no index.json (not a shard set, or its build never "
                        f"finished: rerun vtk shard with --resume)") from None
     name = card.get("name", "shard")
-    tars = sorted(glob.glob(os.path.join(folder, f"{name}-[0-9]*.tar")))
+    tars = shard_tars(folder, name)
     reports = []
     for tar in tars:
         left = max(0, samples - sum(len(r.previews) for r in reports))

@@ -56,8 +56,10 @@ class ModelConfig:
     grad_checkpointing: bool = False
 
     @classmethod
-    def from_dict(cls, d) -> ModelConfig:
-        if isinstance(d, ModelConfig):
+    def from_dict(cls, d):
+        """An instance of ``cls`` (also a subclass such as TrainConfig) from a dict or
+        namespace, ignoring keys it does not have."""
+        if isinstance(d, cls):
             return d
         if not isinstance(d, dict):
             d = vars(d)

@@ -34,6 +34,11 @@ from vtk.shards.schema import clean_text, encode_json
 from vtk.shards.wds_index import index_path, write_index
 
 
+def shard_tars(out: str, name: str = "shard") -> list[str]:
+    """The complete tars of a shard set, in order (temp files never match)."""
+    return sorted(glob.glob(os.path.join(out, f"{name}-[0-9]*.tar")))
+
+
 class ShardWriter:
     """Writes samples in the order given. One writer per shard set (it is not process-safe)."""
 
@@ -197,7 +202,7 @@ class ShardWriter:
     def _load(self, resume: bool) -> None:
         pattern = os.path.join(self.out, "stats", f"{self.name}-[0-9]*.json")
         stats_files = sorted(glob.glob(pattern))
-        tars = sorted(glob.glob(os.path.join(self.out, f"{self.name}-[0-9]*.tar")))
+        tars = shard_tars(self.out, self.name)
         if not resume:
             if stats_files or tars:
                 raise VtkError(f"{self.out} already holds shard set '{self.name}': pass --resume "

@@ -70,14 +70,6 @@ class TrainConfig(ModelConfig):
     stop_after: int | None = None  # stop (checkpointed, resumable) at this step: preemption
     quiet: bool = False
 
-    @classmethod
-    def from_dict(cls, d) -> TrainConfig:
-        if isinstance(d, TrainConfig):
-            return d
-        if not isinstance(d, dict):
-            d = vars(d)
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
     @property
     def total_steps(self) -> int:
         return self.steps + self.unmasked_steps
