@@ -321,3 +321,41 @@ def test_mirror_text_swaps_sides_only():
 
     assert mirror_text("a red circle moves to the left") == "a red circle moves to the right"
     assert mirror_text("Left, then rightwards; bright light") == "Right, then leftwards; bright light"
+
+
+def videos_by_key(batches):
+    return {k: v.clone() for b in batches for k, v in zip(b["key"], b["video"])}
+
+
+def test_persistent_workers_see_each_new_epoch(shards):
+    """Workers live across passes; each pass's crops and frames must still be that epoch's,
+    the ones an in-process loader draws for the same (seed, epoch, key)."""
+    kw = dict(backend="pyav", frames=4, size=16, train=True, batch_size=3, seed=5)
+    inproc = build_loader(shards, workers=0, **kw)
+    workers = build_loader(shards, workers=2, **kw)
+    for _ in range(3):
+        ref, got = videos_by_key(inproc), videos_by_key(workers)
+        assert sorted(got) == ALL_KEYS
+        assert all(torch.equal(got[k], ref[k]) for k in ALL_KEYS)
+
+
+def test_batches_a_consumer_keeps_are_never_overwritten(shards):
+    """More kept batches than shared slots: later batches must not reuse a kept one."""
+    kw = dict(backend="pyav", frames=4, size=16, train=False)
+    ref = videos_by_key(build_loader(shards, workers=0, batch_size=10, **kw))
+    loader = build_loader(shards, workers=2, batch_size=1, **kw)
+    kept = list(loader) + list(loader)  # 20 batches, 8 slots
+    assert len(kept) == 20
+    for b in kept:
+        assert torch.equal(b["video"][0], ref[b["key"][0]])
+
+
+def test_an_abandoned_pass_leaves_the_next_one_whole(shards):
+    kw = dict(backend="pyav", frames=4, size=16, train=False, batch_size=2)
+    ref = videos_by_key(build_loader(shards, workers=0, **kw))
+    loader = build_loader(shards, workers=2, **kw)
+    first = next(iter(loader))
+    assert len(first["key"]) == 2
+    got = list(loader)
+    assert sorted(keys_of(got)) == ALL_KEYS
+    assert all(torch.equal(v, ref[k]) for k, v in videos_by_key(got).items())

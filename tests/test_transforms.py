@@ -9,6 +9,7 @@ from vtk.data.transforms import (
     center_box,
     crop_resize,
     eval_transform,
+    normalize,
     random_resized_box,
     train_transform,
 )
@@ -75,3 +76,22 @@ def test_train_transform_is_reproducible():
     a = train_transform(f, 16, np.random.default_rng(3))
     b = train_transform(f, 16, np.random.default_rng(3))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("norm", sorted(NORMS))
+@pytest.mark.parametrize("box, flip", [((0, 8, 48, 48), False), ((5, 3, 30, 41), True),
+                                       ((0, 0, 48, 64), False)])
+def test_crop_normalised_in_one_pass_equals_crop_then_normalise(norm, box, flip):
+    g = torch.Generator().manual_seed(0)
+    f = torch.randint(0, 256, (3, 48, 64, 3), dtype=torch.uint8, generator=g)
+    fused = crop_resize(f, box, 20, flip=flip, norm=norm)
+    assert fused.dtype == torch.float32 and fused.is_contiguous()
+    assert torch.allclose(fused, normalize(crop_resize(f, box, 20, flip=flip), norm), atol=1e-5)
+
+
+def test_flip_mirrors_the_crop_and_out_is_written_in_place():
+    f = frames()
+    out = torch.empty((4, 3, 24, 24), dtype=torch.uint8)
+    plain = crop_resize(f, (0, 8, 48, 48), 24)
+    got = crop_resize(f, (0, 8, 48, 48), 24, flip=True, out=out)
+    assert got is out and torch.equal(out, plain.flip(-1))

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from vtk.data import split
+from vtk.data.batches import BufferPool, SlotRing
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
 from vtk.data.samples import CAPTION_MODES
 from vtk.data.shardset import resolve_shards
@@ -57,8 +58,17 @@ def pick_backend(backend: str = "auto", device: str | None = None, shards=()) ->
     return available_decoders()[0]
 
 
+PREFETCH = 2  # batches each worker may have ready ahead of the consumer (torch's default)
+
+
 def as_is(batch):
     return batch
+
+
+def _worker_init(_):
+    import cv2
+
+    cv2.setNumThreads(1)  # one loader worker per core: OpenCV's own pool would only contend
 
 
 @contextlib.contextmanager
@@ -78,40 +88,71 @@ def one_thread(active: bool):
 
 
 class VideoLoader:
-    """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share."""
+    """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share.
+
+    Streaming (a ``ShardStream``): the workers are started once and kept for every pass
+    (``persistent_workers``; the epoch reaches them through shared memory), and write batches
+    into a ring of shared slots that is handed to the consumer without a copy
+    (``vtk.data.batches``). One pass at a time per loader. Frame cache (map-style dataset):
+    batches are collated in uint8 and normalised here into reused buffers.
+    """
 
     def __init__(self, dataset, workers: int, stats: LoaderStats, backend: str,
-                 norm: str = "clip", collate_fn=None, sampler=None, batch_size=None, drop_last=False):
+                 norm: str | None = "clip", collate_fn=None, sampler=None, batch_size=None,
+                 drop_last=False):
         self.dataset, self.workers, self.stats, self.backend = dataset, workers, stats, backend
         self._collate, self._sampler, self._batch_size = collate_fn, sampler, batch_size
         self.drop_last = drop_last
-        self.norm = norm
+        self.norm = norm  # normalised here (frame cache); None: batches arrive final
         self.epoch = 0
+        self.ring: SlotRing | None = None
+        self._pool = BufferPool()  # a fresh float batch costs ~1 ms per 224 px clip in page faults
+        self._dl = None
+
+    def _dataloader(self) -> torch.utils.data.DataLoader:
+        if self._dl is None:
+            streaming = isinstance(self.dataset, ShardStream)
+            if streaming:  # made before the workers start, so they share it
+                d = self.dataset
+                self.ring = d.ring = SlotRing(self.workers, PREFETCH + 2, d.batch_size,
+                                              d.spec.clip_shape, d.dtype)
+            self._dl = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self._batch_size, sampler=self._sampler,
+                # batch_size=None: ``collate_fn`` is the per-batch convert step; the default
+                # walks every json dict of every batch (15% of the CPU at 64 px), ours passes it on
+                collate_fn=self._collate or as_is, num_workers=self.workers,
+                prefetch_factor=PREFETCH if self.workers else None,
+                persistent_workers=streaming and self.workers > 0,
+                drop_last=self.drop_last if self._sampler is not None else False,
+                worker_init_fn=_worker_init if self.workers else None,
+            )
+        return self._dl
 
     def __iter__(self):
-        self.dataset.epoch = self.epoch  # copied into the workers when they start
+        self.dataset.epoch = self.epoch  # streaming: shared with the workers; cache: copied at fork
         if self._sampler is not None:
             self._sampler.epoch = self.epoch
         self.epoch += 1
-        dl = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self._batch_size, sampler=self._sampler,
-            # batch_size=None: ``collate_fn`` is the per-batch convert step; the default walks
-            # every json dict of every batch (15% of the CPU at 64 px), ours passes it on
-            collate_fn=self._collate or as_is, num_workers=self.workers,
-            prefetch_factor=4 if self.workers else None,
-            drop_last=self.drop_last if self._sampler is not None else False,
-        )
-        it = iter(dl)
+        it = iter(self._dataloader())
         while True:
             with one_thread(self.workers == 0):
                 batch = next(it, None)
             if batch is None:
                 return
-            if self.norm is not None:
-                with one_thread(True):  # many small per-clip ops: threads only add contention
-                    batch["video"] = normalize(batch["video"], self.norm)
+            batch["video"] = self._output(batch)
             self.stats.add("samples", len(batch["key"]))
             yield batch
+
+    def _output(self, batch: dict) -> torch.Tensor:
+        """The batch's video as the consumer gets it."""
+        slot = batch.pop("slot", None)
+        if slot is not None:
+            return self.ring.hand_out(slot, len(batch["key"]))
+        video = batch["video"]
+        if self.norm is None:
+            return video
+        with one_thread(True):  # many small per-frame ops: threads only add contention
+            return normalize(video, self.norm, out=self._pool.take(video.shape, torch.float32))
 
     def __len__(self):  # known only for the frame cache
         if self._sampler is None:
@@ -162,5 +203,5 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     warm_up(paths[0], backend, spec)
     stats = LoaderStats()
     stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
-                         shuffle_buffer, drop_last)
-    return VideoLoader(stream, workers, stats, backend, None if uint8 else normalize)
+                         shuffle_buffer, drop_last, uint8=uint8)
+    return VideoLoader(stream, workers, stats, backend, norm=None)  # workers write final batches

@@ -95,25 +95,12 @@ def make_item(key: str, video: torch.Tensor, text: str, meta: dict) -> dict:
             "texts": list(texts), "meta": meta}
 
 
-def stack_contiguous(videos: list[torch.Tensor]) -> torch.Tensor:
-    """Stack into one contiguous tensor with a single copy. The crops are channels-last, and
-    a strided batch would make the main process's float conversion 3x slower; torch.stack
-    followed by .contiguous() would copy twice."""
-    out = torch.empty((len(videos), *videos[0].shape), dtype=videos[0].dtype)
-    for o, v in zip(out, videos):
-        o.copy_(v)
-    return out
+def item_fields(items: list[dict]) -> dict:
+    """Every field of a batch but ``video``, as lists in item order."""
+    return {k: [it[k] for it in items] for k in ("text", "key", "label", "texts", "meta")}
 
 
 def collate(items: list[dict]) -> dict:
-    """List of items (``video`` uint8 T x 3 x S x S) -> batch dict with ``video`` uint8
-    B x T x 3 x S x S. Batches cross from the workers in uint8 (a quarter of the bytes of
-    float32); ``VideoLoader`` normalises them in the main process."""
-    return {
-        "video": stack_contiguous([it["video"] for it in items]),
-        "text": [it["text"] for it in items],
-        "key": [it["key"] for it in items],
-        "label": [it["label"] for it in items],
-        "texts": [it["texts"] for it in items],
-        "meta": [it["meta"] for it in items],
-    }
+    """List of items (``video`` T x 3 x S x S) -> batch dict with ``video`` B x T x 3 x S x S.
+    (The streaming loader writes clips into their batch in place, ``vtk.data.batches``.)"""
+    return {"video": torch.stack([it["video"] for it in items]), **item_fields(items)}

@@ -1,8 +1,8 @@
 """The streaming path: tars -> samples -> decoded, transformed clips -> batches, in workers.
 
 Read top to bottom in ``ShardStream.__iter__``: shard list, split by rank and worker, tar to
-samples, shuffle (train), decode, batch. Each DataLoader worker runs the whole pipeline on its
-share and hands over finished batches.
+samples, shuffle (train), decode each clip into its place in a batch. Each DataLoader worker
+runs the whole pipeline on its share and hands over finished batches (``vtk.data.batches``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 import webdataset as wds
 
 from vtk.data import split
+from vtk.data.batches import BatchWriter
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import (
-    collate,
     draw_flip,
     make_item,
     mirror_text,
@@ -43,19 +43,26 @@ class ClipSpec:
     normalize: str = "clip"
     flip: str = "swap"  # swap: mirror and swap left/right in the text | plain | off
 
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        return (self.frames, 3, self.size, self.size)
+
     def crop(self, frames: torch.Tensor, rng: np.random.Generator,
-             flip: bool | None = None) -> torch.Tensor:
-        """uint8 T x H x W x 3 -> uint8 T x 3 x size x size (normalised later, per batch)."""
+             flip: bool | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 T x H x W x 3 -> T x 3 x size x size, written into ``out`` when given: uint8,
+        or normalised (``self.normalize``) when ``out`` is float."""
+        norm = self.normalize if out is not None and out.is_floating_point() else None
         if self.train:
-            return train_crop(frames, self.size, rng, flip=flip)
-        return eval_crop(frames, self.size)
+            return train_crop(frames, self.size, rng, flip=flip, out=out, norm=norm)
+        return eval_crop(frames, self.size, out=out, norm=norm)
 
     def view(self, key: str, frames: torch.Tensor, meta: dict, txt: str | None,
-             rng: np.random.Generator) -> dict:
+             rng: np.random.Generator, out: torch.Tensor | None = None) -> dict:
         """One batch item: the clip's frames cropped (and maybe mirrored) with its caption;
-        with ``flip="swap"`` a mirrored view's caption says right where it said left."""
+        with ``flip="swap"`` a mirrored view's caption says right where it said left.
+        ``out``: where the cropped clip goes (its slot in the batch)."""
         flip = self.train and draw_flip(self.flip, rng)
-        video = self.crop(frames, rng, flip=flip)
+        video = self.crop(frames, rng, flip=flip, out=out)
         text = pick_caption(meta, txt, self.captions, rng)
         if flip and self.flip == "swap":
             text = mirror_text(text)
@@ -64,23 +71,41 @@ class ClipSpec:
 
 
 class ShardStream(torch.utils.data.IterableDataset):
-    """Batches from tar shards. ``epoch`` is set by the loader before each pass."""
+    """Batches from tar shards: ``video`` float32 normalised, or uint8 with ``uint8=True``.
+
+    The loader sets ``epoch`` before each pass (kept in shared memory, so persistent workers
+    see it) and ``ring``, the shared batch slots the workers write into (``vtk.data.batches``).
+    """
 
     def __init__(self, shards: list[str], spec: ClipSpec, backend: str, batch_size: int,
                  stats: LoaderStats, rank: int, world_size: int, shuffle_buffer: int = 256,
-                 drop_last: bool = False):
+                 drop_last: bool = False, uint8: bool = False):
         self.shards, self.spec, self.backend = shards, spec, backend
         self.batch_size, self.drop_last = batch_size, drop_last
         self.stats, self.rank, self.world_size = stats, rank, world_size
         self.shuffle_buffer = shuffle_buffer
-        self.epoch = 0
+        self.dtype = torch.uint8 if uint8 else torch.float32
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.ring = None
         self._decoder = None
+        self._pass_epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch[0] = value
 
     def __iter__(self):
+        if self.ring is not None:
+            self.ring.start_pass()
+        self._pass_epoch = epoch = self.epoch  # this pass's, whatever the loader sets next
         my_slot, slots = split.slot(self.rank, self.world_size)
         shards = list(self.shards)
         if self.spec.train:  # the same permutation in every slot, so the split stays exact
-            np.random.default_rng([self.spec.seed, self.epoch]).shuffle(shards)
+            np.random.default_rng([self.spec.seed, epoch]).shuffle(shards)
         mine, by_sample = split.assign(shards, my_slot, slots)
         stages = [
             wds.SimpleShardList(mine),
@@ -91,11 +116,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             stages.append(wds.pipelinefilter(split.every_nth)(my_slot, slots))
         if self.spec.train:
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(64, self.shuffle_buffer),
-                                      seed=self.spec.seed * 100003 + self.epoch * 101 + my_slot))
-        stages += [
-            wds.pipelinefilter(self._decode_all)(),
-            wds.pipelinefilter(self._batches)(),
-        ]
+                                      seed=self.spec.seed * 100003 + epoch * 101 + my_slot))
+        stages.append(wds.pipelinefilter(self._decode_batches)())
         return iter(wds.DataPipeline(*stages))
 
     # -- stages ------------------------------------------------------------------------------
@@ -110,7 +132,9 @@ class ShardStream(torch.utils.data.IterableDataset):
                 self.stats.skip("tar_errors", url["url"], "truncated tar; reading what is there")
             yield url
 
-    def _decode_all(self, samples):
+    def _decode_batches(self, samples):
+        """Decode each sample straight into its place in the batch being filled."""
+        writer = BatchWriter(self.batch_size, self.spec.clip_shape, self.dtype, self.ring)
         for sample in samples:
             key = sample.get("__key__", "?")
             where = f"{key} in {sample.get('__url__', '?')}"
@@ -118,34 +142,29 @@ class ShardStream(torch.utils.data.IterableDataset):
                 self.stats.skip("missing", where, "no mp4 member")
                 continue
             try:
-                item = self.decode(sample)
+                item = self.decode(sample, out=writer.clip_out())
             except VtkError:
                 raise
             except Exception as e:  # corrupt mp4 or json: skip it, training goes on
                 self.stats.skip("corrupt", where, f"{type(e).__name__}: {e}")
                 continue
-            yield item
+            batch = writer.add(item)
+            if batch is not None:
+                yield batch
+        last = writer.flush()
+        if last is not None and not self.drop_last:
+            yield last
 
-    def decode(self, sample: dict) -> dict:
-        """One raw tar sample -> one batch item."""
+    def decode(self, sample: dict, out: torch.Tensor | None = None) -> dict:
+        """One raw tar sample -> one batch item (its clip written into ``out`` when given)."""
         if self._decoder is None:  # one per worker process, created there
             self._decoder = get_decoder(self.backend)
         key = sample["__key__"]
         meta, txt = read_members(sample)
-        rng = sample_rng(self.spec.seed, self.epoch, key)
+        rng = sample_rng(self.spec.seed, self._pass_epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
-        return self.spec.view(key, frames, meta, txt, rng)
-
-    def _batches(self, items):
-        batch = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == self.batch_size:
-                yield collate(batch)
-                batch = []
-        if batch and not self.drop_last:
-            yield collate(batch)
+        return self.spec.view(key, frames, meta, txt, rng, out=out)
 
 
 def warm_up(tar: str, backend: str, spec: ClipSpec) -> None:
@@ -159,6 +178,7 @@ def warm_up(tar: str, backend: str, spec: ClipSpec) -> None:
             member = next(m for m in tf if m.name.endswith(".mp4"))
             data = tf.extractfile(member).read()
         frames, _ = get_decoder(backend).decode(data, [0])
-        spec.crop(frames, np.random.default_rng(0))
+        spec.crop(frames, np.random.default_rng(0))  # uint8, and normalised float below
+        spec.crop(frames, np.random.default_rng(0), out=torch.empty((1, *spec.clip_shape[1:])))
     except Exception:  # a bad first sample is the loader's business, not the warm-up's
         pass
