@@ -51,10 +51,13 @@ def live_children_cpu() -> float:
 
 
 class RawDecode(torch.utils.data.IterableDataset):
-    """Decode only: this slot's samples at the loader's frame indices -> frames decoded."""
+    """Decode only: this slot's samples at the loader's frame indices, nothing kept; yields
+    how many clips it decoded, once per ``batch_size`` clips (as the loader hands over one
+    batch, not one clip, per message: the ceiling carries no per-clip IPC the loader lacks)."""
 
-    def __init__(self, shards, backend, frames, seed=0):
+    def __init__(self, shards, backend, frames, batch_size=32, seed=0):
         self.shards, self.backend, self.frames, self.seed = shards, backend, frames, seed
+        self.batch_size = batch_size
 
     def __iter__(self):
         import webdataset as wds
@@ -70,15 +73,21 @@ class RawDecode(torch.utils.data.IterableDataset):
         if by_sample:
             samples = split.every_nth(samples, my_slot, slots)
         dec = get_decoder(self.backend)
+        done = 0
         for s in samples:
             if "mp4" not in s:
                 continue
             rng = sample_rng(self.seed, 0, s["__key__"])
             try:
-                out, _ = dec.decode(s["mp4"], lambda n, r=rng: train_indices(n, self.frames, r))
+                dec.decode(s["mp4"], lambda n, r=rng: train_indices(n, self.frames, r))
             except Exception:  # the loader skips these too
                 continue
-            yield out.shape[0]
+            done += 1
+            if done == self.batch_size:
+                yield done
+                done = 0
+        if done:
+            yield done
 
 
 def timed(make_iter, count) -> dict:
@@ -88,13 +97,15 @@ def timed(make_iter, count) -> dict:
     return {"seconds": time.perf_counter() - t0, "cpu": cpu_seconds() - c0, "clips": clips}
 
 
-def bench_backend(shards, backend, frames, size, workers, batch_size, passes, cache_dir) -> dict:
+def bench_backend(shards, backend, frames, size, workers, batch_size, passes, cache_dir,
+                  uint8=False) -> dict:
     """Loader and ceiling passes interleaved (L C L C ...), so load from other processes hits
     both alike, after one untimed warm-up pass of each; clips/s is the best pass of each (as
     timeit takes the best), CPU the mean."""
     from vtk.data.loader import build_loader
 
-    kw = dict(frames=frames, size=size, train=True, batch_size=batch_size, workers=workers)
+    kw = dict(frames=frames, size=size, train=True, batch_size=batch_size, workers=workers,
+              uint8=uint8)
     if backend == "cache":
         loader = build_loader(shards, cache=cache_dir, **kw)  # builds the cache, untimed
     else:
@@ -107,10 +118,10 @@ def bench_backend(shards, backend, frames, size, workers, batch_size, passes, ca
         ceiling = (lambda: raw, lambda b: len(b["key"]))
     elif backend != "cache":
         # persistent workers, as the loader's: neither pays a fork per pass
-        raw = torch.utils.data.DataLoader(RawDecode(loader.dataset.shards, backend, frames),
-                                          batch_size=None, num_workers=workers,
-                                          persistent_workers=workers > 0)
-        ceiling = (lambda: raw, lambda n: 1)
+        raw = torch.utils.data.DataLoader(
+            RawDecode(loader.dataset.shards, backend, frames, batch_size),
+            batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+        ceiling = (lambda: raw, lambda n: n)
     # one untimed pass each first: worker start-up and the first touch of the batch slots are
     # start-up costs, not throughput
     timed(lambda: loader, lambda b: len(b["key"]))
@@ -123,7 +134,8 @@ def bench_backend(shards, backend, frames, size, workers, batch_size, passes, ca
             ceil.append(timed(*ceiling))
     row = summarise(runs, frames)
     row.update(backend=backend, workers=workers, ceiling_clips_per_s=None, ratio=None,
-               ceiling_cpu_ms_per_clip=None)
+               ceiling_cpu_ms_per_clip=None, size=size, frames=frames,
+               video="float32" if backend == "dali" or not uint8 else "uint8")
     if ceiling:
         c = summarise(ceil, frames)
         row.update(ceiling_clips_per_s=c["clips_per_s"],
@@ -152,9 +164,12 @@ def summarise(runs, frames) -> dict:
 @click.option("--min-clips", type=int, default=200, show_default=True,
               help="Repeat passes over the shard set until at least this many clips are timed "
                    "(3 passes at least).")
+@click.option("--uint8", is_flag=True,
+              help="Time loaders that hand over uint8 clips (the consumer normalises, on its GPU: "
+                   "what `vtk train` does on CUDA) instead of normalised float32.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the rows as a JSON list.")
-def command(shards, backends, workers, frames, size, batch_size, min_clips, json_out):
+def command(shards, backends, workers, frames, size, batch_size, min_clips, uint8, json_out):
     """Loader throughput per decode backend next to its raw decode ceiling.
 
     \b
@@ -182,10 +197,11 @@ def command(shards, backends, workers, frames, size, batch_size, min_clips, json
             with console.status(f"timing {name} ..."):
                 try:
                     rows.append(bench_backend(paths, name.strip(), frames, size, workers,
-                                              batch_size, passes, cache_dir))
+                                              batch_size, passes, cache_dir, uint8))
                 except VtkError as e:  # not installed here: say so and go on
                     console.print(f"[yellow]skipped {name}:[/] {e}")
-    table = Table(title=f"decode: {shards}  ({frames} frames, {size} px, {workers} workers, "
+    table = Table(title=f"decode: {shards}  ({frames} frames, {size} px, "
+                        f"{'uint8' if uint8 else 'float32'}, {workers} workers, "
                         f"{os.cpu_count()} CPUs)")
     for col in ("backend", "clips/s", "frames/s", "CPU ms/clip", "ceiling clips/s", "ratio",
                 "ceiling CPU ms/clip"):
@@ -200,6 +216,7 @@ def command(shards, backends, workers, frames, size, batch_size, min_clips, json
     Console().print(table)
     if json_out:
         keys = ("backend", "clips_per_s", "frames_per_s", "cpu_ms_per_clip",
-                "ceiling_clips_per_s", "ratio", "workers", "ceiling_cpu_ms_per_clip")
+                "ceiling_clips_per_s", "ratio", "workers", "ceiling_cpu_ms_per_clip", "video",
+                "size", "frames")
         with open(json_out, "w") as f:
             json.dump([{k: r[k] for k in keys} for r in rows], f, indent=2)
