@@ -72,6 +72,55 @@ def test_two_ranks_split_the_clips_exactly(vp9_shards):
     assert len(seen) == len(set(seen)) == N
 
 
+def corrupt_copy(vp9_shards, tmp_path, which):
+    """A copy of the set with the mp4s of samples ``which`` (global order) overwritten by
+    garbage of the same length: the tars and .idx files stay valid, the videos do not."""
+    import tarfile
+
+    copy = tmp_path / "bad"
+    shutil.copytree(vp9_shards, copy)
+    mp4s = []
+    for tar in sorted(copy.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            mp4s += [(tar, m) for m in tf if m.name.endswith(".mp4")]
+    bad = []
+    for i in which:
+        tar, m = mp4s[i]
+        with open(tar, "r+b") as f:
+            f.seek(m.offset_data)
+            f.write((b"\x00garbage!" * m.size)[:m.size])
+        bad.append(m.name.split(".")[0])
+    return copy, bad
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_corrupt_samples_are_skipped_counted_and_the_pass_goes_on(vp9_shards, tmp_path, train):
+    """DALI's pipeline dies on a bad mp4; the loader rebuilds it over what is left, so each
+    pass still hands out every good clip exactly once, and later passes skip the bad ones."""
+    copy, bad = corrupt_copy(vp9_shards, tmp_path, which=[2, 7])
+    loader = build_loader(copy, backend="dali", frames=4, size=16, train=train, batch_size=5,
+                          device="cpu", seed=2)
+    with pytest.warns(RuntimeWarning, match="DALI could not decode"):
+        e0 = keys(loader)
+    e1 = keys(loader)
+    for epoch in (e0, e1):
+        assert len(epoch) == len(set(epoch)) == N - 2 and not set(bad) & set(epoch)
+    assert loader.stats["corrupt"] == 2 and loader.stats["samples"] == 2 * (N - 2)
+    if train:
+        assert e0 != e1  # the rebuilt pipeline does not replay the first one's shuffle
+
+
+def test_two_ranks_split_exactly_when_one_meets_a_corrupt_sample(vp9_shards, tmp_path):
+    copy, bad = corrupt_copy(vp9_shards, tmp_path, which=[1])  # in rank 0's half
+    seen = []
+    for rank in range(2):
+        loader = build_loader(copy, backend="dali", frames=2, size=16, train=False,
+                              batch_size=4, device="cpu", rank=rank, world_size=2)
+        for _ in range(2):
+            seen += keys(loader)
+    assert len(seen) == len(set(seen)) * 2 == 2 * (N - 1)
+
+
 def test_cpu_refuses_h264_and_missing_index(synth_shards, vp9_shards, tmp_path):
     with pytest.raises(VtkError, match="VP8/VP9/MJPEG"):
         build_loader(synth_shards, backend="dali", device="cpu")

@@ -13,13 +13,20 @@ built with ``vtk shard --codec vp9``. The reader needs the ``.idx`` index beside
 backend), written as DALI graph arithmetic on the decoded length, so the pipeline keeps DALI's
 asynchronous executor. Each clip is decoded whole and the frames are picked after (a forward
 decode to the last segment costs about the same for short clips; long clips cost memory: a
-30 s clip at 8 fps and 224 px holds 240 frames, 64 MB, until the pick). Unlike the streaming
-path, a corrupt mp4 stops the pipeline with an error instead of being skipped.
+30 s clip at 8 fps and 224 px holds 240 frames, 64 MB, until the pick).
+
+A corrupt mp4 stops a DALI pipeline for good, and its error names the sample (its source_info).
+The loader then counts and warns about that sample, and rebuilds the pipeline over what is
+left of this rank's share in this pass, through filtered copies of the ``.idx`` files; later
+passes read the share without it. The share is DALI's own split (contiguous ranges of the
+samples of all tars in order), so other ranks, which never saw the error, still split the same way.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +36,29 @@ from vtk.data.samples import mirror_text, pick_caption, sample_rng
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import NORMS
 from vtk.errors import VtkError, require
-from vtk.shards.wds_index import index_path
+from vtk.shards.wds_index import format_index, index_path, read_index, split_name
 
 CPU_CODECS = ("vp8", "vp9", "mjpeg")
 
 
 def key_of(source_info: str) -> str:
     """DALI's source_info ``/x/shard-000000.tar:512:KEY.mp4`` -> ``KEY``."""
-    name = source_info.rsplit(":", 1)[-1]
-    return name.split(".", 1)[0]
+    return split_name(source_info.rsplit(":", 1)[-1])[0]
+
+
+_SOURCE_INFO = re.compile(r"([^\s\"']+\.tar:\d+:[^\s\"']+)")
+
+
+def failed_sample(message: str) -> str | None:
+    """The source_info (``TAR:OFFSET:MEMBER``) a DALI error names, or None."""
+    m = _SOURCE_INFO.search(message)
+    return m.group(1) if m else None
+
+
+def rank_share(samples: list, rank: int, world_size: int) -> list:
+    """DALI's split of a reader's samples over ``num_shards``: contiguous, [N*r/S, N*(r+1)/S)."""
+    n = len(samples)
+    return samples[n * rank // world_size:n * (rank + 1) // world_size]
 
 
 def as_text(arr) -> str:
@@ -95,28 +116,60 @@ class DaliLoader:
         if not gpu and codec not in CPU_CODECS:
             raise VtkError(f"DALI's CPU decoder reads VP8/VP9/MJPEG only and these shards are "
                            f"{codec}; use a GPU, another --backend, or vtk shard --codec vp9")
-        self.pipe = self._build(threads)
+        self.threads = threads
+        self.bad: set[str] = set()  # keys of samples DALI failed on: left out from then on
+        self._partial = False  # the pipeline reads a filtered remainder, not the whole share
+        self._tmp = None
+        self._builds = 0
+        self._iter = self._start(self.paths, [index_path(p) for p in self.paths],
+                                 self.rank, self.world_size)
+
+    def _start(self, paths, index_paths, shard_id, num_shards):
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-        self._iter = DALIGenericIterator(
-            self.pipe, ["video", "json", "info", "txt", "mirror"], reader_name="reader", auto_reset=True,
-            last_batch_policy=LastBatchPolicy.PARTIAL)
+        self.pipe = self._build(self.threads, paths, index_paths, shard_id, num_shards)
+        return DALIGenericIterator(
+            self.pipe, ["video", "json", "info", "txt", "mirror"], reader_name="reader",
+            auto_reset=True, last_batch_policy=LastBatchPolicy.PARTIAL,
+            prepare_first_batch=False)  # a first batch's error then surfaces in __iter__
 
-    def _build(self, threads: int):
+    def _restart(self, skip: set[str]):
+        """A pipeline over this rank's share minus the bad samples and ``skip`` (those already
+        handed out in this pass); None when nothing is left."""
+        share = rank_share([(tar, sample) for tar in self.paths
+                            for sample in read_index(index_path(tar))],
+                           self.rank, self.world_size)
+        left: dict[str, list] = {}
+        for tar, sample in share:
+            key = split_name(sample[0][3])[0]
+            if key not in self.bad and key not in skip:
+                left.setdefault(tar, []).append(sample)
+        if not left:
+            return None
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="vtk-dali-idx-")
+        idx = []
+        for i, (tar, samples) in enumerate(left.items()):
+            idx.append(str(Path(self._tmp.name) / f"{i:06d}.idx"))
+            Path(idx[-1]).write_text(format_index(samples))
+        return self._start(list(left), idx, 0, 1)
+
+    def _build(self, threads: int, paths, index_paths, shard_id, num_shards):
         from nvidia.dali import fn, pipeline_def, types
 
         spec = self.spec
         mean, std = NORMS[spec.normalize]
         device_id = torch.cuda.current_device() if self.gpu else None
 
+        # a rebuilt pipeline (after a corrupt sample) must not replay the first one's shuffle
         @pipeline_def(batch_size=self.batch_size, num_threads=threads, device_id=device_id,
-                      seed=spec.seed + 7919 * self.rank)
+                      seed=spec.seed + 7919 * self.rank + 104729 * self._builds)
         def pipeline():
             mp4, js, txt = fn.readers.webdataset(
-                paths=self.paths, index_paths=[index_path(p) for p in self.paths],
+                paths=paths, index_paths=index_paths,
                 ext=["mp4", "json", "txt"], dtypes=[types.UINT8] * 3,
-                missing_component_behavior="empty", shard_id=self.rank,
-                num_shards=self.world_size, random_shuffle=spec.train, initial_fill=256,
+                missing_component_behavior="empty", shard_id=shard_id,
+                num_shards=num_shards, random_shuffle=spec.train, initial_fill=256,
                 # pad the last batch so the next epoch starts at the shard's start again (the
                 # iterator drops the padding); without it epochs roll over and repeat samples
                 pad_last_batch=True, stick_to_shard=True, name="reader")
@@ -148,14 +201,37 @@ class DaliLoader:
 
         pipe = pipeline()
         pipe.build()
+        self._builds += 1
         return pipe
 
     def __iter__(self):
+        handed_out: set[str] = set()
         try:
-            for out in self._iter:
-                yield self._batch(out[0])
+            while self._iter is not None:
+                try:
+                    for out in self._iter:
+                        batch = self._batch(out[0])
+                        handed_out.update(batch["key"])
+                        yield batch
+                    return
+                except RuntimeError as e:  # DALI's pipeline is dead after any error
+                    self._skip_failed(e)
+                    self._iter, self._partial = self._restart(skip=handed_out), True
         finally:
             self.epoch += 1
+            if self._partial:  # the next pass reads the whole share again, minus bad samples
+                self._iter, self._partial = self._restart(skip=set()), False
+
+    def _skip_failed(self, error: RuntimeError) -> None:
+        """Count and warn about the sample a DALI error names; re-raise errors naming none."""
+        where = failed_sample(str(error))
+        key = key_of(where) if where else None
+        if key is None or key in self.bad:
+            first = next((ln for ln in str(error).splitlines() if ln.strip()), "")
+            raise VtkError(f"DALI pipeline failed: {first}") from error
+        self.bad.add(key)
+        tar = where.rsplit(":", 2)[0]
+        self.stats.skip("corrupt", f"{key} in {tar}", "DALI could not decode it")
 
     def _batch(self, out: dict) -> dict:
         # a sample without a json member reads as empty (missing_component_behavior)
