@@ -149,7 +149,7 @@ class DaliLoader:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="vtk-dali-idx-")
         idx = []
-        for i, (tar, samples) in enumerate(left.items()):
+        for i, samples in enumerate(left.values()):
             idx.append(str(Path(self._tmp.name) / f"{i:06d}.idx"))
             Path(idx[-1]).write_text(format_index(samples))
         return self._start(list(left), idx, 0, 1)
