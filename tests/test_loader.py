@@ -359,3 +359,13 @@ def test_an_abandoned_pass_leaves_the_next_one_whole(shards):
     got = list(loader)
     assert sorted(keys_of(got)) == ALL_KEYS
     assert all(torch.equal(v, ref[k]) for k, v in videos_by_key(got).items())
+
+
+def test_in_process_passes_may_run_side_by_side(shards):
+    kw = dict(backend="pyav", frames=4, size=16, train=False, batch_size=3, workers=0)
+    ref = videos_by_key(build_loader(shards, **kw))
+    loader = build_loader(shards, **kw)
+    for a, b in zip(loader, loader):
+        assert a["key"] == b["key"]
+        for k, va, vb in zip(a["key"], a["video"], b["video"]):
+            assert torch.equal(va, ref[k]) and torch.equal(vb, ref[k])

@@ -93,7 +93,8 @@ class VideoLoader:
     Streaming (a ``ShardStream``): the workers are started once and kept for every pass
     (``persistent_workers``; the epoch reaches them through shared memory), and write batches
     into a ring of shared slots that is handed to the consumer without a copy
-    (``vtk.data.batches``). One pass at a time per loader. Frame cache (map-style dataset):
+    (``vtk.data.batches``). One pass at a time per loader with workers (as torch's persistent
+    workers). Frame cache (map-style dataset):
     batches are collated in uint8 and normalised here into reused buffers.
     """
 
@@ -112,8 +113,9 @@ class VideoLoader:
     def _dataloader(self) -> torch.utils.data.DataLoader:
         if self._dl is None:
             streaming = isinstance(self.dataset, ShardStream)
-            if streaming:  # made before the workers start, so they share it
-                d = self.dataset
+            if streaming and self.workers:  # made before the workers start, so they share it
+                d = self.dataset  # (in-process, each batch gets its own buffer: no hand-over
+                # to save, and two passes may then run side by side)
                 self.ring = d.ring = SlotRing(self.workers, PREFETCH + 2, d.batch_size,
                                               d.spec.clip_shape, d.dtype)
             self._dl = torch.utils.data.DataLoader(
