@@ -8,9 +8,9 @@ Layout of ``ROOT/<fingerprint>/`` (the fingerprint hashes the shard names, sizes
 the frame size, so one root serves several shard sets and sizes, and a rebuilt shard set gets
 a fresh cache):
 - ``frames-000000.npy``: uint8 ``F x S x S x 3``, all frames of that shard's clips, back to
-  back. Each frame is the **centre square** of the clip, resized to ``S`` (antialiased
-  bilinear): eval's resize + centre crop is then exact, and training's RandomResizedCrop
-  works inside that square (the sides of wide clips are lost; synthetic clips are square).
+  back. Each frame is the **centre square** of the clip, resized to ``S`` as the streaming
+  path resizes (``vtk.data.transforms.crop_resize``): eval's resize + centre crop is then
+  exact, and training's RandomResizedCrop works inside that square (the sides of wide clips are lost; synthetic clips are square).
 - ``manifest.json``: per clip ``key, shard, offset, count, meta (json), txt``; skipped samples
   with reasons.
 It is built in a temporary folder and renamed when complete, so readers never see half a cache.
@@ -38,7 +38,7 @@ from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import center_box, crop_resize
 
-VERSION = 1
+VERSION = 2  # 2: frames resized with OpenCV (bilinear; area for 2x shrinks)
 
 
 def fingerprint(paths: list[str], size: int) -> str:
