@@ -10,7 +10,8 @@ a fresh cache):
 - ``frames-000000.npy``: uint8 ``F x S x S x 3``, all frames of that shard's clips, back to
   back. Each frame is the **centre square** of the clip, resized to ``S`` as the streaming
   path resizes (``vtk.data.transforms.crop_resize``): eval's resize + centre crop is then
-  exact, and training's RandomResizedCrop works inside that square (the sides of wide clips are lost; synthetic clips are square).
+  exact, and training's RandomResizedCrop works inside that square (the sides of wide clips
+  are lost; synthetic clips are square).
 - ``manifest.json``: per clip ``key, shard, offset, count, meta (json), txt``; skipped samples
   with reasons.
 It is built in a temporary folder and renamed when complete, so readers never see half a cache.
