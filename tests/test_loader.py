@@ -369,3 +369,15 @@ def test_in_process_passes_may_run_side_by_side(shards):
         assert a["key"] == b["key"]
         for k, va, vb in zip(a["key"], a["video"], b["video"]):
             assert torch.equal(va, ref[k]) and torch.equal(vb, ref[k])
+
+
+def test_cache_counts_a_truncated_shard_and_keeps_what_it_can(tmp_path):
+    paths = write_shards(tmp_path / "s", samples=6, per_shard=3, frames=8, h=16, w=16)
+    data = open(paths[1], "rb").read()
+    open(paths[1], "wb").write(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="frame cache skipped .*test-000001.tar"):
+        loader = build_loader(tmp_path / "s", frames=2, size=16, train=False, workers=0,
+                              cache=tmp_path / "c")
+    keys = keys_of(loader)
+    assert keys[:3] == ALL_KEYS[:3] and len(keys) < 6
+    assert loader.stats["tar_errors"] >= 1

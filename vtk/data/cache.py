@@ -35,7 +35,7 @@ import webdataset as wds
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import collate, read_members, sample_rng
 from vtk.data.sampling import frame_indices
-from vtk.data.shardset import resolve_shards
+from vtk.data.shardset import looks_truncated, resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import center_box, crop_resize
 
@@ -63,8 +63,17 @@ def _cache_shard(job) -> dict:
     shard_no, tar, out, size, backend = job
     decoder = get_decoder(backend)
     arrays, clips, skipped, offset = [], [], [], 0
+
+    def tar_error(exn) -> bool:  # unreadable tar data: recorded, and the rest is read
+        skipped.append({"key": None, "shard": tar, "kind": "tar_errors",
+                        "reason": f"unreadable tar data: {type(exn).__name__}: {exn}"})
+        return True
+
+    if looks_truncated(tar):
+        skipped.append({"key": None, "shard": tar, "kind": "tar_errors",
+                        "reason": "truncated tar; reading what is there"})
     for sample in wds.DataPipeline(wds.SimpleShardList([tar]),
-                                   wds.tarfile_to_samples(handler=wds.warn_and_continue)):
+                                   wds.tarfile_to_samples(handler=tar_error)):
         key = sample["__key__"]
         try:
             if "mp4" not in sample:
@@ -73,7 +82,8 @@ def _cache_shard(job) -> dict:
             frames, n = decoder.decode(sample["mp4"], None)
             arrays.append(square_frames(frames, size))
         except Exception as e:  # a corrupt sample is left out of the cache and reported
-            skipped.append({"key": key, "shard": tar, "reason": f"{type(e).__name__}: {e}"})
+            skipped.append({"key": key, "shard": tar, "kind": "corrupt",
+                            "reason": f"{type(e).__name__}: {e}"})
             continue
         clips.append({"key": key, "shard": shard_no, "offset": offset, "count": int(len(arrays[-1])),
                       "meta": meta, "txt": txt})
@@ -99,7 +109,8 @@ def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: i
                 "clips": [c for r in results for c in r["clips"]],
                 "skipped": [s for r in results for s in r["skipped"]]}
     for s in manifest["skipped"]:
-        warnings.warn(f"frame cache skipped {s['key']} in {s['shard']}: {s['reason']}",
+        what = s["key"] or "data"
+        warnings.warn(f"frame cache skipped {what} in {s['shard']}: {s['reason']}",
                       RuntimeWarning, stacklevel=2)
     (tmp / "manifest.json").write_text(json.dumps(manifest))
     try:
@@ -199,7 +210,8 @@ def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop
         workers = 0
     dataset = CachedClips(folder, spec)
     stats = LoaderStats()
-    stats.add("corrupt", len(dataset.skipped))
+    for s in dataset.skipped:
+        stats.add(s.get("kind", "corrupt"))
     sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
     return VideoLoader(dataset, workers, stats, "cache", None if uint8 else spec.normalize,
                        sampler=sampler,
