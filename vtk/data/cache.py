@@ -195,6 +195,21 @@ class EpochSampler(torch.utils.data.Sampler):
         return len(range(self.rank, self._used(), self.world))
 
 
+def build_once(build):
+    """Under torch.distributed, rank 0 runs ``build`` while the others wait, then they run it
+    and find its result (a complete cache is reused as it is); without it, every rank decoded
+    the whole corpus at once. On a disk the ranks do not share, each node builds its own."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return build()
+    if dist.get_rank() == 0:
+        result = build()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return build()
+
+
 def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
                   decoder=None, uint8=False):
     """The frame-cache path of ``build_loader``: builds the cache on first use (``workers``
@@ -204,8 +219,9 @@ def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop
     from vtk.data.decoders import available_decoders
     from vtk.data.loader import VideoLoader
 
-    folder = build_frame_cache(paths, spec.size, root, backend=decoder or available_decoders()[0],
-                               workers=max(workers, 1))
+    folder = build_once(lambda: build_frame_cache(
+        paths, spec.size, root, backend=decoder or available_decoders()[0],
+        workers=max(workers, 1)))
     if (os.cpu_count() or 1) <= 4:
         workers = 0
     dataset = CachedClips(folder, spec)
