@@ -1,5 +1,7 @@
 """Under torch.distributed, only rank 0 decodes the corpus into the frame cache."""
 
+import time
+
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from data_helpers import write_shards
@@ -12,9 +14,10 @@ def _rank(rank, world, init, shards, cache, log):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     real = cache_mod._run_jobs
 
-    def logged(jobs, workers, progress):
+    def logged(jobs, workers, progress):  # a slow build: uncoordinated ranks would overlap
         with open(log, "a") as f:
             f.write(f"{rank}\n")
+        time.sleep(1.0)
         return real(jobs, workers, progress)
 
     cache_mod._run_jobs = logged
