@@ -149,3 +149,15 @@ def test_mirrored_views_swap_left_and_right_in_captions(tmp_path):
     assert all(swap[k] in (off[k], mirror_text(off[k])) for k in off)
     sided = [k for k in off if mirror_text(off[k]) != off[k]]
     assert sided and any(swap[k] != off[k] for k in sided)
+
+
+def test_mixed_captions_are_the_draw_of_the_other_paths(tmp_path):
+    out = tmp_path / "captioned"
+    main(["shard", "synth:train?n=10&seed=5", "--out", str(out), "--codec", "vp9",
+          "--captions", "both", "--workers", "1", "--quiet"])
+    kw = dict(frames=2, size=16, train=False, batch_size=10, captions="mixed", seed=3)
+    ref = next(iter(build_loader(out, backend="pyav", workers=0, **kw)))
+    got = next(iter(build_loader(out, backend="dali", device="cpu", **kw)))
+    coarse = {m["captions"]["coarse"] for m in ref["meta"]}
+    assert 0 < sum(t in coarse for t in ref["text"]) < 10  # both kinds were drawn
+    assert dict(zip(got["key"], got["text"])) == dict(zip(ref["key"], ref["text"]))

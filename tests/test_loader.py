@@ -381,3 +381,13 @@ def test_cache_counts_a_truncated_shard_and_keeps_what_it_can(tmp_path):
     keys = keys_of(loader)
     assert keys[:3] == ALL_KEYS[:3] and len(keys) < 6
     assert loader.stats["tar_errors"] >= 1
+
+
+def test_mixed_captions_are_the_same_draw_streaming_and_from_the_cache(shards, tmp_path):
+    kw = dict(frames=2, size=16, train=True, batch_size=10, workers=0, captions="mixed", seed=4)
+    stream = build_loader(shards, backend="pyav", **kw)
+    cached = build_loader(shards, cache=tmp_path, **kw)
+    for _ in range(3):  # epochs
+        a = {k: t for b in stream for k, t in zip(b["key"], b["text"])}
+        c = {k: t for b in cached for k, t in zip(b["key"], b["text"])}
+        assert a == c and {t.split()[0] for t in a.values()} == {"coarse", "fine"}

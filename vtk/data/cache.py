@@ -169,7 +169,7 @@ class CachedClips(torch.utils.data.Dataset):
         c, spec = self.clips[i], self.spec
         rng = sample_rng(spec.seed, self.epoch, c["key"])
         idx = frame_indices(c["count"], spec.frames, spec.train, rng)
-        return spec.view(c["key"], self.frames(i, idx), c["meta"], c["txt"], rng)
+        return spec.view(c["key"], self.frames(i, idx), c["meta"], c["txt"], rng, self.epoch)
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vtk.data.samples import mirror_text, pick_caption, sample_rng
+from vtk.data.samples import caption_rng, mirror_text, pick_caption
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import NORMS
 from vtk.errors import VtkError, require
@@ -239,7 +239,7 @@ class DaliLoader:
         keys = [key_of(as_text(row)) for row in out["info"].cpu()]
         txts = [as_text(row) or None for row in out["txt"].cpu()]
         texts = [pick_caption(m, t, self.spec.captions,
-                              sample_rng(self.spec.seed, self.epoch, k))
+                              caption_rng(self.spec.seed, self.epoch, k))
                  for m, t, k in zip(metas, txts, keys)]
         if self.spec.flip == "swap":
             mirrored = out["mirror"].cpu().reshape(-1).tolist()

@@ -88,6 +88,13 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
 
 
+def caption_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The caption draw's own randomness (``captions="mixed"``), apart from the frames, crop
+    and flip, so every path (streaming, cache, DALI, whose crop and flip are drawn in the
+    graph) picks the same caption for the same (seed, epoch, key)."""
+    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode()), 1])
+
+
 def make_item(key: str, video: torch.Tensor, text: str, meta: dict) -> dict:
     """One sample of a batch (before collation)."""
     texts = meta.get("texts") or []

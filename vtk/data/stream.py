@@ -17,6 +17,7 @@ from vtk.data import split
 from vtk.data.batches import BatchWriter
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import (
+    caption_rng,
     draw_flip,
     make_item,
     mirror_text,
@@ -57,13 +58,14 @@ class ClipSpec:
         return eval_crop(frames, self.size, out=out, norm=norm)
 
     def view(self, key: str, frames: torch.Tensor, meta: dict, txt: str | None,
-             rng: np.random.Generator, out: torch.Tensor | None = None) -> dict:
+             rng: np.random.Generator, epoch: int, out: torch.Tensor | None = None) -> dict:
         """One batch item: the clip's frames cropped (and maybe mirrored) with its caption;
         with ``flip="swap"`` a mirrored view's caption says right where it said left.
+        ``rng`` draws the flip and crop; the caption has its own (``caption_rng``).
         ``out``: where the cropped clip goes (its slot in the batch)."""
         flip = self.train and draw_flip(self.flip, rng)
         video = self.crop(frames, rng, flip=flip, out=out)
-        text = pick_caption(meta, txt, self.captions, rng)
+        text = pick_caption(meta, txt, self.captions, caption_rng(self.seed, epoch, key))
         if flip and self.flip == "swap":
             text = mirror_text(text)
         return make_item(key, video, text, meta)
@@ -164,7 +166,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         rng = sample_rng(self.spec.seed, self._pass_epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
-        return self.spec.view(key, frames, meta, txt, rng, out=out)
+        return self.spec.view(key, frames, meta, txt, rng, self._pass_epoch, out=out)
 
 
 def warm_up(tar: str, backend: str, spec: ClipSpec) -> None:
