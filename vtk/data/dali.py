@@ -239,7 +239,7 @@ class DaliLoader:
         keys = [key_of(as_text(row)) for row in out["info"].cpu()]
         txts = [as_text(row) or None for row in out["txt"].cpu()]
         texts = [pick_caption(m, t, self.spec.captions,
-                              caption_rng(self.spec.seed, self.epoch, k))
+                              caption_rng(self.spec.seed, self.epoch, k, self.spec.captions))
                  for m, t, k in zip(metas, txts, keys)]
         if self.spec.flip == "swap":
             mirrored = out["mirror"].cpu().reshape(-1).tolist()

@@ -65,7 +65,8 @@ class ClipSpec:
         ``out``: where the cropped clip goes (its slot in the batch)."""
         flip = self.train and draw_flip(self.flip, rng)
         video = self.crop(frames, rng, flip=flip, out=out)
-        text = pick_caption(meta, txt, self.captions, caption_rng(self.seed, epoch, key))
+        text = pick_caption(meta, txt, self.captions,
+                            caption_rng(self.seed, epoch, key, self.captions))
         if flip and self.flip == "swap":
             text = mirror_text(text)
         return make_item(key, video, text, meta)
