@@ -86,3 +86,22 @@ def test_registry_names_and_hints():
     assert "pyav" in available_decoders()
     with pytest.raises(VtkError, match="unknown decoder"):
         get_decoder("ffmpeg-cli")
+
+
+def test_pyav_fast_rgb_matches_swscale_and_leaves_tagged_frames_to_it():
+    """Untagged yuv420p goes through OpenCV's BT.601 conversion, within a grey level or two
+    of swscale; frames tagged BT.709 or full range, or of odd size, go through swscale."""
+    import av
+
+    from vtk.data.decoders.pyav import to_rgb
+
+    rgb = pattern_frames(1, 48, 64)[0]
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    fast, ref = to_rgb(frame), frame.to_ndarray(format="rgb24")
+    assert fast.shape == ref.shape == (48, 64, 3)
+    assert np.abs(fast.astype(int) - ref).mean() < 1.5 and np.abs(fast.astype(int) - rgb).mean() < 6
+    for colorspace, color_range in [(1, 0), (2, 2)]:
+        frame.colorspace, frame.color_range = colorspace, color_range
+        assert np.array_equal(to_rgb(frame), frame.to_ndarray(format="rgb24"))
+    odd = av.VideoFrame.from_ndarray(rgb[:47, :63].copy(), format="rgb24").reformat(format="yuv420p")
+    assert np.array_equal(to_rgb(odd), odd.to_ndarray(format="rgb24"))

@@ -391,3 +391,21 @@ def test_mixed_captions_are_the_same_draw_streaming_and_from_the_cache(shards, t
         a = {k: t for b in stream for k, t in zip(b["key"], b["text"])}
         c = {k: t for b in cached for k, t in zip(b["key"], b["text"])}
         assert a == c and {t.split()[0] for t in a.values()} == {"coarse", "fine"}
+
+
+def test_workers_start_after_the_parent_used_opencv_threads(shards):
+    """A parent that ran OpenCV's thread pool before the workers fork (a captioner, a crop):
+    configuring OpenCV inside a forked worker then hangs it, so the loader must not."""
+    import subprocess
+    import sys
+
+    script = (
+        "import cv2, numpy as np\n"
+        "from vtk.data.loader import build_loader\n"
+        "cv2.cvtColor(np.zeros((3000, 4000), np.uint8), cv2.COLOR_YUV2RGB_I420)\n"
+        f"loader = build_loader({str(shards)!r}, backend='pyav', frames=2, size=16,\n"
+        "                      train=False, batch_size=4, workers=2)\n"
+        "print(sum(len(b['key']) for b in loader))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split()[-1] == "10"

@@ -65,10 +65,20 @@ def as_is(batch):
     return batch
 
 
-def _worker_init(_):
+@contextlib.contextmanager
+def opencv_serial():
+    """OpenCV on one thread while loader workers fork, so they inherit one thread each (a pool
+    of their own would only contend for the cores the workers share). It has to be set here,
+    in the parent: ``cv2.setNumThreads`` in a forked worker whose parent had used OpenCV's
+    thread pool never returns (it waits on pool threads that do not exist in the child)."""
     import cv2
 
-    cv2.setNumThreads(1)  # one loader worker per core: OpenCV's own pool would only contend
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 @contextlib.contextmanager
@@ -126,7 +136,6 @@ class VideoLoader:
                 prefetch_factor=PREFETCH if self.workers else None,
                 persistent_workers=streaming and self.workers > 0,
                 drop_last=self.drop_last if self._sampler is not None else False,
-                worker_init_fn=_worker_init if self.workers else None,
             )
         return self._dl
 
@@ -135,7 +144,8 @@ class VideoLoader:
         if self._sampler is not None:
             self._sampler.epoch = self.epoch
         self.epoch += 1
-        it = iter(self._dataloader())
+        with opencv_serial() if self.workers else contextlib.nullcontext():
+            it = iter(self._dataloader())  # the first pass starts (forks) the workers
         while True:
             with one_thread(self.workers == 0):
                 batch = next(it, None)

