@@ -19,7 +19,7 @@ A corrupt mp4 stops a DALI pipeline for good, and its error names the sample (it
 The loader then counts and warns about that sample, and rebuilds the pipeline over what is
 left of this rank's share in this pass, through filtered copies of the ``.idx`` files; later
 passes read the share without it. The share is DALI's own split (contiguous ranges of the
-samples of all tars in order), so other ranks, which never saw the error, still split the same way.
+samples of all tars in order), so other ranks, which never saw the error, split the same way.
 """
 
 from __future__ import annotations
