@@ -142,7 +142,8 @@ class BatchWriter:
             else:
                 shape = (self.batch_size, *self.clip_shape)
                 in_worker = torch.utils.data.get_worker_info() is not None
-                self._buf = shared_empty(shape, self.dtype) if in_worker else torch.empty(shape, dtype=self.dtype)
+                self._buf = (shared_empty(shape, self.dtype) if in_worker
+                             else torch.empty(shape, dtype=self.dtype))
         return self._buf[len(self._items)]
 
     def add(self, item: dict) -> dict | None:
