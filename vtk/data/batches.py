@@ -55,19 +55,15 @@ def shared_empty(shape, dtype=torch.uint8) -> torch.Tensor:
 class SlotRing:
     """``slots`` batch buffers (``batch_size x clip_shape``, ``dtype``) per worker, each its
     own shared-memory block, with a shared state per slot. Row ``w`` belongs to worker ``w``
-    (row 0 to the main process when there are no workers)."""
+    (row 0 to the calling process outside DataLoader workers)."""
 
     def __init__(self, workers: int, slots: int, batch_size: int, clip_shape, dtype):
         rows = max(workers, 1)
         shape = (batch_size, *clip_shape)
-        if workers:
-            self.data = [[shared_empty(shape, dtype) for _ in range(slots)] for _ in range(rows)]
-            self.state = shared_empty((rows, slots), torch.int32)
-        else:
-            self.data = [[torch.empty(shape, dtype=dtype) for _ in range(slots)]]
-            self.state = torch.empty((1, slots), dtype=torch.int32)
+        self.data = [[shared_empty(shape, dtype) for _ in range(slots)] for _ in range(rows)]
+        self.state = shared_empty((rows, slots), torch.int32)
         self.state.fill_(FREE)
-        self.slots, self.dtype = slots, dtype
+        self.slots = slots
         self._next = 0
         self._held: list[tuple[int, int]] = []  # main process: slots the consumer may hold
 

@@ -141,7 +141,7 @@ class DaliLoader:
                            self.rank, self.world_size)
         left: dict[str, list] = {}
         for tar, sample in share:
-            key = split_name(sample[0][3])[0]
+            key = key_of(sample[0][3])  # the member name, as in a source_info
             if key not in self.bad and key not in skip:
                 left.setdefault(tar, []).append(sample)
         if not left:

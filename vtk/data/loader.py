@@ -66,35 +66,34 @@ def as_is(batch):
 
 
 @contextlib.contextmanager
-def opencv_serial():
+def _one_thread_of(get_threads, set_threads):
+    before = get_threads()
+    set_threads(1)
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
+def opencv_serial(active: bool = True):
     """OpenCV on one thread while loader workers fork, so they inherit one thread each (a pool
     of their own would only contend for the cores the workers share). It has to be set here,
     in the parent: ``cv2.setNumThreads`` in a forked worker whose parent had used OpenCV's
     thread pool never returns (it waits on pool threads that do not exist in the child)."""
+    if not active:
+        return contextlib.nullcontext()
     import cv2
 
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
+    return _one_thread_of(cv2.getNumThreads, cv2.setNumThreads)
 
 
-@contextlib.contextmanager
 def one_thread(active: bool):
     """Run the loader's many tiny per-clip ops on one intra-op thread. Spreading a 64 px crop
     over two OpenMP threads made it 5-20x slower on a busy 2-core machine; training gets its
     thread count back between batches."""
     if not active:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        return contextlib.nullcontext()
+    return _one_thread_of(torch.get_num_threads, torch.set_num_threads)
 
 
 class VideoLoader:
@@ -144,7 +143,7 @@ class VideoLoader:
         if self._sampler is not None:
             self._sampler.epoch = self.epoch
         self.epoch += 1
-        with opencv_serial() if self.workers else contextlib.nullcontext():
+        with opencv_serial(self.workers > 0):
             it = iter(self._dataloader())  # the first pass starts (forks) the workers
         while True:
             with one_thread(self.workers == 0):
