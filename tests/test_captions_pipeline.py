@@ -1,5 +1,7 @@
 """Captioning.run: the captions contract, defaults by source, per-clip failures, the cache."""
 
+import multiprocessing
+import os
 import pickle
 
 import numpy as np
@@ -134,3 +136,34 @@ def test_mixed_frame_sizes_and_rates_in_one_batch():
     assert [f["t"] for f in rb["captions"]["frames"]] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25,
                                                           1.5, 1.75]
     assert rb["captions"]["fine"].startswith("a ")
+
+
+def _open_and_write(folder, barrier, queue):
+    from vtk.captions.cache import CaptionCache
+
+    cache = CaptionCache(folder)
+    barrier.wait()  # every process opens the fresh file at once
+    try:
+        cache.get("clip", "settings")
+        cache.put_many([(f"clip-{os.getpid()}", "settings", {"captions": {}})])
+        queue.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        queue.put(repr(e))
+
+
+def test_processes_opening_a_fresh_cache_together_all_succeed(tmp_path):
+    # before set-up was serialised, about 1 trial in 5 raised "database is locked"
+    from vtk.captions.cache import CaptionCache
+
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(12):
+        folder, barrier, queue = tmp_path / str(trial), ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_and_write, args=(folder, barrier, queue))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcomes = [queue.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join()
+        assert outcomes == ["ok"] * 4, f"trial {trial}: {outcomes}"
+        assert len(CaptionCache(folder)) == 4

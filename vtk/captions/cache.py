@@ -3,10 +3,15 @@ never captions the same clip twice.
 
 One SQLite file in a folder (``captions.sqlite``); safe to share between the worker processes
 of one shard writer (WAL journal, busy timeout). Only successful results are stored.
+
+Switching a new file to WAL is not covered by SQLite's busy timeout: workers opening a fresh
+cache together got "database is locked" and lost their clips. Set-up therefore runs under an
+exclusive lock on a side file, one process at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import sqlite3
@@ -37,11 +42,14 @@ class CaptionCache:
     def db(self) -> sqlite3.Connection:
         # opened lazily so a Captioning object can be built in one process and used in another
         if self._db is None:
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS captions "
-                             "(clip TEXT, settings TEXT, result TEXT, PRIMARY KEY (clip, settings))")
-            self._db.commit()
+            with open(self.path.with_suffix(".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                db = sqlite3.connect(self.path, timeout=60)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("CREATE TABLE IF NOT EXISTS captions "
+                           "(clip TEXT, settings TEXT, result TEXT, PRIMARY KEY (clip, settings))")
+                db.commit()
+            self._db = db
         return self._db
 
     def get(self, clip: str, settings: str) -> dict | None:
