@@ -3,7 +3,16 @@
 import numpy as np
 import torch
 
-from vtk.data.batches import FREE, HELD, BatchWriter, BufferPool, SlotRing, shared_empty, sole_owner
+from vtk.data.batches import (
+    FREE,
+    HELD,
+    BatchWriter,
+    BufferPool,
+    SlotRing,
+    Tails,
+    shared_empty,
+    sole_owner,
+)
 
 
 def test_shared_empty_is_shared_and_owned_alone_until_aliased():
@@ -69,3 +78,20 @@ def test_pool_reuses_a_buffer_only_once_nothing_references_it():
     assert c.data_ptr() != ptr
     del arr, c
     assert pool.take((2, 3), torch.float32).data_ptr() == ptr  # b is still held
+
+
+def test_tails_join_short_batches_into_whole_ones_in_order():
+    def short(first, n):
+        keys = [f"k{first + i}" for i in range(n)]
+        video = torch.arange(first, first + n, dtype=torch.uint8).view(n, 1).expand(n, 4)
+        return {"video": video, "key": keys, "text": [k.upper() for k in keys]}
+
+    tails = Tails(batch_size=3)
+    assert tails.add(short(0, 2)) is None  # 2 of 3
+    whole = tails.add(short(2, 2))  # 4: one whole batch, 1 left over
+    assert whole["key"] == ["k0", "k1", "k2"] and whole["text"] == ["K0", "K1", "K2"]
+    assert whole["video"][:, 0].tolist() == [0, 1, 2]
+    assert tails.add(short(4, 1)) is None  # 2 of 3
+    last = tails.rest()
+    assert last["key"] == ["k3", "k4"] and last["video"][:, 0].tolist() == [3, 4]
+    assert tails.rest() is None

@@ -46,6 +46,16 @@ def test_eval_reads_every_clip_once_in_order_with_the_batch_contract(vp9_shards)
     assert loader.stats["samples"] == 2 * N
 
 
+def test_an_abandoned_pass_leaves_the_next_one_whole(vp9_shards):
+    loader = build_loader(vp9_shards, backend="dali", frames=4, size=32, train=False,
+                          batch_size=5, device="cpu", captions="txt")
+    whole = keys(loader)
+    assert len(whole) == N
+    first = next(iter(loader))  # one batch, then the pass is dropped
+    assert first["key"] == whole[:5]
+    assert keys(loader) == whole  # not the 7 clips the dropped pass had left
+
+
 @pytest.mark.parametrize("frames", [8, 5, 24])  # 24 > 16 frames: repeats, as the sampler
 def test_same_frames_as_pyav(vp9_shards, frames):
     kw = dict(frames=frames, size=64, train=False, batch_size=N, captions="txt")

@@ -58,6 +58,42 @@ def test_callable_indices_see_the_frame_count_and_overflow_is_clamped(name, patt
     assert np.array_equal(out[0].numpy(), out[1].numpy())
 
 
+class _Overstated:
+    """A real PyAV container whose video stream's header claims ``frames`` frames (as an
+    mp4 edit list can make it): every other attribute and the decoding are the real ones."""
+
+    def __init__(self, container, frames):
+        self.container, self.frames = container, frames
+        real = container.streams.video[0]
+        stream = type("Stream", (), {"frames": frames, "real": real})()
+        self.streams = type("Streams", (), {"video": [stream]})()
+
+    def decode(self, stream):
+        return self.container.decode(stream.real)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.container.close()
+
+
+def test_pyav_resamples_with_the_true_count_when_the_header_overstates_it(pattern, monkeypatch):
+    frames, mp4 = pattern  # 20 real frames
+    dec = get_decoder("pyav")
+    real_open = dec.av.open
+    monkeypatch.setattr(dec, "av", type("AV", (), {
+        "open": staticmethod(lambda f: _Overstated(real_open(f), 32))}))
+    seen = []
+    out, n = dec.decode(mp4, lambda n: seen.append(n) or [3, 12, 19, 25, 31])
+    assert n == 20 and seen == [32, 20]  # asked again with the true count
+    x = out.numpy().astype(np.int16)
+    assert np.abs(x - frames[[3, 12, 19, 19, 19]]).mean() < 8  # clamped to the real last frame
+    out, n = dec.decode(mp4, [25, 30])  # none of the wanted frames exists
+    assert n == 20 and out.shape[0] == 2
+    assert np.abs(out.numpy().astype(np.int16) - frames[[19, 19]]).mean() < 8
+
+
 @pytest.mark.parametrize("name", BACKENDS)
 def test_none_decodes_every_frame(name, pattern):
     out, n = decoder(name).decode(pattern[1], None)

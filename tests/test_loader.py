@@ -99,6 +99,28 @@ def test_two_ranks_times_two_workers_read_every_sample_exactly_once(tmp_path, pe
     assert sorted(seen) == ALL_KEYS
 
 
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_the_workers_short_last_batches_are_joined_into_whole_ones(tmp_path, drop_last):
+    """Each worker ends its share with a short batch; the loader joins them, so a rank loses
+    at most one short batch to drop_last (not one per worker) and yields at most one."""
+    write_shards(tmp_path, samples=10, per_shard=2, frames=8, h=16, w=16)  # 5 tars
+    seen = []
+    for rank in range(2):  # rank 0 reads 3 of the tars (6 clips), rank 1 reads 2 (4 clips)
+        loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=True,
+                              batch_size=3, workers=2, rank=rank, world_size=2,
+                              drop_last=drop_last)
+        batches = list(loader)
+        sizes = [len(b["key"]) for b in batches]
+        mine = keys_of(batches)
+        assert all(b["video"].shape[0] == n for b, n in zip(batches, sizes))
+        if drop_last:
+            assert sizes == [3] * (len(mine) // 3) and len(mine) == 3 * ({0: 6, 1: 4}[rank] // 3)
+        else:
+            assert sizes[:-1] == [3] * (len(sizes) - 1) and len(mine) == {0: 6, 1: 4}[rank]
+        seen += mine
+    assert len(seen) == len(set(seen)) and (drop_last or sorted(seen) == ALL_KEYS)
+
+
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_more_workers_than_shards_does_not_hang(tmp_path):
     write_shards(tmp_path, samples=3, per_shard=3, frames=8, h=16, w=16)
@@ -127,6 +149,21 @@ def test_truncated_shard_keeps_what_it_can(tmp_path):
         keys = keys_of(loader)
     assert keys[:3] == ALL_KEYS[:3] and len(keys) < 6
     assert loader.stats["tar_errors"] + loader.stats["corrupt"] >= 1
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_damaged_tar_is_counted_once_however_many_workers_read_it(tmp_path):
+    # one tar, several workers: each reads all of it and keeps every n-th sample
+    paths = write_shards(tmp_path, samples=6, per_shard=6, frames=8, h=16, w=16)
+    data = open(paths[0], "rb").read()
+    open(paths[0], "wb").write(data[: len(data) * 2 // 3])
+    stats = []
+    for workers in (0, 2, 3):
+        loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=False,
+                              batch_size=4, workers=workers)
+        assert keys_of(loader) and loader.stats["tar_errors"] >= 1
+        stats.append(loader.stats.as_dict())
+    assert stats[0] == stats[1] == stats[2]
 
 
 def test_missing_shard_is_a_one_line_error(shards):
@@ -195,6 +232,23 @@ def test_cache_is_built_once_and_shared(shards, tmp_path):
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
 
 
+def test_an_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    import vtk.data.cache as cache
+
+    write_shards(tmp_path / "s", samples=6, per_shard=2, frames=8, h=16, w=16)
+    real = cache._cache_shard
+
+    def interrupted_on_the_last_shard(job):
+        if job[0] == 2:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(cache, "_cache_shard", interrupted_on_the_last_shard)
+    with pytest.raises(KeyboardInterrupt):
+        cache.build_frame_cache(tmp_path / "s", 16, tmp_path / "c", workers=1, progress=False)
+    assert list((tmp_path / "c").iterdir()) == []  # no .building-* folder with 2 shards in it
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_cache_splits_ranks_exactly_and_shuffles_per_epoch(shards, tmp_path, train):
     per_rank = []
@@ -209,10 +263,14 @@ def test_cache_splits_ranks_exactly_and_shuffles_per_epoch(shards, tmp_path, tra
 
 def test_cache_gives_every_ddp_rank_the_same_number_of_training_steps(tmp_path):
     write_shards(tmp_path / "s", samples=7, per_shard=7, frames=8, h=16, w=16)
-    counts = [len(keys_of(build_loader(tmp_path / "s", frames=2, size=16, train=True,
-                                       batch_size=3, workers=0, cache=tmp_path / "c",
-                                       rank=r, world_size=2, drop_last=True)))
-              for r in range(2)]
+    counts = []
+    for r in range(2):
+        loader = build_loader(tmp_path / "s", frames=2, size=16, train=True, batch_size=3,
+                              workers=0, cache=tmp_path / "c", rank=r, world_size=2,
+                              drop_last=True)
+        batches = list(loader)
+        assert len(loader) == len(batches) == 1  # 4 and 3 clips, batches of 3, tail dropped
+        counts.append(len(keys_of(batches)))
     assert counts == [3, 3]
 
 
@@ -354,11 +412,13 @@ def test_an_abandoned_pass_leaves_the_next_one_whole(shards):
     kw = dict(backend="pyav", frames=4, size=16, train=False, batch_size=2)
     ref = videos_by_key(build_loader(shards, workers=0, **kw))
     loader = build_loader(shards, workers=2, **kw)
-    first = next(iter(loader))
+    for _ in range(3):  # abandoned passes leave slots FILLING; the next pass frees them
+        first = next(iter(loader))
     assert len(first["key"]) == 2
     got = list(loader)
     assert sorted(keys_of(got)) == ALL_KEYS
     assert all(torch.equal(v, ref[k]) for k, v in videos_by_key(got).items())
+    assert loader.unslotted == 0  # every batch came through the ring, none as a fallback
 
 
 def test_in_process_passes_may_run_side_by_side(shards):

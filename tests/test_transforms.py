@@ -95,3 +95,9 @@ def test_flip_mirrors_the_crop_and_out_is_written_in_place():
     plain = crop_resize(f, (0, 8, 48, 48), 24)
     got = crop_resize(f, (0, 8, 48, 48), 24, flip=True, out=out)
     assert got is out and torch.equal(out, plain.flip(-1))
+
+
+def test_an_output_of_another_frame_count_is_refused():
+    # a short clip written into a longer slot would leave another clip's frames in the rest
+    with pytest.raises(ValueError, match="4 frames for an output of shape"):
+        crop_resize(frames(), (0, 8, 48, 48), 24, out=torch.empty((8, 3, 24, 24), dtype=torch.uint8))

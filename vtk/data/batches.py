@@ -159,6 +159,42 @@ class BatchWriter:
         return batch
 
 
+class Tails:
+    """Main side: the partial batches a pass ends with, one per worker, joined into whole ones.
+    Without it a rank would lose up to ``workers x (batch_size - 1)`` clips per pass to
+    ``drop_last`` and hand out that many short batches without it; with it, at most one.
+
+        whole = tails.add(short_batch)   # a full batch once the tails add up to one, else None
+        last = tails.rest()              # what is left at the end of the pass (or None)
+    """
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self._parts: list[dict] = []
+
+    def add(self, batch: dict) -> dict | None:
+        self._parts.append(batch)
+        if sum(len(p["key"]) for p in self._parts) < self.batch_size:
+            return None
+        joined = _join(self._parts)  # copies the clips out of their slots, which go back
+        whole = {k: v[:self.batch_size] for k, v in joined.items()}
+        rest = {k: v[self.batch_size:] for k, v in joined.items()}
+        self._parts = [rest] if rest["key"] else []
+        return whole
+
+    def rest(self) -> dict | None:
+        parts, self._parts = self._parts, []
+        return _join(parts) if parts else None
+
+
+def _join(batches: list[dict]) -> dict:
+    """Batches with the same fields as one: tensors concatenated, lists chained."""
+    if len(batches) == 1:
+        return batches[0]
+    return {k: torch.cat([b[k] for b in batches]) if isinstance(batches[0][k], torch.Tensor)
+            else [x for b in batches for x in b[k]] for k in batches[0]}
+
+
 class BufferPool:
     """Main side, for loaders that build batches in the main process (the frame cache): output
     buffers by shape and dtype, handed out (as new aliases) again once only the pool holds

@@ -104,7 +104,11 @@ def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: i
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
     jobs = [(i, p, str(tmp), size, backend) for i, p in enumerate(paths)]
-    results = _run_jobs(jobs, workers, progress)
+    try:
+        results = _run_jobs(jobs, workers, progress)
+    except BaseException:  # interrupted or failed: leave no half-built folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     manifest = {"version": VERSION, "size": size, "layout": "centre-square", "shards": paths,
                 "clips": [c for r in results for c in r["clips"]],
                 "skipped": [s for r in results for s in r["skipped"]]}

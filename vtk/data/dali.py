@@ -206,6 +206,7 @@ class DaliLoader:
 
     def __iter__(self):
         handed_out: set[str] = set()
+        finished = False
         try:
             while self._iter is not None:
                 try:
@@ -213,13 +214,16 @@ class DaliLoader:
                         batch = self._batch(out[0])
                         handed_out.update(batch["key"])
                         yield batch
-                    return
+                    break
                 except RuntimeError as e:  # DALI's pipeline is dead after any error
                     self._skip_failed(e)
                     self._iter, self._partial = self._restart(skip=handed_out), True
+            finished = True
         finally:
             self.epoch += 1
-            if self._partial:  # the next pass reads the whole share again, minus bad samples
+            # the next pass reads the whole share again, minus bad samples; an abandoned pass
+            # needs a fresh pipeline too (DALI ignores a reset in the middle of an epoch)
+            if self._partial or not finished:
                 self._iter, self._partial = self._restart(skip=set()), False
 
     def _skip_failed(self, error: RuntimeError) -> None:

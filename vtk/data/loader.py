@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from vtk.data import split
-from vtk.data.batches import BufferPool, SlotRing
+from vtk.data.batches import BufferPool, SlotRing, Tails
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
 from vtk.data.samples import CAPTION_MODES
 from vtk.data.shardset import resolve_shards
@@ -116,6 +116,7 @@ class VideoLoader:
         self.norm = norm  # normalised here (frame cache); None: batches arrive final
         self.epoch = 0
         self.ring: SlotRing | None = None
+        self.unslotted = 0  # batches that missed the ring (a consumer keeping many batches)
         self._pool = BufferPool()  # a fresh float batch costs ~1 ms per 224 px clip in page faults
         self._dl = None
 
@@ -145,20 +146,32 @@ class VideoLoader:
         self.epoch += 1
         with opencv_serial(self.workers > 0):
             it = iter(self._dataloader())  # the first pass starts (forks) the workers
+        streaming = isinstance(self.dataset, ShardStream)
+        tails = Tails(self.dataset.batch_size) if streaming else None
         while True:
             with one_thread(self.workers == 0):
                 batch = next(it, None)
             if batch is None:
-                return
+                break
             batch["video"] = self._output(batch)
+            if tails is not None and len(batch["key"]) < tails.batch_size:
+                batch = tails.add(batch)  # a worker's last batch of the pass
+                if batch is None:
+                    continue
             self.stats.add("samples", len(batch["key"]))
             yield batch
+        last = tails.rest() if tails is not None else None
+        if last is not None and not self.drop_last:
+            self.stats.add("samples", len(last["key"]))
+            yield last
 
     def _output(self, batch: dict) -> torch.Tensor:
         """The batch's video as the consumer gets it."""
         slot = batch.pop("slot", None)
         if slot is not None:
             return self.ring.hand_out(slot, len(batch["key"]))
+        if self.ring is not None:  # every slot of that worker was taken: a fresh buffer
+            self.unslotted += 1
         video = batch["video"]
         if self.norm is None:
             return video
@@ -168,6 +181,8 @@ class VideoLoader:
     def __len__(self):  # known only for the frame cache
         if self._sampler is None:
             raise TypeError("a streaming loader has no length")
+        if self.drop_last:
+            return len(self._sampler) // self._batch_size
         return -(-len(self._sampler) // self._batch_size)
 
 
@@ -215,5 +230,6 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     warm_up(paths[0], backend, spec)
     stats = LoaderStats()
     stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
-                         shuffle_buffer, drop_last, uint8=uint8)
-    return VideoLoader(stream, workers, stats, backend, norm=None)  # workers write final batches
+                         shuffle_buffer, uint8=uint8)
+    return VideoLoader(stream, workers, stats, backend, norm=None,  # workers write final batches
+                       drop_last=drop_last)

@@ -82,9 +82,9 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def __init__(self, shards: list[str], spec: ClipSpec, backend: str, batch_size: int,
                  stats: LoaderStats, rank: int, world_size: int, shuffle_buffer: int = 256,
-                 drop_last: bool = False, uint8: bool = False):
+                 uint8: bool = False):
         self.shards, self.spec, self.backend = shards, spec, backend
-        self.batch_size, self.drop_last = batch_size, drop_last
+        self.batch_size = batch_size
         self.stats, self.rank, self.world_size = stats, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.dtype = torch.uint8 if uint8 else torch.float32
@@ -92,6 +92,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.ring = None
         self._decoder = None
         self._pass_epoch = 0
+        self._report_tars = True
 
     @property
     def epoch(self) -> int:
@@ -110,6 +111,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         if self.spec.train:  # the same permutation in every slot, so the split stays exact
             np.random.default_rng([self.spec.seed, epoch]).shuffle(shards)
         mine, by_sample = split.assign(shards, my_slot, slots)
+        # fewer shards than slots: every slot reads every shard, so one reports its damage
+        self._report_tars = not by_sample or my_slot == 0
         stages = [
             wds.SimpleShardList(mine),
             wds.pipelinefilter(self._check_tars)(),
@@ -126,12 +129,13 @@ class ShardStream(torch.utils.data.IterableDataset):
     # -- stages ------------------------------------------------------------------------------
 
     def _tar_error(self, exn: Exception) -> bool:
-        self.stats.skip("tar_errors", "unreadable tar data", exn)
+        if self._report_tars:
+            self.stats.skip("tar_errors", "unreadable tar data", exn)
         return True  # go on with the next member / shard
 
     def _check_tars(self, urls):
         for url in urls:
-            if looks_truncated(url["url"]):
+            if self._report_tars and looks_truncated(url["url"]):
                 self.stats.skip("tar_errors", url["url"], "truncated tar; reading what is there")
             yield url
 
@@ -144,22 +148,24 @@ class ShardStream(torch.utils.data.IterableDataset):
             if "mp4" not in sample:
                 self.stats.skip("missing", where, "no mp4 member")
                 continue
+            out = writer.clip_out()  # outside the try: a failure here is no sample's fault
             try:
-                item = self.decode(sample, out=writer.clip_out())
+                parsed = self.read(sample)
             except VtkError:
                 raise
             except Exception as e:  # corrupt mp4 or json: skip it, training goes on
                 self.stats.skip("corrupt", where, f"{type(e).__name__}: {e}")
                 continue
-            batch = writer.add(item)
+            batch = writer.add(self.spec.view(*parsed, out=out))
             if batch is not None:
                 yield batch
-        last = writer.flush()
-        if last is not None and not self.drop_last:
+        last = writer.flush()  # the loader joins the workers' short last batches
+        if last is not None:
             yield last
 
-    def decode(self, sample: dict, out: torch.Tensor | None = None) -> dict:
-        """One raw tar sample -> one batch item (its clip written into ``out`` when given)."""
+    def read(self, sample: dict) -> tuple:
+        """Parse and decode one raw tar sample: the arguments of ``ClipSpec.view`` but ``out``.
+        Errors here are the sample's (a corrupt mp4 or json)."""
         if self._decoder is None:  # one per worker process, created there
             self._decoder = get_decoder(self.backend)
         key = sample["__key__"]
@@ -167,7 +173,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         rng = sample_rng(self.spec.seed, self._pass_epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
-        return self.spec.view(key, frames, meta, txt, rng, self._pass_epoch, out=out)
+        return key, frames, meta, txt, rng, self._pass_epoch
 
 
 def warm_up(tar: str, backend: str, spec: ClipSpec) -> None:

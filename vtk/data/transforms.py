@@ -74,6 +74,8 @@ def crop_resize(frames, box, size: int, flip: bool = False, out: torch.Tensor | 
     top, left, ch, cw = box
     if out is None:
         out = torch.empty((t, 3, size, size), dtype=torch.uint8 if norm is None else torch.float32)
+    elif tuple(out.shape) != (t, 3, size, size):  # a short clip must not leave stale rows
+        raise ValueError(f"crop_resize: {t} frames for an output of shape {tuple(out.shape)}")
     dst = out.numpy()
     # area averaging only where bilinear would skip whole pixels (2x and more), and only on
     # both axes: on a mixed or mild shrink it is 3x slower than bilinear for no visible gain

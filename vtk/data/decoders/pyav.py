@@ -31,20 +31,23 @@ class PyAVDecoder:
             stream = container.streams.video[0]
             stream.thread_count = self.threads
             n = stream.frames  # from the mp4 sample table; 0 when the container does not say
-            if n <= 0 or indices is None:
-                frames = list(container.decode(stream))
-                n = len(frames)
-                idx = resolve(indices, n)
-                pick = range(n) if idx is None else idx
-                out = [to_rgb(frames[i]) for i in pick]
-            else:
+            if n > 0 and indices is not None:
                 idx = resolve(indices, n)
                 out = self._forward(container, stream, idx)
-                if len(out) < len(idx):  # the header overstated the count: redo from a full decode
-                    return self.decode(data, [min(i, len(out) - 1) for i in idx] if out else None)
-        if not out:
-            raise ValueError("no video frames decoded")
-        return torch.from_numpy(np.stack(out)), n
+                if len(out) == len(idx):
+                    return _stack(out), n
+        # no count in the header, every frame wanted, or a header that overstates the count
+        # (an edit list): decode everything and sample again with the true count
+        return self._decode_all(data, indices)
+
+    def _decode_all(self, data: bytes, indices: Indices) -> tuple[torch.Tensor, int]:
+        with self.av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = self.threads
+            frames = list(container.decode(stream))
+        n = len(frames)
+        idx = resolve(indices, n)
+        return _stack([to_rgb(frames[i]) for i in (range(n) if idx is None else idx)]), n
 
     @staticmethod
     def _forward(container, stream, idx: np.ndarray) -> list[np.ndarray]:
@@ -58,6 +61,12 @@ class PyAVDecoder:
             if i >= last:
                 break
         return [wanted[i] for i in idx.tolist() if i in wanted]
+
+
+def _stack(frames: list[np.ndarray]) -> torch.Tensor:
+    if not frames:
+        raise ValueError("no video frames decoded")
+    return torch.from_numpy(np.stack(frames))
 
 
 # AVColorSpace: 2 unspecified, 5 BT470BG, 6 SMPTE170M (BT.601); AVColorRange 2: full (JPEG)
