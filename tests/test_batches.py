@@ -1,6 +1,7 @@
 """Batch memory: shared slots handed to the consumer and given back only when unreferenced."""
 
 import numpy as np
+import pytest
 import torch
 
 from vtk.data.batches import (
@@ -80,17 +81,24 @@ def test_pool_reuses_a_buffer_only_once_nothing_references_it():
     assert pool.take((2, 3), torch.float32).data_ptr() == ptr  # b is still held
 
 
-def test_tails_join_short_batches_into_whole_ones_in_order():
+@pytest.mark.parametrize("room", [True, False])
+def test_tails_join_short_batches_into_whole_ones_in_order(room):
     def short(first, n):
+        """n clips numbered from ``first``, as the first rows of a 3-row buffer (a slot) or
+        in a tensor of their own"""
+        buf = torch.zeros((3 if room else n, 4), dtype=torch.uint8)
+        buf[:n] = torch.arange(first, first + n, dtype=torch.uint8).view(n, 1)
         keys = [f"k{first + i}" for i in range(n)]
-        video = torch.arange(first, first + n, dtype=torch.uint8).view(n, 1).expand(n, 4)
-        return {"video": video, "key": keys, "text": [k.upper() for k in keys]}
+        return {"video": buf[:n], "key": keys, "text": [k.upper() for k in keys]}
 
     tails = Tails(batch_size=3)
-    assert tails.add(short(0, 2)) is None  # 2 of 3
+    head = short(0, 2)
+    assert tails.add(head) is None  # 2 of 3
     whole = tails.add(short(2, 2))  # 4: one whole batch, 1 left over
     assert whole["key"] == ["k0", "k1", "k2"] and whole["text"] == ["K0", "K1", "K2"]
     assert whole["video"][:, 0].tolist() == [0, 1, 2]
+    # with room, the first short batch's buffer is filled up: no new tensor
+    assert (whole["video"].data_ptr() == head["video"].data_ptr()) == room
     assert tails.add(short(4, 1)) is None  # 2 of 3
     last = tails.rest()
     assert last["key"] == ["k3", "k4"] and last["video"][:, 0].tolist() == [3, 4]
