@@ -45,10 +45,14 @@ class CaptionCache:
             with open(self.path.with_suffix(".lock"), "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
                 db = sqlite3.connect(self.path, timeout=60)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("CREATE TABLE IF NOT EXISTS captions "
-                           "(clip TEXT, settings TEXT, result TEXT, PRIMARY KEY (clip, settings))")
-                db.commit()
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("CREATE TABLE IF NOT EXISTS captions (clip TEXT, settings TEXT, "
+                               "result TEXT, PRIMARY KEY (clip, settings))")
+                    db.commit()
+                except BaseException:
+                    db.close()
+                    raise
             self._db = db
         return self._db
 
