@@ -102,9 +102,9 @@ class VideoLoader:
     Streaming (a ``ShardStream``): the workers are started once and kept for every pass
     (``persistent_workers``; the epoch reaches them through shared memory), and write batches
     into a ring of shared slots that is handed to the consumer without a copy
-    (``vtk.data.batches``). One pass at a time per loader with workers (as torch's persistent
-    workers). Frame cache (map-style dataset):
-    batches are collated in uint8 and normalised here into reused buffers.
+    (``vtk.data.batches``); the workers' short last batches are joined here into whole ones.
+    One pass at a time per loader with workers (as torch's persistent workers). Frame cache
+    (map-style dataset): batches are collated in uint8 and normalised here into reused buffers.
     """
 
     def __init__(self, dataset, workers: int, stats: LoaderStats, backend: str,
@@ -197,7 +197,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
     ``cache``: a folder for the decoded-frame cache (built on first use, then reused by every
     epoch and every run that names it). ``rank``/``world_size`` default to torch.distributed's.
-    ``drop_last`` drops a final partial batch in training (never in eval).
+    ``drop_last`` drops the pass's one short batch in training (never in eval); the workers'
+    short last batches are joined first (``vtk.data.batches.Tails``).
     ``flip``: training views are mirrored half the time; ``swap`` (default) also swaps "left"
     and "right" in their captions, ``plain`` mirrors pixels only (as ViCLIP), ``off`` never.
     ``uint8=True`` leaves ``video`` as uint8 B x T x 3 x S x S for the consumer to normalise on
