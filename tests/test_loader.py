@@ -166,6 +166,37 @@ def test_a_damaged_tar_is_counted_once_however_many_workers_read_it(tmp_path):
     assert stats[0] == stats[1] == stats[2]
 
 
+@pytest.mark.parametrize("bad", [b"[]", b"null", b'{"captions": "oops"}', b'{"texts": 5}'])
+def test_a_json_of_the_wrong_shape_is_a_corrupt_sample(tmp_path, bad):
+    import webdataset as wds
+    from data_helpers import encode, pattern_frames
+
+    write_shards(tmp_path, samples=3, per_shard=3, frames=8, h=16, w=16)
+    with wds.TarWriter(str(tmp_path / "test-000001.tar")) as tw:
+        tw.write({"__key__": "bad_000000", "mp4": encode(pattern_frames(8, 16, 16, 0)),
+                  "txt": "fine", "json": bad})
+    loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=False,
+                          batch_size=4, workers=0)
+    with pytest.warns(RuntimeWarning, match="bad_000000"):
+        assert keys_of(loader) == ALL_KEYS[:3]
+    assert loader.stats["corrupt"] == 1
+
+
+def test_an_error_outside_the_sample_stops_the_pass(shards, monkeypatch):
+    # a failing crop (or shared memory running out) is not a corrupt sample: skipping every
+    # clip would end the pass quietly with no batches
+    from vtk.data.stream import ClipSpec
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no space left on device")
+
+    monkeypatch.setattr(ClipSpec, "crop", broken)
+    loader = build_loader(shards, backend="pyav", frames=2, size=16, train=False, workers=0)
+    with pytest.raises(RuntimeError, match="no space left"):
+        keys_of(loader)
+    assert loader.stats["corrupt"] == 0
+
+
 def test_missing_shard_is_a_one_line_error(shards):
     with pytest.raises(VtkError, match="shard not found: .*nope-000009.tar") as e:
         build_loader([str(shards / "test-000000.tar"), str(shards / "nope-000009.tar")])
@@ -262,14 +293,14 @@ def test_cache_splits_ranks_exactly_and_shuffles_per_epoch(shards, tmp_path, tra
 
 
 def test_cache_gives_every_ddp_rank_the_same_number_of_training_steps(tmp_path):
-    write_shards(tmp_path / "s", samples=7, per_shard=7, frames=8, h=16, w=16)
+    write_shards(tmp_path / "s", samples=8, per_shard=8, frames=8, h=16, w=16)
     counts = []
     for r in range(2):
         loader = build_loader(tmp_path / "s", frames=2, size=16, train=True, batch_size=3,
                               workers=0, cache=tmp_path / "c", rank=r, world_size=2,
                               drop_last=True)
         batches = list(loader)
-        assert len(loader) == len(batches) == 1  # 4 and 3 clips, batches of 3, tail dropped
+        assert len(loader) == len(batches) == 1  # 4 clips, batches of 3, the tail dropped
         counts.append(len(keys_of(batches)))
     assert counts == [3, 3]
 

@@ -198,7 +198,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     ``cache``: a folder for the decoded-frame cache (built on first use, then reused by every
     epoch and every run that names it). ``rank``/``world_size`` default to torch.distributed's.
     ``drop_last`` drops the pass's one short batch in training (never in eval); the workers'
-    short last batches are joined first (``vtk.data.batches.Tails``).
+    short last batches are joined first (``vtk.data.batches.Tails``). Streaming ranks read
+    whole shards, so their batch counts may differ; ``vtk train`` counts steps, not epochs.
     ``flip``: training views are mirrored half the time; ``swap`` (default) also swaps "left"
     and "right" in their captions, ``plain`` mirrors pixels only (as ViCLIP), ``off`` never.
     ``uint8=True`` leaves ``video`` as uint8 B x T x 3 x S x S for the consumer to normalise on

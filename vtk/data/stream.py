@@ -63,13 +63,20 @@ class ClipSpec:
         with ``flip="swap"`` a mirrored view's caption says right where it said left.
         ``rng`` draws the flip and crop; the caption has its own (``caption_rng``).
         ``out``: where the cropped clip goes (its slot in the batch)."""
+        flip, item = self.describe(key, meta, txt, rng, epoch)
+        item["video"] = self.crop(frames, rng, flip=flip, out=out)
+        return item
+
+    def describe(self, key: str, meta: dict, txt: str | None, rng: np.random.Generator,
+                 epoch: int) -> tuple[bool, dict]:
+        """The first half of ``view``: whether the view is mirrored, and its item without the
+        video. It reads only the sample's json and txt, so what it raises is the sample's."""
         flip = self.train and draw_flip(self.flip, rng)
-        video = self.crop(frames, rng, flip=flip, out=out)
         text = pick_caption(meta, txt, self.captions,
                             caption_rng(self.seed, epoch, key, self.captions))
         if flip and self.flip == "swap":
             text = mirror_text(text)
-        return make_item(key, video, text, meta)
+        return flip, make_item(key, None, text, meta)
 
 
 
@@ -112,6 +119,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             np.random.default_rng([self.spec.seed, epoch]).shuffle(shards)
         mine, by_sample = split.assign(shards, my_slot, slots)
         # fewer shards than slots: every slot reads every shard, so one reports its damage
+        # (slot 0, on rank 0: summed over ranks, the count is right; other ranks report none)
         self._report_tars = not by_sample or my_slot == 0
         stages = [
             wds.SimpleShardList(mine),
@@ -150,13 +158,15 @@ class ShardStream(torch.utils.data.IterableDataset):
                 continue
             out = writer.clip_out()  # outside the try: a failure here is no sample's fault
             try:
-                parsed = self.read(sample)
+                key, frames, meta, txt, rng, epoch = self.read(sample)
+                flip, item = self.spec.describe(key, meta, txt, rng, epoch)
             except VtkError:
                 raise
             except Exception as e:  # corrupt mp4 or json: skip it, training goes on
                 self.stats.skip("corrupt", where, f"{type(e).__name__}: {e}")
                 continue
-            batch = writer.add(self.spec.view(*parsed, out=out))
+            item["video"] = self.spec.crop(frames, rng, flip=flip, out=out)  # errors: ours
+            batch = writer.add(item)
             if batch is not None:
                 yield batch
         last = writer.flush()  # the loader joins the workers' short last batches

@@ -37,7 +37,8 @@ class PyAVDecoder:
                 if len(out) == len(idx):
                     return _stack(out), n
         # no count in the header, every frame wanted, or a header that overstates the count
-        # (an edit list): decode everything and sample again with the true count
+        # (an edit list): decode everything and sample again with the true count (a sampler
+        # drawing from a generator draws again, so that clip's view differs from decord's)
         return self._decode_all(data, indices)
 
     def _decode_all(self, data: bytes, indices: Indices) -> tuple[torch.Tensor, int]:
