@@ -118,7 +118,6 @@ class DaliLoader:
                            f"{codec}; use a GPU, another --backend, or vtk shard --codec vp9")
         self.threads = threads
         self.bad: set[str] = set()  # keys of samples DALI failed on: left out from then on
-        self._partial = False  # the pipeline reads a filtered remainder, not the whole share
         self._tmp = None
         self._builds = 0
         self._iter = self._start(self.paths, [index_path(p) for p in self.paths],
@@ -206,6 +205,7 @@ class DaliLoader:
 
     def __iter__(self):
         handed_out: set[str] = set()
+        partial = False  # the pipeline reads a filtered remainder of the share, after an error
         finished = False
         try:
             while self._iter is not None:
@@ -217,14 +217,14 @@ class DaliLoader:
                     break
                 except RuntimeError as e:  # DALI's pipeline is dead after any error
                     self._skip_failed(e)
-                    self._iter, self._partial = self._restart(skip=handed_out), True
+                    self._iter, partial = self._restart(skip=handed_out), True
             finished = True
         finally:
             self.epoch += 1
             # the next pass reads the whole share again, minus bad samples; an abandoned pass
             # needs a fresh pipeline too (DALI ignores a reset in the middle of an epoch)
-            if self._partial or not finished:
-                self._iter, self._partial = self._restart(skip=set()), False
+            if partial or not finished:
+                self._iter = self._restart(skip=set())
 
     def _skip_failed(self, error: RuntimeError) -> None:
         """Count and warn about the sample a DALI error names; re-raise errors naming none."""

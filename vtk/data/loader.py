@@ -114,6 +114,7 @@ class VideoLoader:
         self._collate, self._sampler, self._batch_size = collate_fn, sampler, batch_size
         self.drop_last = drop_last
         self.norm = norm  # normalised here (frame cache); None: batches arrive final
+        self.streaming = isinstance(dataset, ShardStream)
         self.epoch = 0
         self.ring: SlotRing | None = None
         self.unslotted = 0  # batches that missed the ring (a consumer keeping many batches)
@@ -122,8 +123,7 @@ class VideoLoader:
 
     def _dataloader(self) -> torch.utils.data.DataLoader:
         if self._dl is None:
-            streaming = isinstance(self.dataset, ShardStream)
-            if streaming and self.workers:  # made before the workers start, so they share it
+            if self.streaming and self.workers:  # made before the workers start, so they share it
                 d = self.dataset  # (in-process, each batch gets its own buffer: no hand-over
                 # to save, and two passes may then run side by side)
                 self.ring = d.ring = SlotRing(self.workers, PREFETCH + 2, d.batch_size,
@@ -134,7 +134,7 @@ class VideoLoader:
                 # walks every json dict of every batch (15% of the CPU at 64 px), ours passes it on
                 collate_fn=self._collate or as_is, num_workers=self.workers,
                 prefetch_factor=PREFETCH if self.workers else None,
-                persistent_workers=streaming and self.workers > 0,
+                persistent_workers=self.streaming and self.workers > 0,
                 drop_last=self.drop_last if self._sampler is not None else False,
             )
         return self._dl
@@ -146,8 +146,7 @@ class VideoLoader:
         self.epoch += 1
         with opencv_serial(self.workers > 0):
             it = iter(self._dataloader())  # the first pass starts (forks) the workers
-        streaming = isinstance(self.dataset, ShardStream)
-        tails = Tails(self.dataset.batch_size) if streaming else None
+        tails = Tails(self.dataset.batch_size) if self.streaming else None
         while True:
             with one_thread(self.workers == 0):
                 batch = next(it, None)

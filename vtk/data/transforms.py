@@ -1,5 +1,6 @@
-"""Clip transforms on uint8 frames: OpenCV resizes, torch normalises (torchvision does not
-import beside the torch this project pins).
+"""Clip transforms on uint8 frames with OpenCV: resize, flip, and normalise into planar
+float32 in one pass (torchvision does not import beside the torch this project pins; torch
+normalises batches that arrive as uint8).
 
 Input: uint8 tensor ``T x H x W x 3`` (what every decoder returns). Output: float32
 ``T x 3 x S x S``, normalised. One crop and one flip per clip, so motion stays coherent.
