@@ -64,7 +64,7 @@ def crop_resize(frames, box, size: int, flip: bool = False, out: torch.Tensor | 
     ``out`` when given: a loader worker writes each clip into its slot of the batch, so no
     collate copy and no separate normalising pass over the batch follow. Bilinear, with area
     averaging (antialiased) for shrinks of 2x and more. Measured here per 8-frame 224 px clip:
-    0.6 ms to uint8, 1.25 ms to normalised float32.
+    0.6 ms to uint8, 1.25 ms to normalised float32 (1.7 ms with random training boxes).
     """
     import cv2
 
