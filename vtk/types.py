@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,12 +12,61 @@ import numpy as np
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
+# Extensions FFmpeg commonly reads as video (lower case, with the dot).
+VIDEO_EXTS = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .wmv .asf .flv .mpg .mpeg .ts .m2ts .mts .3gp .3g2 .ogv "
+    ".ogg .vob .dv .mxf .y4m .gif .f4v .rm .rmvb .divx .nut .h264 .264 .hevc .265 .ivf".split()
+)
+
+# Version of the source-id scheme (stored in a shard set's settings): ids name completed
+# sources, so a set resumed under another scheme would redo every source.
+# 1: safe_id of the path without its extension, repeats renamed -dup2, -dup3... in input order.
+# 2: source_id below: extension kept, a hash where the readable form loses anything.
+SOURCE_ID_SCHEME = 2
+ID_MAX_LEN = 80
+HASH_LEN = 12  # hex digits (48 bits) of SHA-1
+_PLAIN = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+_ALNUM_RUNS = re.compile(r"[^A-Za-z0-9]+")
+
 
 def safe_id(text: str, max_len: int = 80) -> str:
     """A source id usable in a WebDataset key: letters, digits and '-' only ('.' and '_' are
-    WebDataset's key/extension separators)."""
+    WebDataset's key/extension separators). Lossy: distinct texts can give one id (see
+    :func:`source_id` for ids that must not collide)."""
     s = _UNSAFE.sub("-", text).strip("-")
     return (s[:max_len] or "x")
+
+
+def source_id(text: str) -> str:
+    """A key-safe id that is a pure function of ``text`` (a relative path, a manifest's video
+    field) and distinct for distinct texts.
+
+    Readable where it can be: a text of letters and digits in runs joined by single '-',
+    optionally ending in a video extension, maps to itself with that '.' as '-'
+    (``a-b.mp4`` -> ``a-b-mp4``). Anything else (a space, '_', '/', a second '.', non-ASCII,
+    over :data:`ID_MAX_LEN` characters) is lossy, and then ``--`` and the first 12 hex digits
+    of the text's SHA-1 follow the readable part (``a b.mp4`` -> ``a-b-mp4--3f…``).
+
+    Why distinct: a lossless id never holds ``--``, and one that ends in a video extension
+    came from a text with that extension (a dot-free text ending ``-mp4`` counts as lossy);
+    lossy ids differ by their hash. Nothing depends on other inputs, so an id never changes
+    when a folder grows.
+    """
+    stem, dot, ext = text.rpartition(".")
+    if dot and ("." + ext.lower()) in VIDEO_EXTS and _PLAIN.fullmatch(ext):
+        plain = _PLAIN.fullmatch(stem) is not None
+        readable = f"{stem}-{ext}"
+    else:
+        last = text.rsplit("-", 1)[-1]
+        plain = _PLAIN.fullmatch(text) is not None and ("." + last.lower()) not in VIDEO_EXTS
+        readable = text
+    if plain and len(readable) <= ID_MAX_LEN:
+        return readable
+    # accents dropped rather than replaced: 'café' reads as 'cafe'
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    readable = _ALNUM_RUNS.sub("-", ascii_text).strip("-")[:ID_MAX_LEN - HASH_LEN - 2]
+    digest = hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:HASH_LEN]
+    return f"{readable.rstrip('-') or 'x'}--{digest}"
 
 
 @dataclass

@@ -84,6 +84,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     from vtk.shards.build import run_sources
     from vtk.shards.writer import ShardWriter
     from vtk.sources import benchmark_card, count_sources, open_sources
+    from vtk.types import SOURCE_ID_SCHEME
 
     if size is not None and size < 16:
         raise VtkError(f"--size {size}: need at least 16 px")
@@ -106,7 +107,8 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     # where the cache lives does not change a sample, so a resume need not repeat it (kept as
     # null rather than dropped: sets built before the cache was wired resume as they are)
     settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
-                "captions": {**caps, "cache_dir": None} if "cache_dir" in caps else caps}
+                "captions": {**caps, "cache_dir": None} if "cache_dir" in caps else caps,
+                "source_ids": SOURCE_ID_SCHEME}
     writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
                          settings=settings, retry_failed=retry_failed)
     started = time.perf_counter()
@@ -118,7 +120,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
            "clips": totals.clips, "failed_sources": totals.failed_sources,
            "frames_decoded": totals.frames_decoded, "wall_s": round(wall, 3),
            "clips_per_s": round(totals.clips / wall, 3) if wall else None,
-           "workers": workers}
+           "workers": workers, "duplicate_inputs": items.duplicates}
     if spec is not None and spec.cache_dir:
         run["caption_cache"] = {"dir": spec.cache_dir, "hits": totals.caption_hits,
                                 "captioned": totals.caption_misses}
@@ -139,6 +141,14 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     index = writer.close(card)
     if not quiet:
         _summary(index, run, out, writer.failures())
+    if items.duplicates:  # a warning, so even --quiet prints it
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(
+            f"[yellow]warning:[/] {items.duplicates} duplicate input(s) skipped (same file, or "
+            f"same video and start/end, as an earlier one; first: "
+            f"{escape(items.duplicate_example or '')})", highlight=False)
     if index["num_samples"] == 0:
         raise VtkError(f"nothing written to {out}: all {totals.sources} inputs failed "
                        f"(reasons in {os.path.join(out, 'stats')})")

@@ -243,6 +243,11 @@ class ShardWriter:
     def _check_settings(self, stored: dict, path: str) -> None:
         if not self.settings or not stored or stored == self.settings:
             return
+        scheme, stored_scheme = self.settings.get("source_ids"), stored.get("source_ids", 1)
+        if scheme is not None and stored_scheme != scheme:  # every done source would be redone
+            raise VtkError(f"{self.out} was built with source id scheme {stored_scheme} and "
+                           f"this vtk names sources by scheme {scheme}: a resume would write "
+                           f"every source again; build the set anew in another --out")
         diff = [f"{group}.{k}: {stored.get(group, {}).get(k)!r} -> {v!r}"
                 for group, new in self.settings.items() if isinstance(new, dict)
                 for k, v in new.items() if stored.get(group, {}).get(k) != v]

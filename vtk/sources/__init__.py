@@ -2,7 +2,15 @@
 
 A spec is ``synth:<preset>?k=v`` (the synthetic world), a folder (searched recursively), a
 manifest (``.csv .tsv .jsonl .parquet``) or a single video file. Items come out lazily, in a
-deterministic order, with unique key-safe ids (a repeated id gets ``-dup2``, ``-dup3``...).
+deterministic order, with key-safe ids that depend on each input alone (its path relative to
+its folder, its manifest row: :func:`vtk.types.source_id`), so they stay the same when inputs
+are added and a ``--resume`` skips exactly what it did before.
+
+The same input twice (one file, or the same video and range, reached by two SOURCES or two
+manifest rows) comes out once; the others are counted in ``Sources.duplicates``. Two
+*different* inputs with one id (``a/x.mp4`` and ``b/x.mp4`` given as the folders ``a`` and
+``b``) is a VtkError: numbering them in input order would give ids that change when a folder
+grows, which loses one source and doubles another on resume.
 
 An input that is known to be bad before decoding (a manifest row with bad timestamps, a
 missing video, non-UTF-8 text) still comes out, with ``meta["error"] = {"kind", "reason"}``,
@@ -20,9 +28,10 @@ from vtk.types import SourceItem
 MANIFEST_EXTS = (".csv", ".tsv", ".jsonl", ".parquet")
 
 
-def open_sources(specs: Iterable[str], video_root: str | None = None) -> Iterator[SourceItem]:
-    """Yield the items of every spec in order; raises VtkError for a spec that names nothing
-    usable (missing path, unknown preset, a manifest without a video column)."""
+def open_sources(specs: Iterable[str], video_root: str | None = None) -> Sources:
+    """The items of every spec in order; raises VtkError for a spec that names nothing
+    usable (missing path, unknown preset, a manifest that is not a regular file or has no
+    video column), and for two files of the folders and files given with one id."""
     specs = list(specs)
     for spec in specs:  # fail on a bad argument now, before any work starts
         if spec.startswith("synth:"):
@@ -31,18 +40,70 @@ def open_sources(specs: Iterable[str], video_root: str | None = None) -> Iterato
             parse_spec(spec)
         elif not os.path.exists(spec):
             raise VtkError(f"{spec}: no such file, folder or synth: spec")
-    return _items(specs, video_root)
+        elif not os.path.isdir(spec) and spec.lower().endswith(MANIFEST_EXTS):
+            from vtk.sources.folder import not_regular
+
+            problem = not_regular(spec)  # a FIFO would block the open() forever
+            if problem:
+                raise VtkError(f"{spec}: {problem}; give the manifest as a file")
+    files = [s for s in specs if not s.startswith("synth:") and (
+        os.path.isdir(s) or not s.lower().endswith(MANIFEST_EXTS))]
+    if len(files) > 1:  # the common clash (two folders, one layout): say so before any work
+        sources = Sources(files, video_root)
+        for _ in sources:
+            pass
+    return Sources(specs, video_root)
 
 
-def _items(specs: list[str], video_root: str | None) -> Iterator[SourceItem]:
-    seen: dict[str, int] = {}
-    for spec in specs:
-        for item in _open_one(spec, video_root):
-            n = seen.get(item.id, 0) + 1
-            seen[item.id] = n
-            if n > 1:
-                item.id = f"{item.id}-dup{n}"
-            yield item
+class Sources:
+    """An iterator over the items of some specs, each input once.
+
+    ``duplicates``: inputs skipped because an earlier item was the same input (same file, or
+    same video and same start/end); ``duplicate_example``: the first of them, for a warning.
+    """
+
+    def __init__(self, specs: list[str], video_root: str | None):
+        self.duplicates = 0
+        self.duplicate_example: str | None = None
+        self._items = self._unique(specs, video_root)
+
+    def __iter__(self) -> Sources:
+        return self
+
+    def __next__(self) -> SourceItem:
+        return next(self._items)
+
+    def _unique(self, specs: list[str], video_root: str | None) -> Iterator[SourceItem]:
+        holder: dict[str, tuple[tuple, str]] = {}  # id -> (identity, input) that holds it
+        identities: set[tuple] = set()
+        for spec in specs:
+            for item in _open_one(spec, video_root):
+                identity, where = _identity(item), _where(item)
+                if identity in identities:
+                    self.duplicates += 1
+                    self.duplicate_example = self.duplicate_example or where
+                    continue
+                if item.id in holder:
+                    raise VtkError(f"{where} and {holder[item.id][1]} have the same source id "
+                                   f"{item.id!r} (ids are paths relative to the folder given): "
+                                   f"give their common parent folder as one SOURCE")
+                holder[item.id] = (identity, where)
+                identities.add(identity)
+                yield item
+
+
+def _where(item: SourceItem) -> str:
+    return item.meta.get("input") or item.describe()
+
+
+def _identity(item: SourceItem) -> tuple:
+    """What makes two items the same input: the file (symlinks and ./ resolved) and the range
+    at the id's precision (ms); for items without a readable file (synth, rows that already
+    failed) the id itself."""
+    ms = tuple(None if t is None else round(t * 1000) for t in (item.start, item.end))
+    if item.path is not None and "error" not in item.meta:
+        return os.path.realpath(item.path), *ms
+    return None, item.id, *ms
 
 
 def _open_one(spec: str, video_root: str | None) -> Iterator[SourceItem]:

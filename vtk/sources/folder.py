@@ -3,20 +3,36 @@
 Any file whose extension FFmpeg commonly reads as video is an input; whether it really decodes
 is found out later (a broken ``.mp4`` is a recorded failure, not a crash). A sidecar
 ``<name>.txt`` next to a video is its caption (video2dataset and many scraped sets ship them).
-The id is the path relative to the folder, made key-safe, so it is stable across machines.
+The id is :func:`vtk.types.source_id` of the path relative to the folder ('/'-separated,
+extension kept): stable across machines, and unchanged when files are added beside it.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 
-from vtk.types import SourceItem, safe_id
+from vtk.types import VIDEO_EXTS, SourceItem, source_id
 
-VIDEO_EXTS = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .wmv .asf .flv .mpg .mpeg .ts .m2ts .mts .3gp .3g2 .ogv "
-    ".ogg .vob .dv .mxf .y4m .gif .f4v .rm .rmvb .divx .nut .h264 .264 .hevc .265 .ivf".split()
-)
+__all__ = ["VIDEO_EXTS", "file_item", "folder_items", "not_regular"]
+
+_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+
+def not_regular(path: str) -> str | None:
+    """Why ``path`` must not be opened as a file (None for a regular file or a missing one).
+
+    Opening a FIFO for reading blocks until something writes to it, so it is never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or unreadable: the reader says so in its own words
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "special file")
+    return f"not a regular file ({kind})"
 
 
 def folder_items(root: str) -> Iterator[SourceItem]:
@@ -30,11 +46,15 @@ def folder_items(root: str) -> Iterator[SourceItem]:
 
 
 def file_item(path: str, root: str) -> SourceItem:
-    """One video file; its id is its path relative to ``root`` without the extension."""
-    rel = os.path.splitext(os.path.relpath(path, root))[0]
-    item = SourceItem(id=safe_id(rel), path=path)
+    """One video file; its id is its path relative to ``root``, extension kept."""
+    rel = os.path.relpath(path, root).replace(os.sep, "/")
+    item = SourceItem(id=source_id(rel), path=path)
+    problem = not_regular(path)
+    if problem:
+        item.meta["error"] = {"kind": "unreadable", "reason": problem}
+        return item
     sidecar = os.path.splitext(path)[0] + ".txt"
-    if os.path.isfile(sidecar):
+    if os.path.isfile(sidecar):  # False for a FIFO: never opened
         raw = open(sidecar, "rb").read()
         try:
             item.meta["caption"] = raw.decode("utf-8").strip()

@@ -11,11 +11,22 @@ Column names are matched case-insensitively:
   (InternVid's ``UMT_Score``, ``Aesthetic_Score``) go to ``scores``;
 - every other column is carried into the sample's json under ``extra``.
 
+Each row is read for itself (JSONL rows can differ in their keys): a later row's ``start`` or
+``caption`` is honoured even if the first row had none. The first readable row must have a
+video column (else the file is not a manifest: one VtkError); a later row without one is a
+failed row.
+
 Relative paths are tried under ``--video-root``, then next to the manifest, then in the
 working directory. URLs and YouTube IDs are looked up as ``<video-root>/<id>.*`` (the layout
 yt-dlp and video2dataset leave). A row that cannot be used (bad timestamps, missing video,
-non-UTF-8 text) becomes an item carrying ``meta["error"]``; a manifest without a video column
-is one VtkError.
+non-UTF-8 text, a JSONL line that is not a JSON object) becomes an item carrying
+``meta["error"]``, named by its row (CSV, TSV, Parquet; the header is row 1) or line (JSONL).
+
+Ids (:func:`vtk.types.source_id`) come from the row alone: the video field as written
+(``sub/a.mp4``; for a URL or YouTube ID the ID looked up under ``--video-root``), then
+``--r<start ms>-<end ms>`` for a timed row or each video2dataset ``clips`` range. Two rows with
+the same video and range are one input: the second is skipped and counted
+(:class:`vtk.sources.Sources`).
 """
 
 from __future__ import annotations
@@ -29,8 +40,8 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs, urlparse
 
 from vtk.errors import VtkError, require
-from vtk.sources.folder import VIDEO_EXTS
-from vtk.types import SourceItem, safe_id
+from vtk.sources.folder import VIDEO_EXTS, not_regular
+from vtk.types import SourceItem, source_id
 
 VIDEO_COLS = ("path", "video", "file", "filepath", "video_path", "url", "youtubeid",
               "youtube_id", "videoid", "video_id")
@@ -42,41 +53,54 @@ _YT_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
 def manifest_items(path: str, video_root: str | None = None) -> Iterator[SourceItem]:
     """Yield one item per usable row (several for a video2dataset ``clips`` list)."""
-    rows = _read_rows(path)
-    first = next(rows, None)
-    if first is None:
-        raise VtkError(f"{path}: manifest has no rows")
-    columns, _, _ = first
-    cols = {c.lower(): c for c in columns}
-    video_col = next((cols[c] for c in VIDEO_COLS if c in cols), None)
-    if video_col is None:
-        raise VtkError(f"{path}: no video column (need one of: path, video, url, YoutubeID; "
-                       f"found: {', '.join(columns) or 'none'})")
     resolver = _Resolver(os.path.dirname(os.path.abspath(path)), video_root)
     name = os.path.basename(path)
-    for _columns, row, error in _chain(first, rows):
-        where = f"{name} row {row.get('__row__')}"
+    unit = "line" if path.lower().endswith(".jsonl") else "row"
+    before_first: list[SourceItem] = []  # failed rows held until the file proves a manifest
+    checked = False
+    for row, error in _read_rows(path):
+        row_no = row.pop("__row__")
+        where = f"{name} {unit} {row_no}"
         if error:
-            yield _failed(where, row.get("__row__"), *error)
+            failed = _failed(f"{name}:{unit}{row_no}", where, *error)
+            if checked:
+                yield failed
+            else:
+                before_first.append(failed)
             continue
-        yield from _row_items(row, cols, video_col, resolver, where)
+        cols = {c.lower(): c for c in row}
+        video_col = next((cols[c] for c in VIDEO_COLS if c in cols), None)
+        if not checked:
+            if video_col is None:
+                raise VtkError(f"{path}: no video column (need one of: path, video, url, "
+                               f"YoutubeID; found in {unit} {row_no}: "
+                               f"{', '.join(map(str, row)) or 'none'})")
+            checked = True
+            yield from before_first
+            before_first = []
+        if video_col is None:
+            yield _failed(f"{name}:{unit}{row_no}", where, "missing-column",
+                          "no video column (need one of: path, video, url, YoutubeID)")
+            continue
+        yield from _row_items(row, f"{name}:{unit}{row_no}", cols, video_col, resolver, where)
+    if not checked:
+        if before_first:
+            first = before_first[0].meta
+            raise VtkError(f"{path}: no readable rows ({first['input']}: "
+                           f"{first['error']['reason']})")
+        raise VtkError(f"{path}: manifest has no rows")
 
 
-def _chain(first, rest):
-    yield first
-    yield from rest
-
-
-def _failed(where: str, row_no, kind: str, reason: str) -> SourceItem:
-    return SourceItem(id=safe_id(f"row-{row_no}"),
+def _failed(row_name: str, where: str, kind: str, reason: str) -> SourceItem:
+    """A row that makes no clip; its id comes from the manifest's name and the row number."""
+    return SourceItem(id=source_id(row_name),
                       meta={"input": where, "error": {"kind": kind, "reason": reason}})
 
 
-def _row_items(row: dict, cols: dict, video_col: str, resolver, where: str):
-    row_no = row.pop("__row__")
+def _row_items(row: dict, row_name: str, cols: dict, video_col: str, resolver, where: str):
     video = _text(row.get(video_col))
     if not video:
-        yield _failed(where, row_no, "missing-column", f"empty {video_col}")
+        yield _failed(row_name, where, "missing-column", f"empty {video_col}")
         return
     where = f"{where} ({video})"
     used = {video_col}
@@ -84,7 +108,7 @@ def _row_items(row: dict, cols: dict, video_col: str, resolver, where: str):
     try:
         ranges = _ranges(row, cols, used)
     except ValueError as e:
-        yield _failed(where, row_no, "bad-timestamps", str(e))
+        yield _failed(row_name, where, "bad-timestamps", str(e))
         return
     for key, target in (("caption", CAPTION_COLS), ("label", ("label",))):
         col = next((cols[c] for c in target if c in cols), None)
@@ -101,10 +125,9 @@ def _row_items(row: dict, cols: dict, video_col: str, resolver, where: str):
     if extra:
         meta["extra"] = extra
     path, vid_id, problem = resolver.resolve(video)
-    base = safe_id(vid_id)
-    for k, (start, end) in enumerate(ranges):
-        item_id = base if start is None and end is None else (
-            f"{base}-{_ms(start)}-{_ms(end)}" if len(ranges) == 1 else f"{base}-c{k}")
+    base = source_id(vid_id)
+    for start, end in ranges:
+        item_id = base if start is None and end is None else f"{base}--r{_ms(start)}-{_ms(end)}"
         item = SourceItem(id=item_id, path=path, start=start, end=end, meta=dict(meta))
         if problem:
             item.meta["error"] = {"kind": "not-found", "reason": problem}
@@ -119,6 +142,8 @@ def _ranges(row: dict, cols: dict, used: set) -> list[tuple[float | None, float 
         if raw not in (None, ""):
             clips = json.loads(raw) if isinstance(raw, str) else raw
             if not isinstance(clips, list) or not clips:
+                raise ValueError(f"clips must be a list of [start, end], got {raw!r}")
+            if not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in clips):
                 raise ValueError(f"clips must be a list of [start, end], got {raw!r}")
             return [_check(_seconds(c[0]), _seconds(c[1])) for c in clips]
     start_col = next((cols[c] for c in START_COLS if c in cols), None)
@@ -192,7 +217,8 @@ class _Resolver:
         self._stems: dict[str, str] | None = None
 
     def resolve(self, video: str) -> tuple[str | None, str, str | None]:
-        """-> (local path or None, id to name the item by, problem or None)."""
+        """-> (local path or None, text to make the item's id of, problem or None). The text
+        is the path as the row wrote it, or the ID a URL or YouTube ID is looked up by."""
         url = urlparse(video)
         if url.scheme == "file":
             video = url.path
@@ -203,10 +229,12 @@ class _Resolver:
             if base is None:
                 continue
             candidate = os.path.join(base, video) if base else video
-            if os.path.isfile(candidate):
-                return candidate, os.path.splitext(video)[0], None
+            if os.path.exists(candidate) and not os.path.isdir(candidate):
+                problem = not_regular(candidate)  # a FIFO is never opened: it would block
+                return (None, video, f"{candidate}: {problem}") if problem else (
+                    candidate, video, None)
         if os.path.isabs(video) or os.path.splitext(video)[1]:
-            return None, os.path.splitext(video)[0], f"video not found: {video}"
+            return None, video, f"video not found: {video}"
         return self._by_id(video, video)
 
     def _by_id(self, vid: str, original: str):
@@ -216,7 +244,8 @@ class _Resolver:
         path = self._stem_map().get(vid)
         if path is None:
             return None, vid, f"no {vid}.* under --video-root {self.video_root}"
-        return path, vid, None
+        problem = not_regular(path)
+        return (None, vid, f"{path}: {problem}") if problem else (path, vid, None)
 
     def _stem_map(self) -> dict[str, str]:
         if self._stems is None:  # one listing of the root serves every row
@@ -242,7 +271,7 @@ def _youtube_id(url) -> str | None:
     return None
 
 
-# --- readers: yield (columns, row dict with "__row__", error (kind, reason) or None) ----------
+# --- readers: yield (row dict with "__row__", error (kind, reason) or None) -------------------
 
 
 def _read_rows(path: str):
@@ -255,19 +284,16 @@ def _read_rows(path: str):
 
 
 def _csv_rows(path: str, delimiter: str):
-    # surrogateescape keeps undecodable bytes visible per row: one bad row is one failure.
+    # utf-8-sig: Excel writes a BOM. surrogateescape keeps undecodable bytes visible per row:
+    # one bad row is one failure.
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
-        columns = [c for c in (reader.fieldnames or []) if c]
         for n, row in enumerate(reader, start=2):  # row 1 is the header
             row = {k: v for k, v in row.items() if k}
             bad = next((k for k, v in row.items() if isinstance(v, str) and _has_surrogates(v)),
                        None)
             row["__row__"] = n
-            if bad:
-                yield columns, row, ("non-utf8", f"column {bad} is not valid UTF-8 text")
-            else:
-                yield columns, row, None
+            yield row, ("non-utf8", f"column {bad} is not valid UTF-8 text") if bad else None
 
 
 def _has_surrogates(text: str) -> bool:
@@ -275,26 +301,25 @@ def _has_surrogates(text: str) -> bool:
 
 
 def _jsonl_rows(path: str):
-    columns: list[str] = []
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             try:
-                row = json.loads(raw.decode("utf-8"))
+                # utf-8-sig: a BOM (Windows editors write one) would make line 1 unparseable
+                row = json.loads(raw.decode("utf-8-sig"))
             except UnicodeDecodeError as e:
-                yield columns, {"__row__": n}, ("non-utf8", f"not valid UTF-8 ({e.reason})")
+                yield {"__row__": n}, ("non-utf8", f"not valid UTF-8 ({e.reason})")
                 continue
             except json.JSONDecodeError as e:
-                yield columns, {"__row__": n}, ("bad-row", f"not a JSON object ({e.msg})")
+                yield {"__row__": n}, ("bad-row", f"not a JSON object ({e.msg})")
                 continue
             if not isinstance(row, dict):
-                yield columns, {"__row__": n}, ("bad-row", "not a JSON object")
+                yield {"__row__": n}, ("bad-row", "not a JSON object")
                 continue
-            if not columns:
-                columns = list(row)
+            row.pop("__row__", None)
             row["__row__"] = n
-            yield columns, row, None
+            yield row, None
 
 
 def _parquet_rows(path: str):
@@ -303,10 +328,9 @@ def _parquet_rows(path: str):
         pf = pq.ParquetFile(path)
     except Exception as e:
         raise VtkError(f"{path}: not a readable Parquet file ({e})") from None
-    columns = pf.schema_arrow.names
     n = 0
     for batch in pf.iter_batches(batch_size=4096):
         for row in batch.to_pylist():
             n += 1
             row["__row__"] = n
-            yield columns, row, None
+            yield row, None
