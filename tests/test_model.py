@@ -194,9 +194,45 @@ def test_frozen_tower_embeds_each_caption_once():
     tower.cache.fn = lambda texts: calls.append(list(texts)) or fn(texts)
     a = tower(["x y", "z", "x y"])
     b = tower(["z", "x y"])
-    assert calls == [["x y", "z"]]
+    assert calls == [["x y"], ["z"]]  # each new caption alone, once
     assert torch.equal(a[2], b[1]) and torch.equal(a[0], a[2])
     assert torch.allclose(a, tower._features(["x y", "z", "x y"]), atol=1e-6)
+
+
+LONG = ("a large green triangle spins slowly, then jumps up and comes back down, then moves to "
+        "the left and changes colour from yellow to blue to purple before it fades away")
+
+
+def first_seen_with(tower, caption, company):
+    """The cached feature of ``caption`` when the tower first meets it among ``company``."""
+    tower.cache.table.clear()
+    tower([*company, caption])
+    return tower.cache.table[caption]
+
+
+def test_frozen_tiny_caption_features_do_not_depend_on_their_batch():
+    from vtk.model.text import TinyText
+
+    torch.manual_seed(0)
+    tower = TinyText(16, freeze=True)
+    x = "a small red circle moves up"
+    alone = first_seen_with(tower, x, [])
+    for company in (["a"], [LONG], ["a", LONG] * 20):
+        assert torch.equal(first_seen_with(tower, x, company), alone), company
+
+
+@needs_minilm
+def test_frozen_minilm_caption_features_do_not_depend_on_their_batch():
+    """What makes a resumed run bit-identical: after a resume a caption is first met in other
+    company, and padding to a longer companion used to move its feature's last bits."""
+    from vtk.model.text import MiniLMText
+
+    torch.manual_seed(0)
+    tower = MiniLMText(64)
+    x = "a small red circle moves up"
+    alone = first_seen_with(tower, x, [])
+    for company in (["a"], [LONG], ["a", LONG] * 20):
+        assert torch.equal(first_seen_with(tower, x, company), alone), company
 
 
 @needs_minilm
