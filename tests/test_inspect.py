@@ -104,3 +104,114 @@ def test_a_set_without_samples_is_invalid(tmp_path):
             "--max-clip", "10", "--clips", "scenes", "-q")
     with pytest.raises(VtkError, match="no shards"):
         run("inspect", tmp_path / "set")
+
+
+# -- hostile tars: unsafe members, oversized samples, json of the wrong shape -------------------
+
+def craft(tar_path, change):
+    """Rewrite a tar with ``change(info, data) -> (info, data)`` applied to its first sample's
+    members, and refresh its .idx, so that change is all that is wrong with the set."""
+    from data_helpers import write_tar
+
+    from vtk.shards.wds_index import split_name, write_index
+
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    first = split_name(members[0][0].name)[0]
+    write_tar(tar_path, [change(m, d) if split_name(m.name)[0] == first else (m, d)
+                         for m, d in members])
+    write_index(tar_path)
+    return first
+
+
+def problems_of(*args, capsys):
+    with pytest.raises(VtkError):
+        run("inspect", *args, "--json")
+    return json.loads(capsys.readouterr().out)["problems"]
+
+
+def renamed(prefix):
+    def change(m, data):
+        m.name = prefix + m.name
+        return m, data
+    return change
+
+
+def with_nul(m, data):
+    m.pax_headers = {"path": m.name.replace(".", "\0.", 1)}
+    return m, data
+
+
+def retyped(kind, link=""):
+    def change(m, data):
+        if m.name.endswith(".mp4"):
+            m.type, m.linkname = kind, link or m.name.replace(".mp4", ".txt")
+        return m, data
+    return change
+
+
+@pytest.mark.parametrize("change, why, count", [
+    (renamed("../"), "has '..' in its path", 3),
+    (renamed("clips/../../"), "has '..' in its path", 3),
+    (renamed("/tmp/"), "is an absolute path", 3),
+    (with_nul, "has a NUL byte in its name", 3),
+    (retyped(tarfile.SYMTYPE, "/etc/passwd"), "is a symlink (to '/etc/passwd')", 1),
+    (retyped(tarfile.LNKTYPE), "is a hard link (to ", 1),
+    (retyped(tarfile.CHRTYPE), "is a device file", 1),
+    (retyped(tarfile.FIFOTYPE), "is a FIFO", 1),
+])
+def test_unsafe_members_are_invalid(copy, capsys, change, why, count):
+    key = craft(copy / "shard-000000.tar", change)
+    problems = problems_of(copy, "--no-decode", capsys=capsys)
+    assert len(problems) == count, problems  # only the crafted members: the rest is valid
+    assert all(why in p and key in p for p in problems)
+
+
+def add_oversized_sample(folder, declared: int) -> None:
+    """Put a sample ``big`` whose mp4 header declares ``declared`` bytes (a sparse hole, never
+    written) first in shard-000000.tar, with its .idx and index.json updated to match."""
+    from data_helpers import write_tar
+
+    from vtk.shards.wds_index import write_index
+
+    tar_path = folder / "shard-000000.tar"
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    meta = next(d for m, d in members if m.name.endswith(".json"))
+    write_tar(tar_path, [("big.mp4", declared), ("big.txt", b"a big clip"), ("big.json", meta),
+                         *members], format=tarfile.USTAR_FORMAT)
+    write_index(tar_path)
+    card = json.loads((folder / "index.json").read_text())
+    card["num_samples"] += 1
+    card["shards"][0]["num_samples"] += 1
+    (folder / "index.json").write_text(json.dumps(card))
+
+
+def test_an_oversized_sample_is_reported_without_being_read(copy, capsys):
+    import resource
+
+    add_oversized_sample(copy, 2**31)
+    assert (copy / "shard-000000.tar").stat().st_blocks * 512 < 2**20  # a hole, not 2 GiB
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    problems = problems_of(copy, capsys=capsys)  # every other sample decodes and is valid
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert problems == ["big: over the 268435456 bytes of --max-sample-bytes (member 'big.mp4' "
+                        "declares 2147483648); skipped unread"]
+    assert grown < 256 * 1024  # KiB: reading the member whole would take 2 GiB
+
+
+def test_max_sample_bytes_sets_the_cap(synth_shards, capsys):
+    problems = problems_of(synth_shards, "--no-decode", "--max-sample-bytes", "1000",
+                           capsys=capsys)
+    assert len(problems) == 24 and all("over the 1000 bytes" in p for p in problems)
+
+
+@pytest.mark.parametrize("bad, kind", [(b"[1, 2]", "a list"), (b"7", "a number"),
+                                       (b'"a clip"', "a string"), (b"null", "null")])
+def test_a_json_that_is_not_an_object_is_an_invalid_sample(copy, capsys, bad, kind):
+    from vtk.shards.wds_index import write_index
+
+    rewrite_member(copy / "shard-000001.tar", ".json", bad)
+    write_index(copy / "shard-000001.tar")
+    problems = problems_of(copy, "--no-decode", capsys=capsys)
+    assert problems == [f"synth-train-s3-000010_000000: json is {kind}, not an object"]

@@ -136,7 +136,8 @@ def test_corrupt_sample_is_skipped_warned_and_counted(tmp_path):
     with pytest.warns(RuntimeWarning, match="src004_000000"):
         keys = keys_of(loader)
     assert keys == [k for k in ALL_KEYS[:6] if k != "src004_000000"]
-    assert loader.stats.as_dict() == {"samples": 5, "corrupt": 1, "missing": 0, "tar_errors": 0}
+    assert loader.stats.as_dict() == {"samples": 5, "corrupt": 1, "missing": 0, "tar_errors": 0,
+                                      "oversized": 0}
 
 
 def test_truncated_shard_keeps_what_it_can(tmp_path):
@@ -500,3 +501,76 @@ def test_workers_start_after_the_parent_used_opencv_threads(shards):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.split()[-1] == "10"
+
+
+# -- hostile samples: oversized members, json of the wrong shape -------------------------------
+
+def tar_with_oversized_sample(folder, declared: int = 2**31) -> list[str]:
+    """One tar of 4 real samples, and between the 2nd and 3rd a sample ``big`` whose mp4
+    header declares ``declared`` bytes: a sparse hole, so the tar costs KB, not GB."""
+    import tarfile
+
+    from data_helpers import write_tar
+
+    (path,) = write_shards(folder, samples=4, per_shard=4, frames=8, h=16, w=16)
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]
+    meta = next(d for m, d in members if m.name.endswith(".json"))
+    big = [("big.mp4", declared), ("big.txt", b"big"), ("big.json", meta)]
+    write_tar(path, members[:6] + big + members[6:], format=tarfile.USTAR_FORMAT)
+    return [path]
+
+
+@pytest.mark.parametrize("workers, cache", [(0, False), (2, False), (0, True)])
+def test_an_oversized_sample_is_skipped_unread_and_counted(tmp_path, workers, cache):
+    import contextlib
+    import resource
+
+    tar_with_oversized_sample(tmp_path / "s")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    # (with workers, the warning is the workers' and the memory theirs: the count is checked)
+    with pytest.warns(RuntimeWarning, match="big.*declares 2147483648") if not workers \
+            else contextlib.nullcontext():
+        loader = build_loader(tmp_path / "s", backend="pyav", frames=2, size=16, train=False,
+                              batch_size=4, workers=workers,
+                              cache=tmp_path / "c" if cache else None)
+        keys = keys_of(loader)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024
+    assert sorted(keys) == ALL_KEYS[:4]  # the ones after it decode too: the reader seeks past
+    assert loader.stats["oversized"] == 1 and loader.stats["corrupt"] == 0  # counted once
+
+
+def test_max_sample_bytes_is_the_cap(tmp_path):
+    import tarfile
+
+    (path,) = write_shards(tmp_path, samples=4, per_shard=4, frames=8, h=16, w=16)
+    with tarfile.open(path) as tar:
+        sizes = collections.Counter()
+        for m in tar:
+            sizes[m.name.split(".")[0]] += m.size
+    cap = sorted(sizes.values())[1]  # the larger samples are over it
+    over = {k for k, n in sizes.items() if n > cap}
+    for cache in (None, tmp_path / "c"):
+        with pytest.warns(RuntimeWarning, match="--max-sample-bytes"):
+            loader = build_loader(tmp_path, backend="pyav", frames=2, size=16, train=False,
+                                  batch_size=4, workers=0, max_sample_bytes=cap, cache=cache)
+            keys = keys_of(loader)
+        assert 0 < len(over) < 4 and keys == [k for k in ALL_KEYS[:4] if k not in over]
+        assert loader.stats["oversized"] == len(over)
+
+
+@pytest.mark.parametrize("bad", [b"[]", b"3", b'"a clip"', b"null", b'{"captions": "oops"}',
+                                 b'{"captions": {"fine": 5}}'])
+def test_the_frame_cache_skips_and_counts_a_json_of_the_wrong_shape(tmp_path, bad):
+    import webdataset as wds
+    from data_helpers import encode, pattern_frames
+
+    write_shards(tmp_path / "s", samples=3, per_shard=3, frames=8, h=16, w=16)
+    with wds.TarWriter(str(tmp_path / "s" / "test-000001.tar")) as tw:
+        tw.write({"__key__": "bad_000000", "mp4": encode(pattern_frames(8, 16, 16, 0)),
+                  "txt": "fine", "json": bad})
+    with pytest.warns(RuntimeWarning, match="frame cache skipped bad_000000.*json"):
+        loader = build_loader(tmp_path / "s", frames=2, size=16, train=True, batch_size=4,
+                              workers=0, cache=tmp_path / "c")
+    assert sorted(keys_of(loader)) == ALL_KEYS[:3]  # training reads the captions: no crash
+    assert loader.stats["corrupt"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vtk.errors import VtkError
+from vtk.shards.reader import MAX_SAMPLE_BYTES
 
 
 @click.command("inspect")
@@ -13,12 +14,17 @@ from vtk.errors import VtkError
               help="How many samples to preview.")
 @click.option("--no-decode", is_flag=True, help="Skip decoding the videos (faster).")
 @click.option("--json", "as_json", is_flag=True, help="Print the card and report as JSON.")
-def command(folder, samples, no_decode, as_json):
+@click.option("--max-sample-bytes", type=click.IntRange(min=1), default=MAX_SAMPLE_BYTES,
+              show_default=True,
+              help="A sample whose members together declare more bytes is reported and not read.")
+def command(folder, samples, no_decode, as_json, max_sample_bytes):
     """Print a shard set's card, validate every tar and preview a few samples.
 
     \b
-    Every sample must have mp4, txt and json; the json its required fields; the mp4 must
-    decode to the frame count and size its json states; each .idx must match its tar.
+    Every sample must have mp4, txt and json, as plain files under safe relative names (no
+    absolute path, '..', NUL, link or device) and within --max-sample-bytes (judged on the tar
+    headers, before reading); the json must be an object with its required fields; the mp4
+    must decode to the frame count and size its json states; each .idx must match its tar.
     Exits non-zero when anything is wrong.
 
     \b
@@ -37,7 +43,8 @@ def command(folder, samples, no_decode, as_json):
     reports = []
     for tar in tars:
         left = max(0, samples - sum(len(r.previews) for r in reports))
-        reports.append(check_shard(tar, decode=not no_decode, preview=left))
+        reports.append(check_shard(tar, decode=not no_decode, preview=left,
+                                   max_bytes=max_sample_bytes))
     problems = check_card(folder, card, reports) + [p for r in reports for p in r.problems]
     if as_json:
         import json

@@ -39,6 +39,9 @@ from vtk.errors import VtkError
 @click.option("--backend", help="decoder: auto, dali, torchcodec, pyav, decord  [auto]")
 @click.option("--cache", type=click.Path(file_okay=False),
               help="decoded-frame cache folder: decode every clip once (small corpora)")
+@click.option("--max-sample-bytes", type=click.IntRange(min=1),
+              help="skip (unread, counted) samples whose tar members together declare more "
+                   "bytes  [268435456 = 256 MiB]")
 @click.option("--device", help="auto, cpu, cuda  [auto]")
 @click.option("--workers", type=int, help="loader workers per process  [2]")
 @click.option("--seed", type=int, help="random seed  [0]")

@@ -24,13 +24,13 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import tarfile
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import collate, read_members, sample_rng
@@ -38,12 +38,15 @@ from vtk.data.sampling import frame_indices
 from vtk.data.shardset import looks_truncated, resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import center_box, crop_resize
+from vtk.shards.reader import MAX_SAMPLE_BYTES, problem_text, read_samples, skip_kind
 
 VERSION = 2  # 2: frames resized with OpenCV (bilinear; area for 2x shrinks)
 
 
-def fingerprint(paths: list[str], size: int) -> str:
+def fingerprint(paths: list[str], size: int, max_bytes: int = MAX_SAMPLE_BYTES) -> str:
     h = hashlib.sha1(f"v{VERSION} size={size}".encode())
+    if max_bytes != MAX_SAMPLE_BYTES:  # another cap keeps other clips (the default: the
+        h.update(f" max_sample_bytes={max_bytes}".encode())  # names caches had before it)
     for p in paths:
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -60,25 +63,28 @@ def square_frames(frames: torch.Tensor, size: int) -> np.ndarray:
 
 def _cache_shard(job) -> dict:
     """Decode every clip of one tar into ``out/frames-NNNNNN.npy``; returns its records."""
-    shard_no, tar, out, size, backend = job
+    shard_no, tar, out, size, backend, max_bytes = job
     decoder = get_decoder(backend)
     arrays, clips, skipped, offset = [], [], [], 0
 
-    def tar_error(exn) -> bool:  # unreadable tar data: recorded, and the rest is read
+    def tar_error(exn) -> None:  # unreadable tar data: recorded, and what came before is kept
         skipped.append({"key": None, "shard": tar, "kind": "tar_errors",
                         "reason": f"unreadable tar data: {type(exn).__name__}: {exn}"})
-        return True
 
     if looks_truncated(tar):
         skipped.append({"key": None, "shard": tar, "kind": "tar_errors",
                         "reason": "truncated tar; reading what is there"})
-    for sample in wds.DataPipeline(wds.SimpleShardList([tar]),
-                                   wds.tarfile_to_samples(handler=tar_error)):
+    for sample in _samples(tar, max_bytes, tar_error):
         key = sample["__key__"]
+        kind = skip_kind(sample)
+        if kind is not None:  # oversized or unsafe: never read, recorded as the loader does
+            skipped.append({"key": key, "shard": tar, "kind": kind,
+                            "reason": problem_text(sample)})
+            continue
         try:
             if "mp4" not in sample:
                 raise ValueError("no mp4 member")
-            meta, txt = read_members(sample)
+            meta, txt = read_members(sample)  # a json of the wrong shape: ValueError, skipped
             frames, n = decoder.decode(sample["mp4"], None)
             arrays.append(square_frames(frames, size))
         except Exception as e:  # a corrupt sample is left out of the cache and reported
@@ -93,17 +99,26 @@ def _cache_shard(job) -> dict:
     return {"clips": clips, "skipped": skipped}
 
 
+def _samples(tar: str, max_bytes: int, on_error):
+    """The tar's samples (``vtk.shards.reader``: judged on their headers, an oversized one
+    never read); a tar error ends the tar, reported to ``on_error``."""
+    try:
+        yield from read_samples(tar, max_bytes)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        on_error(e)
+
+
 def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: int = 2,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, max_sample_bytes: int = MAX_SAMPLE_BYTES) -> Path:
     """Decode every clip of ``shards`` once into ``root/<fingerprint>/``; returns that folder.
     An existing complete cache for the same shards and size is reused as it is."""
     paths = resolve_shards(shards)
-    final = Path(root) / fingerprint(paths, size)
+    final = Path(root) / fingerprint(paths, size, max_sample_bytes)
     if (final / "manifest.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    jobs = [(i, p, str(tmp), size, backend) for i, p in enumerate(paths)]
+    jobs = [(i, p, str(tmp), size, backend, max_sample_bytes) for i, p in enumerate(paths)]
     try:
         results = _run_jobs(jobs, workers, progress)
     except BaseException:  # interrupted or failed: leave no half-built folder behind
@@ -215,7 +230,7 @@ def build_once(build):
 
 
 def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
-                  decoder=None, uint8=False):
+                  decoder=None, uint8=False, max_sample_bytes=MAX_SAMPLE_BYTES):
     """The frame-cache path of ``build_loader``: builds the cache on first use (``workers``
     processes decode), then loads batches in the main process on small machines: a 64 px clip
     costs 0.5 ms from the cache, and on 2 cores loader workers only fought the training step
@@ -225,7 +240,7 @@ def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop
 
     folder = build_once(lambda: build_frame_cache(
         paths, spec.size, root, backend=decoder or available_decoders()[0],
-        workers=max(workers, 1)))
+        workers=max(workers, 1), max_sample_bytes=max_sample_bytes))
     if (os.cpu_count() or 1) <= 4:
         workers = 0
     dataset = CachedClips(folder, spec)

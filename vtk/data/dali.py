@@ -67,12 +67,17 @@ def as_text(arr) -> str:
 
 
 def shard_codec(paths: list[str]) -> str | None:
-    """The codec recorded in the first sample's json (the shard writer stores it)."""
-    import webdataset as wds
+    """The codec recorded in the first sample's json (the shard writer stores it); read with
+    the bounded reader, so a huge first member is not read to find it."""
+    from contextlib import closing
 
-    for s in wds.DataPipeline(wds.SimpleShardList(paths[:1]), wds.tarfile_to_samples()):
-        if "json" in s:
-            return json.loads(s["json"]).get("codec")
+    from vtk.shards.reader import read_samples
+
+    with closing(read_samples(paths[0])) as samples:
+        for s in samples:
+            if "json" in s:
+                meta = json.loads(s["json"])
+                return meta.get("codec") if isinstance(meta, dict) else None
     return None
 
 

@@ -3,7 +3,7 @@
     >>> loader = build_loader("shards/train", frames=8, size=224, batch_size=32)
     >>> for batch in loader:            # one pass = one epoch; iterate again for the next
     ...     batch["video"]               # float32 B x T x 3 x 224 x 224, CLIP-normalised
-    >>> loader.stats.as_dict()           # samples, corrupt, missing, tar_errors
+    >>> loader.stats.as_dict()           # samples, corrupt, missing, tar_errors, oversized
 
 Three paths, one batch format (``vtk.data.samples``):
 - streaming (``backend`` pyav | decord | torchcodec): a webdataset pipeline per worker
@@ -32,6 +32,7 @@ from vtk.data.stats import LoaderStats
 from vtk.data.stream import ClipSpec, ShardStream, warm_up
 from vtk.data.transforms import NORMS, normalize
 from vtk.errors import VtkError
+from vtk.shards.reader import MAX_SAMPLE_BYTES
 from vtk.shards.wds_index import index_path
 
 
@@ -190,7 +191,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                  captions: str = "fine", seed: int = 0, normalize: str = "clip",
                  cache=None, rank: int | None = None, world_size: int | None = None,
                  shuffle_buffer: int = 256, drop_last: bool = False, device: str | None = None,
-                 uint8: bool = False, flip: str = "swap"):
+                 uint8: bool = False, flip: str = "swap",
+                 max_sample_bytes: int = MAX_SAMPLE_BYTES):
     """A ``VideoLoader`` over ``shards`` (folder, list of tars or brace pattern).
 
     ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
@@ -206,6 +208,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     does so on CUDA): a quarter of the bytes to share and copy, and the float32 write (0.65 of
     the 1.25 ms a worker spends on a 224 px clip beside decoding, measured here) moves to the
     GPU. The DALI path always normalises inside its pipeline.
+    ``max_sample_bytes``: a sample whose tar members together declare more is skipped without
+    being read and counted as ``oversized`` (streaming and the frame cache build).
     """
     if captions not in CAPTION_MODES:
         raise VtkError(f"unknown captions mode {captions!r}; choose one of {', '.join(CAPTION_MODES)}")
@@ -220,7 +224,7 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
 
         return cached_loader(paths, cache, spec, batch_size, workers, rank, world_size,
                              drop_last, decoder=None if backend in ("auto", "dali") else backend,
-                             uint8=uint8)
+                             uint8=uint8, max_sample_bytes=max_sample_bytes)
     backend = pick_backend(backend, device, paths)
     if backend == "dali":
         from vtk.data.dali import dali_loader
@@ -228,9 +232,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
         return dali_loader(paths, spec, batch_size, rank, world_size, device=device)
     get_decoder(backend)  # fails here with the install hint, and imports the library before
     # the workers fork, so they do not each pay its import (2.7 s for torchcodec here)
-    warm_up(paths[0], backend, spec)
+    warm_up(paths[0], backend, spec, max_sample_bytes)
     stats = LoaderStats()
     stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
-                         shuffle_buffer, uint8=uint8)
+                         shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes)
     return VideoLoader(stream, workers, stats, backend, norm=None,  # workers write final batches
                        drop_last=drop_last)

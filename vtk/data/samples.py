@@ -7,7 +7,6 @@ list[str|None], ``texts`` list[list[str]], ``meta`` list[dict] (the sample's jso
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from vtk.errors import VtkError
+from vtk.shards.schema import parse_meta
 
 CAPTION_MODES = ("coarse", "fine", "both", "mixed", "txt")
 FLIP_MODES = ("swap", "plain", "off")
@@ -77,8 +77,10 @@ def pick_caption(meta: dict, txt: str | None, mode: str, rng: np.random.Generato
 
 
 def read_members(sample: dict) -> tuple[dict, str | None]:
-    """A raw tar sample's ``json`` (as a dict, {} when absent) and ``txt`` (None when absent)."""
-    meta = json.loads(sample["json"]) if "json" in sample else {}
+    """A raw tar sample's ``json`` (as a dict, {} when absent) and ``txt`` (None when absent).
+    ValueError when the json is not an object of the sample format's shape
+    (``vtk.shards.schema.parse_meta``): the sample is then corrupt, on every loader path."""
+    meta = parse_meta(sample["json"]) if "json" in sample else {}
     txt = sample["txt"].decode("utf-8") if "txt" in sample else None
     return meta, txt
 

@@ -1,7 +1,9 @@
 """Loader statistics shared by the main process and its workers (a lock-protected array).
 
-Counts: ``samples`` yielded, ``corrupt`` samples skipped (undecodable mp4 or json), ``missing``
-samples without an mp4, ``tar_errors`` (unreadable tar members or truncated shards).
+Counts: ``samples`` yielded, ``corrupt`` samples skipped (undecodable mp4, a json that does not
+parse or has the wrong shape, unsafe tar members), ``missing`` samples without an mp4,
+``tar_errors`` (unreadable tar members or truncated shards), ``oversized`` samples skipped
+unread for being over ``max_sample_bytes`` (``vtk.shards.reader``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import warnings
 
-FIELDS = ("samples", "corrupt", "missing", "tar_errors")
+FIELDS = ("samples", "corrupt", "missing", "tar_errors", "oversized")
 
 
 class LoaderStats:

@@ -7,6 +7,7 @@ runs the whole pipeline on its share and hands over finished batches (``vtk.data
 
 from __future__ import annotations
 
+import tarfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from vtk.data.shardset import looks_truncated
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import eval_crop, train_crop
 from vtk.errors import VtkError
+from vtk.shards.reader import MAX_SAMPLE_BYTES, problem_text, read_samples, skip_kind
 
 
 @dataclass
@@ -85,12 +87,14 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     The loader sets ``epoch`` before each pass (kept in shared memory, so persistent workers
     see it) and ``ring``, the shared batch slots the workers write into (``vtk.data.batches``).
+    A sample over ``max_sample_bytes`` is skipped unread and counted as ``oversized``.
     """
 
     def __init__(self, shards: list[str], spec: ClipSpec, backend: str, batch_size: int,
                  stats: LoaderStats, rank: int, world_size: int, shuffle_buffer: int = 256,
-                 uint8: bool = False):
+                 uint8: bool = False, max_sample_bytes: int = MAX_SAMPLE_BYTES):
         self.shards, self.spec, self.backend = shards, spec, backend
+        self.max_sample_bytes = max_sample_bytes
         self.batch_size = batch_size
         self.stats, self.rank, self.world_size = stats, rank, world_size
         self.shuffle_buffer = shuffle_buffer
@@ -124,7 +128,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         stages = [
             wds.SimpleShardList(mine),
             wds.pipelinefilter(self._check_tars)(),
-            wds.tarfile_to_samples(handler=self._tar_error),
+            wds.pipelinefilter(self._read_tars)(),
         ]
         if by_sample:
             stages.append(wds.pipelinefilter(split.every_nth)(my_slot, slots))
@@ -136,10 +140,16 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     # -- stages ------------------------------------------------------------------------------
 
-    def _tar_error(self, exn: Exception) -> bool:
-        if self._report_tars:
-            self.stats.skip("tar_errors", "unreadable tar data", exn)
-        return True  # go on with the next member / shard
+    def _read_tars(self, urls):
+        """The samples of each tar, judged on their headers first (``vtk.shards.reader``; not
+        webdataset's reader, which reads every member whole). A sample that was not read
+        passes on with its problems, to be counted after the split, by the slot that owns it."""
+        for url in urls:
+            try:
+                yield from read_samples(url["url"], self.max_sample_bytes)
+            except (tarfile.TarError, OSError, EOFError) as e:  # go on with the next shard
+                if self._report_tars:
+                    self.stats.skip("tar_errors", url["url"], f"unreadable tar data ({e})")
 
     def _check_tars(self, urls):
         for url in urls:
@@ -153,6 +163,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         for sample in samples:
             key = sample.get("__key__", "?")
             where = f"{key} in {sample.get('__url__', '?')}"
+            kind = skip_kind(sample)
+            if kind is not None:  # oversized or unsafe: its data was never read
+                self.stats.skip(kind, where, problem_text(sample))
+                continue
             if "mp4" not in sample:
                 self.stats.skip("missing", where, "no mp4 member")
                 continue
@@ -186,16 +200,16 @@ class ShardStream(torch.utils.data.IterableDataset):
         return key, frames, meta, txt, rng, self._pass_epoch
 
 
-def warm_up(tar: str, backend: str, spec: ClipSpec) -> None:
+def warm_up(tar: str, backend: str, spec: ClipSpec,
+            max_sample_bytes: int = MAX_SAMPLE_BYTES) -> None:
     """Decode and crop one clip in the main process before the workers fork. The first call
     into a decoder and into torch's resize kernels sets up state that every forked worker then
     inherits; without it each worker paid 1-2 s at the start of the first epoch (torchcodec)."""
-    import tarfile
+    from contextlib import closing
 
     try:
-        with tarfile.open(tar) as tf:
-            member = next(m for m in tf if m.name.endswith(".mp4"))
-            data = tf.extractfile(member).read()
+        with closing(read_samples(tar, max_sample_bytes)) as samples:
+            data = next(s["mp4"] for s in samples if "mp4" in s)
         frames, _ = get_decoder(backend).decode(data, [0])
         spec.crop(frames, np.random.default_rng(0))  # uint8, and normalised float below
         spec.crop(frames, np.random.default_rng(0), out=torch.empty((1, *spec.clip_shape[1:])))

@@ -77,6 +77,40 @@ def _plain(x):
     return str(x)
 
 
+def parse_meta(raw: bytes) -> dict:
+    """A sample's ``json`` member as a dict. ValueError, saying what is wrong, when it is not
+    UTF-8 JSON, not an object (a list, a number, a string, null), or a field every loader
+    reads has the wrong shape: ``captions`` an object whose coarse / fine / fused are texts,
+    ``texts`` a list of texts. The one check of a json's shape: inspect and every loader."""
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"json does not parse ({e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"json is {_json_kind(info)}, not an object")
+    caps = info.get("captions")
+    if caps is not None:
+        if not isinstance(caps, dict):
+            raise ValueError(f"json captions is {_json_kind(caps)}, not an object")
+        for k in TXT_FROM.values():
+            if caps.get(k) is not None and not isinstance(caps[k], str):
+                raise ValueError(f"json captions.{k} is {_json_kind(caps[k])}, not a text")
+    texts = info.get("texts")
+    if texts is not None and not isinstance(texts, list):
+        raise ValueError(f"json texts is {_json_kind(texts)}, not a list")
+    for t in texts or ():
+        if not isinstance(t, str):
+            raise ValueError(f"json texts holds {_json_kind(t)}, not a text")
+    return info
+
+
+def _json_kind(x) -> str:
+    if x is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(x), "a number")
+
+
 def check_sample(key: str, members: dict[str, bytes]) -> tuple[dict | None, list[str]]:
     """Validate the members of one stored sample (not the video: see inspect). Returns the
     parsed json (or None) and a list of problems."""
@@ -84,9 +118,9 @@ def check_sample(key: str, members: dict[str, bytes]) -> tuple[dict | None, list
     info = None
     if "json" in members:
         try:
-            info = json.loads(members["json"].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            problems.append(f"{key}: json does not parse ({e})")
+            info = parse_meta(members["json"])
+        except ValueError as e:
+            problems.append(f"{key}: {e}")
         else:
             missing = [f for f in REQUIRED if f not in info]
             if missing:

@@ -1,7 +1,9 @@
 """Check a shard set end to end: every tar readable, every sample complete and decodable.
 
-Used by ``vtk inspect``. A sample is valid when it has ``mp4``, ``txt`` and ``json``; the json
-has the required fields; the mp4 decodes with PyAV to ``num_frames`` frames of
+Used by ``vtk inspect``. A sample is valid when its members are plain files under safe relative
+names, together no larger than ``max_bytes`` (``vtk.shards.reader``: checked on the tar headers,
+an oversized sample is never read); it has ``mp4``, ``txt`` and ``json``; the json is an object
+with the required fields; the mp4 decodes with PyAV to ``num_frames`` frames of
 ``width x height``. Each tar's ``.idx`` must match the tar, and index.json's counts the tars.
 """
 
@@ -11,11 +13,11 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from vtk.shards.reader import MAX_SAMPLE_BYTES, PROBLEMS, read_samples
 from vtk.shards.schema import check_sample
-from vtk.shards.wds_index import index_entries, index_path, read_index, split_name
+from vtk.shards.wds_index import index_entries, index_path, read_index
 
 
 @dataclass
@@ -32,23 +34,6 @@ def load_card(folder: str) -> dict:
         return json.load(f)
 
 
-def iter_samples(tar_path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) for consecutive members sharing a key."""
-    key, members = None, {}
-    with tarfile.open(tar_path, "r:") as tar:
-        for m in tar:
-            if not m.isreg():
-                continue
-            base, ext = split_name(m.name)
-            if base != key and key is not None:
-                yield key, members
-                members = {}
-            key = base
-            members[ext] = tar.extractfile(m).read()
-    if key is not None:
-        yield key, members
-
-
 def decode_info(mp4: bytes) -> tuple[int, int, int]:
     """(frames, width, height) of an encoded clip, decoding every frame."""
     import av
@@ -63,11 +48,18 @@ def decode_info(mp4: bytes) -> tuple[int, int, int]:
     return n, w, h
 
 
-def check_shard(tar_path: str, decode: bool = True, preview: int = 0) -> ShardReport:
+def check_shard(tar_path: str, decode: bool = True, preview: int = 0,
+                max_bytes: int = MAX_SAMPLE_BYTES) -> ShardReport:
     report = ShardReport(os.path.basename(tar_path))
     try:
-        for key, members in iter_samples(tar_path):
+        for sample in read_samples(tar_path, max_bytes):
             report.num_samples += 1
+            key = sample["__key__"]
+            key = key if key.isprintable() else ascii(key)
+            if sample.get(PROBLEMS):  # members left unread: what the loaders skip it for
+                report.problems += [f"{key}: {message}" for _, message in sample[PROBLEMS]]
+                continue
+            members = {k: v for k, v in sample.items() if not k.startswith("__")}
             info, problems = check_sample(key, members)
             if info is not None and decode and "mp4" in members:
                 problems += _check_video(key, members["mp4"], info)

@@ -60,6 +60,7 @@ class TrainConfig(ModelConfig):
     backend: str = "auto"
     normalize: str = "clip"  # pixel normalisation (eval reads it from config.json)
     cache: str | None = None  # decoded-frame cache folder (small corpora: decode once)
+    max_sample_bytes: int = 256 * 2**20  # larger samples are skipped unread (vtk.shards.reader)
     workers: int = 2
     device: str = "auto"
     seed: int = 0
@@ -310,7 +311,7 @@ def train(config) -> dict:
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
                           captions=cfg.captions, seed=cfg.seed, cache=cfg.cache,
                           normalize=cfg.normalize, drop_last=True, device=str(d.device),
-                          flip=cfg.flip,
+                          flip=cfg.flip, max_sample_bytes=cfg.max_sample_bytes,
                           # on a GPU: uint8 batches (a quarter of the bytes to share and copy),
                           # normalised on the device below
                           uint8=d.device.type == "cuda")
