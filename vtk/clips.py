@@ -20,6 +20,13 @@ Clip modes: ``scenes`` (scene cuts; scenes shorter than ``min_clip`` dropped, lo
 source) and ``auto`` (``whole`` for in-memory items and sources with start/end timestamps,
 ``scenes`` otherwise). Timestamps on the item (manifest start/end) always win: the range
 becomes one clip. Cuts are frame-accurate because every clip is re-encoded.
+
+Output frames are turned upright by the source's display matrix (phones store portrait video
+as landscape plus a quarter turn). A clip ends with its last output frame or with the source,
+whichever comes first. A source that breaks part-way (corrupt packets, a file shorter than its
+video stream says) keeps the complete clips before the fault: see :func:`clips_from_item`.
+Truncation is judged from the video stream's own duration only, never the container's, which
+spans the audio too.
 """
 
 from __future__ import annotations
@@ -42,17 +49,23 @@ MODES = ("auto", "scenes", "fixed", "whole")
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
 DEFAULT_SIZE = 224  # short side (px) for video files when --size is not given
 MAX_BAD_PACKETS = 16  # corrupt packets tolerated in one source before it counts as failed
+MAX_FPS = 240.0  # the fastest capture rate phones offer; a higher --fps only multiplies frames
+MAX_CLIP_FRAMES = 3600  # frames in one clip (a scene buffer holds two): bounds worker memory
 
 
 class InputError(Exception):
     """A source that cannot be turned into clips; ``kind`` is a short reason class for the
     stats totals (``empty``, ``unreadable``, ``no-video``, ``truncated``, ``decode-error``,
-    ``too-short``...)."""
+    ``too-short``...).
 
-    def __init__(self, kind: str, reason: str):
+    ``clips`` > 0: the source broke part-way, after that many complete clips were yielded;
+    those stand, and the error (kind ``<kind>-partial``) covers the rest of the source."""
+
+    def __init__(self, kind: str, reason: str, clips: int = 0):
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
+        self.clips = clips
 
 
 @dataclass
@@ -72,12 +85,25 @@ class ClipConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"clip mode must be one of {MODES}, got {self.mode!r}")
-        if self.fps <= 0 or self.min_clip < 0 or self.clip_len <= 0:
-            raise ValueError("need fps > 0, min_clip >= 0 and clip_len > 0")
-        if self.max_clip < 2 * self.min_clip:
+        # Written so that NaN fails too (every comparison with NaN is False).
+        if not 0 < self.fps <= MAX_FPS:
+            raise ValueError(f"fps {self.fps:g}: need 0 < fps <= {MAX_FPS:g}")
+        if not 0 <= self.min_clip < math.inf:
+            raise ValueError(f"min_clip {self.min_clip:g}: need a length >= 0 s")
+        if not 0 < self.clip_len < math.inf:
+            raise ValueError(f"clip_len {self.clip_len:g}: need a length > 0 s")
+        if not self.max_clip >= 2 * self.min_clip or self.max_clip <= 0:
             # Splitting a long scene in two must leave both halves >= min_clip.
-            raise ValueError(f"max_clip ({self.max_clip}) must be at least 2 x min_clip "
-                             f"({self.min_clip})")
+            raise ValueError(f"max_clip ({self.max_clip:g}) must be above 0 and at least "
+                             f"2 x min_clip ({self.min_clip:g})")
+        # A clip's frames are held in memory until it is encoded: refuse settings that would
+        # hold more than MAX_CLIP_FRAMES (whole and range clips are as long as their source).
+        name, length = ("clip_len", self.clip_len) if self.mode == "fixed" else (
+            "max_clip", self.max_clip)
+        if self.mode != "whole" and length * self.fps > MAX_CLIP_FRAMES:
+            raise ValueError(f"{name} {length:g} s at fps {self.fps:g} is "
+                             f"{length * self.fps:.0f} frames a clip, more than "
+                             f"{MAX_CLIP_FRAMES}: lower fps or {name}")
 
 
 @dataclass
@@ -87,6 +113,7 @@ class ClipStats:
     frames_decoded: int = 0  # source frames
     source_fps: float = 0.0
     duration: float = 0.0  # seconds of source read
+    end: float = 0.0  # source time (s) where the last frame read ends
     clips: int = 0
     cuts: int = 0  # scene cuts the detector reported
     bad_packets: int = 0
@@ -115,8 +142,12 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
                     stats: ClipStats | None = None) -> Iterator[Clip]:
     """Yield the clips of one source in order, indices 0, 1, ... (keys are stable).
 
-    Raises :class:`InputError` when the source cannot be decoded or yields no clip.
-    Clip frames are uint8 T x H x W x 3 RGB at ``cfg.fps``; start/end are source seconds.
+    Raises :class:`InputError` when the source cannot be decoded or yields no clip. When it
+    breaks part-way (corrupt data, a file shorter than its video stream says), the complete
+    clips before the fault are yielded first and the error carries their number (``clips``):
+    the clip the fault cut into is dropped with the rest.
+    Clip frames are uint8 T x H x W x 3 RGB at ``cfg.fps``, upright (the display matrix is
+    applied); start/end are source seconds, end never past the source's last frame.
     """
     stats = stats if stats is not None else ClipStats()
     mode = effective_mode(item, cfg)
@@ -126,32 +157,46 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
         frames = _file_frames(item, cfg, mode, stats)
     cutter = _Cutter(cfg, mode)
     detector = _detector(cfg) if mode == "scenes" else None
-    index = 0
+    orient = None  # how to turn the decoded frames upright, read from the first one
+    index, kept_to = 0, 0.0
     try:
-        for src_index, small, rgb, copies, t in frames:
-            segments = []
-            if detector is not None:
-                if not isinstance(small, np.ndarray):  # a decoded av.VideoFrame
-                    small = _small_bgr(small, cfg.detect_width)
-                cuts = detector.process_frame(_timecode(src_index, stats.source_fps), small)
-                stats.cuts += len(cuts)
-                segments += cutter.cuts(cuts)
-            if copies:
-                if not isinstance(rgb, np.ndarray):  # a decoded av.VideoFrame
-                    rgb = _out_rgb(rgb, cfg.size or DEFAULT_SIZE)
-                segments += cutter.push(src_index, t, rgb, copies)
-            for seg in segments:
-                yield _clip(item, cfg, index, seg)
-                index += 1
+        try:
+            for src_index, small, rgb, copies, t in frames:
+                segments = []
+                if detector is not None:
+                    if not isinstance(small, np.ndarray):  # a decoded av.VideoFrame
+                        # The detector sees the stored orientation: its score is a mean over
+                        # pixels, which turning the frame does not change.
+                        small = _small_bgr(small, cfg.detect_width)
+                    cuts = detector.process_frame(_timecode(src_index, stats.source_fps), small)
+                    stats.cuts += len(cuts)
+                    segments += cutter.cuts(cuts)
+                if copies:
+                    if not isinstance(rgb, np.ndarray):  # a decoded av.VideoFrame
+                        orient = _orientation(rgb) if orient is None else orient
+                        rgb = _upright(_out_rgb(rgb, cfg.size or DEFAULT_SIZE), orient)
+                    segments += cutter.push(src_index, t, rgb, copies)
+                for seg in segments:
+                    clip = _clip(item, cfg, index, seg)
+                    yield clip
+                    index, kept_to = index + 1, clip.end
+        except InputError as e:
+            if index == 0:
+                raise
+            raise InputError(f"{e.kind}-partial", f"{e.reason}; the {index} clips before "
+                             f"{kept_to:.2f} s are kept", clips=index) from None
+        # Only the source's last clips can reach its end; a clip ends with its last
+        # output frame, or with the source (or the range) when that comes first.
+        limit = stats.end if item.end is None else min(stats.end, item.end)
         if detector is not None:
             last = _timecode(max(stats.frames_decoded - 1, 0), stats.source_fps)
             cuts = detector.post_process(last)
             stats.cuts += len(cuts)
             for seg in cutter.cuts(cuts):
-                yield _clip(item, cfg, index, seg)
+                yield _clip(item, cfg, index, seg, limit)
                 index += 1
         for seg in cutter.flush():
-            yield _clip(item, cfg, index, seg)
+            yield _clip(item, cfg, index, seg, limit)
             index += 1
     finally:
         frames.close()  # stops the decode thread when the consumer stops early
@@ -167,12 +212,17 @@ def _has_range(item: SourceItem) -> bool:
     return item.start is not None or item.end is not None
 
 
-def _clip(item: SourceItem, cfg: ClipConfig, index: int, seg: list) -> Clip:
-    """seg: list of (t_out, rgb H x W x 3) at the output rate."""
+def _clip(item: SourceItem, cfg: ClipConfig, index: int, seg: list,
+          limit: float | None = None) -> Clip:
+    """seg: list of (t_out, rgb H x W x 3) at the output rate; ``limit``: where the source
+    ends (s), which the clip's end may not pass."""
     frames = np.stack([rgb for _, rgb in seg])
     start = seg[0][0]
+    end = start + len(seg) / cfg.fps
+    if limit is not None and limit > start:
+        end = min(end, limit)
     return Clip(source_id=item.id, index=index, frames=frames, fps=cfg.fps, start=round(start, 4),
-                end=round(start + len(seg) / cfg.fps, 4), source=item.describe(), meta=item.meta)
+                end=round(end, 4), source=item.describe(), meta=item.meta)
 
 
 def _detector(cfg: ClipConfig):
@@ -195,6 +245,8 @@ class _Cutter:
     To bound memory a scene longer than ``2 * max_clip`` gives up a ``max_clip`` clip as it
     grows; at its end the rest (``max_clip`` to ``2 * max_clip``) is split into two halves if it
     is over ``max_clip``, so no piece is shorter than ``max_clip / 2 >= min_clip``.
+    A clip leaves ``push`` only once a later output frame exists, so the source surely runs
+    past its end; the last clips leave through ``flush``, where the source's end is known.
     """
 
     def __init__(self, cfg: ClipConfig, mode: str):
@@ -208,7 +260,7 @@ class _Cutter:
         out = []
         for t_out in copies:
             self.buf.append((src_index, t_out, rgb))
-            if self.mode == "fixed" and len(self.buf) >= self.fixed_n:
+            if self.mode == "fixed" and len(self.buf) > self.fixed_n:
                 out.append(self._take(self.fixed_n))
             elif self.mode == "scenes" and len(self.buf) >= 2 * self.max_n:
                 out.append(self._take(self.max_n))
@@ -285,6 +337,7 @@ def _array_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats
         t = i / fps
         stats.frames_decoded += 1
         stats.duration = t + 1 / fps - first / fps
+        stats.end = t + 1 / fps
         small = None
         if mode == "scenes":
             small = cv2.cvtColor(_fit_width(frames[i], cfg.detect_width), cv2.COLOR_RGB2BGR)
@@ -385,7 +438,8 @@ def _decode_worker(container, stream, item, cfg, mode, stats, q, stop):
         q.put(None)
     except BaseException as e:  # hand every failure to the consumer thread
         if not isinstance(e, InputError):
-            e = InputError("decode-error", f"decoding failed ({_short(e)})")
+            e = InputError("decode-error", f"decoding failed at {stats.end:.2f} s "
+                           f"({_short(e)})")
         q.put(e)
     finally:
         stats.extra["decode_thread_cpu_s"] = time.thread_time()
@@ -403,14 +457,17 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
         # Seek to the keyframe before `start`; frames before it are decoded and dropped.
         container.seek(int((start + t_origin) / tb), stream=stream, backward=True)
     resampler = None
-    index = -1
+    index, first_bad = -1, 0.0
     for packet in container.demux(stream):
         try:
             decoded = packet.decode()
         except av.error.InvalidDataError as e:
             stats.bad_packets += 1
+            if stats.bad_packets == 1:
+                first_bad = stats.end
             if stats.bad_packets > MAX_BAD_PACKETS:
-                raise InputError("decode-error", f"too many corrupt packets ({_short(e)})") from None
+                raise InputError("decode-error", f"{stats.bad_packets} corrupt packets, the "
+                                 f"first at {first_bad:.2f} s ({_short(e)})") from None
             continue
         for frame in decoded:
             index += 1
@@ -424,6 +481,7 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
                 first_t = t
             stats.frames_decoded += 1
             stats.duration = t + frame_dur - first_t
+            stats.end = t + frame_dur
             # Only decoding happens here: the consumer thread makes the detector's copy and
             # the output frame from the av.VideoFrame, which balances the two threads
             # (decoding a 720p frame costs about what copy + detect + resize + encode do).
@@ -431,21 +489,61 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
             yield index, frame if mode == "scenes" else None, frame if times else None, times, t
     if item.start is not None and stats.frames_decoded == 0:
         raise InputError("bad-timestamps", f"no frames in [{item.start}, {item.end}] s")
-    expected = _duration(container, stream)
+    expected = _video_duration(stream)
     if expected and stats.frames_decoded:
         want = min(expected, item.end) if item.end is not None else expected
-        got = t + frame_dur
+        got = stats.end
         if got < want - max(0.5, 0.05 * want):  # the file ends before its header says
             raise InputError("truncated", f"video stops at {got:.2f} s of {want:.2f} s")
 
 
-def _duration(container, stream) -> float | None:
-    """Duration (s) the container promises, if it says."""
+def _video_duration(stream) -> float | None:
+    """Duration (s) the video stream itself promises, if it says. Never the container's: in
+    MKV and WebM the video stream often states none, and the container's spans the audio
+    too, which may run on after the last video frame."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1e6
+    tag = (stream.metadata or {}).get("DURATION")  # Matroska's per-track tag, HH:MM:SS.nnn
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
     return None
+
+
+def _orientation(frame) -> tuple[bool, bool, bool]:
+    """(transpose, flip left-right, flip up-down) that turn a decoded frame upright, from its
+    display matrix (a phone stores portrait video as landscape plus this matrix). The
+    matrix maps a decoded point (x, y) to (a x + c y, b x + d y), a b c d in 16.16 fixed
+    point; only quarter turns and flips are applied, as FFmpeg's own autorotate does without
+    its rotate filter. Builds whose frames carry no side data are left as stored."""
+    try:
+        data = frame.side_data.get("DISPLAYMATRIX")
+    except Exception:  # a PyAV too old for frame side data by name
+        data = None
+    if data is None:
+        return False, False, False
+    a, b, _, c, d = np.frombuffer(bytes(data), np.int32, count=5) / 65536.0
+    if abs(a) < 0.5 and abs(d) < 0.5 and abs(b) > 0.5 and abs(c) > 0.5:
+        return True, c < 0, b < 0  # x' = c y, y' = b x: transpose, then flip by the signs
+    if abs(b) < 0.5 and abs(c) < 0.5 and abs(a) > 0.5 and abs(d) > 0.5:
+        return False, a < 0, d < 0
+    return False, False, False  # not a quarter turn
+
+
+def _upright(rgb: np.ndarray, orient: tuple[bool, bool, bool]) -> np.ndarray:
+    transpose, flip_lr, flip_ud = orient
+    if not (transpose or flip_lr or flip_ud):
+        return rgb
+    if transpose:
+        rgb = rgb.transpose(1, 0, 2)
+    if flip_lr:
+        rgb = rgb[:, ::-1]
+    if flip_ud:
+        rgb = rgb[::-1]
+    return np.ascontiguousarray(rgb)
 
 
 def _out_rgb(frame, short_side: int) -> np.ndarray:

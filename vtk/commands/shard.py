@@ -6,11 +6,13 @@ import dataclasses
 import datetime as dt
 import os
 import platform
+import re
 import shlex
 import time
 
 import click
 
+from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS
 from vtk.errors import VtkError
 
 CLIP_MODES = ("auto", "scenes", "fixed", "whole")
@@ -43,15 +45,20 @@ CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never loo
               show_default=True,
               help="scenes: PySceneDetect cuts; fixed: --clip-len windows; whole: one clip per "
                    "source; auto: whole for synth:, scenes for videos. Manifest start/end win.")
-@click.option("--min-clip", type=float, default=2.0, show_default=True,
+@click.option("--min-clip", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Drop scenes shorter than this (s).")
-@click.option("--max-clip", type=float, default=30.0, show_default=True,
-              help="Split scenes longer than this (s).")
-@click.option("--clip-len", type=float, default=10.0, show_default=True,
-              help="Window length for --clips fixed (s).")
+@click.option("--max-clip", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Split scenes longer than this (s); at least 2 x "
+                                      "--min-clip.")
+@click.option("--clip-len", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Window length for --clips fixed (s).")
 @click.option("--size", type=int, default=None,
               help="Short side of the clips in px (default: 224; synth: its own size).")
-@click.option("--fps", type=float, default=8.0, show_default=True, help="Clip frame rate.")
+@click.option("--fps", type=click.FloatRange(min=0, max=MAX_FPS, min_open=True), default=8.0,
+              show_default=True,
+              help=f"Clip frame rate. Above a source's own rate its frames repeat; a clip "
+                   f"(--max-clip, or --clip-len for fixed, x --fps) holds at most "
+                   f"{MAX_CLIP_FRAMES} frames, which bounds memory.")
 @click.option("--codec", type=click.Choice(["h264", "vp9"]), default="h264", show_default=True,
               help="vp9 for DALI's CPU decoder; h264 for NVDEC and everything else.")
 @click.option("--samples-per-shard", type=int, default=1000, show_default=True)
@@ -91,8 +98,9 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
     try:
         cfg = ClipConfig(mode=clip_mode, size=size, fps=fps, min_clip=min_clip,
                          max_clip=max_clip, clip_len=clip_len)
-    except ValueError as e:
-        raise VtkError(str(e)) from None
+    except ValueError as e:  # ClipConfig names its fields: name the options instead
+        raise VtkError(re.sub(r"\b(fps|min_clip|max_clip|clip_len)\b",
+                              lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
     workers = workers or min(os.cpu_count() or 1, 8)
     if caption_cache and no_caption_cache:
         raise VtkError("--caption-cache and --no-caption-cache exclude each other")

@@ -118,8 +118,8 @@ def process_source(item: SourceItem) -> SourceResult:
     stats = ClipStats()
     cache = _STATE["cache"]
     hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
+    batch: list[Clip] = []
     try:
-        batch: list[Clip] = []
         for clip in clips_from_item(item, _STATE["cfg"], stats):
             batch.append(clip)
             if len(batch) >= (CAPTION_BATCH if _STATE["captioning"] else 1):
@@ -127,8 +127,15 @@ def process_source(item: SourceItem) -> SourceResult:
                 batch = []
         _finish(batch, result)
     except InputError as e:
-        result.samples = []  # a source fails as a whole: no half-read films in the set
-        result.failures = [{"kind": e.kind, "reason": e.reason}]
+        if e.clips:  # broke part-way: the complete clips before the fault stand
+            _finish(batch, result)
+            # Keyed by the first clip lost, so the failure stands beside the source's written
+            # clips, and clears if a --retry-failed run writes that clip after all.
+            result.failures.append({"kind": e.kind, "reason": e.reason,
+                                    "key": f"{item.id}_{e.clips:06d}"})
+        else:
+            result.samples = []
+            result.failures = [{"kind": e.kind, "reason": e.reason}]
     except VtkError:
         raise  # a setting is wrong (say, a caption model that is not there): stop the run
     except Exception as e:  # a bug or an FFmpeg surprise must not stop the other sources
