@@ -15,7 +15,7 @@ from train_helpers import write_synth_shards
 
 from vtk.train import checkpoint as ckpt
 from vtk.train import load_run, train
-from vtk.train.trainer import TrainConfig, lr_factor
+from vtk.train.trainer import TrainConfig, lr_factor, pick_threads
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +59,32 @@ def test_lr_schedule_warmup_cosine_then_unmasked_stage_at_a_tenth():
     assert f[99] < 0.01
     assert f[100] == pytest.approx(0.1)  # ViCLIP's unmasked stage: lr / 10, then decays
     assert TrainConfig(steps=100, warmup=0.08).warmup_steps() == 8
+
+
+def test_torch_threads_are_the_cores_the_loader_workers_leave_free():
+    assert pick_threads(2, 2, None) == 1  # 2 workers on 2 cores: the main process gets one
+    assert pick_threads(2, 0, None) == 2  # loading in-process: every core
+    assert pick_threads(16, 2, None) == 14
+    assert pick_threads(16, 2, None, procs=2) == 6  # 8 cores a process
+    assert pick_threads(16, 4, None, procs=4) == 1  # never none
+    assert pick_threads(8, 2, "3") is None  # the user's OMP_NUM_THREADS stands
+    assert pick_threads(8, 2, "") == 6  # set but empty: not a choice
+
+
+def test_summary_records_the_thread_count_it_picked(shards, tmp_path, monkeypatch):
+    from vtk.train.trainer import available_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        s = train(config(shards, tmp_path / "auto", steps=1))  # frame cache, no workers
+        assert s["torch_threads"] == available_cores() == torch.get_num_threads()
+        assert s["torch_threads_from"] == f"{available_cores()} cores - 0 loader workers"
+        torch.set_num_threads(1)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        s = train(config(shards, tmp_path / "omp", steps=1))
+        assert (s["torch_threads"], s["torch_threads_from"]) == (1, "OMP_NUM_THREADS")
+    finally:
+        torch.set_num_threads(1)  # as this module runs
 
 
 def test_tiny_learns_quickly_and_writes_the_run_dir(shards, tmp_path):
