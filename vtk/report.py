@@ -256,9 +256,8 @@ def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
 def plot(arms: list[Arm], path: str | Path, v2t: bool = False) -> Path:
     """Masking: accuracy and R@1 against ratio, time and memory on a second axis.
     Captions: grouped bars per benchmark."""
-    from vtk.errors import require
+    import matplotlib  # a core dependency; imported here to keep the CLI's start-up quick
 
-    matplotlib = require("matplotlib", extra="plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -112,7 +112,9 @@ def _planar_float(norm: str, size: int):
         p.scalefactor = (*(1.0 / (255.0 * v) for v in std), 0.0)
         p.mean = (*(255.0 * v for v in mean), 0.0)
         p.size, p.ddepth, p.swapRB = (size, size), cv2.CV_32F, False
-        p.datalayout, p.paddingmode = cv2.DNN_LAYOUT_NCHW, cv2.dnn.DNN_PMODE_NULL
+        # OpenCV 4 names the layout cv2.dnn.DNN_LAYOUT_NCHW, OpenCV 5 cv2.DNN_LAYOUT_NCHW
+        nchw = getattr(cv2, "DNN_LAYOUT_NCHW", None) or cv2.dnn.DNN_LAYOUT_NCHW
+        p.datalayout, p.paddingmode = nchw, cv2.dnn.DNN_PMODE_NULL
         return lambda img, out: cv2.dnn.blobFromImageWithParams(img, out, p)
     planes = np.empty((3, size, size), np.uint8)
 
