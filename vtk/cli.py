@@ -23,6 +23,7 @@ COMMANDS = {
     "report": "tables and plots of ablation results",
     "demo": "the whole study on the synthetic world, offline, on a CPU",
     "bench": "throughput benchmarks: decode, shard, train",
+    "view": "browse a shard set's clips and captions in the browser (or as static files)",
 }
 
 
