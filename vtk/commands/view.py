@@ -19,7 +19,8 @@ from vtk.errors import VtkError
 @click.option("--static", "static_out", type=click.Path(file_okay=False),
               help="Write the page as static files to this folder instead of serving it.")
 @click.option("--limit", type=int, default=200, show_default=True,
-              help="With --static: how many clips (the first, in shard order).")
+              help="With --static: how many rows (the first in shard order; a tar that "
+                   "cannot be read is one error row).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar with --static.")
 def command(folder, port, host, static_out, limit, quiet):
     """Browse a shard set: clips that play on hover, their captions and per-frame timeline,
