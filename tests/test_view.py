@@ -174,6 +174,11 @@ def test_filters_sort_and_paging(tmp_path):
     assert [r["scores"]["umt"] for r in asc["items"]] == [0.2, 0.3] and asc["total"] == 10
     assert view.query(q="dog", label="cats", sort="umt", limit=2)["total"] == 5
     assert "umt" in view.query()["scores"] and "dogs" in view.query()["labels"]
+    # caches past their bounds: shards dropped and read again, the same answers
+    tight = ShardSetView(view.folder, listing_cache=1, facet_budget=1)
+    for query in ({"q": "zebra"}, {"sort": "umt", "limit": 20}, {"offset": 7, "limit": 3}):
+        assert tight.query(**query)["items"] == view.query(**query)["items"]
+    assert len(tight.listed_shards()) == 1 and len(tight._facets.keys()) == 1
 
 
 def test_a_stale_idx_is_not_trusted(tmp_path):

@@ -185,8 +185,7 @@ class ShardSetView:
     def _shard(self, path: str) -> Shard:
         shard = Shard(os.path.basename(path), path)
         if not self.inside(path):
-            shard.problem = (f"{shard.file}: a symlink out of the folder "
-                             f"(to {os.path.realpath(path)}); not served")
+            shard.problem = f"{shard.file}: a symlink out of the folder; not served"
         elif not os.path.isfile(path):
             shard.problem = f"{shard.file}: not a file"
         return shard
