@@ -278,7 +278,8 @@ def test_an_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch)
     monkeypatch.setattr(cache, "_cache_shard", interrupted_on_the_last_shard)
     with pytest.raises(KeyboardInterrupt):
         cache.build_frame_cache(tmp_path / "s", 16, tmp_path / "c", workers=1, progress=False)
-    assert list((tmp_path / "c").iterdir()) == []  # no .building-* folder with 2 shards in it
+    # no .building-* folder with 2 shards in it (the lock file stays: vtk.locks)
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [".lock"]
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -574,3 +575,50 @@ def test_the_frame_cache_skips_and_counts_a_json_of_the_wrong_shape(tmp_path, ba
                               workers=0, cache=tmp_path / "c")
     assert sorted(keys_of(loader)) == ALL_KEYS[:3]  # training reads the captions: no crash
     assert loader.stats["corrupt"] == 1
+
+
+def _killed_build(root, hold_s: float):
+    """A process that locks the cache root, starts a build (a ``.building-*`` folder with
+    frames in it) and is SIGKILLed ``hold_s`` seconds later, as a build killed part-way."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys, time; from pathlib import Path; "
+            "from vtk.locks import lock_folder; root = Path(sys.argv[1]); "
+            "lock = lock_folder(root); tmp = root / '.building-killed'; tmp.mkdir(); "
+            "(tmp / 'frames-000000.npy').write_bytes(bytes(1 << 20)); "
+            "print('held', flush=True); time.sleep(float(sys.argv[2])); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(root), str(hold_s)],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_build_waits_for_a_live_one_and_removes_what_a_killed_one_left(shards, tmp_path,
+                                                                          capfd):
+    import time
+
+    from vtk.data.cache import build_frame_cache
+
+    root = tmp_path / "c"
+    killed = _killed_build(root, 1.0)
+    t0 = time.monotonic()
+    folder = build_frame_cache(shards, 16, root, workers=1, progress=False)
+    assert time.monotonic() - t0 > 0.5  # it waited for the live build
+    assert killed.wait() == -9
+    assert f"waiting for vtk process {killed.pid}, which is building a frame cache" in (
+        capfd.readouterr().err)
+    assert sorted(p.name for p in root.iterdir()) == [".lock", folder.name]
+    assert len(json.loads((folder / "manifest.json").read_text())["clips"]) == 10
+
+
+def test_a_complete_cache_is_reused_and_a_killed_builds_leftover_removed(shards, tmp_path):
+    from vtk.data.cache import build_frame_cache
+
+    root = tmp_path / "c"
+    folder = build_frame_cache(shards, 16, root, workers=1, progress=False)
+    _killed_build(root, 0).wait()
+    assert (root / ".building-killed").is_dir()
+    assert build_frame_cache(shards, 16, root, workers=1, progress=False) == folder
+    assert sorted(p.name for p in root.iterdir()) == [".lock", folder.name]

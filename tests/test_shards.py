@@ -459,3 +459,155 @@ def test_the_default_caption_cache_lives_hidden_in_the_set(tmp_path, synth_capti
     with pytest.raises(VtkError, match="exclude each other"):
         shard("synth:train?n=2&size=32", "--out", tmp_path / "x", "--captions", "coarse",
               "--caption-cache", tmp_path / "c", "--no-caption-cache")
+
+
+# --- one writer per set; nothing left behind by a kill or a full disk -----------------------
+
+
+def _kids(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc (pgrep and psutil may be missing)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                kids.append(int(d))
+    return kids
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _hold_lock(folder) -> subprocess.Popen:
+    """Another process holding ``folder``'s lock until killed."""
+    code = ("import sys, time; from vtk.locks import lock_folder; lock = lock_folder(sys.argv[1]);"
+            " print('held', flush=True); time.sleep(120)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_second_run_into_a_live_set_fails_at_once_and_the_live_run_is_intact(tmp_path):
+    spec = "synth:train?n=1000&size=32&frames=8&seed=2"
+    out = tmp_path / "set"
+    live = subprocess.Popen([sys.executable, "-m", "vtk", "shard", spec, "--out", str(out),
+                             "--samples-per-shard", "7", "--workers", "1", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert _wait_for(str(out / "shard-000001.tar"), 120), live.stderr.read()
+    assert live.poll() is None, "the live run ended before the second one started"
+    for extra in ((), ("--resume",), ("--resume", "--retry-failed")):
+        t0 = time.monotonic()
+        with pytest.raises(VtkError, match=rf"^{out} is in use by vtk process {live.pid} "
+                                           rf"\(lock {out}/\.lock\); wait for it or stop it$"):
+            shard(spec, "--out", out, *extra)
+        assert time.monotonic() - t0 < 2
+    assert live.wait(300) == 0, live.stderr.read()  # its temp tar was not deleted under it
+    got = keys(out)
+    assert len(got) == len(set(got)) == 1000
+    assert json.loads((out / "index.json").read_text())["num_samples"] == 1000
+
+
+def test_the_refusal_is_one_red_line_and_a_killed_holder_blocks_nobody(tmp_path):
+    out = tmp_path / "set"
+    holder = _hold_lock(out)
+    try:
+        cmd = [sys.executable, "-m", "vtk", "shard", "synth:train?n=2&size=32", "--out",
+               str(out), "-q"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines() == [
+            f"error: {out} is in use by vtk process {holder.pid} (lock {out}/.lock); wait "
+            f"for it or stop it"]
+        assert not glob.glob(str(out / "*.tar*")) and not (out / "stats").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    shard("synth:train?n=2&size=32", "--out", out)  # the kernel dropped the killed one's lock
+    assert len(keys(out)) == 2
+    assert (out / ".lock").read_text().strip() == str(os.getpid())
+    main(["inspect", str(out), "--no-decode"])  # the lock file is no part of the set
+
+
+def test_a_shard_run_killed_at_once_leaves_no_worker_or_resource_tracker(tmp_path):
+    """Killed while its spawned workers still import: before, they (and multiprocessing's
+    resource tracker) waited for the dead parent forever."""
+    cmd = [sys.executable, "-m", "vtk", "shard", "synth:train?n=50&size=32", "--out",
+           str(tmp_path / "s"), "--workers", "2", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 60
+    while len(_kids(proc.pid)) < 2 and time.time() < end:
+        time.sleep(0.01)
+    children = _kids(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert len(children) >= 2
+    end = time.time() + 3
+    while any(_running(c) for c in children) and time.time() < end:
+        time.sleep(0.05)
+    assert not [c for c in children if _running(c)]
+
+
+def test_temps_of_a_killed_writer_are_removed_by_the_next_run(tmp_path):
+    out = tmp_path / "set"
+    shard("synth:train?n=2&size=32", "--out", out)
+    dead, alive = _dead_pid(), os.getppid()
+    stale = [out / f".index.json.tmp-{dead}", out / "stats" / f".shard-000000.json.tmp-{dead}"]
+    for p in stale:
+        p.write_text("half a file")
+    live = out / f".index.json.tmp-{alive}"  # a live process's temp is never touched
+    live.write_text("being written")
+    shard("synth:train?n=3&size=32", "--out", out, "--resume")
+    assert not any(p.exists() for p in stale) and live.exists()
+    assert len(keys(out)) == 3
+
+
+def test_write_text_atomic_leaves_no_temp_when_the_write_fails(tmp_path):
+    from vtk.fileio import write_text_atomic
+
+    (tmp_path / "taken").mkdir()  # a folder where the file should go: the rename fails
+    with pytest.raises(OSError):
+        write_text_atomic(tmp_path / "taken", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    """Writes that hit ENOSPC (the tar, then index.json: each a temp linked to /dev/full)."""
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / "shard-000000.tar.tmp").symlink_to("/dev/full")
+    with pytest.raises(VtkError, match=rf"^cannot write {out}/shard-000000.tar: No space left "
+                                       r"on device; complete shards are kept"):
+        shard("synth:train?n=30&size=32", "--out", out, "--samples-per-shard", 10)
+    assert not os.path.lexists(out / "shard-000000.tar.tmp")  # the partial shard is dropped
+    shard("synth:train?n=30&size=32", "--out", out, "--samples-per-shard", 10, "--resume")
+    assert len(keys(out)) == 30
+    (out / f".index.json.tmp-{os.getpid()}").symlink_to("/dev/full")
+    with pytest.raises(VtkError, match=rf"^cannot write {out}/index.json: No space left"):
+        shard("synth:train?n=31&size=32", "--out", out, "--samples-per-shard", 10, "--resume")
+    assert not os.path.lexists(out / f".index.json.tmp-{os.getpid()}")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_an_out_folder_that_cannot_be_made_is_one_line():
+    r = subprocess.run([sys.executable, "-m", "vtk", "shard", "synth:train?n=2&size=32",
+                        "--out", "/proc/x", "-q"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "error: cannot create /proc/x: No such file or directory"]

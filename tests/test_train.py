@@ -277,3 +277,111 @@ def test_trains_from_clip_weights_with_the_frozen_clip_text_tower(shards, tmp_pa
     assert s["params_trainable"] < s["params"]  # CLIP's text tower stays frozen
     model, _ = load_run(tmp_path / "run")
     assert model.encode_video(torch.randn(1, 8, 3, 32, 32)).shape == (1, 16)
+
+
+def _kids(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc (pgrep and psutil may be missing)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                kids.append(int(d))
+    return kids
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+def _live_train(shards, out, *args) -> subprocess.Popen:
+    """A real `vtk train` in a subprocess, returned once it has logged two steps."""
+    data, cache = shards
+    cmd = [sys.executable, "-m", "vtk", "train", data, "--out", str(out), "--model", "tiny",
+           "--text", "tiny", "--batch-size", "16", "--steps", "100000", "--quiet", *args]
+    p = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics, end = Path(out) / "metrics.jsonl", time.time() + 180
+    while time.time() < end and p.poll() is None and not (
+            metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.1)
+    assert p.poll() is None, p.stderr.read()[-3000:]
+    return p
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_live_run_dir_refuses_a_second_train_and_a_resume_at_once(shards, tmp_path):
+    from vtk.errors import VtkError
+    from vtk.locks import lock_folder
+
+    data, cache = shards
+    out = tmp_path / "live"
+    live = _live_train(shards, out, "--cache", cache, "--workers", "0", "--checkpoint-every",
+                       "40")
+    try:
+        busy = rf"^{out} is in use by vtk process {live.pid} \(lock {out}/\.lock\)"
+        saved = (out / "config.json").read_bytes()
+        for cfg in (config(shards, out, steps=3), config(shards, out, steps=3, overwrite=True)):
+            with pytest.raises(VtkError, match=busy):
+                train(cfg)
+        assert not (out / "checkpoint.pt").exists(), "test too slow: the live run checkpointed"
+        while not (out / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        with pytest.raises(VtkError, match=busy):  # before it truncates the live run's log
+            train({"out": str(out), "resume": True, "quiet": True})
+        assert (out / "config.json").read_bytes() == saved  # nothing of the live run rewritten
+        assert live.poll() is None
+    finally:
+        live.kill()
+        live.wait()
+    assert ckpt.load(out / "checkpoint.pt")["step"] >= 1  # the live run's checkpoint is whole
+    with lock_folder(out):  # a SIGKILL leaves no lock behind
+        pass
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_sigkilled_train_leaves_no_loader_worker(shards, tmp_path):
+    """Before, the two streaming workers outlived their parent: ~5 s until torch's own check
+    between batches, and for good when a full pipe held them at exit."""
+    live = _live_train(shards, tmp_path / "run", "--workers", "2")
+    workers = _kids(live.pid)
+    live.kill()
+    live.wait()
+    assert len(workers) == 2
+    end = time.time() + 2
+    while any(_running(w) for w in workers) and time.time() < end:
+        time.sleep(0.05)
+    assert not [w for w in workers if _running(w)]
+
+
+def test_temps_of_a_killed_run_are_removed_by_the_next_one(shards, tmp_path):
+    out = tmp_path / "run"
+    train(config(shards, out, steps=2))
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # a PID that is gone
+    stale = [out / f".summary.json.tmp-{p.pid}", out / "checkpoint.pt.tmp"]
+    for f in stale:
+        f.write_text("half a file")
+    train({"out": str(out), "resume": True, "quiet": True})  # nothing to train: still cleaned
+    assert not any(f.exists() for f in stale)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_checkpoint_on_a_full_disk_is_one_line_and_the_last_one_stays(tmp_path):
+    from vtk.errors import VtkError
+
+    path = tmp_path / "checkpoint.pt"
+    ckpt.save(path, {"step": 1, "w": torch.zeros(3)})
+    (tmp_path / "checkpoint.pt.tmp").symlink_to("/dev/full")  # writes there get ENOSPC
+    with pytest.raises(VtkError, match=rf"^cannot write {path}: .*; the previous checkpoint"):
+        ckpt.save(path, {"step": 2, "w": torch.ones(10000)})
+    assert not os.path.lexists(tmp_path / "checkpoint.pt.tmp")
+    assert torch.load(path, weights_only=True)["step"] == 1

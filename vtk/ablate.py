@@ -107,7 +107,8 @@ def _twin(out: Path, fp: str, me: Path, benches: list[str]) -> Path | None:
 def _copy_run(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
-        if f.name == "ablation.json" or not f.is_file():
+        # not the hidden lock and temps: a hard-linked .lock would tie the two runs' locks
+        if f.name == "ablation.json" or f.name.startswith(".") or not f.is_file():
             continue
         try:
             os.link(f, dst / f.name)  # checkpoints can be large: share the bytes

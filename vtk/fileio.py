@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+
+_TEMP = re.compile(r"\..+\.tmp-(\d+)")  # write_text_atomic's temporary names
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -12,8 +15,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     sees half a file, and a hard link to the old file (a reused run) keeps the old content."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a kill by exception: no half-written temp left
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: str | os.PathLike, data, indent: int | None = 1) -> None:
@@ -27,3 +34,39 @@ def read_json(path: str | os.PathLike, default=None):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return default
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files of ``write_text_atomic`` that a killed writer left in
+    ``folder`` (``.index.json.tmp-PID``), and return their names. Call it holding the folder's
+    lock (``vtk.locks``), so no live writer of ours is writing them; a file whose PID is still
+    alive is kept all the same (a lockless writer, or the PID reused: the next run looks again)."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP.fullmatch(name)
+        path = os.path.join(folder, name)
+        if m is None or pid_alive(int(m.group(1))) or not os.path.isfile(path):
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -24,6 +24,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import warnings
@@ -38,7 +39,10 @@ from vtk.data.sampling import frame_indices
 from vtk.data.shardset import looks_truncated, resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import center_box, crop_resize
+from vtk.errors import VtkError
+from vtk.locks import lock_folder, try_lock_folder
 from vtk.shards.reader import MAX_SAMPLE_BYTES, problem_text, read_samples, skip_kind
+from vtk.workers import exit_with_parent
 
 VERSION = 2  # 2: frames resized with OpenCV (bilinear; area for 2x shrinks)
 
@@ -95,7 +99,12 @@ def _cache_shard(job) -> dict:
                       "meta": meta, "txt": txt})
         offset += len(arrays[-1])
     data = np.concatenate(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
-    np.save(Path(out) / f"frames-{shard_no:06d}.npy", data)
+    path = Path(out) / f"frames-{shard_no:06d}.npy"
+    try:
+        np.save(path, data)
+    except OSError as e:  # a full disk: one line, not a traceback from the worker
+        # (numpy reports a short write without an errno: "N requested and M written")
+        raise VtkError(f"cannot write {path}: {e.strerror or f'{e} (is the disk full?)'}") from None
     return {"clips": clips, "skipped": skipped}
 
 
@@ -111,13 +120,30 @@ def _samples(tar: str, max_bytes: int, on_error):
 def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: int = 2,
                       progress: bool = True, max_sample_bytes: int = MAX_SAMPLE_BYTES) -> Path:
     """Decode every clip of ``shards`` once into ``root/<fingerprint>/``; returns that folder.
-    An existing complete cache for the same shards and size is reused as it is."""
+    An existing complete cache for the same shards and size is reused as it is.
+
+    One build per ``root`` at a time (``root/.lock``): a second process waits for the first,
+    then reuses what it built (both asked for the same clips). The build that holds the lock
+    first removes the ``.building-*`` folders of builds that were killed."""
     paths = resolve_shards(shards)
     final = Path(root) / fingerprint(paths, size, max_sample_bytes)
     if (final / "manifest.json").is_file():
+        _sweep_if_idle(final.parent)
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    with lock_folder(final.parent, wait=True, on_wait=lambda who: print(
+            f"waiting for {who}, which is building a frame cache in {final.parent}",
+            file=sys.stderr, flush=True)):
+        remove_stale_builds(final.parent)
+        if (final / "manifest.json").is_file():  # the build we waited for made it
+            return final
+        return _build(paths, final, size, backend, workers, progress, max_sample_bytes)
+
+
+def _build(paths, final: Path, size, backend, workers, progress, max_sample_bytes) -> Path:
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+    except OSError as e:
+        raise VtkError(f"cannot write the frame cache in {final.parent}: {e.strerror or e}") from None
     jobs = [(i, p, str(tmp), size, backend, max_sample_bytes) for i, p in enumerate(paths)]
     try:
         results = _run_jobs(jobs, workers, progress)
@@ -130,13 +156,50 @@ def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: i
     for s in manifest["skipped"]:
         what = s["key"] or "data"
         warnings.warn(f"frame cache skipped {what} in {s['shard']}: {s['reason']}",
-                      RuntimeWarning, stacklevel=2)
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
+                      RuntimeWarning, stacklevel=3)
+    try:
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VtkError(f"cannot write {tmp / 'manifest.json'}: {e.strerror or e}") from None
     try:
         tmp.rename(final)
-    except OSError:  # another run finished the same cache first: use theirs
+    except OSError:  # a build without the lock (an older vtk) finished it first: use theirs
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def remove_stale_builds(root: Path) -> list[str]:
+    """Remove the ``.building-*`` folders in ``root`` and return their names. A build killed
+    by SIGKILL cannot remove its own (hundreds of MB of frames); call this holding ``root``'s
+    lock, when no build of another process is live."""
+    removed = []
+    for tmp in sorted(Path(root).glob(".building-*")):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp.name)
+    return removed
+
+
+def _sweep_if_idle(root: Path) -> None:
+    """A complete cache is read without the lock; the killed builds' leftovers beside it are
+    removed only when nobody is building (the lock is free) and the root is writable."""
+    if not any(Path(root).glob(".building-*")):
+        return
+    try:
+        lock = try_lock_folder(root)
+    except VtkError:  # a read-only cache root: leave it as it is
+        return
+    if lock is not None:
+        with lock:
+            remove_stale_builds(root)
+
+
+def _init_decoder(parent: int) -> None:
+    """A decoding worker: ends with its parent (a Pool worker of a killed build would wait on
+    its task queue forever), and runs torch on one thread."""
+    exit_with_parent(parent)
+    torch.set_num_threads(1)
 
 
 def _run_jobs(jobs, workers: int, progress: bool) -> list[dict]:
@@ -152,8 +215,8 @@ def _run_jobs(jobs, workers: int, progress: bool) -> list[dict]:
             return out
         # fork: the workers inherit the imported modules. One torch thread each: OpenMP's pool
         # does not survive a fork, and a forked child that uses it hangs.
-        with mp.get_context("fork").Pool(min(workers, len(jobs)), initializer=torch.set_num_threads,
-                                         initargs=(1,)) as pool:
+        with mp.get_context("fork").Pool(min(workers, len(jobs)), initializer=_init_decoder,
+                                         initargs=(os.getpid(),)) as pool:
             out = []
             for r in pool.imap(_cache_shard, jobs):
                 out.append(r)

@@ -19,6 +19,8 @@ ranks; train mode reshuffles every pass (seeded by ``seed`` and the pass number)
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ from vtk.data.transforms import NORMS, normalize
 from vtk.errors import VtkError
 from vtk.shards.reader import MAX_SAMPLE_BYTES
 from vtk.shards.wds_index import index_path
+from vtk.workers import exit_with_parent
 
 
 def dali_installed() -> bool:
@@ -64,6 +67,13 @@ PREFETCH = 2  # batches each worker may have ready ahead of the consumer (torch'
 
 def as_is(batch):
     return batch
+
+
+def _worker_init(parent: int, worker_id: int) -> None:
+    """A worker ends with the process that started it: torch's own check of its parent runs
+    only between batches (every 5 s), and a worker blocked elsewhere outlived a SIGKILLed
+    ``vtk train`` for good (``vtk.workers``)."""
+    exit_with_parent(parent)
 
 
 @contextlib.contextmanager
@@ -137,6 +147,7 @@ class VideoLoader:
                 prefetch_factor=PREFETCH if self.workers else None,
                 persistent_workers=self.streaming and self.workers > 0,
                 drop_last=self.drop_last if self._sampler is not None else False,
+                worker_init_fn=functools.partial(_worker_init, os.getpid()),
             )
         return self._dl
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +21,7 @@ from vtk.clips import ClipConfig, ClipStats, InputError, clips_from_item, encode
 from vtk.errors import VtkError
 from vtk.shards.schema import make_sample
 from vtk.types import Clip, SourceItem
+from vtk.workers import exit_with_parent
 
 CAPTION_BATCH = 8  # clips captioned together: amortises model calls, bounds held frames
 
@@ -58,13 +58,14 @@ class Totals:
 _STATE: dict = {}
 
 
-def init_worker(cfg: ClipConfig, codec: str, caption_spec, watch_parent: bool = False) -> None:
-    """Per-process set-up: captioning models load once per worker, not per source."""
+def init_worker(cfg: ClipConfig, codec: str, caption_spec, parent: int | None = None) -> None:
+    """Per-process set-up: captioning models load once per worker, not per source.
+    ``parent``: the PID of the process that started the pool; the worker ends with it."""
+    if parent is not None:  # first: a parent killed while we start must not leave us behind
+        exit_with_parent(parent)
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would only contend
-    if watch_parent:
-        _exit_with_parent()
     _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=None, cache=None)
     if caption_spec is not None and caption_spec.mode != "none":
         from vtk.captions import Captioning
@@ -92,19 +93,6 @@ class _CountingCache:
 
     def __getattr__(self, name):
         return getattr(self.cache, name)
-
-
-def _exit_with_parent() -> None:
-    """A worker whose parent was killed (SIGKILL, OOM) would wait on its task queue forever:
-    a daemon thread ends it once the parent is gone."""
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="vtk-parent-watch").start()
 
 
 def process_source(item: SourceItem) -> SourceResult:
@@ -235,7 +223,8 @@ class _Pool:
     def _start(self):
         # spawn, not fork: workers may load torch models, which do not survive a fork
         return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                   initializer=init_worker, initargs=(*self.initargs, True))
+                                   initializer=init_worker,
+                                   initargs=(*self.initargs, os.getpid()))
 
     def submit(self, item: SourceItem) -> Future:
         try:

@@ -20,6 +20,7 @@ are already stored, so a source cut off by a kill half-way is redone without dou
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
@@ -29,9 +30,24 @@ import tarfile
 from collections import Counter
 
 from vtk.errors import VtkError
-from vtk.fileio import write_json
+from vtk.fileio import remove_stale_temps, write_json
+from vtk.locks import lock_folder
 from vtk.shards.schema import clean_text, encode_json
 from vtk.shards.wds_index import index_path, write_index
+
+
+def _write_error(path: str, e: OSError) -> VtkError:
+    """One line for a failed write (a full disk, a read-only or vanished folder)."""
+    return VtkError(f"cannot write {path}: {e.strerror or e}; complete shards are kept: "
+                    f"fix it and continue with --resume")
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+    try:
+        yield
+    except OSError as e:
+        raise _write_error(path, e) from None
 
 
 def shard_tars(out: str, name: str = "shard") -> list[str]:
@@ -40,7 +56,9 @@ def shard_tars(out: str, name: str = "shard") -> list[str]:
 
 
 class ShardWriter:
-    """Writes samples in the order given. One writer per shard set (it is not process-safe)."""
+    """Writes samples in the order given. One writer per shard set: it holds the set folder's
+    lock (``OUT/.lock``, ``vtk.locks``) from construction to :meth:`close`, so a second
+    process writing or resuming the same set fails at once, naming this one's PID."""
 
     def __init__(self, out: str, name: str = "shard", samples_per_shard: int = 1000,
                  resume: bool = False, settings: dict | None = None, retry_failed: bool = False):
@@ -54,7 +72,6 @@ class ShardWriter:
             raise VtkError(f"--name {name!r}: use letters, digits, '-' and '_' only")
         self.out, self.name, self.per_shard = out, name, samples_per_shard
         self.settings = json.loads(json.dumps(settings or {}))  # as it reads back from disk
-        os.makedirs(os.path.join(out, "stats"), exist_ok=True)
         self.done_sources: set[str] = set()
         self.keys: set[str] = set()
         self.shards: dict[int, dict] = {}  # index -> stats of complete shards
@@ -62,10 +79,27 @@ class ShardWriter:
         self.pending_failures: list[dict] = []
         self.written = 0  # samples added by this run
         self.skipped_keys = 0
-        self._load(resume)
-        self.index = max(self.shards, default=-1) + 1
         self._tar: tarfile.TarFile | None = None
         self._shard_keys: list[str] = []
+        # first: nothing in the folder is read or removed while another process writes it
+        self._lock = lock_folder(out)
+        try:
+            self._open(resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, resume: bool) -> None:
+        """The folder's layout; what a killed writer left removed; the set loaded to resume."""
+        stats_dir = os.path.join(self.out, "stats")
+        try:
+            os.makedirs(stats_dir, exist_ok=True)
+        except OSError as e:
+            raise VtkError(f"cannot create {stats_dir}: {e.strerror or e}") from None
+        for folder in (self.out, stats_dir):  # index.json and stats temps (a kill, a full disk)
+            remove_stale_temps(folder)
+        self._load(resume)
+        self.index = max(self.shards, default=-1) + 1
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -87,14 +121,18 @@ class ShardWriter:
         if key in self.keys:
             self.skipped_keys += 1
             return False
-        if self._tar is None:
-            self._tar = tarfile.open(self.tar_path(self.index) + ".tmp", "w",
-                                     format=tarfile.USTAR_FORMAT)
-        for ext, data in (("mp4", sample["mp4"]), ("txt", sample["txt"].encode("utf-8")),
-                          ("json", encode_json(sample["json"]))):
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mode, info.mtime = len(data), 0o444, 0  # same input, same bytes
-            self._tar.addfile(info, io.BytesIO(data))
+        try:
+            if self._tar is None:
+                self._tar = tarfile.open(self.tar_path(self.index) + ".tmp", "w",
+                                         format=tarfile.USTAR_FORMAT)
+            for ext, data in (("mp4", sample["mp4"]), ("txt", sample["txt"].encode("utf-8")),
+                              ("json", encode_json(sample["json"]))):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mode, info.mtime = len(data), 0o444, 0  # same input, same bytes
+                self._tar.addfile(info, io.BytesIO(data))
+        except OSError as e:
+            self._abandon_shard()
+            raise _write_error(self.tar_path(self.index), e) from None
         self.keys.add(key)
         self._shard_keys.append(key)
         self.written += 1
@@ -124,15 +162,37 @@ class ShardWriter:
         elif self.pending_sources or self.pending_failures:
             self._flush_trailing()
         index = self.card(card or {})
-        write_json(os.path.join(self.out, "index.json"), index, indent=2)
+        path = os.path.join(self.out, "index.json")
+        with _writing(path):
+            write_json(path, index, indent=2)
+        self._lock.release()
         return index
+
+    def _abandon_shard(self) -> None:
+        """Drop the shard being written after a write failed (a full disk): its partial temp
+        file would only take space, and a ``--resume`` redoes its sources anyway."""
+        tar, self._tar = self._tar, None
+        if tar is not None:
+            try:
+                tar.close()
+            except OSError:
+                pass
+        try:
+            os.remove(self.tar_path(self.index) + ".tmp")
+        except OSError:
+            pass
 
     def _finish_shard(self) -> None:
         assert self._tar is not None
-        self._tar.close()
+        try:
+            self._tar.close()
+        except OSError as e:
+            self._abandon_shard()
+            raise _write_error(self.tar_path(self.index), e) from None
         self._tar = None
         tmp = self.tar_path(self.index) + ".tmp"
-        write_index(tmp, self.idx_path(self.index))
+        with _writing(self.idx_path(self.index)):
+            write_index(tmp, self.idx_path(self.index))
         stats = {
             "shard": os.path.basename(self.tar_path(self.index)),
             "num_samples": len(self._shard_keys),
@@ -142,8 +202,10 @@ class ShardWriter:
             "failures": self.pending_failures,
             "settings": self.settings,
         }
-        write_json(self.stats_path(self.index), stats, indent=None)
-        os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
+        with _writing(self.stats_path(self.index)):
+            write_json(self.stats_path(self.index), stats, indent=None)
+        with _writing(self.tar_path(self.index)):
+            os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
         self.shards[self.index] = stats
         self.index += 1
         self._shard_keys, self.pending_sources, self.pending_failures = [], [], []
@@ -156,12 +218,14 @@ class ShardWriter:
             stats = self.shards[last]
             stats["sources_completed"] += self.pending_sources
             stats["failures"] += self.pending_failures
-            write_json(self.stats_path(last), stats, indent=None)
+            with _writing(self.stats_path(last)):
+                write_json(self.stats_path(last), stats, indent=None)
         else:
             stats = {"shard": None, "num_samples": 0, "bytes": 0, "keys": [],
                      "sources_completed": self.pending_sources,
                      "failures": self.pending_failures, "settings": self.settings}
-            write_json(self.stats_path(self.index), stats, indent=None)
+            with _writing(self.stats_path(self.index)):
+                write_json(self.stats_path(self.index), stats, indent=None)
         self.pending_sources, self.pending_failures = [], []
 
     # --- the card ------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vtk.errors import VtkError
+
 
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
@@ -33,8 +35,14 @@ def set_rng_state(state: dict):
 def save(path: Path, state: dict):
     path = Path(path)
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch reports a short write (a full disk) as a
+        tmp.unlink(missing_ok=True)  # RuntimeError: no half checkpoint left taking the space
+        reason = getattr(e, "strerror", None) or "the write was cut short (is the disk full?)"
+        raise VtkError(f"cannot write {path}: {reason}; the previous checkpoint, if any, "
+                       f"is kept") from None
 
 
 def load(path: Path, device="cpu") -> dict:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from vtk.errors import VtkError
-from vtk.fileio import write_json, write_text_atomic
+from vtk.fileio import remove_stale_temps, write_json, write_text_atomic
+from vtk.locks import lock_folder
 from vtk.model import build_model
 from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
@@ -292,6 +293,12 @@ def train(config) -> dict:
 
     cfg = prepare_config(config)
     d = dist.setup(cfg.device)
+    # One process per run dir (rank 0 holds it for every rank) until train() returns, taken
+    # before anything in it is rewritten; then the temps of a killed run go (vtk.locks).
+    _lock = lock_folder(cfg.out) if d.main else None
+    if d.main:
+        remove_stale_temps(cfg.out)
+        (Path(cfg.out) / "checkpoint.pt.tmp").unlink(missing_ok=True)  # a save cut off by a kill
     run = RunDir(cfg.out, d.main)
     ckpt = checkpoint.load(run.checkpoint) if cfg.resume and run.checkpoint.exists() else None
 
