@@ -50,4 +50,3 @@ def _watch(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(POLL_S)
     os._exit(1)
-
