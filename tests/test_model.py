@@ -40,7 +40,7 @@ def test_mask_keeps_exactly_round_1_minus_r_times_l_tokens(ratio):
 
 
 def test_l14_token_counts_match_viclip():
-    # REFERENCE.md: L/14, 8 frames, 2048 tokens; 0.5 keeps 1024 and 0.9 keeps 205 (+CLS).
+    # ViCLIP (OpenGVLab/InternVideo): L/14, 8 frames, 2048 tokens; 0.5 keeps 1024, 0.9 keeps 205.
     x = torch.zeros(1, 2048, 1)
     assert mask_tokens(x, 0.5).shape[1] == 1024
     assert mask_tokens(x, 0.9).shape[1] == 205

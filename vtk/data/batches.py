@@ -1,9 +1,10 @@
 """Batch memory: how a batch of clips reaches the consumer without copies or page faults.
 
 On a 2-core machine, what the streaming loader does beside decoding is mostly moving bytes.
-Per 8-frame 224 px clip (measured here, decode 14 ms): collating crops into a batch 1.0 ms,
-a fresh shared-memory batch for the hand-over 0.8 ms of page faults, a fresh float32 batch
-1.1 ms of page faults, normalising it in the main process 0.9-1.6 ms. So:
+Collating crops into a batch, a fresh shared-memory batch for the hand-over (page faults), a
+fresh float32 batch (page faults again) and normalising it in the main process each cost a
+share of a clip's decode time (docs/loader.md, "Where the time goes"; docs/results/timings.md).
+So:
 
 - ``SlotRing``: a few batch buffers per loader worker in shared memory, made once before the
   (persistent) workers start. A worker writes each clip, already normalised, straight into the
@@ -168,8 +169,8 @@ class Tails:
         last = tails.rest()              # what is left at the end of the pass (or None)
 
     The first short batch's buffer has room for a whole batch (its slot), so the others are
-    copied into it: 8 ms for 11 clips of 8 x 224 px float32 here, against 47 ms for a new
-    tensor (``torch.cat``: page faults on fresh memory).
+    copied into it: a tenth of the time of a new tensor (``torch.cat``: page faults on fresh
+    memory; docs/results/timings.md).
     """
 
     def __init__(self, batch_size: int):

@@ -1,7 +1,8 @@
 """Decode once: a memory-mapped uint8 frame cache for small corpora.
 
 Decoding a batch of 64 small clips from mp4 costs more than a training step on a CPU
-(REFERENCE.md), so for corpora that fit on disk as raw frames every clip is decoded once, and
+(docs/background.md, "Decode once"), so for corpora that fit on disk as raw frames every clip is
+decoded once, and
 every epoch of every run that names the same cache folder samples frames from memory.
 
 Layout of ``ROOT/<fingerprint>/`` (the fingerprint hashes the shard names, sizes, mtimes and
@@ -295,9 +296,9 @@ def build_once(build):
 def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
                   decoder=None, uint8=False, max_sample_bytes=MAX_SAMPLE_BYTES):
     """The frame-cache path of ``build_loader``: builds the cache on first use (``workers``
-    processes decode), then loads batches in the main process on small machines: a 64 px clip
-    costs 0.5 ms from the cache, and on 2 cores loader workers only fought the training step
-    for the CPU (0.15 s/step with 2 workers against 0.05 s in-process, measured here)."""
+    processes decode), then loads batches in the main process on small machines: a clip is cheap to
+    read from the cache, and on 2 cores loader workers only fight the training step for the
+    CPU (docs/results/timings.md)."""
     from vtk.data.decoders import available_decoders
     from vtk.data.loader import VideoLoader
 

@@ -49,8 +49,8 @@ def dali_installed() -> bool:
 
 def pick_backend(backend: str = "auto", device: str | None = None, shards=()) -> str:
     """``auto``: DALI (GPU decode) on CUDA when installed and every shard has its ``.idx``,
-    else the fastest installed CPU decoder (torchcodec > decord > pyav, REFERENCE.md's
-    single-thread measurements)."""
+    else the fastest installed CPU decoder (torchcodec > decord > pyav, by the
+    single-thread decode speeds in docs/background.md)."""
     if backend != "auto":
         if backend != "dali" and backend not in BACKENDS:
             raise VtkError(f"unknown backend {backend!r}; choose auto, dali, {', '.join(BACKENDS)}")
@@ -129,7 +129,7 @@ class VideoLoader:
         self.epoch = 0
         self.ring: SlotRing | None = None
         self.unslotted = 0  # batches that missed the ring (a consumer keeping many batches)
-        self._pool = BufferPool()  # a fresh float batch costs ~1 ms per 224 px clip in page faults
+        self._pool = BufferPool()  # a fresh float batch costs page faults per clip
         self._dl = None
 
     def _dataloader(self) -> torch.utils.data.DataLoader:
@@ -216,9 +216,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     and "right" in their captions, ``plain`` mirrors pixels only (as ViCLIP), ``off`` never.
     ``uint8=True`` leaves ``video`` as uint8 B x T x 3 x S x S for the consumer to normalise on
     its device (``vtk.data.transforms.normalize(video.to(dev), normalize)``; ``vtk train``
-    does so on CUDA): a quarter of the bytes to share and copy, and the float32 write (0.65 of
-    the 1.25 ms a worker spends on a 224 px clip beside decoding, measured here) moves to the
-    GPU. The DALI path always normalises inside its pipeline.
+    does so on CUDA): a quarter of the bytes to share and copy, and the float32 write (most of
+    a worker's work on a clip beside decoding: docs/results/timings.md) moves to the GPU. The
+    DALI path always normalises inside its pipeline.
     ``max_sample_bytes``: a sample whose tar members together declare more is skipped without
     being read and counted as ``oversized`` (streaming and the frame cache build).
     """
@@ -242,7 +242,7 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
 
         return dali_loader(paths, spec, batch_size, rank, world_size, device=device)
     get_decoder(backend)  # fails here with the install hint, and imports the library before
-    # the workers fork, so they do not each pay its import (2.7 s for torchcodec here)
+    # the workers fork, so they do not each pay its import (seconds for torchcodec)
     warm_up(paths[0], backend, spec, max_sample_bytes)
     stats = LoaderStats()
     stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,

@@ -95,7 +95,7 @@ def caption_rng(seed: int, epoch: int, key: str, mode: str) -> np.random.Generat
     """The caption draw's own randomness, apart from the frames, crop and flip, so every path
     (streaming, cache, DALI, whose crop and flip are drawn in the graph) picks the same caption
     for the same (seed, epoch, key). None unless ``mode`` draws (mixed): making a Generator
-    costs ~25 us, a tenth of a 64 px clip's loader work."""
+    is not free next to a small clip's loader work (docs/results/timings.md)."""
     if mode != "mixed":
         return None
     return np.random.default_rng([seed, epoch, zlib.crc32(key.encode()), 1])

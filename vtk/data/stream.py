@@ -204,7 +204,7 @@ def warm_up(tar: str, backend: str, spec: ClipSpec,
             max_sample_bytes: int = MAX_SAMPLE_BYTES) -> None:
     """Decode and crop one clip in the main process before the workers fork. The first call
     into a decoder and into torch's resize kernels sets up state that every forked worker then
-    inherits; without it each worker paid 1-2 s at the start of the first epoch (torchcodec)."""
+    inherits; without it each worker paid seconds at the start of the first epoch (torchcodec)."""
     from contextlib import closing
 
     try:

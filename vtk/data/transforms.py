@@ -63,8 +63,8 @@ def crop_resize(frames, box, size: int, flip: bool = False, out: torch.Tensor | 
     Frame by frame with OpenCV, straight from the crop window (no copy of the crop) into
     ``out`` when given: a loader worker writes each clip into its slot of the batch, so no
     collate copy and no separate normalising pass over the batch follow. Bilinear, with area
-    averaging (antialiased) for shrinks of 2x and more. Measured here per 8-frame 224 px clip:
-    0.6 ms to uint8, 1.25 ms to normalised float32 (1.7 ms with random training boxes).
+    averaging (antialiased) for shrinks of 2x and more. Its cost per clip:
+    docs/results/timings.md.
     """
     import cv2
 
@@ -101,7 +101,8 @@ def crop_resize(frames, box, size: int, flip: bool = False, out: torch.Tensor | 
 @functools.lru_cache(maxsize=16)
 def _planar_float(norm: str, size: int):
     """``f(hwc_uint8, out_1x3xSxS)``: (x - 255 mean) / (255 std) into planar float32, one pass
-    (OpenCV's blobFromImage; 0.65 ms per 224 px clip against 0.95 for split + three torch ops)."""
+    (OpenCV's blobFromImage where it exists, else split + three torch ops;
+    docs/results/timings.md)."""
     import cv2
 
     if norm not in NORMS:
@@ -136,8 +137,7 @@ def normalize(x: torch.Tensor, name: str = "clip", out: torch.Tensor | None = No
     inv = torch.tensor([1.0 / (255.0 * v) for v in std], device=x.device).view(3, 1, 1)
     if x.dim() < 4 or x.device.type != "cpu":
         return x.float().sub_(m).mul_(inv) if out is None else out.copy_(x).sub_(m).mul_(inv)
-    # frame by frame, so each frame's three passes stay in cache (0.86 against 1.45 ms per
-    # 8-frame 224 px clip for one pass per op over the whole batch, measured here)
+    # frame by frame, so each frame's three passes stay in cache (docs/results/timings.md)
     if out is None:
         out = torch.empty(x.shape, dtype=torch.float32)
     for o, frame in zip(out.view(-1, *x.shape[-3:]), x.reshape(-1, *x.shape[-3:])):

@@ -38,7 +38,8 @@ class FeatureCache:
     and two rows take different BLAS kernels here). A caption first met in other company, as
     it is after a resume, would get another feature, and the resumed run other weights (1e-7
     at first, 3e-4 after training on). Alone, a caption's feature depends on the caption only.
-    The price: 2-3x the time of batches of 256 (449 captions on 2 CPU cores: 4.1 s, not 1.6)."""
+    The price: a few times the time of batched embedding, once per caption
+    (docs/results/timings.md)."""
 
     def __init__(self, fn: Callable[[list[str]], torch.Tensor]):
         self.fn, self.table = fn, {}

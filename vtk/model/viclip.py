@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# Video tower sizes. tiny is REFERENCE.md's CPU prototype (0.21M params); b16 / l14 are CLIP's.
+# Video tower sizes. tiny is the CPU prototype of docs/background.md; b16 / l14 are CLIP's.
 SIZES = {
     "tiny": dict(patch=8, width=64, layers=4, heads=4, embed_dim=64, size=32),
     "b16": dict(patch=16, width=768, layers=12, heads=12, embed_dim=512, size=224),

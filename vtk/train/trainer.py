@@ -31,7 +31,8 @@ from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
 from vtk.train import checkpoint, dist, meters
 
-# Per-size optimisation defaults: REFERENCE.md's CPU prototype for tiny, ViCLIP for b16 / l14.
+# Per-size optimisation defaults: the CPU prototype for tiny, ViCLIP for b16 / l14
+# (docs/background.md).
 DEFAULTS = {
     "tiny": dict(lr=1e-3, weight_decay=0.05, batch_size=64),
     "b16": dict(lr=2e-4, weight_decay=0.2, batch_size=32),

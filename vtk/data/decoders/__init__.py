@@ -25,7 +25,7 @@ from vtk.errors import VtkError
 
 Indices = Sequence[int] | np.ndarray | Callable[[int], Sequence[int]] | None
 
-# name -> module; speed order on a CPU as measured in REFERENCE.md (fastest first)
+# name -> module; speed order on a CPU (fastest first; docs/background.md, decode speed)
 BACKENDS = {
     "torchcodec": "vtk.data.decoders.torchcodec",
     "decord": "vtk.data.decoders.decord",

@@ -3,9 +3,8 @@
 Clips in shards are short, so decoding forward to the last wanted frame beats seeking; only the
 wanted frames are converted to RGB. Untagged or BT.601 limited-range yuv420p frames (what
 ``vtk shard`` writes) are converted with OpenCV, whose I420 -> RGB matches swscale's BT.601
-default to about one grey level and is 6x faster (a 4 s Big Buck Bunny clip at 224 px decodes
-in 12.1 ms instead of 15.5, measured here); every other frame goes through swscale, which
-honours the frame's colour matrix and range.
+default to about one grey level (docs/results/timings.md has both costs); every other frame
+goes through swscale, which honours the frame's colour matrix and range.
 """
 
 from __future__ import annotations
