@@ -214,3 +214,44 @@ def test_templates_option(tmp_path):
     assert parse_templates("kinetics") == "kinetics"
     with pytest.raises(VtkError):
         parse_templates("no slot here")
+
+
+def untrained_run(folder: Path) -> Path:
+    """A run folder as vtk train leaves it (tiny towers), without the training."""
+    from vtk.model import build_model
+    from vtk.train.trainer import TrainConfig, saved_config
+
+    cfg = TrainConfig(model="tiny", text="tiny", frames=8, size=32)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(saved_config(cfg)))
+    torch.save({"model": build_model(cfg).persistent_state_dict()}, folder / "checkpoint.pt")
+    return folder
+
+
+def eval_cli(args, capsys):
+    try:
+        code = main(["eval", *args])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cut", ["checkpoint.pt", "config.json"])
+def test_a_run_file_cut_short_is_one_error_line(tmp_path, capsys, cut):
+    run = untrained_run(tmp_path / "run")
+    data = (run / cut).read_bytes()
+    (run / cut).write_bytes(data[: len(data) // 2])
+    code, err = eval_cli([str(run), "--bench", "synth-k400?n=6", "--cache", str(tmp_path)],
+                         capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert cut in err and ("cut short" in err), err
+
+
+def test_eval_batch_size_and_workers_are_bounded(tmp_path, capsys):
+    run = untrained_run(tmp_path / "run")
+    for args in (["--batch-size", "0"], ["--workers", "-1"], ["--device", "gpu"]):
+        code, err = eval_cli([str(run), *args], capsys)
+        assert code == 2 and args[0] in err and "Traceback" not in err, err
+    for kw in (dict(batch_size=0), dict(workers=-1)):
+        with pytest.raises(VtkError, match="--" + next(iter(kw)).replace("_", "-")):
+            evaluate(run, ["synth-k400?n=6"], cache=tmp_path, **kw)

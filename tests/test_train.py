@@ -279,6 +279,153 @@ def test_trains_from_clip_weights_with_the_frozen_clip_text_tower(shards, tmp_pa
     assert model.encode_video(torch.randn(1, 8, 3, 32, 32)).shape == (1, 16)
 
 
+def run_cli(args, capsys):
+    """(exit code, stderr, stdout) of ``vtk ARGS`` run in-process."""
+    from vtk.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.err, captured.out
+
+
+def test_a_moved_run_resumes_in_its_new_folder(shards, tmp_path, capsys):
+    old, new = tmp_path / "A", tmp_path / "B"
+    train(config(shards, old, steps=4, stop_after=2))
+    assert "out" not in json.loads((old / "config.json").read_text())
+    old.rename(new)
+    # a config.json written by an earlier vtk still names its old folder: ignored
+    cfg = json.loads((new / "config.json").read_text())
+    (new / "config.json").write_text(json.dumps({**cfg, "out": str(old)}))
+    code, err, _ = run_cli(["train", "--out", str(new), "--resume", "--quiet"], capsys)
+    assert code == 0, err
+    assert not old.exists()
+    s = json.loads((new / "summary.json").read_text())
+    assert s["steps"] == 4 and s["complete"] and s["clips_seen"] == 4 * 32
+    assert [json.loads(x)["step"] for x in (new / "metrics.jsonl").read_text().splitlines()] \
+        == [1, 2, 3, 4]  # steps 1-2 from before the move, 3-4 after it
+    assert ckpt.load(new / "checkpoint.pt")["step"] == 4
+
+
+class Payload:
+    """Unpickling this runs code: it writes ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_a_crafted_checkpoint_is_refused_and_never_run(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(config(shards, run, steps=2, stop_after=1))
+    # what vtk writes loads with torch's own safe unpickler, nothing allow-listed
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    marker = tmp_path / "payload-ran"
+    torch.save({**state, "model": Payload(marker)}, run / "checkpoint.pt")
+    for args in (["train", "--out", str(run), "--resume"],
+                 ["eval", str(run), "--bench", "synth-k400?n=6"]):
+        code, err, _ = run_cli(args, capsys)
+        assert code == 1 and "refused" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    assert not marker.exists()
+
+
+def test_a_checkpoint_from_before_plain_rng_states_still_resumes_exactly(shards, tmp_path):
+    """Earlier checkpoints held numpy's RNG state as an ndarray: that alone is allow-listed."""
+    import numpy as np
+
+    kw = dict(steps=4, mask=0.5)
+    train(config(shards, tmp_path / "full", **kw))
+    part = tmp_path / "part"
+    train(config(shards, part, stop_after=2, **kw))
+    state = ckpt.load(part / "checkpoint.pt")
+    name, keys, pos, has_gauss, gauss = state["rng"]["numpy"]
+    state["rng"]["numpy"] = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
+    torch.save(state, part / "checkpoint.pt")
+    train({"out": str(part), "resume": True, "quiet": True})
+    same_weights(weights(tmp_path / "full"), weights(part))
+
+
+def test_frames_size_and_memory_beyond_bounds_fail_before_any_work(shards, tmp_path):
+    from vtk.errors import VtkError
+
+    t0 = time.perf_counter()
+    for kw, match in ((dict(frames=1000), "--frames 1000: .* at most 8 frames"),
+                      (dict(size=3), "--size 3: smaller than the tiny tower's 8 px patch"),
+                      (dict(size=4096), "--size 4096: one step needs at least .* GiB")):
+        with pytest.raises(VtkError, match=match):
+            train(config(shards, tmp_path / "run", cache=str(tmp_path / "cache"), **kw))
+    assert time.perf_counter() - t0 < 10
+    assert not (tmp_path / "cache").exists()
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".lock"]  # the run dir's lock only
+
+
+@pytest.mark.parametrize("args", [
+    ["--batch-size", "0"], ["--size", "3"], ["--workers", "-1"], ["--lr", "-1"],
+    ["--checkpoint-every", "0"], ["--steps", "0"], ["--accum", "0"], ["--steps", "-5"],
+    ["--warmup", "-3"], ["--frames", "0"], ["--mask", "1"], ["--device", "bogus"]])
+def test_values_out_of_range_are_one_error_line_before_any_work(shards, tmp_path, capsys, args):
+    data, cache = shards
+    code, err, _ = run_cli(["train", data, "--out", str(tmp_path / "run"), "--model", "tiny",
+                            "--text", "tiny", "--cache", cache, "--workers", "0", "--quiet",
+                            *args], capsys)
+    assert code in (1, 2) and "Traceback" not in err, err
+    assert args[0] in err and len([ln for ln in err.splitlines() if "rror" in ln]) == 1, err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("kw", [dict(accum=0), dict(steps=-5), dict(warmup=-3),
+                                dict(batch_size=0), dict(checkpoint_every=0), dict(lr=-1.0),
+                                dict(workers=-1), dict(steps=0), dict(seed=-1),
+                                dict(frames=0), dict(log_every=0)])
+def test_library_callers_get_the_same_bounds(shards, tmp_path, kw):
+    from vtk.errors import VtkError
+
+    with pytest.raises(VtkError, match="--" + next(iter(kw)).replace("_", "-")):
+        train(config(shards, tmp_path / "run", **kw))
+
+
+def test_resuming_a_finished_run_says_so_and_trains_nothing(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(config(shards, run, steps=2))
+    def stamps():  # but the lock file, which every run takes (vtk.locks)
+        return {f.name: f.stat().st_mtime_ns for f in run.iterdir() if f.name != ".lock"}
+
+    before = stamps()
+    code, err, out = run_cli(["train", "--out", str(run), "--resume"], capsys)  # not --quiet
+    assert code == 0 and "Traceback" not in err, err
+    out = " ".join(out.split())  # rich wraps at the terminal's width
+    assert "already complete at step 2" in out and "2 steps in" in out, out
+    assert stamps() == before
+    s = train({"out": str(run), "resume": True, "quiet": True})
+    assert s["nothing_to_do"] and s["complete"] and s["steps"] == 2
+
+
+def test_an_epoch_without_a_full_batch_names_the_counts_and_the_cause(tmp_path):
+    import webdataset as wds
+
+    from vtk.errors import VtkError
+
+    six = write_synth_shards(tmp_path / "six", n=6, per_shard=6)
+    with pytest.raises(VtkError, match=r"gave this rank 6 clips, fewer than --batch-size 64"):
+        train({"data": six, "out": str(tmp_path / "a"), "model": "tiny", "text": "tiny",
+               "workers": 0, "quiet": True})
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    with wds.TarWriter(str(junk / "a.tar")) as tw:  # tars of something that is not video
+        for i in range(5):
+            tw.write({"__key__": f"k{i}", "mp4": b"no video here" * 20, "txt": "a caption",
+                      "json": json.dumps({"num_frames": 8}).encode()})
+    with pytest.warns(RuntimeWarning), pytest.raises(
+            VtkError, match=r"no decodable clip in .*junk on this rank: 5 samples skipped as corrupt"):
+        train({"data": str(junk), "out": str(tmp_path / "b"), "model": "tiny", "text": "tiny",
+               "workers": 0, "quiet": True, "backend": "pyav"})
+
+
 def _kids(pid: int) -> list[int]:
     """Live child processes of ``pid``, from /proc (pgrep and psutil may be missing)."""
     kids = []

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import click
 
+from vtk.commands.options import DEVICE
+
 
 def _train_options(f):
     """Training and evaluation options shared by both ablations (passed to every arm)."""
     opts = [
         click.option("--out", required=True, type=click.Path(file_okay=False),
                      help="Folder for the arms' run directories."),
-        click.option("--seeds", default=1, show_default=True, help="Seeds per arm."),
-        click.option("--seed", default=0, show_default=True, help="First seed."),
+        click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Seeds per arm."),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="First seed."),
         click.option("--bench", "benches", multiple=True, default=("synth",),
                      show_default=True, help="Benchmarks to evaluate (see vtk eval)."),
         click.option("--model", default="tiny", show_default=True,
@@ -19,17 +23,19 @@ def _train_options(f):
         click.option("--text", default="minilm", show_default=True,
                      type=click.Choice(["tiny", "minilm", "clip"])),
         click.option("--init", default=None, help="CLIP weights (local path or hub id)."),
-        click.option("--frames", default=8, show_default=True),
-        click.option("--size", default=None, type=int, help="Input size (model default)."),
-        click.option("--steps", default=300, show_default=True),
-        click.option("--unmasked-steps", default=0, show_default=True),
-        click.option("--batch-size", default=None, type=int),
-        click.option("--lr", default=None, type=float),
-        click.option("--device", default="auto", show_default=True),
+        click.option("--frames", default=8, show_default=True, type=click.IntRange(min=1)),
+        click.option("--size", default=None, type=click.IntRange(min=1),
+                     help="Input size (model default)."),
+        click.option("--steps", default=300, show_default=True, type=click.IntRange(min=0)),
+        click.option("--unmasked-steps", default=0, show_default=True,
+                     type=click.IntRange(min=0)),
+        click.option("--batch-size", default=None, type=click.IntRange(min=1)),
+        click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True)),
+        click.option("--device", default="auto", show_default=True, type=DEVICE),
         click.option("--backend", default="auto", show_default=True),
         click.option("--cache", default=None, type=click.Path(file_okay=False),
                      help="Decoded-frame cache folder (decode a small corpus once)."),
-        click.option("--workers", default=2, show_default=True),
+        click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0)),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -66,7 +72,8 @@ def command():
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--settings", default="coarse,fine,both", show_default=True,
               help="Caption arms: coarse, fine, both (fused), mixed (random pick per view).")
-@click.option("--mask", default=0.0, show_default=True, help="Masking ratio for every arm.")
+@click.option("--mask", default=0.0, show_default=True,
+              type=click.FloatRange(0, 1, max_open=True), help="Masking ratio for every arm.")
 @_train_options
 def captions(data, settings, mask, **kw):
     """Train on coarse, fine and both captions of one shard set (built with --captions both).

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from vtk.commands.options import DEVICE
 from vtk.errors import VtkError
 
 
@@ -76,11 +77,14 @@ def render_table(result: dict, console=None) -> None:
               help="Average per-template similarities (ViCLIP) or template embeddings (CLIP).")
 @click.option("--save-sims", type=click.Path(file_okay=False),
               help="Write NAME.npy (texts x videos) and NAME.json (ground truth) per benchmark.")
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Clips per embedding batch.")
 @click.option("--backend", default="auto", show_default=True,
               help="Decoder: auto, dali, torchcodec, pyav, decord.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--workers", default=1, show_default=True, help="Loader workers (and shard-building workers on first use).")
+@click.option("--device", default="auto", show_default=True, type=DEVICE,
+              help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Loader workers (and shard-building workers on first use).")
 @click.option("--cache", type=click.Path(file_okay=False),
               help="Benchmark shard cache (default $VTK_CACHE or ~/.cache/vtk).")
 def command(run, benches, dsl, templates, template_average, save_sims, batch_size, backend,

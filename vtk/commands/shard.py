@@ -13,6 +13,7 @@ import time
 import click
 
 from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS
+from vtk.commands.options import DEVICE
 from vtk.errors import VtkError
 
 CLIP_MODES = ("auto", "scenes", "fixed", "whole")
@@ -34,8 +35,8 @@ CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never loo
               help="Merges frame captions: rules | hf:ID.")
 @click.option("--fine-fps", type=float, default=None,
               help="Frames per second the fine captioner sees (default: vtk.captions' own).")
-@click.option("--caption-device", default="auto", show_default=True,
-              help="Device for caption models: auto | cpu | cuda.")
+@click.option("--caption-device", default="auto", show_default=True, type=DEVICE,
+              help="Device for caption models: auto | cpu | cuda | cuda:N.")
 @click.option("--caption-cache", type=click.Path(file_okay=False), default=None,
               help="Folder of the caption cache (SQLite, keyed by clip pixels and caption "
                    "settings); share one across shard sets (default: OUT/.caption-cache).")
@@ -61,8 +62,8 @@ CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never loo
                    f"{MAX_CLIP_FRAMES} frames, which bounds memory.")
 @click.option("--codec", type=click.Choice(["h264", "vp9"]), default="h264", show_default=True,
               help="vp9 for DALI's CPU decoder; h264 for NVDEC and everything else.")
-@click.option("--samples-per-shard", type=int, default=1000, show_default=True)
-@click.option("--workers", "-j", type=int, default=None,
+@click.option("--samples-per-shard", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: number of CPUs, at most 8).")
 @click.option("--video-root", type=click.Path(file_okay=False), default=None,
               help="Where manifest URLs and YouTube IDs are found as <id>.<ext>.")

@@ -166,6 +166,10 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise VtkError(f"{run_dir}: run folder not found")
+    if batch_size < 1:
+        raise VtkError(f"--batch-size {batch_size}: must be at least 1")
+    if workers < 0:
+        raise VtkError(f"--workers {workers}: must be at least 0")
     benches = list(benches)
     specs = [b for b in benches if isinstance(b, BenchSpec)]
     names = [b for b in benches if not isinstance(b, BenchSpec)]

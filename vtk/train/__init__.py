@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -30,9 +29,14 @@ def load_run(run_dir, device="cpu"):
     cfg_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
     if not cfg_path.exists() or not ckpt_path.exists():
         raise VtkError(f"{run_dir}: not a finished run (config.json and checkpoint.pt expected)")
-    config = json.loads(cfg_path.read_text())
+    config = checkpoint.read_config(cfg_path)
+    state = checkpoint.load(ckpt_path)["model"]
     model = build_model(config)
-    model.load_persistent_state_dict(checkpoint.load(ckpt_path)["model"])
+    try:
+        model.load_persistent_state_dict(state)
+    except RuntimeError as e:  # shapes or names differ: config.json and checkpoint.pt disagree
+        first = str(e).strip().splitlines()[0]
+        raise VtkError(f"{ckpt_path}: does not match {cfg_path.name}: {first[:300]}") from None
     return model.to(torch.device(device)).eval(), config
 
 

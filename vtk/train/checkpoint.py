@@ -1,13 +1,19 @@
-"""checkpoint.pt: weights, optimiser, scheduler, scaler, step, data position and RNG states.
+"""checkpoint.pt: weights, optimiser, scheduler, scaler, step, data position and RNG states;
+and the run's config.json beside it.
 
 Written to a temporary name and renamed, so a run killed while saving keeps its last good
-checkpoint.
+checkpoint. It holds tensors and plain data only (dicts, lists, tuples, numbers, strings), and
+is read with ``torch.load(weights_only=True)``: unpickling anything else can run code, so a
+crafted checkpoint.pt is refused instead of executed.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +23,11 @@ from vtk.errors import VtkError
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    # numpy's state is a tuple around an ndarray: stored as a list of ints, so that nothing
+    # but plain data has to be unpickled
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state = {"python": random.getstate(),
+             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -25,11 +35,17 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_tuples(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    """random.setstate wants tuples all the way down."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def save(path: Path, state: dict):
@@ -45,5 +61,47 @@ def save(path: Path, state: dict):
                        f"is kept") from None
 
 
+def _legacy_numpy_globals() -> list:
+    """What a checkpoint written before the RNG state became plain data needs: numpy's array
+    reconstruction (its RNG state held a uint32 ndarray). Arrays rebuild from bytes; any
+    object inside one would still need its own allow-listed class."""
+    reconstruct = np.empty(0).__reduce__()[0]
+    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load(path: Path, device="cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=False)
+    """The checkpoint's dict; a VtkError (one line) for a file that is cut short, is not a
+    checkpoint, or holds anything but tensors and plain data (which is refused, not run)."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise VtkError(f"{path}: refused: it holds {found.group(1)}, not only tensors and "
+                           "plain data as a vtk checkpoint does; loading it could run code") from None
+        if isinstance(e, OSError):
+            raise VtkError(f"{path}: cannot read the checkpoint: {e.strerror or e}") from None
+        raise VtkError(f"{path}: unreadable checkpoint: cut short or not a torch file "
+                       f"({type(e).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise VtkError(f"{path}: not a vtk checkpoint (no model weights in it)")
+    return state
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json as a dict; a VtkError (one line) when it is cut short or not one.
+    An ``out`` saved by an older vtk is dropped: a run folder may have been moved, so where it
+    is comes from the caller (``--out``), never from the folder itself."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise VtkError(f"{path}: cannot read the run's config: {e.strerror or e}") from None
+    except ValueError as e:
+        raise VtkError(f"{path}: not valid JSON (cut short?): {e}") from None
+    if not isinstance(config, dict):
+        raise VtkError(f"{path}: not a run config (a JSON object expected)")
+    config.pop("out", None)
+    return config

@@ -29,7 +29,7 @@ from vtk.locks import lock_folder
 from vtk.model import build_model
 from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
-from vtk.train import checkpoint, dist, meters
+from vtk.train import checkpoint, dist, limits, meters
 
 # Per-size optimisation defaults: the CPU prototype for tiny, ViCLIP for b16 / l14
 # (docs/background.md).
@@ -146,9 +146,11 @@ class Batches:
     in that epoch). The loader is deterministic for a (seed, epoch), so a resumed run replays
     the epoch up to the saved offset and goes on with exactly the batches it would have seen."""
 
-    def __init__(self, loader, batch_size: int, epoch: int = 0, offset: int = 0):
+    def __init__(self, loader, batch_size: int, epoch: int = 0, offset: int = 0,
+                 data: str | None = None):
         self.loader, self.batch_size, self.epoch, self.offset = loader, batch_size, epoch, offset
-        self._it, self._full = None, 0
+        self.data = data  # named in the error when an epoch gives no full batch
+        self._it, self._full, self._clips = None, 0, 0
 
     def position(self) -> dict:
         return {"epoch": self.epoch, "offset": self.offset}
@@ -160,21 +162,37 @@ class Batches:
                 self._it = iter(self.loader)
                 for _ in range(self.offset):  # replay up to the saved position
                     next(self._it)
-                self._full = self.offset
+                self._full, self._clips = self.offset, 0
             try:
                 batch = next(self._it)
             except StopIteration:
                 if self._full == 0:
-                    raise VtkError("the shard set gave no full training batch: fewer clips "
-                                   "than --batch-size on this rank?") from None
+                    raise VtkError(self._no_batch()) from None
                 self.epoch, self.offset, self._it, self._full = self.epoch + 1, 0, None, 0
                 continue
             self.offset += 1
+            self._clips += len(batch["text"])
             # A short batch (an epoch's tail) is skipped: under DDP every rank must gather
             # the same number of features, and a step's size should not vary.
             if len(batch["text"]) == self.batch_size:
                 self._full += 1
                 return batch
+
+    def _no_batch(self) -> str:
+        """Why an epoch gave no full batch: the clips this rank got against --batch-size, and
+        the samples the loader skipped (the real cause when there were none to batch)."""
+        where = self.data or "the shard set"
+        stats = getattr(self.loader, "stats", None)
+        counts = stats.as_dict() if stats is not None else {}
+        skipped = "; ".join(what.format(counts[k]) for k, what in (
+            ("corrupt", "{} samples skipped as corrupt (undecodable mp4 or json)"),
+            ("missing", "{} samples without an mp4"),
+            ("tar_errors", "{} unreadable tar members")) if counts.get(k))
+        if self._clips == 0:
+            return f"no decodable clip in {where} on this rank: {skipped or 'it holds no sample'}"
+        return (f"{where} gave this rank {self._clips} clips, fewer than --batch-size "
+                f"{self.batch_size}{f' ({skipped})' if skipped else ''}: lower --batch-size to "
+                f"{self._clips} or less")
 
 
 class StopRequest:
@@ -270,26 +288,70 @@ def prepare_config(config) -> TrainConfig:
         raise VtkError("no run directory: pass --out RUN")
     saved = Path(cfg.out) / "config.json"
     if cfg.resume and (Path(cfg.out) / "checkpoint.pt").exists():
-        old = TrainConfig.from_dict(json.loads(saved.read_text()))
+        old = TrainConfig.from_dict(checkpoint.read_config(saved))
         for k in RESUMABLE:
             if given.get(k) is not None:
                 setattr(old, k, given[k])
-        old.resume = True
-        return old.fill_defaults()
+        old.resume, old.out = True, cfg.out  # the folder may have moved: it is where it is now
+        limits.check_values(old.fill_defaults())
+        return old
     if (Path(cfg.out) / "checkpoint.pt").exists() and not cfg.overwrite:
         raise VtkError(f"{cfg.out} already holds a run: pass --resume to continue it, "
                        "--overwrite to replace it, or another --out")
     if cfg.data is None:
         raise VtkError("no training data: pass a shard set folder")
-    if not 0.0 <= cfg.mask < 1.0:
-        raise VtkError(f"--mask {cfg.mask}: the ratio must be in [0, 1)")
-    return cfg.fill_defaults()
+    limits.check_values(cfg.fill_defaults())
+    return cfg
+
+
+def saved_config(cfg: TrainConfig) -> dict:
+    """config.json: the run's settings, without ``out``: a run folder may be moved, and where
+    it is then comes from ``--out``, not from what the folder says."""
+    return {k: v for k, v in asdict(cfg).items() if k != "out"}
+
+
+def restore(ckpt: dict, path, model, opt, sched, scaler, world: int):
+    """Load a checkpoint's states into the run -> (step, data position, train time, peak
+    memory); a VtkError when it does not fit this run."""
+    try:
+        if ckpt["world"] != world:
+            raise VtkError(f"{path}: saved by {ckpt['world']} processes, resumed by {world}; "
+                           "the data position would not match")
+        model.load_persistent_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        return ckpt["step"], dict(ckpt["data"]), ckpt["train_time_s"], ckpt["peak_mem_bytes"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise VtkError(f"{path}: does not fit this run's config.json ({type(e).__name__}: "
+                       f"{first[:200]})") from None
+
+
+def finished(run: RunDir, ckpt: dict, cfg: TrainConfig) -> dict:
+    """The summary of a run resumed at or past its last step: nothing is trained or written
+    (only a missing summary.json is rebuilt from the checkpoint)."""
+    from vtk.fileio import read_json
+
+    summary = read_json(run.path / "summary.json")
+    if not isinstance(summary, dict) or summary.get("steps") != ckpt["step"]:
+        summary = {"train_time_s": round(ckpt.get("train_time_s", 0.0), 3), "clips_per_s": None,
+                   "peak_mem_bytes": ckpt.get("peak_mem_bytes"), "steps": ckpt["step"],
+                   "complete": True, "world_size": ckpt.get("world"), "final_loss": None,
+                   "clips_seen": ckpt["step"] * cfg.batch_size * cfg.accum * ckpt.get("world", 1)}
+        run.write_json("summary.json", summary)
+    return {**summary, "complete": True, "nothing_to_do": True}
 
 
 def train(config) -> dict:
     """Train a ViCLIP as ``config`` says (a TrainConfig or a dict of its fields); returns the
-    summary (also written to RUN/summary.json). Runs under torchrun as DDP."""
+    summary (also written to RUN/summary.json). Runs under torchrun as DDP. Resuming a run
+    that has reached its last step trains nothing and returns its summary, with
+    ``nothing_to_do: true``."""
     from vtk.data.loader import build_loader
+    from vtk.data.shardset import resolve_shards
     from vtk.data.transforms import normalize
 
     cfg = prepare_config(config)
@@ -302,6 +364,9 @@ def train(config) -> dict:
         (Path(cfg.out) / "checkpoint.pt.tmp").unlink(missing_ok=True)  # a save cut off by a kill
     run = RunDir(cfg.out, d.main)
     ckpt = checkpoint.load(run.checkpoint) if cfg.resume and run.checkpoint.exists() else None
+    if ckpt is not None and ckpt.get("step", 0) >= cfg.total_steps:
+        return finished(run, ckpt, cfg)
+    limits.check_inputs(cfg, resolve_shards(cfg.data), d.device)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
@@ -313,21 +378,12 @@ def train(config) -> dict:
     autocast, scaler = _autocast(d.device, cfg.amp)
     step, position, prior_time, prior_peak = 0, {"epoch": 0, "offset": 0}, 0.0, 0
     if ckpt is not None:
-        model.load_persistent_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        checkpoint.set_rng_state(ckpt["rng"])
-        step, position = ckpt["step"], ckpt["data"]
-        prior_time, prior_peak = ckpt["train_time_s"], ckpt["peak_mem_bytes"]
-        if ckpt["world"] != d.world:
-            raise VtkError(f"{run.checkpoint}: saved by {ckpt['world']} processes, resumed by "
-                           f"{d.world}; the data position would not match")
+        step, position, prior_time, prior_peak = restore(ckpt, run.checkpoint, model, opt,
+                                                         sched, scaler, d.world)
         run.truncate_metrics(step)
     else:
         run.truncate_metrics(-1)  # a fresh run starts a fresh log
-    run.write_json("config.json", asdict(cfg))
+    run.write_json("config.json", saved_config(cfg))
     net = model
     if d.world > 1:
         ids = [d.device.index] if d.device.type == "cuda" else None
@@ -336,7 +392,9 @@ def train(config) -> dict:
     loader = build_loader(cfg.data, backend=cfg.backend, frames=cfg.frames, size=cfg.size,
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
                           captions=cfg.captions, seed=cfg.seed, cache=cfg.cache,
-                          normalize=cfg.normalize, drop_last=True, device=str(d.device),
+                          # every clip comes out, so that an epoch too short for one batch
+                          # is told with its count (Batches skips the short tail itself)
+                          normalize=cfg.normalize, drop_last=False, device=str(d.device),
                           flip=cfg.flip, max_sample_bytes=cfg.max_sample_bytes,
                           # on a GPU: uint8 batches (a quarter of the bytes to share and copy),
                           # normalised on the device below
@@ -348,7 +406,7 @@ def train(config) -> dict:
         torch.set_num_threads(threads)
     threads_from = ("OMP_NUM_THREADS" if threads is None
                     else f"{available_cores()} cores - {workers} loader workers")
-    batches = Batches(loader, cfg.batch_size, **position)
+    batches = Batches(loader, cfg.batch_size, **position, data=cfg.data)
     first = next(batches)  # decode/cache warm-up happens here, outside the timed loop
     clips_per_step = cfg.batch_size * cfg.accum * d.world
 
@@ -358,7 +416,7 @@ def train(config) -> dict:
                  "rng": checkpoint.rng_state(), "step": step, "world": d.world,
                  "data": {"epoch": batches.epoch, "offset": batches.offset - (first is not None)},
                  "train_time_s": prior_time + elapsed(), "peak_mem_bytes": peak(),
-                 "config": asdict(cfg)}
+                 "config": saved_config(cfg)}
         if d.main:
             checkpoint.save(run.checkpoint, state)
         dist.barrier(d)

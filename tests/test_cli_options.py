@@ -1,0 +1,51 @@
+"""Command-line bounds: nonsense values are refused when the command line is parsed (exit 2,
+the option named, no traceback), and --help shows the bounds."""
+
+import pytest
+
+from vtk.cli import main
+
+
+def run(args, capsys):
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("args", [["--workers", "-1"], ["-j", "0"],
+                                  ["--caption-device", "bogus"], ["--caption-device", "cuda:x"],
+                                  ["--samples-per-shard", "0"]])
+def test_shard_refuses_nonsense_before_any_work(tmp_path, capsys, args):
+    out = tmp_path / "out"
+    code, text = run(["shard", "synth:train?n=2", "--out", str(out), "--quiet", *args], capsys)
+    assert code == 2 and "Traceback" not in text, text
+    assert "Invalid value" in text and not out.exists(), text
+
+
+def test_shard_takes_a_gpu_index_for_its_caption_models(tmp_path, capsys):
+    code, text = run(["shard", "synth:train?n=2", "--out", str(tmp_path / "o"), "--quiet",
+                      "--caption-device", "cpu", "--workers", "1"], capsys)
+    assert code == 0, text
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("train", ["--batch-size INTEGER RANGE", "x>=1", "--lr FLOAT RANGE", "x>0", "0<=x<1"]),
+    ("eval", ["--batch-size INTEGER RANGE", "[auto|cpu|cuda|cuda:N]"]),
+    ("shard", ["--workers INTEGER RANGE", "[auto|cpu|cuda|cuda:N]"]),
+])
+def test_help_shows_the_bounds(capsys, command, shown):
+    code, text = run([command, "--help"], capsys)
+    assert code == 0
+    for s in shown:
+        assert s in text, s
+
+
+@pytest.mark.parametrize("arg", [["--frames", "0"], ["--steps", "-5"], ["--batch-size", "0"],
+                                 ["--lr", "0"], ["--seeds", "0"], ["--mask", "1.5"]])
+def test_ablate_mirrors_the_train_bounds(tmp_path, capsys, arg):
+    code, text = run(["ablate", "captions", str(tmp_path), "--out", str(tmp_path / "o"), *arg],
+                     capsys)
+    assert code == 2 and arg[0] in text and not (tmp_path / "o").exists(), text
