@@ -120,6 +120,13 @@ class ClipStats:
     extra: dict = field(default_factory=dict)
 
 
+# swscale on one thread: parallelism comes from the worker processes, and a frame whose
+# reformatter owns slice threads deadlocks a forked child that frees it (its pthread condition
+# waits for threads that do not exist there): DataLoader workers forked while such a frame was
+# still garbage in the parent hung before their first sample.
+SWS_THREADS = 1
+
+
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(W, H) with the short side ``short_side`` (rounded to even), aspect kept, both even:
     yuv420p needs even dimensions."""
@@ -548,9 +555,11 @@ def _upright(rgb: np.ndarray, orient: tuple[bool, bool, bool]) -> np.ndarray:
 
 def _out_rgb(frame, short_side: int) -> np.ndarray:
     """An output frame: RGB, short side ``short_side``. swscale's bilinear widens its filter
-    when shrinking (antialiased) and costs half of its "AREA" at 720p -> 224p."""
+    when shrinking (antialiased) and costs half of its "AREA" at 720p -> 224p.
+    One swscale thread (see ``SWS_THREADS``)."""
     w, h = output_size(frame.width, frame.height, short_side)
-    return frame.reformat(w, h, "rgb24", interpolation="BILINEAR").to_ndarray()
+    return frame.reformat(w, h, "rgb24", interpolation="BILINEAR",
+                          threads=SWS_THREADS).to_ndarray()
 
 
 def _small_bgr(frame, width: int) -> np.ndarray:
@@ -563,7 +572,7 @@ def _small_bgr(frame, width: int) -> np.ndarray:
     sw = min(width, w) // 2 * 2
     sh = max(2, round(h * sw / w) // 2 * 2)
     if frame.format.name not in ("yuv420p", "yuvj420p") or w % 2 or h % 2:
-        return frame.reformat(sw, sh, "bgr24").to_ndarray()
+        return frame.reformat(sw, sh, "bgr24", threads=SWS_THREADS).to_ndarray()
     # Bilinear, as PySceneDetect's own downscale: the detector was tuned on such copies
     # (and it is five times cheaper than INTER_AREA at 720p).
     lin = cv2.INTER_LINEAR

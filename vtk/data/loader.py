@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 from pathlib import Path
 
@@ -156,6 +157,11 @@ class VideoLoader:
         if self._sampler is not None:
             self._sampler.epoch = self.epoch
         self.epoch += 1
+        if self.workers > 0:
+            # Free the parent's garbage before the fork: a worker that inherits it frees it
+            # itself, and objects that own native threads (a PyAV frame's swscale context)
+            # cannot be freed in a child that lacks those threads: it hangs.
+            gc.collect()
         with opencv_serial(self.workers > 0):
             it = iter(self._dataloader())  # the first pass starts (forks) the workers
         tails = Tails(self.dataset.batch_size) if self.streaming else None
