@@ -13,7 +13,6 @@ from train_helpers import write_synth_shards
 
 from vtk.errors import VtkError
 from vtk.progress import EVERY_ENV, PlainProgress, every_s
-from vtk.train import meters
 
 LINE = re.compile(r"train mask 0\.00 loss [\d.]+ \| ([\d.]+) clips/s \(average\) \| (\d+)/(\d+) "
                   r"\| elapsed \d+:\d\d:\d\d \| ETA (\d+:\d\d:\d\d|\?)$")
@@ -69,9 +68,3 @@ def test_train_into_a_pipe_logs_plain_lines_whose_average_is_the_summary(tmp_pat
     if os.path.exists("/proc/stat"):
         assert 0.0 <= load["cpu_steal_pct"] <= 100.0
 
-
-def test_overloaded_when_the_load_passed_the_cores():
-    load = {"loadavg_before": [1.0, 1.0, 1.0], "loadavg_after": [5.0, 2.0, 1.0], "cores": 2}
-    assert meters.overloaded(load)
-    assert not meters.overloaded(dict(load, loadavg_after=[2.0, 1.0, 1.0]))
-    assert not meters.overloaded(None)

@@ -9,17 +9,22 @@ from vtk import report
 from vtk.commands.report import command
 
 
-def _run(root, ablation, arm, seed, k400, msrvtt, time_s, mem):
+def _run(root, ablation, arm, seed, k400, msrvtt, time_s, mem, load=None, tag=True):
     run = root / f"{ablation}-{arm}-s{seed}"
     run.mkdir(parents=True)
-    (run / "ablation.json").write_text(json.dumps({"ablation": ablation, "arm": arm,
-                                                   "seed": seed}))
+    if tag:
+        (run / "ablation.json").write_text(json.dumps({"ablation": ablation, "arm": arm,
+                                                       "seed": seed}))
     (run / "summary.json").write_text(json.dumps({"train_time_s": time_s, "clips_per_s": 10.0,
-                                                  "peak_mem_bytes": mem, "device": "cpu"}))
+                                                  "peak_mem_bytes": mem, "device": "cpu",
+                                                  **({"load": load} if load else {})}))
     (run / "eval.json").write_text(json.dumps({"benchmarks": {
-        "synth-k400": {"metrics": {"top1": k400, "top5": 0.9}},
-        "synth-msrvtt": {"metrics": {"t2v_r1": msrvtt, "v2t_r1": msrvtt / 2}},
+        "synth-k400": {"metrics": {"top1": k400, "top5": 0.9}, "num_classes": 10,
+                       "num_videos": 40, "num_texts": 10},
+        "synth-msrvtt": {"metrics": {"t2v_r1": msrvtt, "v2t_r1": msrvtt / 2}, "num_videos": 40,
+                         "num_texts": 40},
     }}))
+    return run
 
 
 @pytest.fixture
@@ -71,3 +76,71 @@ def test_cli_table_csv_and_plot(runs, tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 10_000
     res = CliRunner().invoke(command, [str(runs), "--format", "csv", "--v2t"])
     assert res.exit_code == 0 and "MSR-VTT (synth) V2T R@1" in res.output
+
+
+def test_csv_cells_are_numbers_with_sd_and_change_in_their_own_columns(runs):
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(report.render_text(report.collect([runs]), "csv"))))
+    fine = next(r for r in rows if r["arm"] == "fine")
+    assert float(fine["K400 (synth) top-1"]) == 35.0
+    assert float(fine["K400 (synth) top-1 vs baseline (points)"]) == 25.0
+    masked = next(r for r in rows if r["arm"] == "0.9")
+    assert float(masked["train time (s) vs baseline (x)"]) == pytest.approx(25 / 105, abs=1e-3)
+    base = next(r for r in rows if r["arm"] == "0")
+    assert float(base["K400 (synth) top-1 sd"]) == pytest.approx(7.07, abs=0.01)
+    for r in rows:  # every metric cell parses as a number or is empty
+        for k, v in r.items():
+            if k not in ("ablation", "arm", "device") and v:
+                float(v)
+
+
+def test_plain_train_and_eval_runs_report_too(tmp_path):
+    _run(tmp_path, "mine", "a", 0, 0.3, 0.2, 10.0, 2**20, tag=False)
+    _run(tmp_path, "mine", "b", 0, 0.4, 0.2, 10.0, 2**20, tag=False)
+    res = CliRunner().invoke(command, [str(tmp_path), "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    assert "| runs | mine-a-s0 | 1 | 30.0 |" in res.output
+    assert "| runs | mine-b-s0 | 1 | 40.0 (+10.0) |" in res.output
+
+
+def test_report_warns_when_the_load_exceeded_the_cores(tmp_path):
+    busy = {"loadavg_before": [1.0, 1.0, 1.0], "loadavg_after": [5.0, 2.0, 1.0], "cores": 2}
+    calm = {"loadavg_before": [1.0, 1.0, 1.0], "loadavg_after": [2.0, 1.0, 1.0], "cores": 2}
+    _run(tmp_path, "mask", "0", 0, 0.3, 0.2, 10.0, 2**20, load=calm)
+    _run(tmp_path, "mask", "0.5", 0, 0.3, 0.2, 10.0, 2**20, load=busy)
+    res = CliRunner().invoke(command, [str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "warning: mask=0.5: load average above the cores in 1 of 1 run(s)" in res.output
+    assert "mask=0:" not in res.output
+    assert [a.arm for a in report.collect([tmp_path]) if a.overloaded] == ["0.5"]
+
+
+def test_plot_fits_slow_arms_keeps_legends_off_the_points_and_shows_sd_and_chance(tmp_path):
+    from matplotlib.container import BarContainer, ErrorbarContainer
+
+    for seed in (0, 1):
+        _run(tmp_path, "mask", "0", seed, 0.3 + 0.1 * seed, 0.2, 100.0, 2**20)
+        _run(tmp_path, "mask", "0.9", seed, 0.2, 0.1, 300.0 + seed, 2**20)  # 3x slower
+        _run(tmp_path, "captions", "coarse", seed, 0.1, 0.05, 50.0, 2**20)
+        _run(tmp_path, "captions", "fine", seed, 0.35 + 0.05 * seed, 0.25, 50.0, 2**20)
+    fig = report.figure(report.collect([tmp_path]))
+    masking, captions = fig.axes[0], fig.axes[1]
+    cost = fig.axes[2]  # the masking plot's twin
+    assert cost.get_ylim()[1] > 3.0  # the 3x arm is on the plot
+    assert any(isinstance(c, ErrorbarContainer) for c in masking.containers)
+    bars = [c for c in captions.containers if isinstance(c, BarContainer)]
+    assert bars and all(c.errorbar is not None for c in bars)
+    # chance: 1/10 for K400 top-1, 1/40 for MSR-VTT R@1, as dotted lines
+    levels = {round(ln.get_ydata()[0], 2) for ln in masking.get_lines()
+              if ln.get_linestyle() == ":"}
+    assert {10.0, 2.5} <= levels
+    for ax in (masking, captions):
+        assert "synthetic" in ax.get_title()
+        legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
+        assert legend.y1 <= ax.get_window_extent(fig.canvas.get_renderer()).y0  # below
+    # only the two benchmarks that were run, no empty slots
+    assert [t.get_text() for t in captions.get_xticklabels()] == [
+        "K400 (synth) top-1", "MSR-VTT (synth) T2V\nR@1"]
+    report.plot(report.collect([tmp_path]), tmp_path / "p.png")

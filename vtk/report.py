@@ -1,9 +1,11 @@
 """Ablation results as tables, exports and plots.
 
 A run directory written by `vtk ablate` holds `ablation.json` (`ablation`, `arm`, `seed`),
-`summary.json` (training time, clips/s, peak memory and its device) and `eval.json` (every
-benchmark's metrics). This module finds those runs, groups them by (ablation, arm), takes the
-mean and standard deviation across seeds and renders them.
+`summary.json` (training time, clips/s, peak memory and its device, the load around the run)
+and `eval.json` (every benchmark's metrics). A plain `vtk train` + `vtk eval` run (no
+`ablation.json`) is an arm of its own, named by its folder, in the ablation "runs". This module
+finds those runs, groups them by (ablation, arm), takes the mean and standard deviation across
+seeds and renders them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Arm:
     values: dict[str, list[float]] = field(default_factory=dict)  # column -> one per seed
     device: str = ""
     synthetic: bool = False
+    chance: dict[str, float] = field(default_factory=dict)  # column -> chance level
+    overloaded: list[Path] = field(default_factory=list)  # runs timed with load > cores
 
     def mean(self, col: str) -> float | None:
         v = self.values.get(col)
@@ -54,14 +58,22 @@ def columns(v2t: bool = False) -> list[str]:
             + ["train_time_s", "clips_per_s", "peak_mem_bytes"])
 
 
-def _bench_metrics(eval_json: dict) -> tuple[dict[str, dict], bool]:
-    """Benchmark base name ('k400') -> metrics; and whether they were synthetic."""
-    out, synthetic = {}, False
+def _bench_metrics(eval_json: dict) -> tuple[dict[str, dict], bool, dict[str, float]]:
+    """Benchmark base name ('k400') -> metrics; whether they were synthetic; and the chance
+    level of each column (1 / classes for top-1, 1 / candidates for R@1) where counts are
+    recorded."""
+    out, synthetic, chance = {}, False, {}
     for name, entry in eval_json.get("benchmarks", {}).items():
         base = name.removeprefix("synth-")
         synthetic |= name.startswith("synth-")
         out[base] = entry.get("metrics", entry)
-    return out, synthetic
+        if entry.get("num_classes"):
+            chance[f"{base}_top1"] = 1 / entry["num_classes"]
+        if entry.get("num_videos"):
+            chance[f"{base}_t2v_r1"] = 1 / entry["num_videos"]
+        if entry.get("num_texts"):
+            chance[f"{base}_v2t_r1"] = 1 / entry["num_texts"]
+    return out, synthetic, chance
 
 
 def _arm_sort_key(arm: Arm):
@@ -72,23 +84,58 @@ def _arm_sort_key(arm: Arm):
         return (arm.ablation, 1, order.get(arm.arm, 9), arm.arm)
 
 
+def _runs(d: Path):
+    """(run folder, its ablation tag) for every evaluated run under ``d``: vtk ablate's runs
+    by their ablation.json, plain train + eval runs by their folder name."""
+    seen = set()
+    for found in sorted([*d.rglob("ablation.json"), *d.rglob("eval.json")]):
+        run = found.parent
+        if run in seen:
+            continue
+        seen.add(run)
+        info = read_json(run / "ablation.json")
+        if info is None and (run / "summary.json").exists():
+            name = str(run.relative_to(d)) if run != d else run.name
+            info = {"ablation": "runs", "arm": name}
+        if info:
+            yield run, info
+
+
+def overloaded(load: dict | None) -> bool:
+    """summary.json's ``load``: the 1-minute load average before or after the run exceeded the
+    machine's cores, so its timings were taken on a contended machine."""
+    if not load or not load.get("cores"):
+        return False
+    peaks = [x[0] for x in (load.get("loadavg_before"), load.get("loadavg_after")) if x]
+    return bool(peaks) and max(peaks) > load["cores"]
+
+
+def warnings(arms: list[Arm]) -> list[str]:
+    """One line per arm whose timings were taken with the load above the cores."""
+    return [f"{a.ablation}={a.arm}: load average above the cores in {len(a.overloaded)} of "
+            f"{len(a.runs)} run(s) ({', '.join(r.name for r in a.overloaded)}): its train time "
+            f"and clips/s are not comparable" for a in arms if a.overloaded]
+
+
 def collect(dirs: list[str | Path]) -> list[Arm]:
-    """Find every finished run (with ablation.json and eval.json) under ``dirs``."""
+    """Find every finished run (with eval.json, and ablation.json or summary.json) under
+    ``dirs``."""
     arms: dict[tuple[str, str], Arm] = {}
     for d in dirs:
-        for tag in sorted(Path(d).rglob("ablation.json")):
-            run = tag.parent
-            info = read_json(tag)
+        for run, info in _runs(Path(d)):
             summary = read_json(run / "summary.json") or {}
             evaluated = read_json(run / "eval.json")
             # only runs trained to their last step and evaluated (not a run stopped half-way)
-            if not info or not evaluated or summary.get("complete") is False:
+            if not evaluated or summary.get("complete") is False:
                 continue
             arm = arms.setdefault((info["ablation"], str(info["arm"])),
                                   Arm(info["ablation"], str(info["arm"])))
             arm.runs.append(run)
-            metrics, synthetic = _bench_metrics(evaluated)
+            metrics, synthetic, chance = _bench_metrics(evaluated)
             arm.synthetic |= synthetic
+            arm.chance.update(chance)
+            if overloaded(summary.get("load")):
+                arm.overloaded.append(run)
             row: dict[str, float] = {}
             for b in CLS_BENCHES:
                 if b in metrics and "top1" in metrics[b]:
@@ -229,6 +276,8 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
                 row.append(text)
             table.add_row(*row)
         console.print(table)
+    for line in warnings(arms):
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
 def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
@@ -241,35 +290,87 @@ def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
     headers = ["ablation", "arm", "seeds"] + [_header(c, synthetic) for c in cols] + ["device"]
     keys = ["ablation", "arm", "seeds"] + cols + ["device"]
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(headers)
-        for r in rows:
-            w.writerow([r[k] for k in keys])
-        return buf.getvalue()
+        return _csv(arms, cols, synthetic)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
         lines.append("| " + " | ".join(r[k] for k in keys) + " |")
     return "\n".join(lines)
 
 
+def _csv(arms: list[Arm], cols: list[str], synthetic: bool) -> str:
+    """Numbers only (pandas reads every cell as a float): mean, sd and the change vs the
+    baseline arm each in a column of its own, in the table's units (%, s, MB)."""
+    def scaled(col, x):
+        if x is None:
+            return ""
+        if col == "peak_mem_bytes":
+            return round(x / 2**20, 1)
+        return round(x, 3) if col in ("train_time_s", "clips_per_s") else round(100 * x, 2)
+
+    headers = ["ablation", "arm", "seeds"]
+    for c in cols:
+        h = _header(c, synthetic)
+        change = " vs baseline (x)" if c in _SHORT else " vs baseline (points)"
+        headers += [h, f"{h} sd", h + change]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(headers + ["device", "load above cores"])
+    for ablation in sorted({a.ablation for a in arms}):
+        group = [a for a in arms if a.ablation == ablation]
+        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
+        for arm in group:
+            row = [ablation, arm.arm, len(arm.runs)]
+            for c in cols:
+                m, b = arm.mean(c), base.mean(c)
+                if arm is base or m is None or b is None:
+                    change = ""
+                elif c in _SHORT:
+                    change = round(m / b, 3) if b else ""
+                else:
+                    change = round(100 * (m - b), 2)
+                row += [scaled(c, m), scaled(c, arm.std(c)), change]
+            w.writerow(row + [arm.device, len(arm.overloaded)])
+    return buf.getvalue()
+
+
 def plot(arms: list[Arm], path: str | Path, v2t: bool = False) -> Path:
+    """The figure of ``figure`` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(arms, v2t)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legends below the axes included
+    plt.close(fig)
+    return path
+
+
+def figure(arms: list[Arm], v2t: bool = False):
     """Masking: accuracy and R@1 against ratio, time and memory on a second axis.
-    Captions: grouped bars per benchmark."""
-    import matplotlib  # a core dependency; imported here to keep the CLI's start-up quick
+    Captions: grouped bars per benchmark. Only the benchmarks that were run; error bars are
+    the sd over seeds; dotted lines are chance (1 / classes, 1 / candidates)."""
+    import matplotlib  # imported here to keep the CLI's start-up quick
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     direction = "v2t" if v2t else "t2v"
-    metric_cols = [f"{b}_top1" for b in CLS_BENCHES] + [f"{b}_{direction}_r1" for b in RET_BENCHES]
+    every = [f"{b}_top1" for b in CLS_BENCHES] + [f"{b}_{direction}_r1" for b in RET_BENCHES]
+    metric_cols = [c for c in every if any(a.mean(c) is not None for a in arms)]
     mask = [a for a in arms if a.ablation == "mask"]
     caps = [a for a in arms if a.ablation == "captions"]
     n = int(bool(mask)) + int(bool(caps))
     if n == 0:
         raise ValueError("no finished runs to plot")
-    fig, axes = plt.subplots(1, n, figsize=(7 * n, 4.5), squeeze=False)
+    synthetic = any(a.synthetic for a in arms)
+    kind = "synthetic" if synthetic else "real"
+    fig, axes = plt.subplots(1, n, figsize=(7.5 * n, 5.2), squeeze=False)
     ax_i = 0
+
+    def sd(a, c):
+        v = a.std(c)
+        return 100 * v if v is not None else 0.0
+
     if mask:
         ax = axes[0][ax_i]
         ax_i += 1
@@ -277,37 +378,53 @@ def plot(arms: list[Arm], path: str | Path, v2t: bool = False) -> Path:
         for col in metric_cols:
             ys = [a.mean(col) for a in mask]
             if all(y is not None for y in ys):
-                ax.plot(ratios, [100 * y for y in ys], marker="o", label=_header(col, False))
+                line = ax.errorbar(ratios, [100 * y for y in ys], yerr=[sd(a, col) for a in mask],
+                                   marker="o", capsize=3, label=_header(col, synthetic))
+                chance = max((a.chance.get(col, 0) for a in mask), default=0)
+                if chance:
+                    ax.axhline(100 * chance, ls=":", lw=1, color=line[0].get_color())
         ax.set_xlabel("video token masking ratio")
-        ax.set_ylabel("top-1 / R@1 (%)")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.set_ylabel("top-1 / R@1 (%)  (dotted: chance)")
         # cost relative to the first (unmasked) arm: time and memory share one scale
         ax2 = ax.twinx()
+        top = 1.0
         for col, style, name in (("train_time_s", "k--s", "train time"),
                                  ("peak_mem_bytes", "k:^", "peak memory")):
             ys = [a.mean(col) for a in mask]
             if all(v is not None for v in ys) and ys[0]:
-                ax2.plot(ratios, [v / ys[0] for v in ys], style, label=f"{name} (x ratio 0)")
-        ax2.set_ylim(0, 1.1)
+                rel = [v / ys[0] for v in ys]
+                top = max(top, *rel)
+                ax2.plot(ratios, rel, style, label=f"{name} (x ratio {mask[0].arm})")
+        ax2.set_ylim(0, top * 1.15)  # every arm fits, however slow
         ax2.set_ylabel(f"cost relative to ratio {mask[0].arm} ({mask[0].device.split(':')[0]})")
-        ax2.legend(fontsize=7, loc="upper right")
-        ax.set_title("Masking ratio")
+        handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+        labels = [lb for a in (ax, ax2) for lb in a.get_legend_handles_labels()[1]]
+        # below the axes, never over the points
+        ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=3,
+                  bbox_to_anchor=(0.5, -0.14))
+        ax.set_title(f"Masking ratio ({kind} benchmarks)")
     if caps:
         ax = axes[0][ax_i]
         width = 0.8 / len(caps)
         xs = range(len(metric_cols))
         for i, a in enumerate(caps):
             ys = [100 * (a.mean(c) or 0) for c in metric_cols]
-            ax.bar([x + i * width for x in xs], ys, width, label=a.arm)
+            ax.bar([x + i * width for x in xs], ys, width, label=a.arm,
+                   yerr=[sd(a, c) for c in metric_cols], capsize=2)
+        for x, c in zip(xs, metric_cols, strict=True):
+            chance = max((a.chance.get(c, 0) for a in caps), default=0)
+            if chance:
+                ax.hlines(100 * chance, x - width / 2, x + 0.8 - width / 2, colors="k",
+                          linestyles=":", label="chance" if x == 0 else None)
         ax.set_xticks([x + 0.4 - width / 2 for x in xs])
-        ax.set_xticklabels([_header(c, False).replace(" R@1", "\nR@1") for c in metric_cols],
-                           fontsize=7, rotation=30)
+        ax.set_xticklabels([_header(c, synthetic).replace(" R@1", "\nR@1")
+                            for c in metric_cols], fontsize=7, rotation=30)
         ax.set_ylabel("top-1 / R@1 (%)")
-        ax.legend(title="captions")
-        ax.set_title("Caption scale")
+        ax.legend(title="captions", fontsize=7, loc="upper center", ncol=len(caps) + 1,
+                  bbox_to_anchor=(0.5, -0.2))
+        ax.set_title(f"Caption scale ({kind} benchmarks)")
+    seeds = sorted({len(a.runs) for a in arms})
+    if max(seeds) > 1:
+        fig.suptitle(f"mean ± sd over {'/'.join(map(str, seeds))} seeds", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig

@@ -17,7 +17,8 @@ from vtk.errors import VtkError
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the markdown/csv/json output to this file instead of stdout.")
 def command(dirs, fmt, v2t, plot_path, out_path):
-    """Tables of the caption and masking ablations found under DIRS.
+    """Tables of the caption and masking ablations found under DIRS (vtk ablate's runs;
+    plain train + eval runs are reported as the ablation "runs", one arm per folder).
 
     \b
     Example:
@@ -27,10 +28,13 @@ def command(dirs, fmt, v2t, plot_path, out_path):
 
     arms = report.collect(dirs)
     if not arms:
-        raise VtkError(f"{', '.join(dirs)}: no finished ablation runs (ablation.json + eval.json)")
+        raise VtkError(f"{', '.join(dirs)}: no finished runs (a folder with eval.json and "
+                       f"summary.json or ablation.json)")
     if fmt == "table":
-        report.render_table(arms, v2t=v2t)
+        report.render_table(arms, v2t=v2t)  # warnings included
     else:
+        for line in report.warnings(arms):
+            click.secho(f"warning: {line}", fg="yellow", err=True)
         text = report.render_text(arms, fmt, v2t=v2t)
         if out_path:
             with open(out_path, "w") as f:

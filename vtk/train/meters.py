@@ -119,14 +119,6 @@ def load_report(before: dict, after: dict) -> dict:
             "cores": os.cpu_count(), "cpu_steal_pct": steal}
 
 
-def overloaded(load: dict | None) -> bool:
-    """The 1-minute load average before or after exceeded the cores."""
-    if not load or not load.get("cores"):
-        return False
-    peaks = [x[0] for x in (load.get("loadavg_before"), load.get("loadavg_after")) if x]
-    return bool(peaks) and max(peaks) > load["cores"]
-
-
 def versions() -> dict:
     import transformers
 
