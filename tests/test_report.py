@@ -144,3 +144,30 @@ def test_plot_fits_slow_arms_keeps_legends_off_the_points_and_shows_sd_and_chanc
     assert [t.get_text() for t in captions.get_xticklabels()] == [
         "K400 (synth) top-1", "MSR-VTT (synth) T2V\nR@1"]
     report.plot(report.collect([tmp_path]), tmp_path / "p.png")
+
+
+def test_eval_table_keeps_r10_and_the_classification_avg_apart():
+    import io
+
+    from rich.console import Console
+
+    from vtk.commands.eval import render_table
+
+    result = {"benchmarks": {
+        "synth-k400": {"task": "classification", "num_videos": 40, "num_texts": 10,
+                       "metrics": {"top1": 0.2, "top5": 0.6, "avg": 0.4}},
+        "synth-msrvtt": {"task": "retrieval", "num_videos": 40, "num_texts": 40, "metrics": {
+            "t2v_r1": 0.1, "t2v_r5": 0.3, "t2v_r10": 0.55, "t2v_mdr": 9.0, "t2v_mnr": 12.5}}}}
+    buf = io.StringIO()
+    render_table(result, console=Console(file=buf, width=120))
+    lines = buf.getvalue().splitlines()
+    header = next(ln for ln in lines if "@10" in ln)
+    assert "@10/AVG" not in header and header.split()[header.split().index("@10") + 1] == "AVG"
+    k400 = next(ln for ln in lines if "synth-k400" in ln)
+    msrvtt = next(ln for ln in lines if "synth-msrvtt" in ln)
+
+    def under(line, value, col):  # value's right edge within the right-justified column
+        end = line.index(value) + len(value)
+        return header.index(col) <= end <= header.index(col) + len(col)
+
+    assert under(k400, "40.0", "AVG") and under(msrvtt, "55.0", "@10")

@@ -38,7 +38,8 @@ def render_table(result: dict, console=None) -> None:
                   pad_edge=False)
     table.add_column("benchmark", no_wrap=True)
     table.add_column("", no_wrap=True)
-    for col in ("@1", "@5", "@10/AVG", "MdR", "MnR", "videos", "texts", "missing"):
+    # AVG ((top-1 + top-5) / 2, ViCLIP's classification figure) is not a recall: own column
+    for col in ("@1", "@5", "@10", "AVG", "MdR", "MnR", "videos", "texts", "missing"):
         table.add_column(col, justify="right", no_wrap=True)
 
     def pct(x):
@@ -48,8 +49,8 @@ def render_table(result: dict, console=None) -> None:
         m = b["metrics"]
         counts = [str(b["num_videos"]), str(b["num_texts"]), str(b.get("missing", 0))]
         if b["task"] == "classification":
-            table.add_row(name, "top-k", pct(m["top1"]), pct(m["top5"]), pct(m["avg"]), "", "",
-                          *counts)
+            table.add_row(name, "top-k", pct(m["top1"]), pct(m["top5"]), "", pct(m["avg"]), "",
+                          "", *counts)
             continue
         first = True
         for d, label in (("t2v", "T2V"), ("v2t", "V2T"), ("dsl_t2v", "T2V dsl"),
@@ -57,7 +58,7 @@ def render_table(result: dict, console=None) -> None:
             if f"{d}_r1" not in m:
                 continue
             table.add_row(name if first else "", label, pct(m[f"{d}_r1"]), pct(m[f"{d}_r5"]),
-                          pct(m[f"{d}_r10"]), f"{m[f'{d}_mdr']:g}", f"{m[f'{d}_mnr']:.1f}",
+                          pct(m[f"{d}_r10"]), "", f"{m[f'{d}_mdr']:g}", f"{m[f'{d}_mnr']:.1f}",
                           *(counts if first else ["", "", ""]))
             first = False
     console.print(table)
