@@ -51,6 +51,7 @@ def test_demo_quick_fills_every_cell(tmp_path):
     assert (out / "ablations.png").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert "| captions | fine |" in md and "| mask | 0.9 |" in md
+    assert "scores near chance (k400 " in res.output and "are expected" in res.output
     # a rerun skips every finished arm
     res = CliRunner().invoke(command, ["--out", str(out), "--quick", "--workers", "1"])
     assert res.exit_code == 0 and res.output.count("skipped") == 7
@@ -83,3 +84,14 @@ def test_interrupted_arm_resumes_and_changed_settings_retrain(synth_shards, tmp_
     go(steps=8)
     assert any("other settings: training it again" in line for line in lines)
     assert json.loads((run / "summary.json").read_text())["steps"] == 8
+
+
+def test_quick_demo_says_chance_is_the_expected_result():
+    from vtk.commands.demo import quick_note
+    from vtk.report import Arm
+
+    arm = Arm("mask", "0", chance={"k400_top1": 0.1, "msrvtt_t2v_r1": 0.025,
+                                   "msrvtt_v2t_r1": 0.025})
+    note = quick_note([arm], 30)
+    assert note.startswith("--quick trains 30 steps per arm: scores near chance "
+                           "(k400 10.0%, msrvtt 2.5%) are expected")
