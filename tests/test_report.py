@@ -1,6 +1,7 @@
 """`vtk report`: seeds are aggregated, deltas are against the baseline arm, exports agree."""
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -171,3 +172,38 @@ def test_eval_table_keeps_r10_and_the_classification_avg_apart():
         return header.index(col) <= end <= header.index(col) + len(col)
 
     assert under(k400, "40.0", "AVG") and under(msrvtt, "55.0", "@10")
+
+
+def test_html_page_has_the_tables_the_plot_and_links_to_each_runs_files(runs, tmp_path):
+    import html.parser
+
+    for run in runs.glob("*-s*"):
+        (run / "config.json").write_text("{}")
+    plain = _run(runs, "x", "<b>bold</b>", 0, 0.3, 0.2, 10.0, 2**20, tag=False)
+    (plain / "config.json").write_text("{}")
+    page_dir = tmp_path / "page"
+    res = CliRunner().invoke(command, [str(runs), "--format", "json", "--html", str(page_dir)])
+    assert res.exit_code == 0, res.output
+    page = (page_dir / "index.html").read_text()
+
+    class Links(html.parser.HTMLParser):
+        hrefs, imgs, rows = [], [], 0
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            self.hrefs += [a["href"]] if tag in ("a", "link") else []
+            self.imgs += [a["src"]] if tag == "img" else []
+            self.rows += tag == "tr"
+
+    p = Links()
+    p.feed(page)
+    # every link and image resolves from the page's folder: the css, the plot, and
+    # config.json + summary.json of each of the 6 finished runs
+    assert all((page_dir / h).resolve().is_file() for h in p.hrefs + p.imgs)
+    runs_linked = {Path(h).parent.name for h in p.hrefs if h.endswith("config.json")}
+    assert len(runs_linked) == 6 and "mask-0-s1" in runs_linked
+    assert sum(h.endswith("summary.json") for h in p.hrefs) == 6
+    assert p.imgs == ["ablations.png"] and "view.css" in p.hrefs
+    assert "Video token masking ratio" in page and "Caption scale" in page
+    assert "35.0<br><span class=\"dim\">+25.0</span>" in page
+    assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page  # escaped

@@ -428,3 +428,66 @@ def figure(arms: list[Arm], v2t: bool = False):
         fig.suptitle(f"mean ± sd over {'/'.join(map(str, seeds))} seeds", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
+    """``OUT/index.html``: the tables of every ablation and the plot, in vtk view's page style
+    (its view.css copied beside), each arm linking to its runs' config.json and summary.json
+    (relative links, so the folder can be moved together with the runs)."""
+    import html
+    import os
+    import shutil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).parent / "view" / "static" / "view.css", out / "view.css")
+    esc = html.escape
+    cols = columns(v2t)
+    parts = []
+    for line in warnings(arms):
+        parts.append(f'<p class="warn">warning: {esc(line)}</p>')
+    for ablation in sorted({a.ablation for a in arms}):
+        group = [a for a in arms if a.ablation == ablation]
+        synthetic = any(a.synthetic for a in group)
+        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
+        title = {"captions": "Caption scale", "mask": "Video token masking ratio",
+                 "runs": "Runs"}.get(ablation, ablation)
+        head = "".join(f"<th>{esc(_header(c, synthetic))}</th>" for c in cols)
+        rows = []
+        for arm in group:
+            links = " ".join(
+                f'<a href="{esc(os.path.relpath(r / name, out))}">{esc(label)}</a>'
+                for r in arm.runs for name, label in (("config.json", "config"),
+                                                      ("summary.json", "summary"))
+                if (r / name).exists())
+            cells = []
+            for c in cols:
+                text = esc(_fmt(c, arm.mean(c), arm.std(c)))
+                if arm is not base:
+                    d = _delta(c, arm.mean(c), base.mean(c))
+                    text += f'<br><span class="dim">{esc(d)}</span>' if d else ""
+                cells.append(f"<td>{text}</td>")
+            rows.append(f"<tr><th>{esc(arm.arm)}</th><td>{len(arm.runs)}</td>{''.join(cells)}"
+                        f"<td>{esc(arm.device)}</td><td>{links}</td></tr>")
+        parts.append(
+            f'<section class="panel"><h2>{esc(title)}</h2><p class="dim">'
+            f"{'synthetic' if synthetic else 'real'} benchmarks; mean ± sd over seeds; below a "
+            f"value: the change vs {esc(base.arm)}</p><table><thead><tr><th>arm</th><th>seeds"
+            f"</th>{head}<th>device</th><th>runs</th></tr></thead><tbody>{''.join(rows)}"
+            f"</tbody></table></section>")
+    if any(a.ablation in ("mask", "captions") for a in arms):
+        plot(arms, out / "ablations.png", v2t=v2t)
+        parts.append('<section class="panel"><h2>Plot</h2>'
+                     '<img src="ablations.png" alt="ablation plot" style="max-width:100%">'
+                     "</section>")
+    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>vtk report</title>"
+            '<link rel="stylesheet" href="view.css"><style>'
+            "main{display:block} table{border-collapse:collapse;margin:8px 0}"
+            "td,th{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right}"
+            "tbody th{text-align:left} .dim{color:var(--dim)} .warn{color:var(--err);"
+            "background:var(--errbg);padding:6px 10px;border-radius:6px}"
+            ".panel{margin-bottom:16px}</style></head><body><header><h1>"
+            '<span class="brand">vtk</span> report</h1></header><main>'
+            + "".join(parts) + "</main></body></html>\n")
+    (out / "index.html").write_text(page, encoding="utf-8")
+    return out / "index.html"

@@ -14,15 +14,18 @@ from vtk.errors import VtkError
 @click.option("--v2t", is_flag=True, help="Video-to-text R@1 instead of text-to-video.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Also draw the results to this PNG.")
+@click.option("--html", "html_dir", type=click.Path(file_okay=False),
+              help="Also write the tables and the plot as a page: HTML_DIR/index.html.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the markdown/csv/json output to this file instead of stdout.")
-def command(dirs, fmt, v2t, plot_path, out_path):
+def command(dirs, fmt, v2t, plot_path, html_dir, out_path):
     """Tables of the caption and masking ablations found under DIRS (vtk ablate's runs;
     plain train + eval runs are reported as the ablation "runs", one arm per folder).
 
     \b
     Example:
       vtk report runs/ --format markdown --plot runs/ablations.png
+      vtk report runs/ --html runs/report     # open runs/report/index.html
     """
     from vtk import report
 
@@ -43,3 +46,5 @@ def command(dirs, fmt, v2t, plot_path, out_path):
             click.echo(text)
     if plot_path:
         click.echo(f"plot: {report.plot(arms, plot_path, v2t=v2t)}")
+    if html_dir:
+        click.echo(f"page: {report.render_html(arms, html_dir, v2t=v2t)}")
