@@ -622,3 +622,23 @@ def test_a_complete_cache_is_reused_and_a_killed_builds_leftover_removed(shards,
     assert (root / ".building-killed").is_dir()
     assert build_frame_cache(shards, 16, root, workers=1, progress=False) == folder
     assert sorted(p.name for p in root.iterdir()) == [".lock", folder.name]
+
+
+def test_the_frame_cache_does_not_import_the_loader():
+    """vtk.data.loader builds on vtk.data.cache, never the other way round (no import cycle,
+    not even one deferred into a function)."""
+    import ast
+    import subprocess
+    import sys
+
+    import vtk.data.cache
+
+    tree = ast.parse(open(vtk.data.cache.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "vtk.data.loader" not in imported
+    code = ("import sys, vtk.data.cache\n"
+            "assert 'vtk.data.loader' not in sys.modules\n"
+            "import vtk.data.loader\n"
+            "assert vtk.data.loader.build_frame_cache is vtk.data.cache.build_frame_cache\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -35,10 +35,9 @@ import numpy as np
 import torch
 
 from vtk.data.decoders import get_decoder
-from vtk.data.samples import collate, read_members, sample_rng
+from vtk.data.samples import read_members, sample_rng
 from vtk.data.sampling import frame_indices
 from vtk.data.shardset import looks_truncated, resolve_shards
-from vtk.data.stats import LoaderStats
 from vtk.data.transforms import center_box, crop_resize
 from vtk.errors import VtkError
 from vtk.locks import lock_folder, try_lock_folder
@@ -291,27 +290,3 @@ def build_once(build):
         return result
     dist.barrier()
     return build()
-
-
-def cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
-                  decoder=None, uint8=False, max_sample_bytes=MAX_SAMPLE_BYTES):
-    """The frame-cache path of ``build_loader``: builds the cache on first use (``workers``
-    processes decode), then loads batches in the main process on small machines: a clip is cheap to
-    read from the cache, and on 2 cores loader workers only fight the training step for the
-    CPU (docs/results/timings.md)."""
-    from vtk.data.decoders import available_decoders
-    from vtk.data.loader import VideoLoader
-
-    folder = build_once(lambda: build_frame_cache(
-        paths, spec.size, root, backend=decoder or available_decoders()[0],
-        workers=max(workers, 1), max_sample_bytes=max_sample_bytes))
-    if (os.cpu_count() or 1) <= 4:
-        workers = 0
-    dataset = CachedClips(folder, spec)
-    stats = LoaderStats()
-    for s in dataset.skipped:
-        stats.add(s.get("kind", "corrupt"))
-    sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
-    return VideoLoader(dataset, workers, stats, "cache", None if uint8 else spec.normalize,
-                       sampler=sampler,
-                       collate_fn=collate, batch_size=batch_size, drop_last=drop_last)

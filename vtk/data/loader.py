@@ -28,8 +28,9 @@ import torch
 
 from vtk.data import split
 from vtk.data.batches import BufferPool, SlotRing, Tails
+from vtk.data.cache import CachedClips, EpochSampler, build_frame_cache, build_once
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
-from vtk.data.samples import CAPTION_MODES
+from vtk.data.samples import CAPTION_MODES, collate
 from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.stream import ClipSpec, ShardStream, warm_up
@@ -237,11 +238,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     spec = ClipSpec(frames, size, train, captions, seed, normalize, flip)
     drop_last = drop_last and train
     if cache is not None:
-        from vtk.data.cache import cached_loader
-
-        return cached_loader(paths, cache, spec, batch_size, workers, rank, world_size,
-                             drop_last, decoder=None if backend in ("auto", "dali") else backend,
-                             uint8=uint8, max_sample_bytes=max_sample_bytes)
+        return _cached_loader(paths, cache, spec, batch_size, workers, rank, world_size,
+                              drop_last, decoder=None if backend in ("auto", "dali") else backend,
+                              uint8=uint8, max_sample_bytes=max_sample_bytes)
     backend = pick_backend(backend, device, paths)
     if backend == "dali":
         from vtk.data.dali import dali_loader
@@ -255,3 +254,24 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                          shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes)
     return VideoLoader(stream, workers, stats, backend, norm=None,  # workers write final batches
                        drop_last=drop_last)
+
+
+def _cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,
+                   decoder=None, uint8=False, max_sample_bytes=MAX_SAMPLE_BYTES):
+    """The frame-cache path of ``build_loader``: builds the cache on first use (``workers``
+    processes decode), then loads batches in the main process on small machines: a clip is cheap to
+    read from the cache, and on 2 cores loader workers only fight the training step for the
+    CPU (docs/results/timings.md)."""
+    folder = build_once(lambda: build_frame_cache(
+        paths, spec.size, root, backend=decoder or available_decoders()[0],
+        workers=max(workers, 1), max_sample_bytes=max_sample_bytes))
+    if (os.cpu_count() or 1) <= 4:
+        workers = 0
+    dataset = CachedClips(folder, spec)
+    stats = LoaderStats()
+    for s in dataset.skipped:
+        stats.add(s.get("kind", "corrupt"))
+    sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
+    return VideoLoader(dataset, workers, stats, "cache", None if uint8 else spec.normalize,
+                       sampler=sampler,
+                       collate_fn=collate, batch_size=batch_size, drop_last=drop_last)
