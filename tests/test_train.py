@@ -230,7 +230,8 @@ def test_bench_train_reports_every_ratio(tmp_path):
     assert rows[2]["ideal_speedup"] == pytest.approx(129 / 14, abs=1e-3)
 
 
-def test_trains_on_a_shard_set_built_by_vtk_shard(synth_shards, synth_captions, tmp_path):
+def test_trains_on_a_shard_set_built_by_vtk_shard(synth_set, tmp_path):
+    synth_shards, synth_captions = synth_set
     captions = "fine" if synth_captions == "both" else "txt"
     s = train({"data": str(synth_shards), "out": str(tmp_path / "run"), "model": "tiny",
                "text": "tiny", "frames": 8, "size": 32, "batch_size": 4, "steps": 3,
@@ -532,3 +533,12 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_the_last_one_stays(tmp_path
         ckpt.save(path, {"step": 2, "w": torch.ones(10000)})
     assert not os.path.lexists(tmp_path / "checkpoint.pt.tmp")
     assert torch.load(path, weights_only=True)["step"] == 1
+
+
+def test_metrics_stage_follows_the_step_not_the_mask_ratio(shards, tmp_path):
+    # --mask 0 still has a first stage: its steps are logged "masked", the last stage's not
+    train(config(shards, tmp_path / "run", steps=2, unmasked_steps=2, mask=0.0, batch_size=8,
+                 log_every=1))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["stage"]) for r in rows] == [
+        (1, "masked"), (2, "masked"), (3, "unmasked"), (4, "unmasked")]

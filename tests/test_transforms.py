@@ -8,10 +8,10 @@ from vtk.data.transforms import (
     NORMS,
     center_box,
     crop_resize,
-    eval_transform,
+    eval_crop,
     normalize,
     random_resized_box,
-    train_transform,
+    train_crop,
 )
 
 
@@ -22,7 +22,7 @@ def frames(t=4, h=48, w=64):
 
 
 def test_eval_is_short_side_resize_and_centre_crop():
-    x = eval_transform(frames(), 32, "none")
+    x = eval_crop(frames(), 32, norm="none")
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
     # centre 48x48 of a 64-wide ramp is columns 8..55: values 32..220 (/255)
     assert x[0, 0, 0, 0] == pytest.approx(33.5 / 255, abs=0.02)
@@ -40,7 +40,7 @@ def test_no_resize_when_the_crop_already_has_the_size():
 @pytest.mark.parametrize("norm", sorted(NORMS))
 def test_normalisation_uses_the_named_statistics(norm):
     f = torch.full((2, 8, 8, 3), 255, dtype=torch.uint8)
-    x = eval_transform(f, 8, norm)
+    x = eval_crop(f, 8, norm=norm)
     mean, std = NORMS[norm]
     for c in range(3):
         assert x[:, c].mean().item() == pytest.approx((1 - mean[c]) / std[c], rel=1e-5)
@@ -48,7 +48,7 @@ def test_normalisation_uses_the_named_statistics(norm):
 
 def test_unknown_normalisation_is_refused():
     with pytest.raises(ValueError):
-        eval_transform(frames(), 16, "laion")
+        eval_crop(frames(), 16, norm="laion")
 
 
 def test_random_resized_box_respects_scale_and_ratio():
@@ -62,7 +62,7 @@ def test_random_resized_box_respects_scale_and_ratio():
 
 def test_train_crop_and_flip_are_shared_by_all_frames_and_vary_between_draws():
     f = frames()
-    outs = [train_transform(f, 24, np.random.default_rng(s), "none") for s in range(40)]
+    outs = [train_crop(f, 24, np.random.default_rng(s), norm="none") for s in range(40)]
     for x in outs:
         assert x.shape == (4, 3, 24, 24)
         assert torch.allclose(x[0], x[3])  # one crop for the whole clip
@@ -71,10 +71,10 @@ def test_train_crop_and_flip_are_shared_by_all_frames_and_vary_between_draws():
     assert len({round(float(x.mean()), 4) for x in outs}) > 10  # crops differ
 
 
-def test_train_transform_is_reproducible():
+def test_train_crop_is_reproducible():
     f = frames()
-    a = train_transform(f, 16, np.random.default_rng(3))
-    b = train_transform(f, 16, np.random.default_rng(3))
+    a = train_crop(f, 16, np.random.default_rng(3), norm="clip")
+    b = train_crop(f, 16, np.random.default_rng(3), norm="clip")
     assert torch.equal(a, b)
 
 

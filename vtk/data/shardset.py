@@ -7,7 +7,6 @@ VtkError naming it, before any worker starts.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -50,12 +49,3 @@ def looks_truncated(tar: str) -> bool:
     with open(tar, "rb") as f:
         f.seek(-1024, os.SEEK_END)
         return f.read(1024).count(0) != 1024
-
-
-
-
-def dataset_card(shards) -> dict:
-    """The shard set's ``index.json`` (the folder's, or beside the first tar), or {}."""
-    paths = resolve_shards(shards)
-    card = Path(paths[0]).parent / "index.json"
-    return json.loads(card.read_text()) if card.is_file() else {}

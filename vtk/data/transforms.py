@@ -163,19 +163,3 @@ def eval_crop(frames: torch.Tensor, size: int, out: torch.Tensor | None = None,
     float32 with ``norm``)."""
     _, h, w, _ = frames.shape
     return crop_resize(frames, center_box(h, w), size, out=out, norm=norm)
-
-
-def train_transform(frames: torch.Tensor, size: int, rng: np.random.Generator,
-                    norm: str = "clip", scale=(0.5, 1.0)) -> torch.Tensor:
-    """RandomResizedCrop + horizontal flip + normalise: uint8 TxHxWx3 -> float Tx3xSxS."""
-    return train_crop(frames, size, rng, scale, norm=norm)
-
-
-def eval_transform(frames: torch.Tensor, size: int, norm: str = "clip") -> torch.Tensor:
-    """Short side to ``size`` + centre crop + normalise: uint8 TxHxWx3 -> float Tx3xSxS."""
-    return eval_crop(frames, size, norm=norm)
-
-
-def as_uint8_tensor(frames) -> torch.Tensor:
-    """A decoder's output (numpy or torch, uint8 T x H x W x 3) as a torch tensor, no copy."""
-    return frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))

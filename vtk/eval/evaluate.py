@@ -65,7 +65,8 @@ def embed_texts(model, texts: Sequence[str], chunk: int = 256) -> np.ndarray:
 
 
 def score_classification(model, videos: dict, classes: list[str], templates, mode: str):
-    """-> (metrics, sims classes x videos, ground truth {"video_labels": [...]})."""
+    """-> (metrics, sims classes x videos, ground truth {"video_labels": [...]}, number of
+    prompts: classes x templates)."""
     index = {c: i for i, c in enumerate(classes)}
     bad = sorted({str(lab) for lab in videos["labels"] if lab not in index})
     if bad:
@@ -80,7 +81,8 @@ def score_classification(model, videos: dict, classes: list[str], templates, mod
 
 
 def score_retrieval(model, videos: dict, paragraph: bool, dsl: bool):
-    """-> (metrics, sims texts x videos, ground truth {"text_to_video": [...]})."""
+    """-> (metrics, sims texts x videos, ground truth {"text_to_video": [...]}, number of
+    texts)."""
     texts, owner = zeroshot.retrieval_texts(videos["texts"], paragraphs=paragraph)
     text_emb = embed_texts(model, texts)
     metrics, sims = zeroshot.zeroshot_retrieval(videos["emb"], text_emb, owner, dsl=dsl)
@@ -144,8 +146,10 @@ def checkpoint_info(run_dir: Path) -> dict:
 def _frames_size(model, config) -> tuple[int, int, str]:
     cfg = config if isinstance(config, dict) else vars(config) if config is not None else {}
     mcfg = getattr(model, "cfg", None)
-    frames = getattr(mcfg, "frames", None) or cfg.get("frames") or cfg.get("model", {}).get("frames")
-    size = getattr(mcfg, "size", None) or cfg.get("size") or cfg.get("model", {}).get("size")
+    # "model" is the model's name in a run's config.json; a dict there holds its settings
+    sub = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    frames = getattr(mcfg, "frames", None) or cfg.get("frames") or sub.get("frames")
+    size = getattr(mcfg, "size", None) or cfg.get("size") or sub.get("size")
     if not frames or not size:
         raise VtkError("the run's config has no frames/size: cannot build the eval loader")
     return int(frames), int(size), cfg.get("normalize", "clip")

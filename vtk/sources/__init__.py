@@ -152,7 +152,3 @@ def benchmark_card(specs: Iterable[str]) -> dict | None:
     from vtk.sources.synth import benchmark_card as synth_card
 
     return synth_card(specs[0])
-
-
-def is_synthetic(specs: Iterable[str]) -> bool:
-    return all(s.startswith("synth:") for s in specs)

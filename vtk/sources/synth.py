@@ -248,7 +248,7 @@ def _trajectory(action: str, s: np.ndarray, mid: State, rng: np.random.Generator
     ]
 
 
-def _sample_mid(rng: np.random.Generator, action: str) -> tuple[str, str, State]:
+def _sample_mid(rng: np.random.Generator) -> tuple[str, str, State]:
     shape = str(rng.choice(SHAPES))
     size = str(rng.choice(list(SIZES)))
     colour = str(rng.choice(list(COLOURS)))
@@ -335,7 +335,7 @@ def make_clip(preset: Preset, seed: int, index: int) -> tuple[np.ndarray, dict]:
         preset.actions))]
     if n_events == 1 and preset.task == "classification":
         actions = [preset.actions[index % len(preset.actions)]]  # balanced classes
-    shape, size, mid = _sample_mid(rng, actions[0])
+    shape, size, mid = _sample_mid(rng)
     if "spinning" in actions and shape == "circle":  # a spinning circle looks still
         shape = str(rng.choice(["square", "triangle"]))
     bounds = np.linspace(0, preset.frames, n_events + 1).round().astype(int)
@@ -394,7 +394,7 @@ def synth_items(spec: str) -> Iterator[SourceItem]:
 def make_item(preset: Preset, seed: int, index: int) -> SourceItem:
     frames, truth = make_clip(preset, seed, index)
     texts = truth.pop("texts")
-    meta: dict = {"synth": truth}
+    meta: dict = {"synth": truth}  # also marks the clip as synthetic (vtk.captions' default)
     if preset.task == "classification":
         meta["label"] = truth["action"]
     if preset.task == "retrieval":

@@ -470,7 +470,9 @@ def train(config) -> dict:
             bar.update(task, completed=step, loss=loss_sum, mask=mask,
                        rate=step * clips_per_step / (prior_time + elapsed()))
             if step % cfg.log_every == 0 or step == cfg.total_steps:
-                run.log({"step": step, "stage": "masked" if mask else "unmasked", "mask": mask,
+                # the stage of the step just run (step - 1), whatever its mask ratio
+                stage = "masked" if step <= cfg.steps else "unmasked"
+                run.log({"step": step, "stage": stage, "mask": mask,
                          "loss": round(loss_sum, 6), "lr": lr,
                          "logit_scale": round(model.scale().item(), 4),
                          "clips_per_s": round(clips_s, 2),
