@@ -20,8 +20,9 @@ def models(tmp_path_factory):
 
 def _clips(n=3):
     preset = synth.get_preset("train")
-    return [Clip(f"synth-train-s9-{i:06d}", 0, synth.make_clip(preset, 9, i)[0], preset.fps,
-                 0.0, 2.0) for i in range(n)]
+    made = [synth.make_clip(preset, 9, i) for i in range(n)]
+    return [Clip(f"synth-train-s9-{i:06d}", 0, frames, preset.fps, 0.0, 2.0,
+                 meta={"synth": truth}) for i, (frames, truth) in enumerate(made)]
 
 
 def test_offline_tokenizer_is_not_empty(tmp_path):

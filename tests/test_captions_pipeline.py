@@ -18,8 +18,9 @@ def _clips(n=3, seed=3, frames=16):
     preset = synth.get_preset("train")
     out = []
     for i in range(n):
-        f, _ = synth.make_clip(preset, seed, i)
-        out.append(Clip(f"synth-train-s{seed}-{i:06d}", 0, f[:frames], preset.fps, 0.0, 2.0))
+        f, truth = synth.make_clip(preset, seed, i)
+        out.append(Clip(f"synth-train-s{seed}-{i:06d}", 0, f[:frames], preset.fps, 0.0, 2.0,
+                        meta={"synth": truth}))
     return out
 
 
@@ -108,7 +109,7 @@ def test_cache_means_no_second_captioning(tmp_path, monkeypatch):
 
 def test_default_model_by_source():
     synthetic, real = _clips(1)[0], _clips(1)[0]
-    real.source_id = "bikes"
+    real.source_id, real.meta = "bikes", {}
     models = Captioning(CaptionSpec(mode="both"))
     assert models.models(synthetic)["coarse"] == "shapes"
     assert models.models(real) == {"coarse": "tagger", "fine": "tagger", "summarizer": "rules"}
@@ -130,7 +131,7 @@ def test_mixed_frame_sizes_and_rates_in_one_batch():
 
     a, b = _clips(2)
     b = Clip(b.source_id, 0, np.stack([cv2.resize(f, (48, 32)) for f in b.frames[::2]]), 4.0,
-             0.0, 2.0)
+             0.0, 2.0, meta=b.meta)
     ra, rb = Captioning(CaptionSpec(mode="both", fine_fps=4)).run([a, b])
     assert len(ra["captions"]["frames"]) == 8
     assert [f["t"] for f in rb["captions"]["frames"]] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25,
@@ -167,3 +168,20 @@ def test_processes_opening_a_fresh_cache_together_all_succeed(tmp_path):
             p.join()
         assert outcomes == ["ok"] * 4, f"trial {trial}: {outcomes}"
         assert len(CaptionCache(folder)) == 4
+
+
+def test_the_default_captioner_follows_the_source_not_the_name(tmp_path):
+    from data_helpers import encode, pattern_frames
+
+    from vtk.sources import open_sources
+
+    # a real video whose file (and so source id) starts with "synth-"
+    (tmp_path / "synth-x.mp4").write_bytes(encode(pattern_frames(8, 32, 32)))
+    real, = open_sources([str(tmp_path / "synth-x.mp4")])
+    fake = synth.make_item(synth.get_preset("train"), 3, 0)
+    assert real.id.startswith("synth-") and fake.id.startswith("synth-")
+    spec = Captioning(CaptionSpec(mode="coarse"))
+    for item, model in ((real, "tagger"), (fake, "shapes")):
+        frames = pattern_frames(8, 32, 32) if item is real else item.frames
+        clip = Clip(item.id, 0, frames, 8.0, 0.0, 1.0, meta=item.meta)  # as vtk.clips cuts it
+        assert spec.models(clip) == {"coarse": model}

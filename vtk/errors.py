@@ -17,6 +17,10 @@ def require(module: str, extra: str | None = None, package: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError as e:  # pragma: no cover - exercised when the extra is absent
-        pkg = package or module
-        hint = f"pip install 'vtk-videotext[{extra}]'" if extra else f"pip install {pkg}"
+        hint = install_hint(module, extra, package)
         raise VtkError(f"{module} is not installed ({e}); install it with: {hint}") from None
+
+
+def install_hint(module: str, extra: str | None = None, package: str | None = None) -> str:
+    """The pip command that provides ``module``: the vtk extra, else the package."""
+    return f"pip install 'vtk-videotext[{extra}]'" if extra else f"pip install {package or module}"

@@ -29,10 +29,11 @@ def _clips(n: int, size: int, seed: int = 31) -> list[Clip]:
     preset = synth.get_preset("train")
     out = []
     for i in range(n):
-        frames, _ = synth.make_clip(preset, seed, i)
+        frames, truth = synth.make_clip(preset, seed, i)
         if size != frames.shape[1]:
             frames = np.stack([cv2.resize(f, (size, size)) for f in frames])
-        out.append(Clip(f"synth-bench-{i:06d}", 0, frames, preset.fps, 0.0, 2.0))
+        out.append(Clip(f"synth-bench-{i:06d}", 0, frames, preset.fps, 0.0, 2.0,
+                        meta={"synth": truth}))
     return out
 
 

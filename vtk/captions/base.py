@@ -13,9 +13,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from vtk.errors import VtkError
+from vtk.registry import Registry
 
-MODELS = ("shapes", "tagger", "hf:<hub-id-or-local-path>")
+CAPTIONERS = Registry("caption model")
+CAPTIONERS.add("shapes", "vtk.captions.shapes:ShapesCaptioner")
+CAPTIONERS.add("tagger", "vtk.captions.tagger:TaggerCaptioner", extra="captions")
+CAPTIONERS.add("hf:", "vtk.captions.hf:HFCaptioner", package="transformers",
+               param="<hub-id-or-local-path>")
 
 
 @runtime_checkable
@@ -50,16 +54,4 @@ def resolve_device(device: str | None) -> str:
 @functools.cache
 def get_captioner(name: str, device: str | None = "auto") -> Captioner:
     """The captioner called ``name`` ('shapes', 'tagger', 'hf:<id-or-path>'), built once."""
-    if name == "shapes":
-        from vtk.captions.shapes import ShapesCaptioner
-
-        return ShapesCaptioner()
-    if name == "tagger":
-        from vtk.captions.tagger import TaggerCaptioner
-
-        return TaggerCaptioner(device=resolve_device(device))
-    if name.startswith("hf:") and len(name) > 3:
-        from vtk.captions.hf import HFCaptioner
-
-        return HFCaptioner(name[3:], device=resolve_device(device))
-    raise VtkError(f"unknown caption model {name!r} (known: {', '.join(MODELS)})")
+    return CAPTIONERS.build(name, device=resolve_device(device))

@@ -14,7 +14,7 @@ missing dependency or weights path raises a one-line ``VtkError`` for the whole 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +30,8 @@ MODES = ("none", "coarse", "fine", "both")
 @dataclass(frozen=True)
 class CaptionSpec:
     """What to caption and with which models. ``None`` models mean "default by source":
-    ``shapes`` for synthetic clips (``source_id`` starting with ``synth-``), ``tagger`` else."""
+    ``shapes`` for clips of the synthetic world (``"synth"`` in ``clip.meta``, set by
+    ``vtk.sources.synth``), ``tagger`` else."""
 
     mode: str = "both"  # none | coarse | fine | both
     coarse_model: str | None = None
@@ -49,7 +50,8 @@ class CaptionSpec:
 
 
 def default_model(clip: Clip) -> str:
-    return "shapes" if clip.source_id.startswith("synth-") else "tagger"
+    # by where the clip comes from, not its name: a real file may be called synth-x.mp4
+    return "shapes" if "synth" in clip.meta else "tagger"
 
 
 def fine_indices(num_frames: int, fps: float, fine_fps: float, min_frames: int = 4) -> np.ndarray:
@@ -241,8 +243,3 @@ def _summarize_all(summarizer, jobs: dict) -> dict:
 def _reason(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def spec_dict(spec: CaptionSpec) -> dict:
-    """The caption settings as plain data (for a dataset card)."""
-    return asdict(spec)

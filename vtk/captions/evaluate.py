@@ -63,7 +63,7 @@ def synthetic_clips(n: int, seed: int, size: int | None = None) -> tuple[list[Cl
             interp = cv2.INTER_AREA if size < frames.shape[1] else cv2.INTER_LINEAR
             frames = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
         clips.append(Clip(f"synth-train-s{seed}-{i:06d}", 0, frames, preset.fps, 0.0,
-                          preset.frames / preset.fps))
+                          preset.frames / preset.fps, meta={"synth": truth}))
         truths.append(truth)
     return clips, truths
 

@@ -160,6 +160,9 @@ def frame_text(objs: list[Obj]) -> str:
 class ShapesCaptioner:
     name = "shapes"
 
+    def __init__(self, device: str = "cpu"):
+        pass  # pixel rules in numpy: the same on every device
+
     def detect(self, frames: np.ndarray) -> list[list[Obj]]:
         """frames N x H x W x 3 uint8 -> per frame, the objects found (largest first)."""
         return [detect_frame(f) for f in check_frames(frames)]

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from vtk.captions.shapes import LARGE_RADIUS, Obj
-from vtk.errors import VtkError
+from vtk.registry import Registry
 
 # ---------------------------------------------------------------------------------------------
 # Plain texts
@@ -298,6 +298,9 @@ class Summarizer(Protocol):
 class RulesSummarizer:
     name = "rules"
 
+    def __init__(self, device: str = "cpu"):
+        pass  # pure functions: the same on every device
+
     def summarize(self, texts, times, objects=None) -> str:
         if objects is None:
             return merge_texts(texts)
@@ -306,13 +309,15 @@ class RulesSummarizer:
         return summarize_objects(objects)
 
 
+SUMMARIZERS = Registry("summarizer")
+SUMMARIZERS.add("rules", "vtk.captions.summarize:RulesSummarizer")
+SUMMARIZERS.add("hf:", "vtk.captions.hf:HFSummarizer", package="transformers",
+                param="<hub-id-or-local-path>")
+
+
 @functools.cache
 def get_summarizer(name: str, device: str | None = "auto") -> Summarizer:
-    if name == "rules":
-        return RulesSummarizer()
-    if name.startswith("hf:") and len(name) > 3:
-        from vtk.captions.base import resolve_device
-        from vtk.captions.hf import HFSummarizer
+    """The summariser called ``name`` ('rules', 'hf:<id-or-path>'), built once."""
+    from vtk.captions.base import resolve_device
 
-        return HFSummarizer(name[3:], device=resolve_device(device))
-    raise VtkError(f"unknown summarizer {name!r} (known: rules, hf:<hub-id-or-local-path>)")
+    return SUMMARIZERS.build(name, device=resolve_device(device))

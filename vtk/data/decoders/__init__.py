@@ -2,7 +2,8 @@
 
 Every backend decodes an mp4 held in memory (the ``mp4`` member of a shard sample) at the
 frame indices the sampler asks for. Optional libraries are imported inside their backend, and a
-missing one is a one-line install hint (``vtk.errors.require``).
+missing one is a one-line install hint (``vtk.errors.require``); ``BACKENDS`` is the
+``vtk.registry.Registry`` of them.
 
     >>> dec = get_decoder("pyav")
     >>> frames, n = dec.decode(mp4_bytes, lambda n: eval_indices(n, 8))  # uint8 8xHxWx3, n
@@ -14,7 +15,6 @@ to the last frame, so a sample whose json overstates its length still decodes.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -22,15 +22,15 @@ import numpy as np
 import torch
 
 from vtk.errors import VtkError
+from vtk.registry import Registry
 
 Indices = Sequence[int] | np.ndarray | Callable[[int], Sequence[int]] | None
 
-# name -> module; speed order on a CPU (fastest first; docs/background.md, decode speed)
-BACKENDS = {
-    "torchcodec": "vtk.data.decoders.torchcodec",
-    "decord": "vtk.data.decoders.decord",
-    "pyav": "vtk.data.decoders.pyav",
-}
+# speed order on a CPU (fastest first; docs/background.md, decode speed)
+BACKENDS = Registry("decoder")
+BACKENDS.add("torchcodec", "vtk.data.decoders.torchcodec:make", extra="torchcodec")
+BACKENDS.add("decord", "vtk.data.decoders.decord:make", extra="decord")
+BACKENDS.add("pyav", "vtk.data.decoders.pyav:make", package="av")
 
 
 class Decoder(Protocol):
@@ -43,9 +43,7 @@ class Decoder(Protocol):
 
 def get_decoder(name: str, threads: int = 1) -> Decoder:
     """The decoder named ``name`` (one decode thread by default: one per loader worker)."""
-    if name not in BACKENDS:
-        raise VtkError(f"unknown decoder {name!r}; choose one of {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name]).make(threads=threads)
+    return BACKENDS.build(name, threads=threads)
 
 
 def available_decoders() -> list[str]:
