@@ -542,3 +542,31 @@ def test_metrics_stage_follows_the_step_not_the_mask_ratio(shards, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["stage"]) for r in rows] == [
         (1, "masked"), (2, "masked"), (3, "unmasked"), (4, "unmasked")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_a_killed_ablate_stops_its_training_arm_with_a_checkpoint(shards, tmp_path):
+    """vtk ablate trains each arm in a spawned child (vtk.ablate.train_isolated); killing the
+    parent used to leave that arm training alone, holding its run dir's lock."""
+    out = tmp_path / "arm"
+    cfg = config(shards, out, steps=100000, checkpoint_every=100000)
+    code = ("import json, sys; from vtk.ablate import train_isolated; "
+            "train_isolated(json.loads(sys.argv[1]))")
+    parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg)],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics, end = out / "metrics.jsonl", time.time() + 180
+    while time.time() < end and parent.poll() is None and not (
+            metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.1)
+    assert parent.poll() is None, parent.stderr.read()[-3000:]
+    arms = [k for k in _kids(parent.pid) if "resource_tracker" not in
+            Path(f"/proc/{k}/cmdline").read_text()]
+    parent.kill()
+    parent.wait()
+    assert len(arms) == 1
+    end = time.time() + 30
+    while _running(arms[0]) and time.time() < end:
+        time.sleep(0.1)
+    assert not _running(arms[0])
+    assert ckpt.load(out / "checkpoint.pt")["step"] >= 2  # stopped as on SIGTERM: checkpointed

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,9 +117,13 @@ def _copy_run(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def _train_child(cfg: dict) -> None:
+def _train_child(cfg: dict, parent: int) -> None:
     from vtk.train import train
+    from vtk.workers import exit_with_parent
 
+    # a killed vtk ablate must not leave its arm training alone, holding the run's lock:
+    # SIGTERM, so that the arm checkpoints and stops as on Ctrl-C
+    exit_with_parent(parent, signal.SIGTERM)
     train(cfg)
 
 
@@ -128,7 +133,8 @@ def train_isolated(cfg: dict) -> None:
     other's peak. The child checkpoints on SIGINT like ``vtk train``."""
     import multiprocessing
 
-    child = multiprocessing.get_context("spawn").Process(target=_train_child, args=(cfg,))
+    child = multiprocessing.get_context("spawn").Process(target=_train_child,
+                                                         args=(cfg, os.getpid()))
     child.start()
     try:
         child.join()

@@ -23,16 +23,18 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_S = 0.5
 
 
-def exit_with_parent(parent: int) -> None:
+def exit_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
     """End this process when ``parent`` (the PID that started it, passed from the parent:
-    asking ``os.getppid()`` here would name PID 1 if it had died already) is gone."""
-    armed = sys.platform.startswith("linux") and _pdeathsig(signal.SIGKILL)
+    asking ``os.getppid()`` here would name PID 1 if it had died already) is gone, by ``sig``
+    (SIGTERM for a process that should stop cleanly, as a training run checkpointing)."""
+    armed = sys.platform.startswith("linux") and _pdeathsig(sig)
     # The parent may have died before the signal was armed (a worker is slow to start: a
     # spawned one imports vtk first); the kernel does not send it for a death in the past.
     if os.getppid() != parent:
-        os._exit(1)
+        os.kill(os.getpid(), sig)
+        os._exit(1)  # a signal this process handles: it is still gone
     if not armed:
-        threading.Thread(target=_watch, args=(parent,), daemon=True,
+        threading.Thread(target=_watch, args=(parent, sig), daemon=True,
                          name="vtk-parent-watch").start()
 
 
@@ -46,7 +48,7 @@ def _pdeathsig(sig: int) -> bool:
         return False
 
 
-def _watch(parent: int) -> None:
+def _watch(parent: int, sig: int) -> None:
     while os.getppid() == parent:
         time.sleep(POLL_S)
-    os._exit(1)
+    os.kill(os.getpid(), sig)
