@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from vtk.captions.base import check_frames
-from vtk.errors import VtkError
+from vtk.errors import VtkError, install_hint
 
-HINT = "pip install 'transformers>=4.45' torch"
+HINT = install_hint("transformers", package="'transformers>=4.45' torch")
 PROMPT = ("Summarize these video frame captions into one sentence that describes what happens "
           "in the video.\n{lines}\nSummary:")
 
