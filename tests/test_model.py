@@ -272,3 +272,20 @@ def test_unknown_tower_gives_one_line_error():
         build_model(dict(model="tiny", text="gpt"))
     with pytest.raises(VtkError, match="--init"):
         build_model(dict(model="tiny", text="clip"))
+
+
+@pytest.mark.parametrize("ratio", [0.999, 0.9999])
+def test_mask_keeps_at_least_one_video_token(ratio):
+    # round(0.001 * 128) = 0: without the floor the tower would see CLS alone
+    out = mask_tokens(torch.randn(2, 128, 4), ratio, torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 4)
+
+
+def test_an_unknown_config_key_is_an_error_naming_the_closest_one():
+    from vtk.errors import VtkError
+    from vtk.model.viclip import ModelConfig
+
+    with pytest.raises(VtkError, match=r"unknown ModelConfig key 'frame'.*'frames'"):
+        ModelConfig.from_dict({"frame": 4})
+    assert ModelConfig.from_dict({"frames": 4, "out": "x"}, legacy=("out",)).frames == 4
+    assert ModelConfig.from_dict({"frames": 4, "steps": 9}, strict=False).frames == 4

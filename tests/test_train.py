@@ -1,8 +1,10 @@
 """Training: a tiny ViCLIP really learns on real synthetic shards; runs resume exactly; DDP."""
 
+import contextlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 import torch
 from train_helpers import write_synth_shards
 
+from vtk.errors import VtkError
 from vtk.train import checkpoint as ckpt
 from vtk.train import load_run, train
 from vtk.train.trainer import TrainConfig, lr_factor, pick_threads
@@ -570,3 +573,118 @@ def test_a_killed_ablate_stops_its_training_arm_with_a_checkpoint(shards, tmp_pa
         time.sleep(0.1)
     assert not _running(arms[0])
     assert ckpt.load(out / "checkpoint.pt")["step"] >= 2  # stopped as on SIGTERM: checkpointed
+
+
+def test_an_unknown_train_key_is_an_error_before_any_work(shards, tmp_path):
+    # mask_ratio is not a field (mask is): it used to train unmasked without a word
+    with pytest.raises(VtkError, match=r"unknown TrainConfig key 'mask_ratio'.*'mask'"):
+        train(config(shards, tmp_path / "run", steps=1, mask_ratio=0.5))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_saved_config_with_a_legacy_key_still_resumes(shards, tmp_path):
+    run = tmp_path / "run"
+    train(config(shards, run, steps=2, stop_after=1))
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "out": "/gone"}))  # an older vtk's
+    assert train(config(shards, run, steps=2, resume=True))["steps"] == 2
+
+
+def test_train_and_ablate_take_their_defaults_from_train_config():
+    import click
+
+    from vtk.commands.ablate import command as ablate
+    from vtk.commands.train import command as train_cmd
+
+    want = TrainConfig()
+    cmds = [train_cmd, ablate.commands["mask"], ablate.commands["captions"]]
+    checked = 0
+    for cmd in cmds:
+        for p in cmd.params:
+            if isinstance(p, click.Option) and p.show_default and hasattr(want, p.name):
+                assert p.default == getattr(want, p.name), (cmd.name, p.name)
+                checked += 1
+    caps = {p.name: p.default for p in ablate.commands["mask"].params}["caps"]
+    assert caps == want.captions
+    assert {p.name: p.default for p in train_cmd.params}["text"] == want.text == "auto"
+    assert {p.name: p.default for p in ablate.commands["mask"].params}["text"] == "auto"
+    assert checked > 20
+
+
+def _one_step(grad_clip, batch):
+    """train_step on the tiny model with plain SGD at lr 1: the update is the gradient used."""
+    from types import SimpleNamespace
+
+    from vtk.model import build_model
+    from vtk.train.trainer import train_step
+
+    cfg = TrainConfig(model="tiny", text="tiny", size=32, grad_clip=grad_clip)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    d = SimpleNamespace(device=torch.device("cpu"), world=1, rank=0)
+    loss = train_step(model, model, opt, sched, None, contextlib.nullcontext, lambda: batch,
+                      cfg, d, 0, 0.0, lambda v: v)
+    return loss, [b - p.detach() for b, p in zip(before, model.parameters())]
+
+
+def test_grad_clip_clips_the_global_norm_as_clip_grad_norm_does():
+    g = torch.Generator().manual_seed(0)
+    batch = {"video": torch.randn(4, 8, 3, 32, 32, generator=g),
+             "text": ["a red ball", "a blue cube", "a green cone", "two dogs"]}
+    loss, grads = _one_step(0.0, batch)  # off: the update is the whole gradient
+    norm = float(torch.linalg.vector_norm(torch.stack([x.norm() for x in grads])))
+    assert math.isfinite(loss) and norm > 1e-3
+    clip = norm / 4  # a clip the norm is above
+    _, clipped = _one_step(clip, batch)
+    for a, b in zip(grads, clipped):  # clip_grad_norm_: g * clip / (norm + 1e-6)
+        assert torch.allclose(b, a * clip / (norm + 1e-6), rtol=1e-4, atol=1e-7)
+    _, loose = _one_step(norm * 4, batch)  # below the clip: unchanged
+    for a, b in zip(grads, loose):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_one(shards, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(VtkError, match=r"loss is not finite at step (\d+); step (\d+) is "
+                                       r"checkpointed") as e:
+        train(config(shards, run, steps=20, lr=1e30, batch_size=8, log_every=1))
+    bad, good = map(int, re.search(r"step (\d+); step (\d+)", str(e.value)).groups())
+    assert bad == good + 1 and "\n" not in str(e.value)
+    state = ckpt.load(run / "checkpoint.pt")
+    assert state["step"] == good
+    assert all(torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())
+    assert state["data"] == {"epoch": 0, "offset": good}  # the batches of step `bad` unspent
+    # resumable: it goes on from the good step (and meets the same loss again)
+    with pytest.raises(VtkError, match=f"not finite at step {bad}; step {good} is"):
+        train(config(shards, run, steps=20, resume=True))
+
+
+def test_train_state_is_saved_and_restored_whole(shards, tmp_path):
+    from vtk.train.checkpoint import TrainState
+
+    run = tmp_path / "run"
+    train(config(shards, run, steps=12, stop_after=10))  # 8 batches of 32 an epoch
+    saved = ckpt.load(run / "checkpoint.pt")
+    state = TrainState.from_checkpoint(saved)
+    assert (state.step, state.data) == (10, {"epoch": 1, "offset": 2})
+    assert state.train_time_s > 0 and state.peak_mem_bytes >= 0
+    assert TrainState.from_checkpoint(state.as_dict()) == state  # the whole state, round trip
+    s = train(config(shards, run, steps=12, resume=True))
+    assert s["steps"] == 12 and s["train_time_s"] > state.train_time_s  # time carries on
+    assert ckpt.load(run / "checkpoint.pt")["data"] == {"epoch": 1, "offset": 4}
+
+
+def test_batches_live_in_the_data_layer_and_warm_keeps_the_position():
+    from vtk.data.epochs import Batches
+
+    loader = type("L", (), {"epoch": 0, "__iter__": lambda self: iter(
+        [{"text": [f"{self.epoch}.{i}"] * 2} for i in range(3)] + [{"text": ["short"]}])})()
+    b = Batches(loader, 2, epoch=0, offset=1)
+    b.warm()
+    assert b.position() == {"epoch": 0, "offset": 1}  # the warmed batch is not spent yet
+    assert [next(b)["text"][0] for _ in range(3)] == ["0.1", "0.2", "1.0"]  # short tail skipped
+    assert b.position() == {"epoch": 1, "offset": 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vtk.commands.options import DEVICE
+from vtk.commands.train import default
 
 
 def _train_options(f):
@@ -14,28 +15,29 @@ def _train_options(f):
                      help="Folder for the arms' run directories."),
         click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Seeds per arm."),
-        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+        click.option("--seed", default=default("seed"), show_default=True, type=click.IntRange(min=0),
                      help="First seed."),
         click.option("--bench", "benches", multiple=True, default=("synth",),
                      show_default=True, help="Benchmarks to evaluate (see vtk eval)."),
-        click.option("--model", default="tiny", show_default=True,
+        click.option("--model", default=default("model"), show_default=True,
                      type=click.Choice(["tiny", "b16", "l14"])),
-        click.option("--text", default="minilm", show_default=True,
-                     type=click.Choice(["tiny", "minilm", "clip"])),
+        click.option("--text", default=default("text"), show_default=True,
+                     type=click.Choice(["auto", "tiny", "minilm", "clip"]),
+                     help="auto = clip with --init, else the offline MiniLM."),
         click.option("--init", default=None, help="CLIP weights (local path or hub id)."),
-        click.option("--frames", default=8, show_default=True, type=click.IntRange(min=1)),
+        click.option("--frames", default=default("frames"), show_default=True, type=click.IntRange(min=1)),
         click.option("--size", default=None, type=click.IntRange(min=1),
                      help="Input size (model default)."),
-        click.option("--steps", default=300, show_default=True, type=click.IntRange(min=0)),
-        click.option("--unmasked-steps", default=0, show_default=True,
+        click.option("--steps", default=default("steps"), show_default=True, type=click.IntRange(min=0)),
+        click.option("--unmasked-steps", default=default("unmasked_steps"), show_default=True,
                      type=click.IntRange(min=0)),
         click.option("--batch-size", default=None, type=click.IntRange(min=1)),
         click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True)),
-        click.option("--device", default="auto", show_default=True, type=DEVICE),
-        click.option("--backend", default="auto", show_default=True),
+        click.option("--device", default=default("device"), show_default=True, type=DEVICE),
+        click.option("--backend", default=default("backend"), show_default=True),
         click.option("--cache", default=None, type=click.Path(file_okay=False),
                      help="Decoded-frame cache folder (decode a small corpus once)."),
-        click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0)),
+        click.option("--workers", default=default("workers"), show_default=True, type=click.IntRange(min=0)),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -72,7 +74,7 @@ def command():
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--settings", default="coarse,fine,both", show_default=True,
               help="Caption arms: coarse, fine, both (fused), mixed (random pick per view).")
-@click.option("--mask", default=0.0, show_default=True,
+@click.option("--mask", default=default("mask"), show_default=True,
               type=click.FloatRange(0, 1, max_open=True), help="Masking ratio for every arm.")
 @_train_options
 def captions(data, settings, mask, **kw):
@@ -88,7 +90,7 @@ def captions(data, settings, mask, **kw):
 @command.command("mask")
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--ratios", default="0,0.5,0.7,0.9", show_default=True)
-@click.option("--captions", "caps", default="fine", show_default=True,
+@click.option("--captions", "caps", default=default("captions"), show_default=True,
               type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]))
 @_train_options
 def mask(data, ratios, caps, **kw):

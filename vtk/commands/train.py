@@ -2,51 +2,67 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import click
+from click.core import ParameterSource
 
 from vtk.commands.options import DEVICE
 from vtk.errors import VtkError
+from vtk.train.trainer import TrainConfig
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def default(name: str):
+    """TrainConfig's default for a field: the one source of the CLI's defaults (vtk train and
+    vtk ablate), shown in --help as [default: ...]."""
+    return _DEFAULTS[name]
 
 
 @click.command("train")
 @click.argument("data", metavar="DIR", required=False)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
-@click.option("--mask", type=click.FloatRange(0, 1, max_open=True), help="share of video tokens dropped in training  [0]")
-@click.option("--captions", type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]),
-              help="training text: coarse, fine, both (fused), mixed (random pick each visit)  [fine]")
-@click.option("--flip", type=click.Choice(["swap", "plain", "off"]),
+@click.option("--mask", default=default("mask"), show_default=True, type=click.FloatRange(0, 1, max_open=True), help="share of video tokens dropped in training")
+@click.option("--captions", default=default("captions"), show_default=True, type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]),
+              help="training text: coarse, fine, both (fused), mixed (random pick each visit)")
+@click.option("--flip", default=default("flip"), show_default=True, type=click.Choice(["swap", "plain", "off"]),
               help="mirror half the training views; swap also swaps left/right in their "
-                   "captions, plain mirrors pixels only (ViCLIP)  [swap]")
-@click.option("--model", type=click.Choice(["tiny", "b16", "l14"]), help="video tower size  [tiny]")
-@click.option("--text", type=click.Choice(["auto", "tiny", "minilm", "clip"]),
-              help="text tower; auto = clip with --init, else the offline MiniLM  [auto]")
+                   "captions, plain mirrors pixels only (ViCLIP)")
+@click.option("--model", default=default("model"), show_default=True, type=click.Choice(["tiny", "b16", "l14"]), help="video tower size")
+@click.option("--text", default=default("text"), show_default=True, type=click.Choice(["auto", "tiny", "minilm", "clip"]),
+              help="text tower; auto = clip with --init, else the offline MiniLM")
 @click.option("--init", help="a saved transformers CLIPModel (folder or hub id) to inflate")
 @click.option("--freeze-text/--train-text", default=None,
               help="freeze the text tower (default: pretrained towers frozen, as ViCLIP)")
-@click.option("--frames", type=click.IntRange(min=1), help="frames per clip  [8]")
+@click.option("--frames", default=default("frames"), show_default=True, type=click.IntRange(min=1), help="frames per clip")
 @click.option("--size", type=click.IntRange(min=1), help="pixels (square)  [32 for tiny, 224 otherwise]")
-@click.option("--steps", type=click.IntRange(min=0), help="optimiser steps with masking  [300]")
-@click.option("--unmasked-steps", type=click.IntRange(min=0), help="then this many steps without masking  [0]")
-@click.option("--unmasked-lr-scale", type=click.FloatRange(min=0), help="lr share in the unmasked stage  [0.1]")
+@click.option("--steps", default=default("steps"), show_default=True, type=click.IntRange(min=0), help="optimiser steps with masking")
+@click.option("--unmasked-steps", default=default("unmasked_steps"), show_default=True, type=click.IntRange(min=0), help="then this many steps without masking")
+@click.option("--unmasked-lr-scale", default=default("unmasked_lr_scale"), show_default=True, type=click.FloatRange(min=0), help="lr share in the unmasked stage")
 @click.option("--batch-size", type=click.IntRange(min=1), help="clips per process and micro-step  [64 tiny, 32]")
-@click.option("--accum", type=click.IntRange(min=1), help="gradient accumulation steps  [1]")
+@click.option("--accum", default=default("accum"), show_default=True, type=click.IntRange(min=1), help="gradient accumulation steps")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="peak learning rate  [1e-3 tiny, 2e-4 b16, 4e-4 l14]")
-@click.option("--warmup", type=click.FloatRange(min=0), help="warmup: share of --steps if < 1, else steps  [0.08]")
+@click.option("--warmup", default=default("warmup"), show_default=True, type=click.FloatRange(min=0), help="warmup: share of --steps if < 1, else steps")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay  [0.05 tiny, 0.2]")
+@click.option("--grad-clip", default=default("grad_clip"), show_default=True,
+              type=click.FloatRange(min=0), help="clip the global gradient norm to this; 0 = off")
 @click.option("--grad-checkpointing", is_flag=True, default=None,
               help="recompute activations in backward (less memory for b16 / l14)")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
-              help="mixed precision on GPU  [auto]")
-@click.option("--backend", help="decoder: auto, dali, torchcodec, pyav, decord  [auto]")
+@click.option("--amp", default=default("amp"), show_default=True, type=click.Choice(["auto", "bf16", "fp16", "off"]),
+              help="mixed precision on GPU")
+@click.option("--backend", default=default("backend"), show_default=True, help="decoder: auto, dali, torchcodec, pyav, decord")
 @click.option("--cache", type=click.Path(file_okay=False),
               help="decoded-frame cache folder: decode every clip once (small corpora)")
-@click.option("--max-sample-bytes", type=click.IntRange(min=1),
+@click.option("--max-sample-bytes", default=default("max_sample_bytes"), show_default=True, type=click.IntRange(min=1),
               help="skip (unread, counted) samples whose tar members together declare more "
-                   "bytes  [268435456 = 256 MiB]")
-@click.option("--device", type=DEVICE, help="auto, cpu, cuda, cuda:N  [auto]")
-@click.option("--workers", type=click.IntRange(min=0), help="loader workers per process  [2]")
-@click.option("--seed", type=click.IntRange(min=0), help="random seed  [0]")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), help="steps between checkpoints  [100]")
+                   "bytes")
+@click.option("--device", default=default("device"), show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:N")
+@click.option("--workers", default=default("workers"), show_default=True, type=click.IntRange(min=0), help="loader workers per process")
+@click.option("--seed", default=default("seed"), show_default=True, type=click.IntRange(min=0), help="random seed")
+@click.option("--checkpoint-every", default=default("checkpoint_every"), show_default=True, type=click.IntRange(min=1), help="steps between checkpoints")
+@click.option("--log-every", default=default("log_every"), show_default=True,
+              type=click.IntRange(min=1), help="steps between metrics lines (and loss reads)")
 @click.option("--resume", is_flag=True, default=None,
               help="continue the run in --out exactly where its checkpoint left it")
 @click.option("--overwrite", is_flag=True, default=None, help="replace a run already in --out")
@@ -68,7 +84,10 @@ def command(data, **opts):
     from vtk.train import train
     from vtk.train.dist import cleanup
 
-    config = {k: v for k, v in opts.items() if v is not None}
+    # only what the command line gave: a resumed run keeps its saved config.json otherwise
+    ctx = click.get_current_context()
+    config = {k: v for k, v in opts.items()
+              if v is not None and ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
     if data is not None:
         config["data"] = data
     elif not config.get("resume"):

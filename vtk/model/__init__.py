@@ -17,7 +17,7 @@ def resolve(cfg) -> ModelConfig:
     """Fill the defaults that depend on other choices (text tower, size, joint dim)."""
     from vtk.errors import VtkError
 
-    cfg = ModelConfig.from_dict(cfg)
+    cfg = ModelConfig.from_dict(cfg, strict=False)  # also a run's whole config.json
     if cfg.model not in SIZES:
         raise VtkError(f"unknown model size {cfg.model!r}: choose from {', '.join(SIZES)}")
     if cfg.text == "auto":

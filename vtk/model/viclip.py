@@ -56,27 +56,48 @@ class ModelConfig:
     grad_checkpointing: bool = False
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d, *, strict: bool = True, legacy=()):
         """An instance of ``cls`` (also a subclass such as TrainConfig) from a dict or
-        namespace, ignoring keys it does not have."""
+        namespace. A key it does not have is a VtkError naming the closest known one (a typo
+        must not train with the default silently); ``legacy`` keys (fields an older vtk
+        wrote to config.json) are dropped, and ``strict=False`` picks ``cls``'s fields out
+        of a larger dict (a model's fields from a run's config.json)."""
+        import difflib
+
+        from vtk.errors import VtkError
+
         if isinstance(d, cls):
             return d
         if not isinstance(d, dict):
             d = vars(d)
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        names = [f.name for f in fields(cls)]
+        if strict:
+            for k in d:
+                if k not in names and k not in legacy:
+                    # a known name the key starts with or holds as a word (mask_ratio ->
+                    # mask), else the most similar spelling (difflib)
+                    words = str(k).split("_")
+                    close = sorted((n for n in names if str(k).startswith(n) or n in words),
+                                   key=len, reverse=True) or \
+                        difflib.get_close_matches(str(k), names, n=1, cutoff=0.0)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise VtkError(f"unknown {cls.__name__} key {k!r}{hint}")
+        return cls(**{k: d[k] for k in names if k in d})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def mask_tokens(x: torch.Tensor, ratio: float, generator: torch.Generator | None = None):
-    """Keep exactly round((1 - ratio) * L) of the L tokens of each sample, chosen at random.
+    """Keep exactly max(1, round((1 - ratio) * L)) of the L tokens of each sample, at random.
 
     x: B x L x E -> B x K x E. Each sample gets its own random subset (FLIP / ViCLIP style:
     random tokens, not tubes); the kept tokens stay in their original order.
     """
     B, L, E = x.shape
-    keep = round((1.0 - ratio) * L)
+    # at least one video token beside CLS, whatever the ratio: an empty token set would train
+    # CLS on its own embedding alone
+    keep = max(1, round((1.0 - ratio) * L)) if L else 0
     device = generator.device if generator is not None else x.device
     noise = torch.rand(B, L, generator=generator, device=device)
     idx = noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(x.device)  # B x K

@@ -14,12 +14,37 @@ import os
 import pickle
 import random
 import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vtk.errors import VtkError
+
+STATE_KEYS = ("step", "data", "train_time_s", "peak_mem_bytes")
+
+
+@dataclass
+class TrainState:
+    """What a run has done so far, saved in checkpoint.pt and restored from it whole: the
+    optimiser steps taken, the data position (the first batch not yet trained on), the
+    training seconds and the peak memory (bytes, the largest over ranks) of every session."""
+
+    step: int = 0
+    data: dict = field(default_factory=lambda: {"epoch": 0, "offset": 0})
+    train_time_s: float = 0.0
+    peak_mem_bytes: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> TrainState:
+        """The state a checkpoint's dict holds (a KeyError when one is missing)."""
+        return cls(step=int(ckpt["step"]), data=dict(ckpt["data"]),
+                   train_time_s=float(ckpt["train_time_s"]),
+                   peak_mem_bytes=int(ckpt["peak_mem_bytes"] or 0))
 
 
 def rng_state() -> dict:

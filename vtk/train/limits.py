@@ -23,7 +23,7 @@ MINIMUM = {
     "accum": (1, True), "lr": (0.0, False), "warmup": (0.0, True), "weight_decay": (0.0, True),
     "unmasked_lr_scale": (0.0, True), "min_lr_ratio": (0.0, True), "frames": (1, True),
     "size": (1, True), "workers": (0, True), "seed": (0, True), "checkpoint_every": (1, True),
-    "log_every": (1, True), "stop_after": (1, True),
+    "log_every": (1, True), "stop_after": (1, True), "grad_clip": (0.0, True),
 }
 CHOICES = {"amp": ("auto", "bf16", "fp16", "off"), "flip": ("swap", "plain", "off")}
 PEEK_SAMPLES = 64  # clips whose json is read for --frames

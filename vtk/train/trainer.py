@@ -11,6 +11,7 @@ at ``unmasked_lr_scale`` x the learning rate (ViCLIP's unmasked final stage).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vtk.data.epochs import Batches
 from vtk.errors import VtkError
 from vtk.fileio import remove_stale_temps, write_json, write_text_atomic
 from vtk.locks import lock_folder
@@ -30,6 +32,7 @@ from vtk.model import build_model
 from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
 from vtk.train import checkpoint, dist, limits, meters
+from vtk.train.checkpoint import TrainState
 
 # Per-size optimisation defaults: the CPU prototype for tiny, ViCLIP for b16 / l14
 # (docs/background.md).
@@ -59,6 +62,7 @@ class TrainConfig(ModelConfig):
     min_lr_ratio: float = 0.01  # cosine floor, as ViCLIP's min_lr_multi
     weight_decay: float | None = None
     betas: tuple = (0.9, 0.98)
+    grad_clip: float = 1.0  # the global gradient norm is clipped to this; 0 = off
     amp: str = "auto"  # auto (bf16 on GPUs that have it, else fp16) | bf16 | fp16 | off
     backend: str = "auto"
     normalize: str = "clip"  # pixel normalisation (eval reads it from config.json)
@@ -89,9 +93,13 @@ class TrainConfig(ModelConfig):
         return self
 
 
+# Fields an older vtk wrote to config.json that are gone: dropped when a saved run is read,
+# refused anywhere else (``out``: a run folder may be moved; it comes from --out).
+LEGACY_KEYS = ("out",)
+
 # Options that may change when a run is resumed; everything else comes from its config.json.
 RESUMABLE = ("overwrite", "steps", "unmasked_steps", "checkpoint_every", "log_every", "workers", "device",
-             "stop_after", "quiet", "resume", "data", "cache", "backend")
+             "stop_after", "quiet", "resume", "data", "cache", "backend", "grad_clip")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -139,60 +147,6 @@ def pick_threads(cores: int, workers: int, omp_num_threads: str | None,
 def available_cores() -> int:
     """The cores this process may run on (its affinity mask: taskset, cgroup cpusets)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-class Batches:
-    """Endless training batches over epochs, with a resumable position: (epoch, batches taken
-    in that epoch). The loader is deterministic for a (seed, epoch), so a resumed run replays
-    the epoch up to the saved offset and goes on with exactly the batches it would have seen."""
-
-    def __init__(self, loader, batch_size: int, epoch: int = 0, offset: int = 0,
-                 data: str | None = None):
-        self.loader, self.batch_size, self.epoch, self.offset = loader, batch_size, epoch, offset
-        self.data = data  # named in the error when an epoch gives no full batch
-        self._it, self._full, self._clips = None, 0, 0
-
-    def position(self) -> dict:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    def __next__(self) -> dict:
-        while True:
-            if self._it is None:
-                self.loader.epoch = self.epoch
-                self._it = iter(self.loader)
-                for _ in range(self.offset):  # replay up to the saved position
-                    next(self._it)
-                self._full, self._clips = self.offset, 0
-            try:
-                batch = next(self._it)
-            except StopIteration:
-                if self._full == 0:
-                    raise VtkError(self._no_batch()) from None
-                self.epoch, self.offset, self._it, self._full = self.epoch + 1, 0, None, 0
-                continue
-            self.offset += 1
-            self._clips += len(batch["text"])
-            # A short batch (an epoch's tail) is skipped: under DDP every rank must gather
-            # the same number of features, and a step's size should not vary.
-            if len(batch["text"]) == self.batch_size:
-                self._full += 1
-                return batch
-
-    def _no_batch(self) -> str:
-        """Why an epoch gave no full batch: the clips this rank got against --batch-size, and
-        the samples the loader skipped (the real cause when there were none to batch)."""
-        where = self.data or "the shard set"
-        stats = getattr(self.loader, "stats", None)
-        counts = stats.as_dict() if stats is not None else {}
-        skipped = "; ".join(what.format(counts[k]) for k, what in (
-            ("corrupt", "{} samples skipped as corrupt (undecodable mp4 or json)"),
-            ("missing", "{} samples without an mp4"),
-            ("tar_errors", "{} unreadable tar members")) if counts.get(k))
-        if self._clips == 0:
-            return f"no decodable clip in {where} on this rank: {skipped or 'it holds no sample'}"
-        return (f"{where} gave this rank {self._clips} clips, fewer than --batch-size "
-                f"{self.batch_size}{f' ({skipped})' if skipped else ''}: lower --batch-size to "
-                f"{self._clips} or less")
 
 
 class StopRequest:
@@ -291,7 +245,7 @@ def prepare_config(config) -> TrainConfig:
         raise VtkError("no run directory: pass --out RUN")
     saved = Path(cfg.out) / "config.json"
     if cfg.resume and (Path(cfg.out) / "checkpoint.pt").exists():
-        old = TrainConfig.from_dict(checkpoint.read_config(saved))
+        old = TrainConfig.from_dict(checkpoint.read_config(saved), legacy=LEGACY_KEYS)
         for k in RESUMABLE:
             if given.get(k) is not None:
                 setattr(old, k, given[k])
@@ -314,8 +268,8 @@ def saved_config(cfg: TrainConfig) -> dict:
 
 
 def restore(ckpt: dict, path, model, opt, sched, scaler, world: int):
-    """Load a checkpoint's states into the run -> (step, data position, train time, peak
-    memory); a VtkError when it does not fit this run."""
+    """Load a checkpoint's states into the run -> its TrainState; a VtkError when it does not
+    fit this run."""
     try:
         if ckpt["world"] != world:
             raise VtkError(f"{path}: saved by {ckpt['world']} processes, resumed by {world}; "
@@ -326,11 +280,47 @@ def restore(ckpt: dict, path, model, opt, sched, scaler, world: int):
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         checkpoint.set_rng_state(ckpt["rng"])
-        return ckpt["step"], dict(ckpt["data"]), ckpt["train_time_s"], ckpt["peak_mem_bytes"]
+        return TrainState.from_checkpoint(ckpt)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise VtkError(f"{path}: does not fit this run's config.json ({type(e).__name__}: "
                        f"{first[:200]})") from None
+
+
+def train_step(net, model, opt, sched, scaler, autocast, micro_batches, cfg: TrainConfig,
+               d, step: int, mask: float, prepare) -> float | None:
+    """One optimiser step over ``cfg.accum`` micro-batches (``micro_batches()`` gives the
+    next one; ``prepare`` puts its video on the device) -> the step's loss, or None when it
+    is not finite on some rank: then nothing is updated (the optimiser, scheduler and
+    weights stay as the last good step left them)."""
+    loss_sum = torch.zeros((), device=d.device)
+    for micro in range(cfg.accum):
+        batch = micro_batches()
+        video = prepare(batch["video"])
+        sync_grads = micro == cfg.accum - 1 or d.world == 1
+        with (contextlib.nullcontext() if sync_grads else net.no_sync()), autocast():
+            v, t, scale = net(video, batch["text"], mask,
+                              mask_generator(cfg, d.rank, step, micro, d.device))
+            loss = contrastive_loss(v, t, scale) / cfg.accum
+        (scaler.scale(loss) if scaler else loss).backward()
+        loss_sum += loss.detach().float()
+    value = loss_sum.item()
+    if dist.any_rank(not math.isfinite(value), d):
+        opt.zero_grad(set_to_none=True)
+        return None
+    if cfg.grad_clip > 0:
+        if scaler:
+            scaler.unscale_(opt)  # clip the true gradients, not the loss-scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    sched.step()
+    model.clamp_logit_scale()
+    return value
 
 
 def finished(run: RunDir, ckpt: dict, cfg: TrainConfig) -> dict:
@@ -379,11 +369,10 @@ def train(config) -> dict:
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     autocast, scaler = _autocast(d.device, cfg.amp)
-    step, position, prior_time, prior_peak = 0, {"epoch": 0, "offset": 0}, 0.0, 0
+    state = TrainState()
     if ckpt is not None:
-        step, position, prior_time, prior_peak = restore(ckpt, run.checkpoint, model, opt,
-                                                         sched, scaler, d.world)
-        run.truncate_metrics(step)
+        state = restore(ckpt, run.checkpoint, model, opt, sched, scaler, d.world)
+        run.truncate_metrics(state.step)
     else:
         run.truncate_metrics(-1)  # a fresh run starts a fresh log
     run.write_json("config.json", saved_config(cfg))
@@ -409,66 +398,64 @@ def train(config) -> dict:
         torch.set_num_threads(threads)
     threads_from = ("OMP_NUM_THREADS" if threads is None
                     else f"{available_cores()} cores - {workers} loader workers")
-    batches = Batches(loader, cfg.batch_size, **position, data=cfg.data)
-    first = next(batches)  # decode/cache warm-up happens here, outside the timed loop
+    batches = Batches(loader, cfg.batch_size, **state.data, data=cfg.data)
+    batches.warm()  # decode/cache warm-up happens here, outside the timed loop
     clips_per_step = cfg.batch_size * cfg.accum * d.world
+    prior_peak = state.peak_mem_bytes
 
-    def save():
-        state = {"model": model.persistent_state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                 "rng": checkpoint.rng_state(), "step": step, "world": d.world,
-                 "data": {"epoch": batches.epoch, "offset": batches.offset - (first is not None)},
-                 "train_time_s": prior_time + elapsed(), "peak_mem_bytes": peak(),
-                 "config": saved_config(cfg)}
+    def save(now: TrainState):
         if d.main:
-            checkpoint.save(run.checkpoint, state)
+            checkpoint.save(run.checkpoint, {
+                **now.as_dict(), "model": model.persistent_state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None, "rng": checkpoint.rng_state(),
+                "world": d.world, "config": saved_config(cfg)})
         dist.barrier(d)
 
     def peak():  # the largest over ranks (each rank: its own process / GPU)
         return max(prior_peak, dist.max_over_ranks(meters.peak_memory_bytes(d.device), d))
 
+    def current() -> TrainState:  # the run's state now, time and memory included
+        state.data, state.peak_mem_bytes = batches.position(), peak()
+        state.train_time_s = time_before + elapsed()
+        return state
+
     meters.reset_peak_memory(d.device)
     meters.sync(d.device)
     load_before = meters.load_snapshot()
+    time_before = state.train_time_s  # the earlier sessions' training time
     t0 = time.perf_counter()
 
     def elapsed():
         return time.perf_counter() - t0
 
+    def prepare(video):
+        video = video.to(d.device, non_blocking=True)
+        return normalize(video, cfg.normalize) if video.dtype == torch.uint8 else video
+
     rate, losses, stopped = meters.Throughput(), [], False
     with StopRequest() as stop, _progress(cfg, d.main) as bar:
-        task = bar.add_task("train", total=cfg.total_steps, completed=step, loss=float("nan"),
-                            rate=0.0, mask=cfg.mask)
-        while step < cfg.total_steps:
+        task = bar.add_task("train", total=cfg.total_steps, completed=state.step,
+                            loss=float("nan"), rate=0.0, mask=cfg.mask)
+        while state.step < cfg.total_steps:
+            step = state.step
             mask = cfg.mask if step < cfg.steps else 0.0
-            loss_sum = 0.0
-            for micro in range(cfg.accum):
-                batch, first = (first, None) if first is not None else (next(batches), None)
-                video = batch["video"].to(d.device, non_blocking=True)
-                if video.dtype == torch.uint8:
-                    video = normalize(video, cfg.normalize)
-                sync_grads = micro == cfg.accum - 1 or d.world == 1
-                with (contextlib.nullcontext() if sync_grads else net.no_sync()), autocast():
-                    v, t, scale = net(video, batch["text"], mask,
-                                      mask_generator(cfg, d.rank, step, micro, d.device))
-                    loss = contrastive_loss(v, t, scale) / cfg.accum
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += loss.item()
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
+            good = batches.position()
             lr = opt.param_groups[0]["lr"]
-            sched.step()
-            model.clamp_logit_scale()
-            step += 1
+            loss_sum = train_step(net, model, opt, sched, scaler, autocast,
+                                  lambda: next(batches), cfg, d, step, mask, prepare)
+            if loss_sum is None:
+                # the last good step is saved, not the one that diverged: its batches unspent
+                save(dataclasses.replace(current(), data=good))
+                raise VtkError(f"{cfg.out}: the loss is not finite at step {step + 1}; step "
+                               f"{step} is checkpointed: resume with a smaller --grad-clip, or "
+                               f"train again with a lower --lr")
+            state.step = step = step + 1
 
             losses.append(loss_sum)
             clips_s = rate.update(clips_per_step)
             bar.update(task, completed=step, loss=loss_sum, mask=mask,
-                       rate=step * clips_per_step / (prior_time + elapsed()))
+                       rate=step * clips_per_step / (time_before + elapsed()))
             if step % cfg.log_every == 0 or step == cfg.total_steps:
                 # the stage of the step just run (step - 1), whatever its mask ratio
                 stage = "masked" if step <= cfg.steps else "unmasked"
@@ -477,18 +464,18 @@ def train(config) -> dict:
                          "logit_scale": round(model.scale().item(), 4),
                          "clips_per_s": round(clips_s, 2),
                          "mem_bytes": meters.peak_memory_bytes(d.device),
-                         "time_s": round(prior_time + elapsed(), 3)})
+                         "time_s": round(time_before + elapsed(), 3)})
             stopped = dist.any_rank(stop.requested or step == cfg.stop_after, d)
             if stopped or step % cfg.checkpoint_every == 0:
-                save()
+                save(current())
             if stopped:
                 break
         meters.sync(d.device)
         if not stopped:
-            save()
+            save(current())
         # the last line shows the figure summary.json gets: the final save included
-        bar.update(task, rate=step * clips_per_step / (prior_time + elapsed()))
-    train_time = prior_time + elapsed()
+        bar.update(task, rate=state.step * clips_per_step / (time_before + elapsed()))
+    step, train_time = state.step, time_before + elapsed()
     cache = getattr(model.text, "cache", None)  # frozen text tower: captions embedded once
     summary = {
         "train_time_s": round(train_time, 3),
