@@ -21,9 +21,10 @@ def _run(root, ablation, arm, seed, k400, msrvtt, time_s, mem, load=None, tag=Tr
                                                   **({"load": load} if load else {})}))
     (run / "eval.json").write_text(json.dumps({"benchmarks": {
         "synth-k400": {"metrics": {"top1": k400, "top5": 0.9}, "num_classes": 10,
+                       "task": "classification",
                        "num_videos": 40, "num_texts": 10},
         "synth-msrvtt": {"metrics": {"t2v_r1": msrvtt, "v2t_r1": msrvtt / 2}, "num_videos": 40,
-                         "num_texts": 40},
+                         "num_texts": 40, "task": "retrieval"},
     }}))
     return run
 
@@ -113,8 +114,9 @@ def test_report_warns_when_the_load_exceeded_the_cores(tmp_path):
     _run(tmp_path, "mask", "0.5", 0, 0.3, 0.2, 10.0, 2**20, load=busy)
     res = CliRunner().invoke(command, [str(tmp_path)])
     assert res.exit_code == 0, res.output
-    assert "warning: mask=0.5: load average above the cores in 1 of 1 run(s)" in res.output
-    assert "mask=0:" not in res.output
+    assert ("warning: load average above the cores during 1 of 2 run(s): mask=0.5; their "
+            "train time") in " ".join(res.output.split())
+    assert "mask=0;" not in res.output and "mask=0," not in res.output
     assert [a.arm for a in report.collect([tmp_path]) if a.overloaded] == ["0.5"]
 
 
@@ -137,6 +139,8 @@ def test_plot_fits_slow_arms_keeps_legends_off_the_points_and_shows_sd_and_chanc
     levels = {round(ln.get_ydata()[0], 2) for ln in masking.get_lines()
               if ln.get_linestyle() == ":"}
     assert {10.0, 2.5} <= levels
+    chance = report.collect([tmp_path])[0].chance
+    assert chance == {"k400_top1": 0.1, "msrvtt_t2v_r1": 0.025, "msrvtt_v2t_r1": 0.025}
     for ax in (masking, captions):
         assert "synthetic" in ax.get_title()
         legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())

@@ -67,8 +67,10 @@ def _bench_metrics(eval_json: dict) -> tuple[dict[str, dict], bool, dict[str, fl
         base = name.removeprefix("synth-")
         synthetic |= name.startswith("synth-")
         out[base] = entry.get("metrics", entry)
-        if entry.get("num_classes"):
-            chance[f"{base}_top1"] = 1 / entry["num_classes"]
+        if entry.get("task") == "classification" or "num_classes" in entry:
+            if entry.get("num_classes"):
+                chance[f"{base}_top1"] = 1 / entry["num_classes"]
+            continue
         if entry.get("num_videos"):
             chance[f"{base}_t2v_r1"] = 1 / entry["num_videos"]
         if entry.get("num_texts"):
@@ -111,10 +113,16 @@ def overloaded(load: dict | None) -> bool:
 
 
 def warnings(arms: list[Arm]) -> list[str]:
-    """One line per arm whose timings were taken with the load above the cores."""
-    return [f"{a.ablation}={a.arm}: load average above the cores in {len(a.overloaded)} of "
-            f"{len(a.runs)} run(s) ({', '.join(r.name for r in a.overloaded)}): its train time "
-            f"and clips/s are not comparable" for a in arms if a.overloaded]
+    """A line naming the arms whose timings were taken with the load above the cores."""
+    busy = [a for a in arms if a.overloaded]
+    if not busy:
+        return []
+    runs = sum(len(a.overloaded) for a in busy)
+    names = ", ".join(f"{a.ablation}={a.arm}" + (f" ({len(a.overloaded)} of {len(a.runs)})"
+                                                 if len(a.overloaded) < len(a.runs) else "")
+                      for a in busy)
+    return [f"load average above the cores during {runs} of {sum(len(a.runs) for a in arms)} "
+            f"run(s): {names}; their train time and clips/s are not comparable"]
 
 
 def collect(dirs: list[str | Path]) -> list[Arm]:
