@@ -104,7 +104,9 @@ def command(out, quick, seeds, steps, workers):
     benches = bench_specs(cfg["bench_n"])
     arms = (plan("captions", list(CAPTION_ARMS), cfg["seeds"], dict(base, mask=0.0))
             + plan("mask", list(MASK_ARMS), cfg["seeds"], dict(base, captions="fine")))
-    eval_opts = {"device": "cpu", "cache": str(out / "bench-cache")}
+    # a line per benchmark step: a log (not a terminal) never goes silent for long
+    eval_opts = {"device": "cpu", "cache": str(out / "bench-cache"),
+                 "log": lambda line: say(f"  {line}")}
     run_arms(arms, out / "runs", benches, eval_opts=eval_opts, log=say)
 
     # 3. the report
