@@ -688,3 +688,31 @@ def test_batches_live_in_the_data_layer_and_warm_keeps_the_position():
     assert b.position() == {"epoch": 0, "offset": 1}  # the warmed batch is not spent yet
     assert [next(b)["text"][0] for _ in range(3)] == ["0.1", "0.2", "1.0"]  # short tail skipped
     assert b.position() == {"epoch": 1, "offset": 1}
+
+
+def test_reading_the_loss_only_at_log_steps_trains_and_logs_the_same(shards, tmp_path,
+                                                                      monkeypatch):
+    """The GPU's way (losses read at log and checkpoint steps, no host sync a step), run on the
+    CPU: the same weights and logged losses; a non-finite loss found late names its step and
+    keeps the last checkpoint, never saving the spoilt state."""
+    from vtk.train import trainer
+
+    kw = dict(steps=6, batch_size=8, log_every=3, checkpoint_every=2)
+    train(config(shards, tmp_path / "eager", **kw))
+    monkeypatch.setattr(trainer, "reads_every_step", lambda device: False)
+    train(config(shards, tmp_path / "lazy", **kw))
+    same_weights(weights(tmp_path / "eager"), weights(tmp_path / "lazy"))
+    assert losses(tmp_path / "eager") == losses(tmp_path / "lazy")
+    with pytest.raises(VtkError, match=r"not finite at step \d+; ") as e:
+        train(config(shards, tmp_path / "nan", lr=1e30, steps=20, batch_size=8, log_every=5,
+                     checkpoint_every=2))
+    bad = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+    kept = re.search(r"the checkpoint of step (\d+) is kept", str(e.value))
+    if kept is None:  # it diverged before the first checkpoint: nothing spoilt was saved
+        assert "no checkpoint was written yet" in str(e.value)
+        assert not (tmp_path / "nan" / "checkpoint.pt").exists()
+        return
+    state = ckpt.load(tmp_path / "nan" / "checkpoint.pt")
+    assert state["step"] == int(kept.group(1)) < bad
+    assert all(torch.isfinite(v).all() for v in state["model"].values()
+               if v.is_floating_point())

@@ -287,12 +287,19 @@ def restore(ckpt: dict, path, model, opt, sched, scaler, world: int):
                        f"{first[:200]})") from None
 
 
+def reads_every_step(device: torch.device) -> bool:
+    """Whether the loop reads each step's loss at once: free on the CPU, a host sync that
+    stalls the GPU's queue elsewhere (then it is read at log and checkpoint steps)."""
+    return device.type == "cpu"
+
+
 def train_step(net, model, opt, sched, scaler, autocast, micro_batches, cfg: TrainConfig,
-               d, step: int, mask: float, prepare) -> float | None:
+               d, step: int, mask: float, prepare, check: bool = True) -> torch.Tensor | None:
     """One optimiser step over ``cfg.accum`` micro-batches (``micro_batches()`` gives the
-    next one; ``prepare`` puts its video on the device) -> the step's loss, or None when it
-    is not finite on some rank: then nothing is updated (the optimiser, scheduler and
-    weights stay as the last good step left them)."""
+    next one; ``prepare`` puts its video on the device) -> the step's loss (a 0-d tensor on
+    the device). With ``check`` the loss is read first (a host sync), and None is returned
+    when it is not finite on some rank: then nothing is updated (the optimiser, scheduler
+    and weights stay as the last good step left them)."""
     loss_sum = torch.zeros((), device=d.device)
     for micro in range(cfg.accum):
         batch = micro_batches()
@@ -304,8 +311,7 @@ def train_step(net, model, opt, sched, scaler, autocast, micro_batches, cfg: Tra
             loss = contrastive_loss(v, t, scale) / cfg.accum
         (scaler.scale(loss) if scaler else loss).backward()
         loss_sum += loss.detach().float()
-    value = loss_sum.item()
-    if dist.any_rank(not math.isfinite(value), d):
+    if check and dist.any_rank(not math.isfinite(loss_sum.item()), d):
         opt.zero_grad(set_to_none=True)
         return None
     if cfg.grad_clip > 0:
@@ -320,7 +326,7 @@ def train_step(net, model, opt, sched, scaler, autocast, micro_batches, cfg: Tra
     opt.zero_grad(set_to_none=True)
     sched.step()
     model.clamp_logit_scale()
-    return value
+    return loss_sum
 
 
 def finished(run: RunDir, ckpt: dict, cfg: TrainConfig) -> dict:
@@ -404,6 +410,7 @@ def train(config) -> dict:
     prior_peak = state.peak_mem_bytes
 
     def save(now: TrainState):
+        saved["step"] = now.step
         if d.main:
             checkpoint.save(run.checkpoint, {
                 **now.as_dict(), "model": model.persistent_state_dict(),
@@ -433,7 +440,12 @@ def train(config) -> dict:
         video = video.to(d.device, non_blocking=True)
         return normalize(video, cfg.normalize) if video.dtype == torch.uint8 else video
 
-    rate, losses, stopped = meters.Throughput(), [], False
+    # On a GPU the loss stays on the device and is read (one host sync) only when a line is
+    # logged, a checkpoint written or the run stops; on the CPU reading is free: every step,
+    # so that a step whose loss is not finite is never applied.
+    lazy = not reads_every_step(d.device)
+    saved = {"step": state.step if ckpt is not None else None}  # the last checkpoint on disk
+    rate, losses, pending, stopped, loss_value = meters.Throughput(), [], [], False, math.nan
     with StopRequest() as stop, _progress(cfg, d.main) as bar:
         task = bar.add_task("train", total=cfg.total_steps, completed=state.step,
                             loss=float("nan"), rate=0.0, mask=cfg.mask)
@@ -442,31 +454,45 @@ def train(config) -> dict:
             mask = cfg.mask if step < cfg.steps else 0.0
             good = batches.position()
             lr = opt.param_groups[0]["lr"]
-            loss_sum = train_step(net, model, opt, sched, scaler, autocast,
-                                  lambda: next(batches), cfg, d, step, mask, prepare)
-            if loss_sum is None:
+            loss = train_step(net, model, opt, sched, scaler, autocast, lambda: next(batches),
+                              cfg, d, step, mask, prepare, check=not lazy)
+            if loss is None:
                 # the last good step is saved, not the one that diverged: its batches unspent
                 save(dataclasses.replace(current(), data=good))
                 raise VtkError(f"{cfg.out}: the loss is not finite at step {step + 1}; step "
                                f"{step} is checkpointed: resume with a smaller --grad-clip, or "
                                f"train again with a lower --lr")
             state.step = step = step + 1
-
-            losses.append(loss_sum)
+            pending.append(loss.detach())
             clips_s = rate.update(clips_per_step)
-            bar.update(task, completed=step, loss=loss_sum, mask=mask,
-                       rate=step * clips_per_step / (time_before + elapsed()))
-            if step % cfg.log_every == 0 or step == cfg.total_steps:
+            stopped = dist.any_rank(stop.requested or step == cfg.stop_after, d)
+            log_now = step % cfg.log_every == 0 or step == cfg.total_steps
+            save_now = stopped or step % cfg.checkpoint_every == 0
+            if log_now or save_now or not lazy:
+                values = torch.stack(pending).float().tolist()
+                pending.clear()
+                bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+                if dist.any_rank(bad is not None, d):  # only when lazy: weights are spoilt
+                    at = step - len(values) + 1 + (bad or 0)
+                    kept = (f"the checkpoint of step {saved['step']} is kept: resume it with "
+                            f"a smaller --grad-clip, or" if saved["step"] is not None else
+                            "no checkpoint was written yet:")
+                    raise VtkError(f"{cfg.out}: the loss is not finite at step {at}; {kept} "
+                                   f"train again with a lower --lr")
+                losses.extend(values)
+                loss_value = values[-1]
+                bar.update(task, completed=step, loss=loss_value, mask=mask,
+                           rate=step * clips_per_step / (time_before + elapsed()))
+            if log_now:
                 # the stage of the step just run (step - 1), whatever its mask ratio
                 stage = "masked" if step <= cfg.steps else "unmasked"
                 run.log({"step": step, "stage": stage, "mask": mask,
-                         "loss": round(loss_sum, 6), "lr": lr,
+                         "loss": round(loss_value, 6), "lr": lr,
                          "logit_scale": round(model.scale().item(), 4),
                          "clips_per_s": round(clips_s, 2),
                          "mem_bytes": meters.peak_memory_bytes(d.device),
                          "time_s": round(time_before + elapsed(), 3)})
-            stopped = dist.any_rank(stop.requested or step == cfg.stop_after, d)
-            if stopped or step % cfg.checkpoint_every == 0:
+            if save_now:
                 save(current())
             if stopped:
                 break
