@@ -122,3 +122,29 @@ def write_tar(path, members, format=None) -> str:
                 f.write(data + b"\0" * (-len(data) % 512))
         f.write(b"\0" * 1024)
     return str(path)
+
+
+def live_children(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc (pgrep and psutil may be missing)."""
+    import os
+
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                kids.append(int(d))
+    return kids
+
+
+def is_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 import webdataset as wds
-from data_helpers import write_audio_only_mp4
+from data_helpers import is_running, live_children, write_audio_only_mp4
 
 from vtk.cli import cli, main
 from vtk.errors import VtkError
@@ -459,27 +459,6 @@ def test_the_default_caption_cache_lives_hidden_in_the_set(tmp_path):
 # --- one writer per set; nothing left behind by a kill or a full disk -----------------------
 
 
-def _kids(pid: int) -> list[int]:
-    """Live child processes of ``pid``, from /proc (pgrep and psutil may be missing)."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-            except OSError:
-                continue
-            state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
-            if int(ppid) == pid and state != "Z":
-                kids.append(int(d))
-    return kids
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def _dead_pid() -> int:
@@ -546,16 +525,16 @@ def test_a_shard_run_killed_at_once_leaves_no_worker_or_resource_tracker(tmp_pat
            str(tmp_path / "s"), "--workers", "2", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     end = time.time() + 60
-    while len(_kids(proc.pid)) < 2 and time.time() < end:
+    while len(live_children(proc.pid)) < 2 and time.time() < end:
         time.sleep(0.01)
-    children = _kids(proc.pid)
+    children = live_children(proc.pid)
     proc.kill()
     proc.wait()
     assert len(children) >= 2
     end = time.time() + 3
-    while any(_running(c) for c in children) and time.time() < end:
+    while any(is_running(c) for c in children) and time.time() < end:
         time.sleep(0.05)
-    assert not [c for c in children if _running(c)]
+    assert not [c for c in children if is_running(c)]
 
 
 def test_temps_of_a_killed_writer_are_removed_by_the_next_run(tmp_path):

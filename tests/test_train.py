@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_helpers import is_running, live_children
 from train_helpers import write_synth_shards
 
 from vtk.errors import VtkError
@@ -430,27 +431,6 @@ def test_an_epoch_without_a_full_batch_names_the_counts_and_the_cause(tmp_path):
                "workers": 0, "quiet": True, "backend": "pyav"})
 
 
-def _kids(pid: int) -> list[int]:
-    """Live child processes of ``pid``, from /proc (pgrep and psutil may be missing)."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-            except OSError:
-                continue
-            state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
-            if int(ppid) == pid and state != "Z":
-                kids.append(int(d))
-    return kids
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def _live_train(shards, out, *args) -> subprocess.Popen:
@@ -503,14 +483,14 @@ def test_a_sigkilled_train_leaves_no_loader_worker(shards, tmp_path):
     """Before, the two streaming workers outlived their parent: ~5 s until torch's own check
     between batches, and for good when a full pipe held them at exit."""
     live = _live_train(shards, tmp_path / "run", "--workers", "2")
-    workers = _kids(live.pid)
+    workers = live_children(live.pid)
     live.kill()
     live.wait()
     assert len(workers) == 2
     end = time.time() + 2
-    while any(_running(w) for w in workers) and time.time() < end:
+    while any(is_running(w) for w in workers) and time.time() < end:
         time.sleep(0.05)
-    assert not [w for w in workers if _running(w)]
+    assert not [w for w in workers if is_running(w)]
 
 
 def test_temps_of_a_killed_run_are_removed_by_the_next_one(shards, tmp_path):
@@ -563,15 +543,15 @@ def test_a_killed_ablate_stops_its_training_arm_with_a_checkpoint(shards, tmp_pa
             metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
         time.sleep(0.1)
     assert parent.poll() is None, parent.stderr.read()[-3000:]
-    arms = [k for k in _kids(parent.pid) if "resource_tracker" not in
+    arms = [k for k in live_children(parent.pid) if "resource_tracker" not in
             Path(f"/proc/{k}/cmdline").read_text()]
     parent.kill()
     parent.wait()
     assert len(arms) == 1
     end = time.time() + 30
-    while _running(arms[0]) and time.time() < end:
+    while is_running(arms[0]) and time.time() < end:
         time.sleep(0.1)
-    assert not _running(arms[0])
+    assert not is_running(arms[0])
     assert ckpt.load(out / "checkpoint.pt")["step"] >= 2  # stopped as on SIGTERM: checkpointed
 
 
