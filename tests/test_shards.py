@@ -601,3 +601,38 @@ def test_card_records_the_real_short_side_and_the_default_captioner(tmp_path, sk
     cli.main(["inspect", str(out), "--no-decode"], standalone_mode=False)
     text = capsys.readouterr().out
     assert "short side 224" in text and "native" not in text and "coarse_model=tagger" in text
+
+
+def test_library_call_builds_the_same_set_as_the_cli(tmp_path):
+    from vtk.shards import build_shard_set
+
+    spec = "synth:k400?n=5&size=32"
+    shard(spec, "--out", tmp_path / "cli", "--workers", 1, "--samples-per-shard", 2,
+          "--captions", "coarse")
+    index = build_shard_set([spec], tmp_path / "lib", workers=1, samples_per_shard=2,
+                            captions="coarse", no_caption_cache=True)
+    cli_card = json.loads((tmp_path / "cli" / "index.json").read_text())
+    assert index == json.loads((tmp_path / "lib" / "index.json").read_text())
+    assert set(index) == set(cli_card)
+    assert set(index["last_run"]) | {"caption_cache"} == set(cli_card["last_run"])
+    for field in ("sources", "clips", "codec", "samples_per_shard", "versions", "benchmark",
+                  "num_samples", "num_shards"):
+        assert index[field] == cli_card[field], field
+    assert cli_card["command"].startswith(f"vtk shard '{spec}' --out ")
+    assert index["command"].startswith("vtk.shards.build_shard_set(")
+    a, b = samples(tmp_path / "cli"), samples(tmp_path / "lib")
+    assert [k for k, _ in a] == [k for k, _ in b] and len(a) == 5
+    for (_, ma), (_, mb) in zip(a, b):
+        assert ma["json"] == mb["json"] and ma["txt"] == mb["txt"]
+
+
+def test_demo_and_bench_shard_call_the_library_not_click():
+    import inspect
+
+    from vtk.bench import shard as bench_shard
+    from vtk.commands import demo
+
+    for module in (demo, bench_shard):
+        text = inspect.getsource(module)
+        assert "commands.shard" not in text and ".main([" not in text, module.__name__
+    assert "build_shard_set(" in inspect.getsource(demo)

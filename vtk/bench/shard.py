@@ -80,7 +80,7 @@ def command(file, size, fps, codec, workers, json_out):
     from rich.console import Console
     from rich.table import Table
 
-    from vtk.commands.shard import versions
+    from vtk.shards.build_set import versions
 
     console = Console(stderr=True)
     result = {"file": os.path.abspath(file), "size": size, "fps": fps, "codec": codec,

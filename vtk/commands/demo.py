@@ -43,7 +43,7 @@ def quick_note(arms, steps: int) -> str:
             if col.endswith(("_top1", "_t2v_r1")):
                 chance.setdefault(col, level)
     levels = ", ".join(f"{col.split('_')[0]} {100 * level:.1f}%" for col, level in
-                       sorted(chance.items()))
+                       chance.items())  # in the benchmarks' own order
     return (f"--quick trains {steps} steps per arm: scores near chance"
             f"{f' ({levels})' if levels else ''} are expected; it checks that the pipeline runs. "
             f"The full demo (vtk demo, ~15 min) trains long enough to rise above chance.")
@@ -68,9 +68,9 @@ def command(out, quick, seeds, steps, workers):
 
     from vtk import report
     from vtk.ablate import plan, run_arms
-    from vtk.commands.shard import command as shard_command
     from vtk.errors import VtkError
     from vtk.fileio import read_json, write_json
+    from vtk.shards import build_shard_set
 
     console = Console()
     cfg = dict(PLANS["quick" if quick else "full"])
@@ -90,9 +90,8 @@ def command(out, quick, seeds, steps, workers):
                        f"use another --out")
     if built is None:
         say(f"sharding {spec} with coarse + fine captions -> {shards}")
-        shard_command.main([spec, "--out", str(shards), "--captions", "both", "--clips",
-                            "whole", "--workers", str(workers), "--resume"],
-                           standalone_mode=False)
+        build_shard_set([spec], str(shards), captions="both", clip_mode="whole",
+                        workers=workers, resume=True)
     else:
         say(f"shards already built: {shards}")
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import os
-import platform
-import re
 import shlex
 import time
 
@@ -14,10 +10,16 @@ import click
 
 from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS, MODES
 from vtk.commands.options import DEVICE
-from vtk.errors import VtkError
 
 CLIP_MODES = MODES  # defined once, in vtk.clips
-CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never look inside
+# moved to vtk.shards.build_set; re-exported for callers of the old names
+from vtk.shards.build_set import (  # noqa: E402,F401
+    CACHE_DIR,
+    caption_spec,
+    card_captions,
+    card_short_side,
+    versions,
+)
 
 
 @click.command("shard")
@@ -88,68 +90,21 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
       vtk shard videos/ --out shards/mine --clips scenes --size 224 --workers 4
       vtk shard internvid.csv --video-root videos/ --out shards/iv --resume
     """
-    from vtk.clips import ClipConfig
-    from vtk.shards.build import run_sources
-    from vtk.shards.writer import ShardWriter
-    from vtk.sources import benchmark_card, count_sources, open_sources
-    from vtk.types import SOURCE_ID_SCHEME
+    from vtk.shards.build_set import build_shard_set
+    from vtk.sources import count_sources
 
-    if size is not None and size < 16:
-        raise VtkError(f"--size {size}: need at least 16 px")
-    try:
-        cfg = ClipConfig(mode=clip_mode, size=size, fps=fps, min_clip=min_clip,
-                         max_clip=max_clip, clip_len=clip_len)
-    except ValueError as e:  # ClipConfig names its fields: name the options instead
-        raise VtkError(re.sub(r"\b(fps|min_clip|max_clip|clip_len)\b",
-                              lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
-    workers = workers or min(os.cpu_count() or 1, 8)
-    if caption_cache and no_caption_cache:
-        raise VtkError("--caption-cache and --no-caption-cache exclude each other")
-    cache_dir = None if no_caption_cache else os.path.abspath(
-        caption_cache or os.path.join(out, CACHE_DIR))
-    spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
-                        caption_device, cache_dir)
-    if retry_failed and not resume:
-        raise VtkError("--retry-failed goes with --resume")
-    items = open_sources(sources, video_root=video_root)  # checks every SOURCE first
-    caps = _spec_dict(spec, captions)
-    # where the cache lives does not change a sample, so a resume need not repeat it (kept as
-    # null rather than dropped: sets built before the cache was wired resume as they are)
-    settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
-                "captions": {**caps, "cache_dir": None} if "cache_dir" in caps else caps,
-                "source_ids": SOURCE_ID_SCHEME}
-    writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
-                         settings=settings, retry_failed=retry_failed)
-    started = time.perf_counter()
+    ctx = click.get_current_context()
+    options = {k: v for k, v in ctx.params.items() if k not in ("sources", "out", "quiet")}
     with _Progress(quiet, count_sources(sources)) as progress:
-        totals = run_sources(items, writer, cfg, codec, spec, workers=workers,
-                             on_result=progress.update)
-    wall = time.perf_counter() - started
-    run = {"sources": totals.sources, "skipped_sources": totals.skipped_sources,
-           "clips": totals.clips, "failed_sources": totals.failed_sources,
-           "frames_decoded": totals.frames_decoded, "wall_s": round(wall, 3),
-           "clips_per_s": round(totals.clips / wall, 3) if wall else None,
-           "workers": workers, "duplicate_inputs": items.duplicates}
-    if spec is not None and spec.cache_dir:
-        run["caption_cache"] = {"dir": spec.cache_dir, "hits": totals.caption_hits,
-                                "captioned": totals.caption_misses}
-    card = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line(click.get_current_context()),
-        "sources": list(sources),
-        "clips": {**dataclasses.asdict(cfg), "short_side": card_short_side(cfg, sources)},
-        "codec": codec,
-        "samples_per_shard": samples_per_shard,
-        "captions": card_captions(caps, sources),
-        "versions": versions(),
-        "last_run": run,
-    }
-    bench = benchmark_card(sources)
-    if bench:
-        card["benchmark"] = bench
-    index = writer.close(card)
+        build_shard_set(sources, out, **options, command=command_line(ctx),
+                        on_result=progress.update,
+                        on_close=lambda index, run, failures, items: _report(
+                            index, run, failures, items, out, quiet))
+
+
+def _report(index, run, failures, items, out, quiet) -> None:
     if not quiet:
-        _summary(index, run, out, writer.failures())
+        _summary(index, run, out, failures)
     if items.duplicates:  # a warning, so even --quiet prints it
         from rich.console import Console
         from rich.markup import escape
@@ -158,9 +113,6 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
             f"[yellow]warning:[/] {items.duplicates} duplicate input(s) skipped (same file, or "
             f"same video and start/end, as an earlier one; first: "
             f"{escape(items.duplicate_example or '')})", highlight=False)
-    if index["num_samples"] == 0:
-        raise VtkError(f"nothing written to {out}: all {totals.sources} inputs failed "
-                       f"(reasons in {os.path.join(out, 'stats')})")
 
 
 def command_line(ctx: click.Context) -> str:
@@ -175,69 +127,6 @@ def command_line(ctx: click.Context) -> str:
             flag = max(param.opts, key=len)
             parts += [flag] if value is True else [flag, str(value)]
     return shlex.join(parts)
-
-
-def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device,
-                 cache_dir=None):
-    """The CaptionSpec for the workers, or None for ``--captions none``. Models left unset
-    are chosen per clip by vtk.captions: ``shapes`` for synth: clips, ``tagger`` otherwise.
-    ``cache_dir``: the caption cache's folder (None: no cache)."""
-    if mode == "none":
-        return None
-    from vtk.captions import CaptionSpec  # lazy: torch-free start-up for --captions none
-
-    given = {"coarse_model": coarse_model, "fine_model": fine_model, "fine_fps": fine_fps}
-    return CaptionSpec(mode=mode, summarizer=summarizer, device=device, cache_dir=cache_dir,
-                       **{k: v for k, v in given.items() if v is not None})
-
-
-def _by_kind(sources, for_files, for_synth):
-    """What applies to these sources: video files and synth: specs get different defaults."""
-    kinds = {s.startswith("synth:") for s in sources}
-    if kinds == {True}:
-        return for_synth
-    if kinds == {False}:
-        return for_files
-    return f"{for_files} (files), {for_synth} (synth)"
-
-
-def card_short_side(cfg, sources) -> int | str:
-    """The short side the clips really have (``size`` None means a default, not native)."""
-    from vtk.clips import DEFAULT_SIZE
-
-    return cfg.size if cfg.size else _by_kind(sources, DEFAULT_SIZE, "native")
-
-
-def card_captions(caps: dict, sources) -> dict:
-    """The caption settings with the models actually used where the default was taken."""
-    out = dict(caps)
-    for key, scale in (("coarse_model", "coarse"), ("fine_model", "fine")):
-        if key in out and out[key] is None and out.get("mode") in (scale, "both"):
-            out[key] = _by_kind(sources, "tagger", "shapes")
-    return out
-
-
-def _spec_dict(spec, mode: str) -> dict:
-    if spec is None:
-        return {"mode": mode}
-    if dataclasses.is_dataclass(spec):
-        return dataclasses.asdict(spec)
-    return {"mode": mode, **{k: v for k, v in vars(spec).items() if not k.startswith("_")}}
-
-
-def versions() -> dict:
-    """Versions of what shapes the bytes of a shard set."""
-    import av
-    import cv2
-    import numpy
-    import scenedetect
-
-    from vtk import __version__
-
-    return {"vtk": __version__, "python": platform.python_version(), "av": av.__version__,
-            "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-            "scenedetect": scenedetect.__version__, "opencv": cv2.__version__,
-            "numpy": numpy.__version__}
 
 
 class _Progress:
