@@ -636,3 +636,17 @@ def test_demo_and_bench_shard_call_the_library_not_click():
         text = inspect.getsource(module)
         assert "commands.shard" not in text and ".main([" not in text, module.__name__
     assert "build_shard_set(" in inspect.getsource(demo)
+
+
+def test_caption_mode_choices_come_from_one_place():
+    from vtk.commands.ablate import mask as ablate_mask
+    from vtk.commands.shard import command as shard_cmd
+    from vtk.commands.train import command as train_cmd
+    from vtk.data import samples
+    from vtk.types import CAPTION_MODES, SHARD_CAPTION_MODES
+
+    def choices(cmd, name="captions"):
+        return tuple(next(p for p in cmd.params if p.name == name).type.choices)
+
+    assert choices(shard_cmd) == SHARD_CAPTION_MODES
+    assert choices(train_cmd) == choices(ablate_mask, "caps") == CAPTION_MODES == samples.CAPTION_MODES

@@ -22,6 +22,11 @@ VIDEO_EXTS = frozenset(
 # sources, so a set resumed under another scheme would redo every source.
 # 1: safe_id of the path without its extension, repeats renamed -dup2, -dup3... in input order.
 # 2: source_id below: extension kept, a hash where the readable form loses anything.
+# caption modes, defined once here (torch-free, so the CLI's click Choices can import them):
+# what a training run reads from a sample, and what `vtk shard` writes into one
+CAPTION_MODES = ("coarse", "fine", "both", "mixed", "txt")
+SHARD_CAPTION_MODES = ("none", "coarse", "fine", "both")
+
 SOURCE_ID_SCHEME = 2
 ID_MAX_LEN = 80
 HASH_LEN = 12  # hex digits (48 bits) of SHA-1

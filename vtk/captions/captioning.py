@@ -22,9 +22,9 @@ from vtk.captions.base import get_captioner
 from vtk.captions.cache import CaptionCache, clip_hash, settings_key
 from vtk.captions.summarize import get_summarizer
 from vtk.errors import VtkError
-from vtk.types import Clip
+from vtk.types import SHARD_CAPTION_MODES, Clip
 
-MODES = ("none", "coarse", "fine", "both")
+MODES = SHARD_CAPTION_MODES
 
 
 @dataclass(frozen=True)

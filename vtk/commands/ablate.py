@@ -6,6 +6,7 @@ import click
 
 from vtk.commands.options import DEVICE
 from vtk.commands.train import default
+from vtk.types import CAPTION_MODES
 
 
 def _train_options(f):
@@ -91,7 +92,7 @@ def captions(data, settings, mask, **kw):
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--ratios", default="0,0.5,0.7,0.9", show_default=True)
 @click.option("--captions", "caps", default=default("captions"), show_default=True,
-              type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]))
+              type=click.Choice(CAPTION_MODES))
 @_train_options
 def mask(data, ratios, caps, **kw):
     """Train at several video token masking ratios (0 is the unmasked baseline).

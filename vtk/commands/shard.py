@@ -10,6 +10,7 @@ import click
 
 from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS, MODES
 from vtk.commands.options import DEVICE
+from vtk.types import SHARD_CAPTION_MODES
 
 CLIP_MODES = MODES  # defined once, in vtk.clips
 # moved to vtk.shards.build_set; re-exported for callers of the old names
@@ -27,7 +28,7 @@ from vtk.shards.build_set import (  # noqa: E402,F401
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Folder for the shard set.")
 @click.option("--name", default="shard", show_default=True, help="Shard file prefix.")
-@click.option("--captions", type=click.Choice(["none", "coarse", "fine", "both"]),
+@click.option("--captions", type=click.Choice(SHARD_CAPTION_MODES),
               default="none", show_default=True, help="Which captions to build.")
 @click.option("--coarse-model", default=None,
               help="Captioner for the middle frame: shapes | tagger | hf:ID "

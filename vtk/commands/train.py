@@ -10,6 +10,7 @@ from click.core import ParameterSource
 from vtk.commands.options import DEVICE
 from vtk.errors import VtkError
 from vtk.train.trainer import TrainConfig
+from vtk.types import CAPTION_MODES
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -24,7 +25,7 @@ def default(name: str):
 @click.argument("data", metavar="DIR", required=False)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--mask", default=default("mask"), show_default=True, type=click.FloatRange(0, 1, max_open=True), help="share of video tokens dropped in training")
-@click.option("--captions", default=default("captions"), show_default=True, type=click.Choice(["coarse", "fine", "both", "mixed", "txt"]),
+@click.option("--captions", default=default("captions"), show_default=True, type=click.Choice(CAPTION_MODES),
               help="training text: coarse, fine, both (fused), mixed (random pick each visit)")
 @click.option("--flip", default=default("flip"), show_default=True, type=click.Choice(["swap", "plain", "off"]),
               help="mirror half the training views; swap also swaps left/right in their "

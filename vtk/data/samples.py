@@ -15,8 +15,8 @@ import torch
 
 from vtk.errors import VtkError
 from vtk.shards.schema import parse_meta
+from vtk.types import CAPTION_MODES  # noqa: F401  (samples.CAPTION_MODES: the old name)
 
-CAPTION_MODES = ("coarse", "fine", "both", "mixed", "txt")
 FLIP_MODES = ("swap", "plain", "off")
 
 _MIRROR = {"left": "right", "right": "left", "leftwards": "rightwards",
