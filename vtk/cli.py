@@ -22,7 +22,7 @@ COMMANDS = {
     "ablate": "run the caption-scale or masking-ratio ablation",
     "report": "tables and plots of ablation results",
     "demo": "the whole study on the synthetic world, offline, on a CPU",
-    "bench": "throughput benchmarks: decode, shard, train",
+    "bench": "benchmarks: decode, shard, train, captions, caption-quality",
     "view": "browse a shard set's clips and captions in the browser (or as static files)",
 }
 

@@ -1,7 +1,7 @@
 """Captioning throughput per model: clips/s for coarse + fine captions on this machine.
 
-    python -m vtk.bench.captions [--models shapes,tagger,hf:tiny-blip] [--clips 64]
-                                 [--mode both] [--fine-fps 4] [--size 64] [--batch 16]
+    vtk bench captions [--models shapes,tagger,hf:tiny-blip] [--clips 64] [--mode both]
+                       [--fine-fps 4] [--size 64] [--batch 16] [--json]
 
 Clips come from the synthetic world (16 frames at 8 fps, ``--size`` pixels), so every model
 sees the same pixels. ``hf:tiny-<arch>`` (blip, blip2, git) builds a tiny random model offline
@@ -11,15 +11,16 @@ the plumbing (processor, generate, decode), not a real model's cost. Model loadi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 
+import click
+
 from vtk.captions import Captioning, CaptionSpec, fine_indices
 from vtk.sources import synth
-from vtk.types import Clip
+from vtk.types import SHARD_CAPTION_MODES, Clip
 
 
 def _clips(n: int, size: int, seed: int = 31) -> list[Clip]:
@@ -83,30 +84,31 @@ def bench_captions(models: list[str], clips: int = 64, mode: str = "both",
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vtk.bench.captions", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="shapes,tagger,hf:tiny-blip")
-    ap.add_argument("--clips", type=int, default=64)
-    ap.add_argument("--mode", default="both", choices=["coarse", "fine", "both"])
-    ap.add_argument("--fine-fps", type=float, default=4.0)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=16, help="clips per Captioning.run call")
-    ap.add_argument("--summarizer", default="rules")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    rows = bench_captions(args.models.split(","), args.clips, args.mode, args.fine_fps,
-                          args.size, args.batch, args.summarizer, args.device)
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    print(f"{'model':24s} {'clips/s':>9s} {'frames/s':>9s} {'load s':>7s}  example")
+@click.command("captions")
+@click.option("--models", default="shapes,tagger,hf:tiny-blip", show_default=True,
+              help="Comma-separated captioners (hf:tiny-blip|blip2|git: a tiny random model).")
+@click.option("--clips", type=int, default=64, show_default=True)
+@click.option("--mode", type=click.Choice([m for m in SHARD_CAPTION_MODES if m != "none"]),
+              default="both", show_default=True)
+@click.option("--fine-fps", type=float, default=4.0, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True, help="Clip side (px).")
+@click.option("--batch", type=int, default=16, show_default=True,
+              help="Clips per Captioning.run call.")
+@click.option("--summarizer", default="rules", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "json_out", is_flag=True, help="Print the rows as JSON instead.")
+def command(models, clips, mode, fine_fps, size, batch, summarizer, device, json_out):
+    """Captioning throughput per model: clips/s and captioned frames/s on synthetic clips.
+
+    \b
+    Example:  vtk bench captions --models shapes,hf:tiny-blip --clips 32
+    """
+    rows = bench_captions(models.split(","), clips, mode, fine_fps, size, batch, summarizer,
+                          device)
+    if json_out:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'model':24s} {'clips/s':>9s} {'frames/s':>9s} {'load s':>7s}  example")
     for r in rows:
-        print(f"{r['model']:24s} {r['clips_per_s']:9.1f} {r['frames_per_s']:9.1f} "
-              f"{r['load_s']:7.2f}  {r['example']}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        click.echo(f"{r['model']:24s} {r['clips_per_s']:9.1f} {r['frames_per_s']:9.1f} "
+                   f"{r['load_s']:7.2f}  {r['example']}")

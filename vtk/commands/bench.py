@@ -1,17 +1,20 @@
-"""`vtk bench`: throughput benchmarks, one subcommand per stage (code in vtk/bench/)."""
+"""`vtk bench`: throughput benchmarks, one subcommand per stage (code in vtk/bench/), and the
+caption-quality score of the built-in captioners (code in vtk/captions/evaluate.py)."""
 
 from __future__ import annotations
 
 import click
 
+from vtk.bench.captions import command as captions
 from vtk.bench.decode import command as decode
 from vtk.bench.shard import command as shard
 from vtk.bench.train import command as train
+from vtk.captions.evaluate import command as caption_quality
 
 
 @click.group("bench")
 def command():
-    """Throughput benchmarks: decode, shard, train.
+    """Benchmarks: decode, shard, train and captions throughput; caption quality.
 
     \b
     Example:  vtk bench shard film.mp4 --size 224 --json bench-shard.json
@@ -21,3 +24,5 @@ def command():
 command.add_command(shard)
 command.add_command(decode)
 command.add_command(train)
+command.add_command(captions)
+command.add_command(caption_quality)
