@@ -32,6 +32,15 @@ MAX_BAD_PACKETS = 16  # corrupt packets tolerated in one source before it counts
 # waits for threads that do not exist there): DataLoader workers forked while such a frame was
 # still garbage in the parent hung before their first sample.
 SWS_THREADS = 1
+# PyAV 16 and older have no ``threads`` option (their swscale contexts run on one thread)
+_SWS_THREADS_OPTION = "threads" in (av.VideoFrame.reformat.__doc__ or "")
+
+
+def _reformat(frame, *args, **kwargs):
+    """``frame.reformat`` on ``SWS_THREADS`` threads where PyAV can say so."""
+    if _SWS_THREADS_OPTION:
+        kwargs["threads"] = SWS_THREADS
+    return frame.reformat(*args, **kwargs)
 
 
 class DecodedFrame(NamedTuple):
@@ -296,8 +305,7 @@ def _out_rgb(frame, short_side: int) -> np.ndarray:
     when shrinking (antialiased) and costs half of its "AREA" at 720p -> 224p.
     One swscale thread (see ``SWS_THREADS``)."""
     w, h = output_size(frame.width, frame.height, short_side)
-    return frame.reformat(w, h, "rgb24", interpolation="BILINEAR",
-                          threads=SWS_THREADS).to_ndarray()
+    return _reformat(frame, w, h, "rgb24", interpolation="BILINEAR").to_ndarray()
 
 
 def _small_bgr(frame, width: int) -> np.ndarray:
@@ -308,7 +316,7 @@ def _small_bgr(frame, width: int) -> np.ndarray:
     sw = min(width, w) // 2 * 2
     sh = max(2, round(h * sw / w) // 2 * 2)
     if frame.format.name not in ("yuv420p", "yuvj420p") or w % 2 or h % 2:
-        return frame.reformat(sw, sh, "bgr24", threads=SWS_THREADS).to_ndarray()
+        return _reformat(frame, sw, sh, "bgr24").to_ndarray()
     # Bilinear, as PySceneDetect's own downscale: the detector was tuned on such copies
     # (and it is five times cheaper than INTER_AREA at 720p).
     lin = cv2.INTER_LINEAR
