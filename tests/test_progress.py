@@ -59,7 +59,8 @@ def test_train_into_a_pipe_logs_plain_lines_whose_average_is_the_summary(tmp_pat
     last = lines[-1]
     assert (last[2], last[3], last[4]) == ("24", "24", "0:00:00")
     summary = json.loads((run / "summary.json").read_text())
-    assert float(last[1]) == pytest.approx(summary["clips_per_s"], abs=0.051)
+    # the line shows one decimal and is printed a moment before the summary times the run
+    assert float(last[1]) == pytest.approx(summary["clips_per_s"], rel=0.01)
     # the load around the run
     load = summary["load"]
     assert load["cores"] == os.cpu_count()
