@@ -148,3 +148,15 @@ def is_running(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2] != "Z"
+
+
+def run_cli(args, capsys):
+    """(exit code, stderr, stdout) of ``vtk ARGS`` run in-process."""
+    from vtk.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.err, captured.out

@@ -2,17 +2,12 @@
 the option named, no traceback), and --help shows the bounds."""
 
 import pytest
-
-from vtk.cli import main
+from data_helpers import run_cli
 
 
 def run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    code, err, out = run_cli(args, capsys)
+    return code, out + err
 
 
 @pytest.mark.parametrize("args", [["--workers", "-1"], ["-j", "0"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_helpers import is_running, live_children
+from data_helpers import is_running, live_children, run_cli
 from train_helpers import write_synth_shards
 
 from vtk.errors import VtkError
@@ -282,18 +282,6 @@ def test_trains_from_clip_weights_with_the_frozen_clip_text_tower(shards, tmp_pa
     assert s["params_trainable"] < s["params"]  # CLIP's text tower stays frozen
     model, _ = load_run(tmp_path / "run")
     assert model.encode_video(torch.randn(1, 8, 3, 32, 32)).shape == (1, 16)
-
-
-def run_cli(args, capsys):
-    """(exit code, stderr, stdout) of ``vtk ARGS`` run in-process."""
-    from vtk.cli import main
-
-    try:
-        code = main(args)
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.err, captured.out
 
 
 def test_a_moved_run_resumes_in_its_new_folder(shards, tmp_path, capsys):
