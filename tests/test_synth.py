@@ -75,3 +75,88 @@ def test_motion_actions_move_the_shape():
     _, truth = synth.make_clip(preset, 0, idx)
     rs = [s["r"] for s in truth["states"]]
     assert rs[-1] > 2 * rs[0]
+
+
+# --- the noise knob: swapped captions and planted near-duplicates ----------------------------
+
+NOISY = "synth:train?n=40&noise=0.3&dups=0.1&seed=3"
+
+
+def test_noise_counts_are_exactly_as_asked():
+    preset, seed = synth.parse_spec(NOISY)
+    plan = synth.noise_plan(preset, seed)
+    kinds = [k for k, _ in plan.values()]
+    assert (kinds.count("swapped"), kinds.count("duplicate")) == (12, 4)
+    big, seed = synth.parse_spec("synth:train?n=4000&noise=0.3&dups=0.05")
+    kinds = [k for k, _ in synth.noise_plan(big, seed).values()]
+    assert (kinds.count("swapped"), kinds.count("duplicate")) == (1200, 200)
+    # half up: 0.25 * 10 = 2.5 -> 3 (not banker's 2)
+    odd, _ = synth.parse_spec("synth:train?n=10&noise=0.25")
+    assert synth.noise_counts(odd) == (3, 0)
+    # the items say what was planted, the same counts
+    items = list(synth.synth_items(NOISY))
+    truth = [it.meta["synth"].get("noise", {}).get("kind") for it in items]
+    assert (truth.count("swapped"), truth.count("duplicate"), truth.count(None)) == (12, 4, 24)
+
+
+def test_noise_leaves_clean_clips_untouched_and_plants_what_it_says():
+    items = list(synth.synth_items(NOISY))
+    clean = list(synth.synth_items("synth:train?n=40&seed=3"))
+    assert [a.id for a in items] == [b.id for b in clean]
+    by_id = {b.id: b for b in clean}
+    for a, b in zip(items, clean):
+        noise = a.meta["synth"].get("noise")
+        if noise is None:
+            np.testing.assert_array_equal(a.frames, b.frames)
+            assert "caption_frames" not in a.meta
+        elif noise["kind"] == "swapped":
+            # the video is this clip's; the captioners' pixels are another clip's
+            np.testing.assert_array_equal(a.frames, b.frames)
+            other = by_id[noise["caption_of"]]
+            assert other.id != a.id
+            np.testing.assert_array_equal(a.meta["caption_frames"], other.frames)
+            assert noise["caption_action"] == other.meta["synth"]["action"]
+        else:
+            src = by_id[noise["of"]]
+            assert "noise" not in items[clean.index(src)].meta["synth"]  # copies a clean clip
+            diff = np.abs(a.frames.astype(int) - src.frames.astype(int))
+            assert 0 < diff.mean() < 20  # near, not equal
+            assert a.meta["synth"]["action"] == src.meta["synth"]["action"]
+            assert "caption_frames" not in a.meta
+
+
+def test_noisy_captions_belong_to_the_other_clip():
+    """Through the real shapes captioner and rules summariser: a swapped clip's fine caption is
+    the caption its other clip gets, and a duplicate is captioned like its original."""
+    from vtk.captions import Captioning, CaptionSpec
+    from vtk.types import Clip
+
+    items = list(synth.synth_items(NOISY))
+    clips = [Clip(it.id, 0, it.frames, it.fps, 0.0, it.end, it.id, it.meta) for it in items]
+    fine = [r["captions"]["fine"] for r in Captioning(CaptionSpec(mode="fine")).run(clips)]
+    caption = dict(zip([it.id for it in items], fine))
+    clean = list(synth.synth_items("synth:train?n=40&seed=3"))
+    own = dict(zip([c.id for c in clean], (r["captions"]["fine"] for r in Captioning(
+        CaptionSpec(mode="fine")).run([Clip(c.id, 0, c.frames, c.fps, 0.0, c.end, c.id, c.meta)
+                                       for c in clean]))))
+    swapped = dups = same = 0
+    for it in items:
+        noise = it.meta["synth"].get("noise")
+        if noise is None:
+            assert caption[it.id] == own[it.id]
+        elif noise["kind"] == "swapped":
+            swapped += 1
+            assert caption[it.id] == own[noise["caption_of"]]
+        else:
+            dups += 1
+            same += caption[it.id] == own[noise["of"]]
+    assert swapped == 12 and dups == 4 and same >= 3  # a re-render may flip a colour word
+
+
+def test_noise_knob_rejects_bad_settings():
+    with pytest.raises(VtkError, match="training corpus only"):
+        synth.parse_spec("synth:k400?noise=0.3")
+    with pytest.raises(VtkError, match=r"shares in \[0, 1\)"):
+        synth.parse_spec("synth:train?noise=1.5")
+    with pytest.raises(VtkError, match="no clean clip"):
+        synth.parse_spec("synth:train?n=10&noise=0.6&dups=0.4")

@@ -6,6 +6,10 @@
   (seconds from the start of the clip, i.e. frame index / ``clip.fps``);
 - fused (``mode="both"``): one text carrying both, ``"<coarse>. <fine>"``.
 
+Captioners see pixels only: ``clip.frames``, or ``clip.meta["caption_frames"]`` where a source
+hands a stand-in (the synthetic world's noise knob shows the captioners another clip's pixels,
+so the clip gets a caption that belongs to another clip; see ``pixels``).
+
 Models are loaded once per process (the registries cache them). Clips are batched per model
 and frame size. A failure on one clip becomes ``{"error": reason}`` for that clip only; a
 missing dependency or weights path raises a one-line ``VtkError`` for the whole run.
@@ -52,6 +56,28 @@ class CaptionSpec:
 def default_model(clip: Clip) -> str:
     # by where the clip comes from, not its name: a real file may be called synth-x.mp4
     return "shapes" if "synth" in clip.meta else "tagger"
+
+
+def pixels(clip: Clip) -> np.ndarray:
+    """The frames the captioners see: the clip's own, or the stand-in its source hands in
+    ``meta["caption_frames"]``, brought to the clip's frame count and size (a clip may be
+    resampled or resized on the way from its source)."""
+    frames = np.asarray(clip.frames)
+    stand_in = (clip.meta or {}).get("caption_frames")
+    if stand_in is None:
+        return frames
+    stand_in = np.asarray(stand_in)
+    if stand_in.ndim != 4 or len(stand_in) < 1:
+        raise ValueError(f"bad caption_frames {stand_in.dtype} {tuple(stand_in.shape)}")
+    t, h, w = frames.shape[:3]
+    if len(stand_in) != t:
+        stand_in = stand_in[np.linspace(0, len(stand_in) - 1, t).round().astype(int)]
+    if stand_in.shape[1:3] != (h, w):
+        import cv2
+
+        stand_in = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+                             for f in stand_in])
+    return stand_in
 
 
 def fine_indices(num_frames: int, fps: float, fine_fps: float, min_frames: int = 4) -> np.ndarray:
@@ -106,9 +132,10 @@ class Captioning:
         results: list[dict | None] = [None] * len(clips)
         keys: list[tuple[str, str] | None] = [None] * len(clips)
         todo = []
+        self._pixels: dict[int, np.ndarray] = {}
         for i, clip in enumerate(clips):
             try:
-                frames = np.asarray(clip.frames)
+                frames = pixels(clip)
                 if frames.ndim != 4 or frames.shape[0] < 1 or frames.shape[-1] != 3:
                     raise ValueError(f"bad frames {frames.dtype} {tuple(frames.shape)}")
                 if self.cache is not None:
@@ -117,6 +144,7 @@ class Captioning:
                     if hit is not None:
                         results[i] = hit
                         continue
+                self._pixels[i] = frames
                 todo.append(i)
             except Exception as e:  # noqa: BLE001 - one bad clip must not stop the batch
                 results[i] = {"error": _reason(e)}
@@ -137,6 +165,7 @@ class Captioning:
                 fresh.append((*keys[i], results[i]))
         if self.cache is not None:
             self.cache.put_many(fresh)
+        self._pixels = {}
         return results  # type: ignore[return-value]
 
     # -- stages -----------------------------------------------------------------------------
@@ -177,7 +206,7 @@ class Captioning:
 
     def _coarse(self, clips, idx, captions, results):
         def mid(i):
-            f = np.asarray(clips[i].frames)
+            f = self._pixels[i]
             return f[len(f) // 2][None]
 
         for (model, _), members in self._groups(clips, idx, "coarse", mid).items():
@@ -194,7 +223,7 @@ class Captioning:
                    for i in idx}
 
         def pick(i):
-            return np.asarray(clips[i].frames)[sampled[i]]
+            return self._pixels[i][sampled[i]]
 
         summarizer = get_summarizer(self.spec.summarizer, self.spec.device)
         detect_ok = summarizer.name == "rules"

@@ -15,10 +15,20 @@ its own seed stream, so benchmarks never share a clip with a training corpus.
 
 Spec syntax: ``synth:<preset>[?n=2000&seed=1&size=64&frames=16&fps=8]``; ``synth-k400`` and
 ``k400`` name the same preset.
+
+Noisy data (the training corpus only): ``synth:train?noise=0.3&dups=0.1`` makes exactly
+``round(0.3 n)`` clips carry a caption that belongs to another clip of the corpus (the captioners
+are shown the other clip's pixels, as a web caption written for another video) and plants
+exactly ``round(0.1 n)`` near-duplicates (a clean clip re-rendered smaller, rescaled, with
+another gain and grain). Rounding is half up. The other clips are the clean corpus's, pixel for
+pixel, so a noisy corpus and its clean twin differ only where the noise is. What was planted
+rides in the truth (``synth.noise``), for measuring a filter; training never reads it.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -96,6 +106,8 @@ class Preset:
     events: tuple[int, int] = (1, 1)  # min, max consecutive events per clip
     task: str = "train"  # train | classification | retrieval
     texts: str = "none"  # none | caption | captions | anonymous | paragraph
+    noise: float = 0.0  # share of clips whose caption belongs to another clip (train only)
+    dups: float = 0.0  # share of clips that are near-duplicates of a clean clip (train only)
 
 
 PRESETS = {
@@ -143,17 +155,26 @@ def parse_spec(spec: str) -> tuple[Preset, int]:
                 seed = int(value)
             elif key in ("n", "frames", "size"):
                 overrides[key] = int(value)
-            elif key == "fps":
+            elif key in ("fps", "noise", "dups"):
                 overrides[key] = float(value)
             else:
                 raise KeyError(key)
         except (ValueError, KeyError):
-            raise VtkError(
-                f"{spec}: bad parameter {key}={value!r} (known: n, seed, size, frames, fps)"
-            ) from None
+            raise VtkError(f"{spec}: bad parameter {key}={value!r} "
+                           f"(known: n, seed, size, frames, fps, noise, dups)") from None
     preset = replace(preset, **overrides)
     if preset.n < 1 or preset.frames < 4 or preset.size < 16:
         raise VtkError(f"{spec}: need n >= 1, frames >= 4 and size >= 16")
+    if preset.noise or preset.dups:
+        if preset.task != "train":
+            raise VtkError(f"{spec}: noise and dups apply to the training corpus only (a "
+                           f"benchmark's texts are its ground truth)")
+        if not (0 <= preset.noise < 1 and 0 <= preset.dups < 1):
+            raise VtkError(f"{spec}: noise and dups are shares in [0, 1)")
+        swapped, dups = noise_counts(preset)
+        if swapped + dups >= preset.n or (swapped and preset.n < 2):
+            raise VtkError(f"{spec}: {swapped} swapped captions and {dups} duplicates leave no "
+                           f"clean clip of {preset.n}")
     return preset, seed
 
 
@@ -384,6 +405,64 @@ def _texts(preset: Preset, truth: dict, rng: np.random.Generator) -> list[str]:
     return []
 
 
+# ---------------------------------------------------------------------------------------------
+# Noise: swapped captions and planted near-duplicates
+
+
+def _half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def noise_counts(preset: Preset) -> tuple[int, int]:
+    """(clips with another clip's caption, planted near-duplicates): ``round(share * n)``,
+    half up, so ``noise=0.3`` over 4000 clips is exactly 1200."""
+    return _half_up(preset.noise * preset.n), _half_up(preset.dups * preset.n)
+
+
+@functools.lru_cache(maxsize=8)
+def noise_plan(preset: Preset, seed: int) -> dict[int, tuple[str, int]]:
+    """Clip index -> ("swapped", index whose caption it gets) or ("duplicate", index of the
+    clean clip it copies). Drawn from a stream of its own, so the clean clips render exactly as
+    in the corpus without noise. Swapped clips take the caption of any other clip (about one in
+    20 shares the action); duplicates copy clips that are neither swapped nor duplicates."""
+    swapped, dups = noise_counts(preset)
+    if not swapped and not dups:
+        return {}
+    n = preset.n
+    rng = np.random.default_rng([zlib.crc32(preset.name.encode()), seed, 0x4E015E, 1])
+    order = rng.permutation(n)
+    plan: dict[int, tuple[str, int]] = {}
+    for i in order[:swapped]:
+        plan[int(i)] = ("swapped", int((i + rng.integers(1, n)) % n))
+    clean = order[swapped + dups:]
+    for i in order[swapped:swapped + dups]:
+        plan[int(i)] = ("duplicate", int(rng.choice(clean)))
+    return plan
+
+
+def near_duplicate(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A re-upload of the same clip: rendered at 55-85% of the size and scaled back (the detail a
+    lower resolution loses), another gain and offset (another encoder's levels) and fresh
+    grain. Every frame keeps its place, so the motion is the original's."""
+    import cv2
+
+    t, h, w, _ = frames.shape
+    scale = rng.uniform(0.55, 0.85)
+    small = (max(8, round(w * scale)), max(8, round(h * scale)))
+    gain, offset = rng.uniform(0.9, 1.1), rng.uniform(-10, 10)
+    out = np.empty_like(frames)
+    for k in range(t):
+        f = cv2.resize(cv2.resize(frames[k], small, interpolation=cv2.INTER_AREA), (w, h),
+                       interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        f = f * gain + offset + rng.normal(0, 2.0, f.shape)
+        out[k] = np.clip(f, 0, 255).astype(np.uint8)
+    return out
+
+
+def item_id(preset: Preset, seed: int, index: int) -> str:
+    return f"synth-{preset.name}-s{seed}-{index:06d}"
+
+
 def synth_items(spec: str) -> Iterator[SourceItem]:
     """Yield the items of a synthetic spec lazily (rendering is the costly part)."""
     preset, seed = parse_spec(spec)
@@ -392,15 +471,29 @@ def synth_items(spec: str) -> Iterator[SourceItem]:
 
 
 def make_item(preset: Preset, seed: int, index: int) -> SourceItem:
-    frames, truth = make_clip(preset, seed, index)
+    kind, other = noise_plan(preset, seed).get(index, (None, None))
+    if kind == "duplicate":
+        frames, truth = make_clip(preset, seed, other)
+        rng = np.random.default_rng([zlib.crc32(preset.name.encode()), seed, index, 0xD0])
+        frames = near_duplicate(frames, rng)
+        truth["noise"] = {"kind": "duplicate", "of": item_id(preset, seed, other)}
+    else:
+        frames, truth = make_clip(preset, seed, index)
     texts = truth.pop("texts")
     meta: dict = {"synth": truth}  # also marks the clip as synthetic (vtk.captions' default)
+    if kind == "swapped":
+        # the captioners see the other clip's pixels (vtk.captions.captioning.pixels); the
+        # video stays this clip's: a caption that belongs to another clip
+        caption_frames, theirs = make_clip(preset, seed, other)
+        meta["caption_frames"] = caption_frames
+        truth["noise"] = {"kind": "swapped", "caption_of": item_id(preset, seed, other),
+                          "caption_action": theirs["action"]}
     if preset.task == "classification":
         meta["label"] = truth["action"]
     if preset.task == "retrieval":
         meta["texts"] = texts
     return SourceItem(
-        id=f"synth-{preset.name}-s{seed}-{index:06d}",
+        id=item_id(preset, seed, index),
         frames=frames,
         fps=preset.fps,
         start=0.0,
