@@ -1,0 +1,307 @@
+"""``score_set``: score every clip of a shard set and write one sidecar per shard.
+
+One decode per clip serves every score: the whole clip (PyAV) gives the motion score and the
+frame hashes, and the model's ``frames`` evenly spaced frames, centre-cropped and normalised
+as ``vtk eval`` does, give the clip embedding. ``clip-text`` is the cosine of that embedding
+with the text tower's embedding of each caption the sample carries (the model's own
+similarity, as InternVid's UMT_Score is UMT's). The embeddings are kept (``scores/_embeddings/``) for
+``vtk filter --dedup embed:T``.
+
+Resumable: a shard whose sidecar was written with the same settings (scores, model and its
+checkpoint, frames, size, the tar's size) is skipped; a killed run leaves no sidecar for the
+shard it was on. Under torchrun the shards are split over the ranks (shard i to rank
+i mod world), each on its own GPU; rank 0 writes the summary after a barrier.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vtk import __version__
+from vtk.curate import hashes as H
+from vtk.curate import motion as M
+from vtk.curate import sidecar
+from vtk.errors import VtkError
+from vtk.fileio import write_json
+
+SCORES = ("clip-text", "motion", "hashes")
+CAPTION_KINDS = ("coarse", "fine", "fused")
+
+
+def parse_scores(scores, have_model: bool) -> tuple[str, ...]:
+    """The score names to compute (None: every one possible)."""
+    if scores is None:
+        return SCORES if have_model else tuple(s for s in SCORES if s != "clip-text")
+    if isinstance(scores, str):
+        scores = [s.strip() for s in scores.split(",") if s.strip()]
+    bad = [s for s in scores if s not in SCORES]
+    if bad:
+        raise VtkError(f"--scores {','.join(bad)}: unknown score (known: {', '.join(SCORES)})")
+    if "clip-text" in scores and not have_model:
+        raise VtkError("--scores clip-text needs a model: pass --model RUN or --init CLIP")
+    if not scores:
+        raise VtkError("--scores: give at least one of " + ", ".join(SCORES))
+    return tuple(s for s in SCORES if s in scores)
+
+
+def load_model(model, init, device, frames: int = 8):
+    """(model in eval mode, frames, size, normalisation, provenance dict)."""
+    if model is not None and init is not None:
+        raise VtkError("give --model RUN or --init CLIP, not both")
+    if model is not None:
+        from vtk.eval.evaluate import checkpoint_info
+        from vtk.train import load_run
+
+        net, config = load_run(model, device)
+        info = {"model": str(Path(model).resolve()), "checkpoint": checkpoint_info(Path(model))}
+        info["checkpoint"].pop("path", None)
+        normalize = (config or {}).get("normalize", "clip")
+    else:
+        from vtk.model import build_model
+
+        net = build_model(dict(init=str(init), frames=frames)).to(device).eval()
+        info = {"init": str(init)}
+        normalize = "clip"
+    cfg = net.cfg
+    return net, int(cfg.frames), int(cfg.size), normalize, info
+
+
+def caption_texts(meta: dict, txt: str | None) -> dict[str, str]:
+    """Score name -> the text it compares with, for the captions this sample carries."""
+    caps = meta.get("captions") if isinstance(meta.get("captions"), dict) else {}
+    out = {f"clip-text.{k}": caps[k] for k in CAPTION_KINDS if isinstance(caps.get(k), str)
+           and caps[k].strip()}
+    if isinstance(meta.get("caption"), str) and meta["caption"].strip():
+        out["clip-text.caption"] = meta["caption"]
+    main = (txt or "").strip() or next(
+        (out[f"clip-text.{k}"] for k in ("fused", "fine", "coarse", "caption")
+         if f"clip-text.{k}" in out), "")
+    if main:
+        out["clip-text"] = main
+    return out
+
+
+class _Batch:
+    """Clips waiting for one forward of the model."""
+
+    def __init__(self):
+        self.rows, self.videos, self.texts = [], [], []
+
+    def __len__(self):
+        return len(self.rows)
+
+
+@torch.no_grad()
+def _forward(net, batch: _Batch, device, embs: dict) -> None:
+    """Embed the batch's clips and texts; fill each row's clip-text scores and ``embs``."""
+    if not batch.rows:
+        return
+    video = torch.stack(batch.videos).to(device, non_blocking=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
+        torch.autocast("cpu", enabled=False)
+    with autocast:
+        v = net.encode_video(video).float()
+        unique = sorted({t for texts in batch.texts for t in texts.values()})
+        t = torch.cat([net.encode_text(unique[i:i + 256]).float()
+                       for i in range(0, len(unique), 256)])
+    v = torch.nn.functional.normalize(v, dim=-1)
+    t = torch.nn.functional.normalize(t, dim=-1)
+    sims = (v @ t.T).cpu().numpy()
+    where = {s: i for i, s in enumerate(unique)}
+    v = v.cpu().numpy()
+    for b, (row, texts) in enumerate(zip(batch.rows, batch.texts)):
+        for name, text in texts.items():
+            row[name] = float(sims[b, where[text]])
+        embs[row["__key__"]] = v[b]
+    batch.rows, batch.videos, batch.texts = [], [], []
+
+
+def score_shard(tar: str, wanted, settings: dict, net=None, frames: int = 8, size: int = 224,
+                normalize: str = "clip", device=None, batch_size: int = 16,
+                advance=lambda n: None) -> dict:
+    """Score one tar and write its sidecar. Returns {"samples", "errors"}."""
+    from vtk.data.decoders import get_decoder
+    from vtk.data.samples import read_members
+    from vtk.data.sampling import eval_indices
+    from vtk.data.transforms import eval_crop
+    from vtk.shards.reader import problem_text, read_samples
+
+    decoder = get_decoder("pyav")
+    rows, embs, batch = [], {}, _Batch()
+    errors = 0
+    try:
+        samples = read_samples(tar)
+        for sample in samples:
+            key = sample["__key__"]
+            row = {"__key__": key, "mp4_bytes": len(sample.get("mp4") or b"")}
+            rows.append(row)
+            try:
+                problem = problem_text(sample)
+                if problem:
+                    raise ValueError(problem)
+                meta, txt = read_members(sample)
+                if "mp4" not in sample:
+                    raise ValueError("no mp4 member")
+                video, n = decoder.decode(sample["mp4"], None)
+                if n == 0 or video.shape[0] == 0:
+                    raise ValueError("the mp4 has no frames")
+            except Exception as e:  # noqa: BLE001 - one bad sample is recorded, never fatal
+                row["error"] = f"{type(e).__name__}: {e}"[:300]
+                errors += 1
+                advance(1)
+                continue
+            row.update(width=int(video.shape[2]), height=int(video.shape[1]),
+                       num_frames=int(video.shape[0]))
+            frames_np = video.numpy()
+            if "motion" in wanted:
+                fps = float(meta.get("fps") or 0) or 8.0
+                row["motion"] = M.motion_score(frames_np, fps)
+            if "hashes" in wanted:
+                row["hashes"] = H.clip_hashes(frames_np).tolist()
+            if "clip-text" in wanted:
+                idx = eval_indices(video.shape[0], frames)
+                batch.rows.append(row)
+                batch.videos.append(eval_crop(video[idx], size, norm=normalize))
+                batch.texts.append(caption_texts(meta, txt))
+                if len(batch) >= batch_size:
+                    _forward(net, batch, device, embs)
+            advance(1)
+        _forward(net, batch, device, embs)
+    except (OSError, EOFError, ValueError) as e:  # the tar itself (tarfile.ReadError is OSError)
+        raise VtkError(f"{tar}: cannot be read to the end ({e}); no sidecar written") from None
+    emb = None
+    if "clip-text" in wanted:
+        dim = next((len(e) for e in embs.values()), 0)
+        emb = np.full((len(rows), dim), np.nan, np.float32)
+        for i, row in enumerate(rows):
+            if row["__key__"] in embs:
+                emb[i] = embs[row["__key__"]]
+    sidecar.write_sidecar(tar, rows, settings, emb)
+    return {"samples": len(rows), "errors": errors}
+
+
+def _shard_counts(folder: Path, tars: list[str]) -> dict[str, int]:
+    from vtk.fileio import read_json
+
+    card = read_json(folder / "index.json", {}) or {}
+    listed = {s.get("file"): s.get("num_samples") for s in card.get("shards") or []
+              if isinstance(s, dict)}
+    out = {}
+    for t in tars:
+        n = listed.get(os.path.basename(t))
+        if not isinstance(n, int):
+            try:
+                with open(os.path.splitext(t)[0] + ".idx") as f:
+                    n = int(f.readline().split()[1])
+            except (OSError, ValueError, IndexError):
+                n = 0
+        out[t] = n
+    return out
+
+
+def summarize(folder: Path, tars: list[str]) -> dict:
+    """Per score: count, mean, min, max over every shard's sidecar."""
+    totals: dict[str, list[float]] = {}
+    samples = errors = 0
+    for tar in tars:
+        table = sidecar.read_table(tar)
+        if table is None:
+            continue
+        samples += table.num_rows
+        errors += sum(e is not None for e in table.column("error").to_pylist())
+        for name in sidecar.score_columns(table.column_names):
+            v = table.column(name).to_numpy(zero_copy_only=False)
+            totals.setdefault(name, []).extend(v[np.isfinite(v)].tolist())
+    stats = {name: {"count": len(v), "mean": float(np.mean(v)), "min": float(np.min(v)),
+                    "max": float(np.max(v))} for name, v in sorted(totals.items()) if v}
+    return {"samples": samples, "errors": errors, "scores": stats}
+
+
+def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto",
+              batch_size: int = 16, overwrite: bool = False, progress: bool = True,
+              log=None) -> dict:
+    """Score the shard set in ``folder`` (module docstring); returns the summary that is also
+    written to ``folder/scores/_summary.json``."""
+    from vtk.data.shardset import resolve_shards
+    from vtk.train import dist
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VtkError(f"{folder}: shard set folder not found")
+    if batch_size < 1:
+        raise VtkError(f"--batch-size {batch_size}: must be at least 1")
+    tars = resolve_shards(str(folder))
+    wanted = parse_scores(scores, model is not None or init is not None)
+    d = dist.setup(device)
+    net, frames, size, normalize, info = None, 8, 224, "clip", {}
+    if "clip-text" in wanted:
+        net, frames, size, normalize, info = load_model(model, init, d.device)
+    base = {"scores": list(wanted), **info, "frames": frames, "size": size,
+            "normalize": normalize, "motion": {"side": M.ANALYSIS_SIDE, "pairs": M.PAIRS},
+            "hashes": {"k": H.K, "kind": "dct-phash-64"}}
+    counts = _shard_counts(folder, tars)
+    mine = tars[d.rank::d.world]
+    todo, skipped = [], 0
+    for tar in mine:
+        settings = {**base, "tar_bytes": os.path.getsize(tar)}
+        old = sidecar.read_settings(tar)
+        if old is not None and {k: v for k, v in old.items() if k != "vtk_version"} == settings \
+                and not overwrite:
+            skipped += 1
+            continue
+        if old is not None and not overwrite:
+            raise VtkError(f"{sidecar.sidecar_path(tar)} was written with other settings "
+                           f"({_differs(old, settings)}): pass --overwrite to score again")
+        todo.append((tar, {**settings, "vtk_version": __version__}))
+    t0 = time.perf_counter()
+    done = errors = 0
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from vtk.progress import bar
+
+    total = sum(counts[t] for t, _ in todo)
+    show = progress and d.rank == 0
+    with bar(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+             line="score", stderr=True, disable=not show) as pbar:
+        task = pbar.add_task("score", total=total or None)
+        state = {"n": 0}
+
+        def advance(n):
+            state["n"] += n
+            pbar.update(task, completed=state["n"])
+
+        for tar, settings in todo:
+            if log:
+                log(f"scoring {os.path.basename(tar)}")
+            got = score_shard(tar, wanted, settings, net, frames, size, normalize, d.device,
+                              batch_size, advance)
+            done += got["samples"]
+            errors += got["errors"]
+    seconds = time.perf_counter() - t0
+    dist.barrier(d)
+    summary = {"folder": str(folder.resolve()), "scores_computed": list(wanted), **info,
+               "device": str(d.device), "world_size": d.world, "shards": len(tars),
+               "shards_scored": len(todo), "shards_skipped": skipped,
+               "samples_scored": done, "seconds": round(seconds, 3),
+               "clips_per_s": round(done / seconds, 2) if seconds > 0 and done else None,
+               "vtk_version": __version__}
+    summary.update(summarize(folder, tars))
+    if d.rank == 0:
+        write_json(folder / sidecar.SCORES_DIR / sidecar.SUMMARY, summary)
+    return summary
+
+
+def _differs(old: dict, new: dict) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if k != "vtk_version" and old.get(k) !=
+            new.get(k)]
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:2])
+
+
+def finite(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x)
