@@ -24,6 +24,8 @@ COMMANDS = {
     "demo": "the whole study on the synthetic world, offline, on a CPU",
     "bench": "benchmarks: decode, shard, train, captions, caption-quality",
     "view": "browse a shard set's clips and captions in the browser (or as static files)",
+    "score": "score clips: clip-text similarity, motion, frame hashes (sidecars per shard)",
+    "filter": "a new shard set of the clips that score rules and deduplication keep",
 }
 
 
