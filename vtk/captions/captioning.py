@@ -58,6 +58,27 @@ def default_model(clip: Clip) -> str:
     return "shapes" if "synth" in clip.meta else "tagger"
 
 
+def offline_default_note(sources, mode: str, coarse_model: str | None,
+                         fine_model: str | None) -> str | None:
+    """One line for ``vtk shard`` when real video (any source but ``synth:``) is captioned by
+    the offline default ``tagger``: its captions are ImageNet nouns (a rabbit close-up came out
+    as "a spotlight and a strainer"), the fine caption's verbs come from optical flow only, and
+    an ``hf:`` image captioner gives descriptions. None when nothing defaults."""
+    if mode == "none" or all(str(s).startswith("synth:") for s in sources):
+        return None
+    scales = [name for name, model, used in (("coarse", coarse_model, mode in ("coarse", "both")),
+                                             ("fine", fine_model, mode in ("fine", "both")))
+              if used and model is None]
+    if not scales:
+        return None
+    flags = " ".join(f"--{name}-model hf:<id-or-path>" for name in scales)
+    return (f"note: real video gets the offline default captioner 'tagger' for the "
+            f"{' and '.join(scales)} caption{'s' if len(scales) > 1 else ''} (ImageNet tags, no "
+            f"verbs but the fine caption's motion words from optical flow); for descriptive "
+            f"captions pass an image captioner: {flags} (e.g. hf:Salesforce/blip-image-"
+            f"captioning-base, a local path offline)")
+
+
 def pixels(clip: Clip) -> np.ndarray:
     """The frames the captioners see: the clip's own, or the stand-in its source hands in
     ``meta["caption_frames"]``, brought to the clip's frame count and size (a clip may be
@@ -124,7 +145,10 @@ class Captioning:
         return out
 
     def settings(self, clip: Clip) -> dict:
-        return {"mode": self.spec.mode, "fine_fps": self.spec.fine_fps, **self.models(clip)}
+        out = {"mode": self.spec.mode, "fine_fps": self.spec.fine_fps, **self.models(clip)}
+        if out.get("summarizer") == "rules" and out.get("fine") != "shapes":
+            out["motion"] = "flow-1"  # the fine caption carries motion words: a new cache key
+        return out
 
     def run(self, clips: list[Clip]) -> list[dict]:
         if self.spec.mode == "none":
@@ -227,6 +251,8 @@ class Captioning:
 
         summarizer = get_summarizer(self.spec.summarizer, self.spec.device)
         detect_ok = summarizer.name == "rules"
+        # the rules summariser reads the motion off the same frames (optical flow)
+        frames_of = pick if detect_ok else None
         for (model, _), members in self._groups(clips, idx, "fine", pick).items():
             jobs = {}  # clip index -> (texts, times, objects)
             for i, res in self._run_group(model, members, pick, detect_ok).items():
@@ -235,7 +261,7 @@ class Captioning:
                     continue
                 times = [round(float(k) / clips[i].fps, 4) for k in sampled[i]]
                 jobs[i] = (res[0], times, res[1])
-            for i, fine in _summarize_all(summarizer, jobs).items():
+            for i, fine in _summarize_all(summarizer, jobs, frames_of).items():
                 if isinstance(fine, Exception):
                     results[i] = {"error": f"summary ({summarizer.name}): {_reason(fine)}"}
                     continue
@@ -244,9 +270,11 @@ class Captioning:
                 captions[i]["frames"] = [{"t": t, "text": x} for t, x in zip(times, texts)]
 
 
-def _summarize_all(summarizer, jobs: dict) -> dict:
+def _summarize_all(summarizer, jobs: dict, frames_of=None) -> dict:
     """Summaries for many clips: one batched call when the summariser has one (hf models),
-    clip by clip otherwise or when the batch fails. Values are texts or the exception."""
+    clip by clip otherwise or when the batch fails. Values are texts or the exception.
+    ``frames_of(i)``: the frames clip ``i``'s texts describe, for a summariser that reads them
+    (``rules``: the motion words on real video)."""
     out: dict = {}
     if hasattr(summarizer, "summarize_batch") and len(jobs) > 1:
         try:
@@ -259,7 +287,10 @@ def _summarize_all(summarizer, jobs: dict) -> dict:
     for i, job in jobs.items():
         if i not in out:
             try:
-                out[i] = summarizer.summarize(*job)
+                if frames_of is not None:
+                    out[i] = summarizer.summarize(*job, frames=frames_of(i))
+                else:
+                    out[i] = summarizer.summarize(*job)
             except VtkError:
                 raise
             except Exception as e:  # noqa: BLE001

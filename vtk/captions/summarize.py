@@ -6,6 +6,11 @@
   objects across frames and says what changed, in the synthetic world's own words: direction of
   motion, back-and-forth, up-and-down, circling, zigzag, shaking, growing and shrinking, spinning,
   colour change, appearing, disappearing, blinking, staying still. All pure functions.
+  On real video (tags or plain frame texts) it adds what the dense optical flow over the same
+  frames shows (``vtk.captions.motion``): "a video showing a hare and a wood rabbit; the camera
+  pans left", "...; something in the middle moves to the right", "...; the view is still",
+  "...; a cut happens". The ImageNet tags are nouns; the flow gives the fine caption the verbs
+  the middle frame cannot carry.
 - ``hf:<id-or-path>``: any transformers text-generation or text2text model, prompted with the
   timed frame captions (``vtk.captions.hf.HFSummarizer``).
 """
@@ -301,12 +306,20 @@ class RulesSummarizer:
     def __init__(self, device: str = "cpu"):
         pass  # pure functions: the same on every device
 
-    def summarize(self, texts, times, objects=None) -> str:
-        if objects is None:
-            return merge_texts(texts)
-        if any(isinstance(x, tuple) for frame in objects for x in frame):
-            return summarize_tags(objects)  # the tagger's (label, probability) pairs
-        return summarize_objects(objects)
+    def summarize(self, texts, times, objects=None, frames=None) -> str:
+        """``frames`` (the N x H x W x 3 frames the texts describe, optional): on real video,
+        the motion the flow shows is added. The shapes captioner's objects carry their own
+        motion words (tracks), so the flow is not needed there."""
+        if objects is not None and not any(isinstance(x, tuple) for f in objects for x in f):
+            return summarize_objects(objects)
+        # the tagger's (label, probability) pairs, or plain frame texts
+        base = merge_texts(texts) if objects is None else summarize_tags(objects)
+        if frames is None or len(frames) < 2:
+            return base
+        from vtk.captions.motion import clip_motion
+
+        phrase = clip_motion(frames, times).phrase
+        return f"{base}; {phrase}" if base and phrase else base or phrase
 
 
 SUMMARIZERS = Registry("summarizer")

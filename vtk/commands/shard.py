@@ -96,6 +96,12 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
 
     ctx = click.get_current_context()
     options = {k: v for k, v in ctx.params.items() if k not in ("sources", "out", "quiet")}
+    if not quiet:
+        from vtk.captions.captioning import offline_default_note
+
+        note = offline_default_note(sources, captions, coarse_model, fine_model)
+        if note:
+            click.echo(note, err=True)
     with _Progress(quiet, count_sources(sources)) as progress:
         build_shard_set(sources, out, **options, command=command_line(ctx),
                         on_result=progress.update,
