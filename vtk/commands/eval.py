@@ -68,7 +68,9 @@ def render_table(result: dict, console=None) -> None:
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--bench", "benches", multiple=True, default=("synth",), show_default=True,
               help="synth (all eight synthetic analogs), synth-NAME, or NAME=PATH[,VIDEOS] for a "
-                   "local copy of k400 k600 k700 msrvtt lsmdc didemo msvd anet. Repeatable.")
+                   "local copy of k400 k600 k700 msrvtt lsmdc didemo msvd anet, or a benchmark shard "
+                   "set built by vtk shard (a folder or URL, e.g. s3://bucket/bench/k400). "
+                   "Repeatable.")
 @click.option("--dsl", is_flag=True, help="Also report dual-softmax rescored retrieval (dsl_*).")
 @click.option("--templates", default="kinetics", show_default=True,
               help="Class prompts: kinetics (ViCLIP's 16), none, a file (one per line) or one "
@@ -96,6 +98,7 @@ def command(run, benches, dsl, templates, template_average, save_sims, batch_siz
     Examples:
       vtk eval runs/fine --bench synth --dsl
       vtk eval runs/fine --bench k400=~/data/kinetics400 --bench msrvtt=~/data/msrvtt
+      vtk eval runs/fine --bench s3://bucket/bench/synth-k400
     """
     from rich.console import Console
 

@@ -8,8 +8,17 @@ from vtk.errors import VtkError
 from vtk.shards.reader import MAX_SAMPLE_BYTES
 
 
+def _folder_or_url(ctx, param, value):
+    """A local folder must exist (click's check); a URL is checked when it is read."""
+    from vtk.storage import is_url
+
+    if is_url(value):
+        return value.rstrip("/")
+    return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
+
+
 @click.command("inspect")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("folder", callback=_folder_or_url)
 @click.option("--samples", "-n", type=int, default=3, show_default=True,
               help="How many samples to preview.")
 @click.option("--no-decode", is_flag=True, help="Skip decoding the videos (faster).")
@@ -28,7 +37,11 @@ def command(folder, samples, no_decode, as_json, max_sample_bytes):
     Exits non-zero when anything is wrong.
 
     \b
-    Example:  vtk inspect shards/synth
+    FOLDER may be a URL (s3://bucket/prefix, any fsspec URL; AWS_* variables for S3).
+
+    \b
+    Examples:  vtk inspect shards/synth
+               vtk inspect s3://bucket/shards/synth
     """
     from vtk.shards.validate import check_card, check_shard, load_card
     from vtk.shards.writer import shard_tars

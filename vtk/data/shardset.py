@@ -1,8 +1,10 @@
-"""Resolve what the user calls "shards" into a list of local tar paths.
+"""Resolve what the user calls "shards" into a list of tar paths or URLs.
 
 Accepted: a shard-set folder (its ``*.tar``, sorted), a list of tar paths, or one path or brace
-pattern (``shards/train-{000000..000009}.tar``). A shard that does not exist is a one-line
-VtkError naming it, before any worker starts.
+pattern (``shards/train-{000000..000009}.tar``); each may be an fsspec URL instead
+(``s3://bucket/prefix`` lists the ``*.tar`` under that prefix; ``vtk.storage``). A shard that
+does not exist is a one-line VtkError naming it, before any worker starts; so is a store that
+cannot be reached or a bucket that is not there.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vtk import storage
 from vtk.errors import VtkError
 
 
@@ -22,6 +25,9 @@ def expand_braces(pattern: str) -> list[str]:
 
 def resolve_shards(shards) -> list[str]:
     """Tar paths (str) in order; raises VtkError when none is found or one is missing."""
+    if isinstance(shards, str) and storage.is_url(shards) or (
+            isinstance(shards, (list, tuple)) and any(storage.is_url(s) for s in shards)):
+        return _resolve_urls(shards)
     if isinstance(shards, (str, Path)):
         p = Path(shards)
         if p.is_dir():
@@ -40,9 +46,34 @@ def resolve_shards(shards) -> list[str]:
     return paths
 
 
+def _resolve_urls(shards) -> list[str]:
+    if isinstance(shards, str):
+        storage.probe(shards)  # an absent bucket would list as empty
+        base = shards.rstrip("/")
+        if not base.endswith(".tar") and "{" not in base and storage.isdir(base):
+            paths = storage.glob(storage.join(base, "*.tar"))
+            if not paths:
+                raise VtkError(f"no .tar shards in {shards}; build some with: vtk shard SOURCE "
+                               f"--out {shards}")
+            return paths
+        paths = expand_braces(shards)
+    else:
+        paths = [str(s) for s in shards]
+        storage.probe(next(p for p in paths if storage.is_url(p)))
+    for path in paths:
+        if not storage.isfile(path):
+            raise VtkError(f"shard not found: {path}")
+    return paths
+
+
 def looks_truncated(tar: str) -> bool:
     """True when a tar does not end like a complete one (whole 512-byte blocks closed by two
     zero blocks). Python's tarfile stops quietly at a cut, so this is checked up front."""
+    if storage.is_url(tar):
+        size = storage.size(tar)
+        if size < 1024 or size % 512:
+            return True
+        return storage.read_bytes(tar, size - 1024, size).count(0) != 1024
     size = os.path.getsize(tar)
     if size < 1024 or size % 512:
         return True

@@ -3,6 +3,9 @@
 ``--bench`` values:
 - ``synth``: the eight synthetic analogs; ``synth-k400`` (or ``synth:k400?n=60``) one of them.
   Rendered from the synthetic world's own benchmark seeds (disjoint from every training corpus).
+- a shard set that already is a benchmark (its index.json has a ``benchmark`` block, as
+  ``vtk shard synth:k400?n=60 --out ...`` writes): a URL (``s3://bucket/bench/k400``, any
+  fsspec URL: ``vtk.storage``) or a local folder, evaluated as it is, nothing cached.
 - ``NAME=PATH[,VIDEOS]`` with NAME in k400 k600 k700 msrvtt lsmdc didemo msvd anet: a local copy
   in its usual format (``vtk.eval.formats``); PATH is the dataset folder or the annotation file,
   VIDEOS the video folder when it is not under PATH.
@@ -20,7 +23,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtk.errors import VtkError
@@ -37,10 +40,37 @@ class BenchSpec:
     name: str  # synth-k400 | k400 | ...
     source: str  # synth:k400?n=.. for synthetic, the annotation path or folder for real ones
     videos: str | None = None
+    shard_set: dict | None = field(default=None, hash=False, compare=False)  # its index.json
 
     @property
     def synthetic(self) -> bool:
+        if self.shard_set is not None:
+            return bool(self.shard_set["benchmark"].get("synthetic"))
         return self.source.startswith("synth:")
+
+
+def shard_set_spec(value: str) -> BenchSpec | None:
+    """A ``--bench`` value naming a built benchmark shard set (URL or folder), else None."""
+    from vtk import storage
+
+    folder = value.rstrip("/")
+    if not storage.is_url(folder) and not (Path(folder).expanduser() / "index.json").is_file():
+        return None
+    from vtk.shards.validate import load_card
+
+    try:
+        card = load_card(folder if storage.is_url(folder) else str(Path(folder).expanduser()))
+    except FileNotFoundError:
+        raise VtkError(f"--bench {value}: no index.json there (not a shard set, or its build "
+                       f"never finished)") from None
+    except ValueError as e:
+        raise VtkError(f"--bench {value}: index.json is not JSON ({e})") from None
+    bench = card.get("benchmark") if isinstance(card, dict) else None
+    if not isinstance(bench, dict) or bench.get("task") not in ("classification", "retrieval"):
+        raise VtkError(f"--bench {value}: a shard set without a benchmark card (build one "
+                       f"with vtk shard synth:k400 ..., or convert with NAME=PATH)")
+    return BenchSpec(str(bench.get("name") or storage.basename(folder)), folder,
+                     shard_set=card)
 
 
 def parse_bench(values: Iterable[str]) -> list[BenchSpec]:
@@ -60,6 +90,10 @@ def parse_bench(values: Iterable[str]) -> list[BenchSpec]:
             name = f"synth-{preset.name}"
             out[name] = BenchSpec(name, "synth:" + body)
             continue
+        prebuilt = shard_set_spec(value)
+        if prebuilt is not None:
+            out[prebuilt.name] = prebuilt
+            continue
         name, eq, path = value.partition("=")
         if not eq or not path:
             raise VtkError(f"--bench {value}: give synth, synth-NAME or NAME=PATH "
@@ -76,7 +110,7 @@ def parse_bench(values: Iterable[str]) -> list[BenchSpec]:
 
 def check(spec: BenchSpec) -> None:
     """Fail fast (before a model is loaded) when a real benchmark's files are not there."""
-    if spec.synthetic:
+    if spec.synthetic or spec.shard_set is not None:
         return
     if not Path(spec.source).expanduser().exists():
         raise VtkError(f"{spec.source}: {spec.name} annotation file or folder not found")
@@ -109,7 +143,7 @@ def settings_hash(spec: BenchSpec, settings: dict) -> str:
 @dataclass
 class Prepared:
     spec: BenchSpec
-    shards: Path  # the shard set folder
+    shards: Path | str  # the shard set folder (a str for a URL: Path would mangle '//')
     info: dict  # bench.json: card, settings, missing
 
     @property
@@ -126,6 +160,11 @@ def prepare(spec: BenchSpec, size: int | None = None, fps: float = 8.0, codec: s
     ``fps``: frame rate of the stored clips. Building goes to a temporary folder that is
     renamed when complete, so a killed build is never mistaken for a finished one.
     """
+    if spec.shard_set is not None:  # built already, read where it is
+        card = spec.shard_set
+        return Prepared(spec, spec.source, {"benchmark": card["benchmark"], "spec": {
+            "name": spec.name, "source": spec.source}, "settings": card.get("clips", {}),
+            "num_videos": card.get("num_samples")})
     settings = {"size": size, "fps": fps, "codec": codec}
     out = (root or cache_root()) / "bench" / f"{spec.name}-{settings_hash(spec, settings)}"
     info_path = out / "bench.json"

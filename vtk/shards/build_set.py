@@ -53,7 +53,7 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     if caption_cache and no_caption_cache:
         raise VtkError("--caption-cache and --no-caption-cache exclude each other")
     cache_dir = None if no_caption_cache else os.path.abspath(
-        caption_cache or os.path.join(out, CACHE_DIR))
+        caption_cache or default_caption_cache(out))
     spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
                         caption_device, cache_dir)
     if retry_failed and not resume:
@@ -68,7 +68,12 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
                          settings=settings, retry_failed=retry_failed)
     started = time.perf_counter()
-    totals = run_sources(items, writer, cfg, codec, spec, workers=workers, on_result=on_result)
+    try:
+        totals = run_sources(items, writer, cfg, codec, spec, workers=workers,
+                             on_result=on_result)
+    except BaseException:  # nothing half-done is published; the lock goes at once
+        writer.abort()
+        raise
     wall = time.perf_counter() - started
     run = {"sources": totals.sources, "skipped_sources": totals.skipped_sources,
            "clips": totals.clips, "failed_sources": totals.failed_sources,
@@ -101,6 +106,18 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     return index
 
 
+
+
+def default_caption_cache(out) -> str:
+    """OUT/.caption-cache; for a URL (the cache is SQLite, local only) the shared local cache
+    ``$VTK_CACHE/caption-cache`` (default ``~/.cache/vtk``): its keys are clip pixels and
+    caption settings, so sets may share it."""
+    from vtk.storage import is_url
+
+    if not is_url(out):
+        return os.path.join(out, CACHE_DIR)
+    root = os.environ.get("VTK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vtk")
+    return os.path.join(os.path.expanduser(root), "caption-cache")
 
 
 def library_command(sources, out) -> str:

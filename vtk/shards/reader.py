@@ -9,16 +9,22 @@ reader seeks past its data), and a member that is not a plain file under a safe 
 come back with the sample as problems, so ``vtk inspect`` reports them and the loaders record
 and skip the sample instead of losing it quietly.
 
+A tar at a URL (``s3://...``, any fsspec URL: ``vtk.storage``) is read in one pass through a
+buffered file object, with tarfile's streaming mode: data skipped (an oversized sample) is
+read past, never kept.
+
 Samples are grouped as webdataset groups them: consecutive members whose names share the part
 before the first dot of the file name; extensions are lower-cased.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tarfile
 from collections.abc import Iterator
 
+from vtk import storage
 from vtk.shards.wds_index import split_name
 
 # The default cap on one sample's bytes (its members together). A shard clip is seconds of
@@ -68,7 +74,7 @@ def read_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> Iterator[dict]
     one happens is dropped, being incomplete."""
     sample: dict | None = None
     size = 0  # bytes of the current sample's members so far, read or not
-    with tarfile.open(path, "r:*") as tar:
+    with open_tar(path) as tar:
         while True:
             m = tar.next()
             if m is None:
@@ -107,6 +113,20 @@ def read_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> Iterator[dict]
             sample[ext] = tar.extractfile(m).read()
     if sample is not None:
         yield sample
+
+
+@contextlib.contextmanager
+def open_tar(path: str):
+    """A TarFile to read members in order: random access for a local file, one streaming
+    pass (``r|*``) over a buffered fsspec file for a URL. Store failures (endpoint, bucket,
+    credentials) are one VtkError line; a missing key is FileNotFoundError, as locally."""
+    if not storage.is_url(path):
+        with tarfile.open(path, "r:*") as tar:
+            yield tar
+        return
+    with storage.open(path, "rb") as f, storage.errors(path), \
+            tarfile.open(fileobj=f, mode="r|*") as tar:
+        yield tar
 
 
 def _add_problem(sample: dict, kind: str, message: str) -> None:

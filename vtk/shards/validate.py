@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from dataclasses import dataclass, field
 
+from vtk import storage
 from vtk.shards.reader import MAX_SAMPLE_BYTES, PROBLEMS, read_samples
 from vtk.shards.schema import check_sample
 from vtk.shards.wds_index import index_entries, index_path, read_index
@@ -29,7 +29,11 @@ class ShardReport:
 
 
 def load_card(folder: str) -> dict:
-    path = os.path.join(folder, "index.json")
+    """index.json of a shard set (a folder or a URL); FileNotFoundError when there is none."""
+    path = storage.join(folder, "index.json")
+    if storage.is_url(folder):
+        storage.probe(folder)
+        return json.loads(storage.read_text(path))
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -50,7 +54,7 @@ def decode_info(mp4: bytes) -> tuple[int, int, int]:
 
 def check_shard(tar_path: str, decode: bool = True, preview: int = 0,
                 max_bytes: int = MAX_SAMPLE_BYTES) -> ShardReport:
-    report = ShardReport(os.path.basename(tar_path))
+    report = ShardReport(storage.basename(tar_path))
     try:
         for sample in read_samples(tar_path, max_bytes):
             report.num_samples += 1
@@ -90,8 +94,8 @@ def _check_video(key: str, mp4: bytes, info: dict) -> list[str]:
 
 def _check_idx(tar_path: str) -> list[str]:
     idx = index_path(tar_path)
-    name = os.path.basename(idx)
-    if not os.path.exists(idx):
+    name = storage.basename(idx)
+    if not storage.exists(idx):
         return [f"{name}: missing (DALI needs it)"]
     try:
         if read_index(idx) != index_entries(tar_path):

@@ -12,6 +12,7 @@ of the file name; entries that are not regular files and hidden names are skippe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tarfile
 
@@ -32,7 +33,16 @@ def index_entries(tar_path: str) -> list[list[tuple[str, int, int, str]]]:
     """Samples of a tar: each a list of (ext, data offset, size, member name)."""
     samples: list[list[tuple[str, int, int, str]]] = []
     last = None
-    with tarfile.open(tar_path, "r:") as tar:
+    from vtk import storage
+
+    if storage.is_url(tar_path):  # one streaming pass; offsets are the same
+        opened = contextlib.ExitStack()
+        f = opened.enter_context(storage.open(tar_path, "rb"))
+        opened.enter_context(storage.errors(tar_path))
+        tar = opened.enter_context(tarfile.open(fileobj=f, mode="r|"))
+    else:
+        opened = tar = tarfile.open(tar_path, "r:")
+    with opened:
         for m in tar:
             if not m.isreg():
                 continue
@@ -55,8 +65,10 @@ def format_index(samples) -> str:
 
 
 def index_path(tar: str) -> str:
-    """The DALI (wds2idx format) index beside a tar: ``NAME.tar`` -> ``NAME.idx``."""
-    return os.path.splitext(str(tar))[0] + ".idx"
+    """The DALI (wds2idx format) index beside a tar: ``NAME.tar`` -> ``NAME.idx`` (a URL's
+    too)."""
+    tar = str(tar)
+    return (tar[:-4] if tar.endswith(".tar") else os.path.splitext(tar)[0]) + ".idx"
 
 
 def write_index(tar_path: str, idx_path: str | None = None) -> str:
@@ -73,8 +85,10 @@ def write_index(tar_path: str, idx_path: str | None = None) -> str:
 
 
 def read_index(idx_path: str) -> list[list[tuple[str, int, int, str]]]:
-    """Parse an index file back into samples (for validation)."""
-    with open(idx_path) as f:
+    """Parse an index file (a path or a URL) back into samples (for validation)."""
+    from vtk import storage
+
+    with storage.open(idx_path, "rt") as f:
         version, count = f.readline().split()
         if version != INDEX_VERSION:
             raise ValueError(f"{idx_path}: index version {version}, expected {INDEX_VERSION}")

@@ -12,6 +12,14 @@ Crash safety: a shard is written as ``NAME-000000.tar.tmp``; when it holds
 then renamed), and only then is the tar renamed. So a final tar name always means a complete
 shard with its index and stats, and a stats file whose tar is missing is a leftover of a kill.
 
+Object storage (``--out s3://bucket/prefix``, any fsspec URL; ``vtk.storage``): there is no
+rename, so the tar is written in a local temporary folder, and its ``.idx``, ``stats`` and tar
+are then uploaded whole in that order, the tar last. An object appears only once its upload
+is complete, so here too a tar under its final key is a complete shard with its index and
+stats; a kill leaves at most a stats file (and ``.idx``) without its tar, which ``--resume``
+removes. ``index.json`` is written last, by :meth:`close`. ``OUT/.lock`` is an object with
+the writer's host, PID and lease (``vtk.storage.RemoteLock``) instead of a ``flock``.
+
 Resume: a source is *completed* in the shard where :meth:`source_done` was called, which comes
 after its last sample. With ``resume=True`` the writer loads the completed sources and the keys
 of every complete shard; the caller skips completed sources, and :meth:`add` drops keys that
@@ -21,14 +29,17 @@ are already stored, so a source cut off by a kill half-way is redone without dou
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import json
 import os
 import re
+import shutil
 import tarfile
+import tempfile
+import weakref
 from collections import Counter
 
+from vtk import storage
 from vtk.errors import VtkError
 from vtk.fileio import remove_stale_temps, write_json
 from vtk.locks import lock_folder
@@ -51,14 +62,23 @@ def _writing(path: str):
 
 
 def shard_tars(out: str, name: str = "shard") -> list[str]:
-    """The complete tars of a shard set, in order (temp files never match)."""
-    return sorted(glob.glob(os.path.join(out, f"{name}-[0-9]*.tar")))
+    """The complete tars of a shard set (a folder or a URL), in order (temp files never
+    match)."""
+    return storage.glob(storage.join(out, f"{name}-[0-9]*.tar"))
+
+
+def _release(lock, stage: str | None) -> None:
+    """A writer's lock and local staging folder, let go (also when it is dropped unclosed)."""
+    lock.release()
+    if stage is not None:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 class ShardWriter:
     """Writes samples in the order given. One writer per shard set: it holds the set folder's
-    lock (``OUT/.lock``, ``vtk.locks``) from construction to :meth:`close`, so a second
-    process writing or resuming the same set fails at once, naming this one's PID."""
+    lock (``OUT/.lock``, ``vtk.locks``; at a URL ``vtk.storage.RemoteLock``) from construction
+    to :meth:`close` (or :meth:`abort`), so a second process writing or resuming the same set
+    fails at once, naming this one's PID."""
 
     def __init__(self, out: str, name: str = "shard", samples_per_shard: int = 1000,
                  resume: bool = False, settings: dict | None = None, retry_failed: bool = False):
@@ -81,16 +101,27 @@ class ShardWriter:
         self.skipped_keys = 0
         self._tar: tarfile.TarFile | None = None
         self._shard_keys: list[str] = []
+        self.remote = storage.is_url(out)
+        if self.remote:
+            out = self.out = out.rstrip("/")
+            storage.probe(out)  # endpoint, bucket, credentials: one line now, not mid-run
         # first: nothing in the folder is read or removed while another process writes it
-        self._lock = lock_folder(out)
+        self._lock = storage.lock(out) if self.remote else lock_folder(out)
+        # a URL's shard is written here first, then uploaded whole
+        self.stage = tempfile.mkdtemp(prefix="vtk-shard-") if self.remote else None
+        self._closer = weakref.finalize(self, _release, self._lock, self.stage)
         try:
             self._open(resume)
         except BaseException:
-            self._lock.release()
+            self._closer()
             raise
 
     def _open(self, resume: bool) -> None:
         """The folder's layout; what a killed writer left removed; the set loaded to resume."""
+        if self.remote:  # no folders to make; object stores leave no temporary objects
+            self._load(resume)
+            self.index = max(self.shards, default=-1) + 1
+            return
         stats_dir = os.path.join(self.out, "stats")
         try:
             os.makedirs(stats_dir, exist_ok=True)
@@ -104,13 +135,28 @@ class ShardWriter:
     # --- paths ---------------------------------------------------------------------------
 
     def tar_path(self, index: int) -> str:
-        return os.path.join(self.out, f"{self.name}-{index:06d}.tar")
+        return storage.join(self.out, f"{self.name}-{index:06d}.tar")
 
     def idx_path(self, index: int) -> str:
-        return os.path.join(self.out, f"{self.name}-{index:06d}.idx")
+        return storage.join(self.out, f"{self.name}-{index:06d}.idx")
 
     def stats_path(self, index: int) -> str:
-        return os.path.join(self.out, "stats", f"{self.name}-{index:06d}.json")
+        return storage.join(self.out, "stats", f"{self.name}-{index:06d}.json")
+
+    def _local(self, path: str) -> str:
+        """Where ``path`` is written on this machine: itself, or in the staging folder."""
+        return os.path.join(self.stage, storage.basename(path)) if self.remote else path
+
+    def _tmp_tar(self) -> str:
+        return self._local(self.tar_path(self.index)) + ".tmp"
+
+    def _put_json(self, path: str, data: dict, indent: int | None = None) -> None:
+        """A stats file or index.json, whole (local: temp and rename; URL: one upload)."""
+        with _writing(path):
+            if self.remote:
+                storage.write_json(path, data, indent=indent)
+            else:
+                write_json(path, data, indent=indent)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -123,7 +169,7 @@ class ShardWriter:
             return False
         try:
             if self._tar is None:
-                self._tar = tarfile.open(self.tar_path(self.index) + ".tmp", "w",
+                self._tar = tarfile.open(self._tmp_tar(), "w",
                                          format=tarfile.USTAR_FORMAT)
             for ext, data in (("mp4", sample["mp4"]), ("txt", sample["txt"].encode("utf-8")),
                               ("json", encode_json(sample["json"]))):
@@ -162,11 +208,22 @@ class ShardWriter:
         elif self.pending_sources or self.pending_failures:
             self._flush_trailing()
         index = self.card(card or {})
-        path = os.path.join(self.out, "index.json")
-        with _writing(path):
-            write_json(path, index, indent=2)
-        self._lock.release()
+        path = storage.join(self.out, "index.json")
+        self._check_lock()
+        self._put_json(path, index, indent=2)  # last: a set with its index.json is whole
+        self._closer()
         return index
+
+    def abort(self) -> None:
+        """Stop without publishing anything more: the shard being written is dropped (its
+        sources are redone by ``--resume``), the lock released, the staging folder removed."""
+        self._abandon_shard()
+        self._closer()
+
+    def _check_lock(self) -> None:
+        check = getattr(self._lock, "check", None)
+        if check is not None:
+            check()
 
     def _abandon_shard(self) -> None:
         """Drop the shard being written after a write failed (a full disk): its partial temp
@@ -178,7 +235,7 @@ class ShardWriter:
             except OSError:
                 pass
         try:
-            os.remove(self.tar_path(self.index) + ".tmp")
+            os.remove(self._tmp_tar())
         except OSError:
             pass
 
@@ -190,11 +247,12 @@ class ShardWriter:
             self._abandon_shard()
             raise _write_error(self.tar_path(self.index), e) from None
         self._tar = None
-        tmp = self.tar_path(self.index) + ".tmp"
+        tmp = self._tmp_tar()
+        idx = self._local(self.idx_path(self.index))
         with _writing(self.idx_path(self.index)):
-            write_index(tmp, self.idx_path(self.index))
+            write_index(tmp, idx)
         stats = {
-            "shard": os.path.basename(self.tar_path(self.index)),
+            "shard": storage.basename(self.tar_path(self.index)),
             "num_samples": len(self._shard_keys),
             "bytes": os.path.getsize(tmp),
             "keys": self._shard_keys,
@@ -202,10 +260,19 @@ class ShardWriter:
             "failures": self.pending_failures,
             "settings": self.settings,
         }
-        with _writing(self.stats_path(self.index)):
-            write_json(self.stats_path(self.index), stats, indent=None)
-        with _writing(self.tar_path(self.index)):
-            os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
+        if self.remote:  # the same order, each file uploaded whole: the tar last
+            self._check_lock()
+            with _writing(self.idx_path(self.index)):
+                storage.put_file(idx, self.idx_path(self.index))
+            self._put_json(self.stats_path(self.index), stats)
+            with _writing(self.tar_path(self.index)):
+                storage.put_file(tmp, self.tar_path(self.index))
+            for done in (tmp, idx):
+                os.remove(done)
+        else:
+            self._put_json(self.stats_path(self.index), stats)
+            with _writing(self.tar_path(self.index)):
+                os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
         self.shards[self.index] = stats
         self.index += 1
         self._shard_keys, self.pending_sources, self.pending_failures = [], [], []
@@ -218,14 +285,12 @@ class ShardWriter:
             stats = self.shards[last]
             stats["sources_completed"] += self.pending_sources
             stats["failures"] += self.pending_failures
-            with _writing(self.stats_path(last)):
-                write_json(self.stats_path(last), stats, indent=None)
+            self._put_json(self.stats_path(last), stats)
         else:
             stats = {"shard": None, "num_samples": 0, "bytes": 0, "keys": [],
                      "sources_completed": self.pending_sources,
                      "failures": self.pending_failures, "settings": self.settings}
-            with _writing(self.stats_path(self.index)):
-                write_json(self.stats_path(self.index), stats, indent=None)
+            self._put_json(self.stats_path(self.index), stats)
         self.pending_sources, self.pending_failures = [], []
 
     # --- the card ------------------------------------------------------------------------
@@ -264,26 +329,27 @@ class ShardWriter:
     # --- resume --------------------------------------------------------------------------
 
     def _load(self, resume: bool) -> None:
-        pattern = os.path.join(self.out, "stats", f"{self.name}-[0-9]*.json")
-        stats_files = sorted(glob.glob(pattern))
+        pattern = storage.join(self.out, "stats", f"{self.name}-[0-9]*.json")
+        stats_files = storage.glob(pattern)
         tars = shard_tars(self.out, self.name)
         if not resume:
             if stats_files or tars:
                 raise VtkError(f"{self.out} already holds shard set '{self.name}': pass --resume "
                                f"to continue it, or choose another --out or --name")
             return
-        for leftover in glob.glob(os.path.join(self.out, f"{self.name}-*.tmp")) + glob.glob(
-                os.path.join(self.out, "stats", f"{self.name}-*.tmp")):
-            os.remove(leftover)  # a shard cut off by a kill: its sources are redone
+        if not self.remote:  # a URL's shard in progress was local to the killed writer
+            for leftover in storage.glob(os.path.join(self.out, f"{self.name}-*.tmp")) + \
+                    storage.glob(os.path.join(self.out, "stats", f"{self.name}-*.tmp")):
+                os.remove(leftover)  # a shard cut off by a kill: its sources are redone
         for path in stats_files:
             index = int(re.search(r"-(\d+)\.json$", path).group(1))
-            with open(path) as f:
-                stats = json.load(f)
+            with storage.errors(path):
+                stats = json.loads(storage.read_text(path))
             self._check_settings(stats.get("settings", {}), path)
-            if stats["num_samples"] and not os.path.exists(self.tar_path(index)):
-                os.remove(path)  # killed between writing stats and renaming the tar
-                if os.path.exists(self.idx_path(index)):
-                    os.remove(self.idx_path(index))
+            if stats["num_samples"] and self.tar_path(index) not in tars:
+                # killed between writing stats and publishing the tar
+                storage.remove(path)
+                storage.remove(self.idx_path(index))
                 continue
             self.done_sources.update(stats["sources_completed"])
             if stats["num_samples"]:
@@ -292,7 +358,7 @@ class ShardWriter:
             else:  # an empty trailing record: carried into the next shard written
                 self.pending_sources += stats["sources_completed"]
                 self.pending_failures += stats["failures"]
-                os.remove(path)
+                storage.remove(path)
         if self.retry_failed:
             failed = {f["source"] for s in self.shards.values() for f in s["failures"]}
             failed |= {f["source"] for f in self.pending_failures}

@@ -93,7 +93,9 @@ def longest_clip(tar: str, samples: int = PEEK_SAMPLES) -> int | None:
     ``num_frames``), or None when none says."""
     most, seen = None, 0
     try:
-        with tarfile.open(tar) as tf:
+        from vtk.shards.reader import open_tar  # a URL's tar too (one streaming pass)
+
+        with open_tar(tar) as tf:
             for member in tf:
                 if not (member.isfile() and member.name.endswith(".json")) or member.size > 1 << 20:
                     continue

@@ -1,0 +1,268 @@
+"""Shard sets in object storage, against a real S3-compatible server: moto's server mode,
+started by this module on 127.0.0.1 on a free port and stopped at its end. Clients reach it
+the way a user's would: ``AWS_ENDPOINT_URL`` and the AWS credential variables (dummies).
+
+Marked ``s3``: deselected by the default run (pyproject addopts), run by the ``ray`` tox env
+(``pytest -m "ray or s3"``), where a missing moto or s3fs fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+from data_helpers import run_cli
+
+from vtk import storage
+from vtk.cli import cli
+from vtk.shards.reader import read_samples
+
+pytestmark = [pytest.mark.s3, pytest.mark.timeout(180)]
+
+SPEC = "synth:train?n=12&seed=3&size=32&frames=8"
+BUILD = ["--captions", "both", "--samples-per-shard", "4", "--workers", "1", "--quiet"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _aws_env(mp: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Dummy credentials, the endpoint, and nothing from this machine's own AWS set-up."""
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        mp.delenv(name)
+    mp.setenv("AWS_ENDPOINT_URL", endpoint)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    mp.setenv("AWS_CONFIG_FILE", os.devnull)
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata look-up for creds
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    mp = pytest.MonkeyPatch()
+    _aws_env(mp, url)
+    try:
+        yield url
+    finally:
+        mp.undo()
+        server.stop()
+
+
+def _new_bucket() -> str:
+    name = f"vtk-{uuid.uuid4().hex[:10]}"
+    fs, _ = storage.filesystem(f"s3://{name}")
+    fs.mkdir(name)
+    return f"s3://{name}"
+
+
+@pytest.fixture
+def bucket(endpoint):
+    return _new_bucket()
+
+
+def _shard(*args):
+    cli.main(["shard", *args], standalone_mode=False)
+
+
+@pytest.fixture(scope="module")
+def built(endpoint, tmp_path_factory):
+    """(local folder, URL) of the same shard set built by vtk shard to each."""
+    local = tmp_path_factory.mktemp("s3ref") / "set"
+    url = _new_bucket() + "/sets/synth"
+    _shard(SPEC, "--out", str(local), *BUILD)
+    _shard(SPEC, "--out", url, *BUILD)
+    return local, url
+
+
+def _keys_under(url: str) -> list[str]:
+    fs, path = storage.filesystem(url)
+    return sorted(p[len(path) + 1:] for p in fs.find(path))
+
+
+def _samples(tars) -> list[dict]:
+    return [{k: v for k, v in s.items() if k != "__url__"} for t in tars for s in read_samples(t)]
+
+
+def test_a_set_built_to_s3_holds_the_same_samples_as_a_local_build(built):
+    local, url = built
+    assert _keys_under(url) == [  # no lock, no temporary object, no caption cache left there
+        "index.json", *[f"shard-00000{i}.{e}" for i in range(3) for e in ("idx", "tar")],
+        *[f"stats/shard-00000{i}.json" for i in range(3)]]
+    tars = storage.glob(url + "/shard-*.tar")
+    remote, here = _samples(tars), _samples(sorted(map(str, local.glob("*.tar"))))
+    assert [s["__key__"] for s in remote] == [s["__key__"] for s in here] and len(here) == 12
+    for a, b in zip(remote, here):
+        assert a == b  # json, txt, and the same mp4 bytes
+    assert all(s["txt"] for s in remote)  # captioned
+    card, ref = storage.read_json(url + "/index.json"), json.loads((local / "index.json").read_text())
+    assert card["shards"] == ref["shards"] and card["num_samples"] == 12
+    for i in range(3):  # the .idx beside each tar is the same index
+        assert storage.read_bytes(f"{url}/shard-00000{i}.idx") == (
+            local / f"shard-00000{i}.idx").read_bytes()
+
+
+def test_vtk_inspect_validates_the_url(built, capsys):
+    _, url = built
+    code, err, out = run_cli(["inspect", url, "--json"], capsys)
+    report = json.loads(out)
+    assert code == 0, err
+    assert report["problems"] == [] and report["card"]["num_samples"] == 12
+    assert [s["file"] for s in report["shards"]] == [f"shard-00000{i}.tar" for i in range(3)]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_the_loader_yields_the_same_batches_from_s3_as_from_the_local_copy(built, workers):
+    from vtk.data.loader import build_loader
+
+    local, url = built
+
+    def batches(shards):
+        loader = build_loader(shards, backend="pyav", frames=4, size=32, train=False,
+                              batch_size=5, workers=workers, captions="fine", rank=0,
+                              world_size=1)
+        return [(b["key"], b["text"], b["video"].clone()) for b in loader], loader.stats
+
+    remote, stats = batches(url)
+    here, _ = batches(str(local))
+    assert sum(len(k) for k, _, _ in remote) == 12
+    assert [(k, t) for k, t, _ in remote] == [(k, t) for k, t, _ in here]
+    for (_, _, a), (_, _, b) in zip(remote, here):
+        assert torch.equal(a, b)
+    assert stats.as_dict()["tar_errors"] == 0 and stats.as_dict()["corrupt"] == 0
+
+
+def test_vtk_train_and_vtk_eval_read_shard_sets_from_urls(built, tmp_path, capsys):
+    _, url = built
+    run = tmp_path / "run"
+    code, err, _ = run_cli(["train", url, "--out", str(run), "--model", "tiny", "--text", "tiny",
+                            "--frames", "4", "--size", "32", "--batch-size", "4", "--steps", "2",
+                            "--workers", "0", "--quiet"], capsys)
+    assert code in (0, None), err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["complete"] and summary["steps"] == 2
+    assert json.loads((run / "config.json").read_text())["data"] == url
+    bench = url.rsplit("/", 2)[0] + "/bench/synth-k400"
+    _shard("synth:k400?n=10&size=32&frames=8", "--out", bench, "--samples-per-shard", "4",
+           "--workers", "1", "--quiet")
+    code, err, out = run_cli(["eval", str(run), "--bench", bench, "--workers", "0"], capsys)
+    assert code in (0, None), err
+    result = json.loads((run / "eval.json").read_text())["benchmarks"]["synth-k400"]
+    assert result["num_videos"] == 10 and result["settings"]["shards"] == bench
+    assert 0 <= result["metrics"]["top1"] <= 100
+
+
+def _published_shards(url: str) -> dict[str, int]:
+    """{tar name: samples} of the tars under their final keys, each checked whole."""
+    from vtk.data.shardset import looks_truncated
+
+    out = {}
+    for tar in storage.glob(url + "/shard-*.tar"):
+        assert not looks_truncated(tar), tar
+        name = storage.basename(tar)
+        stats = storage.read_json(f"{url}/stats/{name[:-4]}.json")
+        out[name] = len(list(read_samples(tar)))
+        assert out[name] == stats["num_samples"] and storage.exists(tar[:-4] + ".idx")
+    return out
+
+
+def test_a_build_killed_midway_publishes_only_whole_shards_and_resume_finishes_it(bucket):
+    url = bucket + "/killed"
+    spec = "synth:train?n=60&seed=5&size=32&frames=8"
+    args = [spec, "--out", url, "--samples-per-shard", "4", "--workers", "1", "--quiet"]
+    p = subprocess.Popen([sys.executable, "-m", "vtk", "shard", *args],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while len(storage.glob(url + "/shard-*.tar")) < 2 and time.monotonic() < deadline:
+            assert p.poll() is None, p.stderr.read().decode()
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.kill()
+        p.wait(10)
+        p.stderr.close()
+    assert not storage.exists(url + "/index.json"), "the build ended before the kill"
+    before = _published_shards(url)
+    assert 2 <= len(before) < 15 and set(before.values()) == {4}
+    held = storage.read_json(url + "/.lock")  # the killed writer's lock is left behind...
+    assert held["pid"] == p.pid
+    # ...as if it was killed between publishing a shard's stats and its tar
+    last = max(before)
+    storage.remove(f"{url}/{last}")
+    _shard(*args, "--resume")  # ...and taken over: its PID on this host is gone
+    after = _published_shards(url)
+    keys = [s["__key__"] for t in storage.glob(url + "/shard-*.tar") for s in read_samples(t)]
+    assert len(keys) == len(set(keys)) == 60 and sum(after.values()) == 60
+    assert storage.read_json(url + "/index.json")["num_samples"] == 60
+    assert not storage.exists(url + "/.lock")
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_set(bucket):
+    from vtk.errors import VtkError
+    from vtk.shards.writer import ShardWriter
+
+    url = bucket + "/locked"
+    first = ShardWriter(url, samples_per_shard=2)
+    with pytest.raises(VtkError, match=rf"in use by vtk process {os.getpid()} on "):
+        ShardWriter(url, samples_per_shard=2, resume=True)
+    first.add({"__key__": "a_000000", "mp4": b"x", "txt": "t", "json": {"a": 1}})
+    first.abort()  # abandoned: nothing published, the lock released
+    assert _keys_under(url) == []
+    second = ShardWriter(url, samples_per_shard=2, resume=True)
+    second.close()
+    assert _keys_under(url) == ["index.json"]
+
+
+def _one_line(code, err, *words):
+    assert code not in (0, None)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_an_unreachable_endpoint_is_one_line(endpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    t0 = time.monotonic()
+    code, err, _ = run_cli(["shard", SPEC, "--out", "s3://any/set", "--quiet"], capsys)
+    _one_line(code, err, "s3://any/set", "cannot reach", "AWS_ENDPOINT_URL")
+    code, err, _ = run_cli(["inspect", "s3://any/set"], capsys)
+    _one_line(code, err, "s3://any/set", "cannot reach")
+    assert time.monotonic() - t0 < 60
+
+
+def test_a_missing_bucket_is_one_line(endpoint, tmp_path, capsys):
+    for args in (["shard", SPEC, "--out", "s3://no-such-bucket/set", "--quiet"],
+                 ["inspect", "s3://no-such-bucket/set"],
+                 ["train", "s3://no-such-bucket/set", "--out", str(tmp_path / "run"), "--quiet"]):
+        code, err, _ = run_cli(args, capsys)
+        _one_line(code, err, "no-such-bucket", "does not exist")
+
+
+def test_no_credentials_is_one_line(bucket, capsys, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    code, err, _ = run_cli(["shard", SPEC, "--out", bucket + "/set", "--quiet"], capsys)
+    _one_line(code, err, bucket, "no AWS credentials", "AWS_ACCESS_KEY_ID")
