@@ -68,6 +68,20 @@ from vtk.shards.build_set import (  # noqa: E402,F401
 @click.option("--samples-per-shard", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: number of CPUs, at most 8).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: a process pool on this machine; ray: tasks on a Ray cluster write "
+                   "whole shards (the ray extra; docs/scale-out.md).")
+@click.option("--ray-address", default=None, metavar="auto|HOST:PORT",
+              help="With --engine ray: the cluster to join (auto: the one this machine "
+                   "belongs to; default: RAY_ADDRESS, else a new local one of --workers CPUs).")
+@click.option("--captioners", type=click.IntRange(min=0), default=None,
+              help="With --engine ray: captioner actors, each loading the models once "
+                   "(default: one per GPU share; 0, and the default without GPUs: the shard "
+                   "tasks caption themselves).")
+@click.option("--captioner-gpus", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --engine ray: GPUs per captioner actor; 0.25 puts four small models "
+                   "on one GPU.")
 @click.option("--video-root", type=click.Path(file_okay=False), default=None,
               help="Where manifest URLs and YouTube IDs are found as <id>.<ext>.")
 @click.option("--resume", is_flag=True,
@@ -78,7 +92,8 @@ from vtk.shards.build_set import (  # noqa: E402,F401
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(sources, out, name, captions, coarse_model, fine_model, summarizer, fine_fps,
             caption_device, caption_cache, no_caption_cache, clip_mode, min_clip, max_clip,
-            clip_len, size, fps, codec, samples_per_shard, workers, video_root, resume, retry_failed, quiet):
+            clip_len, size, fps, codec, samples_per_shard, workers, engine, ray_address,
+            captioners, captioner_gpus, video_root, resume, retry_failed, quiet):
     """Cut videos into clips, caption them and write WebDataset shards.
 
     \b
@@ -90,6 +105,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
       vtk shard synth:train?n=2000 --out shards/synth --captions both
       vtk shard videos/ --out shards/mine --clips scenes --size 224 --workers 4
       vtk shard internvid.csv --video-root videos/ --out shards/iv --resume
+      vtk shard internvid.csv --out s3://bucket/iv --engine ray --ray-address auto
     """
     from vtk.shards.build_set import build_shard_set
     from vtk.sources import count_sources

@@ -52,22 +52,35 @@ class Totals:
     caption_hits: int = 0
     caption_misses: int = 0
 
+    def add(self, result: SourceResult) -> None:
+        """Count one processed source (both engines count the same way)."""
+        self.sources += 1
+        self.clips += len(result.samples)
+        self.frames_decoded += result.frames_decoded
+        self.cuts += result.cuts
+        self.caption_hits += result.caption_hits
+        self.caption_misses += result.caption_misses
+        self.failed_sources += bool(result.failures and not result.samples)
+
 
 # --- in the worker ---------------------------------------------------------------------------
 
 _STATE: dict = {}
 
 
-def init_worker(cfg: ClipConfig, codec: str, caption_spec, parent: int | None = None) -> None:
+def init_worker(cfg: ClipConfig, codec: str, caption_spec, parent: int | None = None,
+                captioning=None) -> None:
     """Per-process set-up: captioning models load once per worker, not per source.
-    ``parent``: the PID of the process that started the pool; the worker ends with it."""
+    ``parent``: the PID of the process that started the pool; the worker ends with it.
+    ``captioning``: an object with ``run(clips)`` that captions elsewhere (the Ray engine's
+    captioner actors) instead of models loaded here."""
     if parent is not None:  # first: a parent killed while we start must not leave us behind
         exit_with_parent(parent)
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would only contend
-    _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=None, cache=None)
-    if caption_spec is not None and caption_spec.mode != "none":
+    _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=captioning, cache=None)
+    if captioning is None and caption_spec is not None and caption_spec.mode != "none":
         from vtk.captions import Captioning
 
         captioning = Captioning(caption_spec)
@@ -170,21 +183,21 @@ def run_sources(items: Iterable[SourceItem], writer, cfg: ClipConfig, codec: str
             yield item
 
     for result in _ordered_map(todo(), cfg, codec, caption_spec, workers):
-        for sample in result.samples:
-            writer.add(sample)
-        for f in result.failures:
-            writer.fail(result.source_id, result.input, f["kind"], f["reason"], f.get("key"))
-        writer.source_done(result.source_id)
-        totals.sources += 1
-        totals.clips += len(result.samples)
-        totals.frames_decoded += result.frames_decoded
-        totals.cuts += result.cuts
-        totals.caption_hits += result.caption_hits
-        totals.caption_misses += result.caption_misses
-        totals.failed_sources += bool(result.failures and not result.samples)
+        write_result(writer, result)
+        totals.add(result)
         if on_result:
             on_result(result, totals)
     return totals
+
+
+def write_result(writer, result: SourceResult) -> None:
+    """One source's samples and failures into ``writer``, then the source marked done (after
+    its last sample: the resume rule of ``ShardWriter``)."""
+    for sample in result.samples:
+        writer.add(sample)
+    for f in result.failures:
+        writer.fail(result.source_id, result.input, f["kind"], f["reason"], f.get("key"))
+    writer.source_done(result.source_id)
 
 
 def _ordered_map(items: Iterator[SourceItem], cfg, codec, caption_spec,

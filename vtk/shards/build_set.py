@@ -24,7 +24,8 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
                     caption_cache=None, no_caption_cache=False, clip_mode="auto",
                     min_clip=2.0, max_clip=30.0, clip_len=10.0, size=None, fps=8.0,
                     codec="h264", samples_per_shard=1000, workers=None, video_root=None,
-                    resume=False, retry_failed=False, command: str | None = None,
+                    resume=False, retry_failed=False, engine="local", ray_address=None,
+                    captioners=None, captioner_gpus=None, command: str | None = None,
                     on_result: Callable | None = None,
                     on_close: Callable | None = None) -> dict:
     """Write the shard set of ``sources`` to ``out`` and return its index (index.json).
@@ -33,10 +34,12 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     the card's "command" field (the CLI passes its command line; None: a
     ``vtk.shards.build_shard_set(...)`` call). ``on_result(result, totals)``: called per source
     (a progress bar). ``on_close(index, run, failures, items)``: called once the index is
-    written, before an empty set raises."""
+    written, before an empty set raises. ``engine``: "local" (a process pool of ``workers``)
+    or "ray" (``vtk.shards.engines.ray_engine``: ``ray_address``, ``captioners``,
+    ``captioner_gpus``)."""
     sources = list(sources)
     from vtk.clips import ClipConfig
-    from vtk.shards.build import run_sources
+    from vtk.shards.engines import make_engine
     from vtk.shards.writer import ShardWriter
     from vtk.sources import benchmark_card, open_sources
     from vtk.types import SOURCE_ID_SCHEME
@@ -59,6 +62,9 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     if retry_failed and not resume:
         raise VtkError("--retry-failed goes with --resume")
     items = open_sources(sources, video_root=video_root)  # checks every SOURCE first
+    runner = make_engine(engine, ray_address=ray_address, captioners=captioners,
+                         captioner_gpus=captioner_gpus)
+    run_sources = runner.run  # the local pool or a Ray cluster: one protocol (engines/)
     caps = _spec_dict(spec, captions)
     # where the cache lives does not change a sample, so a resume need not repeat it (kept as
     # null rather than dropped: sets built before the cache was wired resume as they are)
@@ -92,6 +98,7 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
         "samples_per_shard": samples_per_shard,
         "captions": card_captions(caps, sources),
         "versions": versions(),
+        "engine": runner.describe(),  # local workers, or the Ray cluster's size
         "last_run": run,
     }
     bench = benchmark_card(sources)

