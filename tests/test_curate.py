@@ -218,3 +218,19 @@ def test_dedup_groups_and_keeps_the_largest_copy():
     assert [(i, j) for i, j, _ in D.embed_pairs(x, 0.95, block=2)] == [(0, 3)]
     h = np.array([2**64 - 1, 0, 0b1011], dtype=np.uint64)
     assert popcount(h).tolist() == [64, 0, 3]
+
+
+def test_view_shows_and_sorts_by_sidecar_scores(k400):
+    from vtk.view.index import ShardSetView
+
+    folder, _ = k400
+    scores = {}
+    for tar in sorted(folder.glob("*.tar")):
+        scores.update(load_sidecar(tar))
+    view = ShardSetView(str(folder))
+    page = view.query(offset=0, limit=24)
+    assert {it["key"]: it["scores"] for it in page["items"]} == scores
+    ranked = view.query(sort="motion", order="desc", limit=5)
+    assert "motion" in ranked["scores"]
+    best = sorted(scores, key=lambda k: -scores[k]["motion"])[:5]
+    assert [it["key"] for it in ranked["items"]] == best

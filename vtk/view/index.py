@@ -8,7 +8,8 @@ the first time a page touches that shard, and kept in an LRU of ``listing_cache`
 
 Filtering and sorting need every sample's json. The first filtered or sorted request reads the
 json members shard by shard (by offset; the mp4s are never read) into *facets*: per row the
-lower-cased caption text, the label and the scores. Facets are cached under a byte bound
+lower-cased caption text, the label and the scores (the json's ``scores``, with those of a
+``vtk score`` sidecar, ``scores/NAME-000000.parquet``, merged in). Facets are cached under a byte bound
 (``facet_budget``); past it the least recently used shards are dropped and read again when a
 query needs them, so memory stays bounded on any set and a repeated query on a set that fits is
 answered from memory.
@@ -31,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from vtk.curate.sidecar import merge_scores
 from vtk.errors import VtkError
 from vtk.shards.schema import parse_meta
 from vtk.shards.wds_index import INDEX_VERSION, index_path
@@ -248,6 +250,7 @@ class ShardSetView:
                 info = parse_meta(read_member(f.fileno(), json_off, json_size))
         except (OSError, MemberError, ValueError) as e:
             return {**base, "error": f"{key}: {e}"}
+        info = merge_scores(info, (self.sidecar(i) or {}).get(key))
         item = {**base, **{k: info[k] for k in ITEM_FIELDS if k in info}}
         if mp4_off >= 0:
             url = f"{quote(shard.file)}/{j}"
@@ -285,6 +288,21 @@ class ShardSetView:
         with open(where[0], "rb") as f:
             return read_member(f.fileno(), where[1], where[2])
 
+    def sidecar(self, i: int) -> dict | None:
+        """The scores of ``vtk score`` for shard ``i`` (``{key: {name: value}}``), None when
+        it has no sidecar, or one out of the folder or unreadable (then the json's own
+        scores stand)."""
+        from vtk.curate.sidecar import load_sidecar, sidecar_path
+
+        shard = self.shards[i]
+        path = sidecar_path(shard.path)
+        if shard.problem or not path.is_file() or not self.inside(str(path)):
+            return None
+        try:
+            return load_sidecar(shard.path)
+        except VtkError:
+            return None
+
     # --- queries -------------------------------------------------------------------------
 
     def facets(self, i: int) -> Facets:
@@ -306,14 +324,17 @@ class ShardSetView:
         except OSError:
             yield from [None] * len(listing.entries)
             return
+        scores = self.sidecar(i) or {}
         with f:
-            for _, _, _, json_off, json_size in listing.entries:
+            for key, _, _, json_off, json_size in listing.entries:
                 try:
                     if json_off < 0:
                         raise MemberError("no json")
-                    yield parse_meta(read_member(f.fileno(), json_off, json_size))
+                    info = parse_meta(read_member(f.fileno(), json_off, json_size))
                 except (OSError, MemberError, ValueError):
                     yield None
+                else:
+                    yield merge_scores(info, scores.get(key))
 
     def query(self, q: str = "", label: str = "", sort: str = "", order: str = "desc",
               offset: int = 0, limit: int = 24) -> dict:
