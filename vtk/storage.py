@@ -14,8 +14,8 @@ whole or not at all.**
 Credentials and endpoints come from the standard AWS variables (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, ``AWS_DEFAULT_REGION``),
 read by botocore. ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (an S3-compatible server:
-MinIO, Ceph, moto) is passed to s3fs explicitly, since botocore reads the variable itself
-only from 1.31.58 on. fsspec and s3fs are the ``s3`` extra, imported on first use.
+MinIO, Ceph, moto) is passed to s3fs explicitly: botocore reads the variable itself only in
+its releases since 2023 (1.43 does), older ones ignore it. fsspec and s3fs are the ``s3`` extra, imported on first use.
 
 Failures of the store are one ``VtkError`` line naming the URL and the reason (endpoint not
 reachable, bucket missing, no or bad credentials): ``errors(url)``.
