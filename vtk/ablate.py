@@ -1,4 +1,6 @@
-"""The two ablations: caption scale (coarse / fine / both / mixed) and video masking ratio.
+"""The ablations: caption scale (coarse / fine / both / mixed), video masking ratio, and data
+filtering (``run_filter``: no filter / top share by a score / near-duplicate removal, each arm
+trained on what its rules keep, beside an optional clean-corpus arm).
 
 Each arm x seed is one run directory ``OUT/<ablation>-<arm>-s<seed>/`` holding the trainer's
 files, ``eval.json`` and ``ablation.json`` (which ablation, arm and seed, and a fingerprint of
@@ -15,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtk.errors import VtkError
@@ -32,14 +35,23 @@ _NOT_TRAINING = {"out", "resume", "overwrite", "quiet", "log_every", "checkpoint
 
 @dataclass
 class Arm:
-    ablation: str  # captions | mask
-    arm: str  # coarse | fine | both | mixed | "0.5" ...
+    ablation: str  # captions | mask | filter
+    arm: str  # coarse | fine | both | mixed | "0.5" | "top:clip-text=0.3" ...
     seed: int
     train: dict  # TrainConfig fields for this arm
+    # what the data is beyond its path (a filtered set's rules, counts and scorer): part of the
+    # fingerprint, so a set filtered again with other scores trains again
+    data_id: str = ""
+    info: dict = field(default_factory=dict)  # written into ablation.json (the report reads it)
 
     @property
     def name(self) -> str:
-        return f"{self.ablation}-{self.arm}-s{self.seed}"
+        return f"{self.ablation}-{slug(self.arm)}-s{self.seed}"
+
+
+def slug(text: str) -> str:
+    """A folder-safe form of an arm label: 'top:clip-text=0.3' -> 'top-clip-text-0.3'."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "arm"
 
 
 def plan(ablation: str, values: list[str], seeds: int, base: dict, seed0: int = 0) -> list[Arm]:
@@ -159,6 +171,8 @@ def run_arms(arms: list[Arm], out: str | Path, benches: list[str], eval_opts: di
         runs.append(run)
         head = f"[{i}/{len(arms)}] {arm.ablation}={arm.arm} seed={arm.seed}"
         fp = fingerprint(arm.train)
+        if arm.data_id:
+            fp = hashlib.sha1(f"{fp}:{arm.data_id}".encode()).hexdigest()[:12]
         if _finished(run, benches, fp):
             log(f"{head}: finished earlier, skipped ({run})")
             continue
@@ -168,7 +182,8 @@ def run_arms(arms: list[Arm], out: str | Path, benches: list[str], eval_opts: di
             log(f"{head}: {run} was trained with other settings: training it again")
             shutil.rmtree(run)
         run.mkdir(parents=True, exist_ok=True)
-        tag = {"ablation": arm.ablation, "arm": arm.arm, "seed": arm.seed, "fingerprint": fp}
+        tag = {"ablation": arm.ablation, "arm": arm.arm, "seed": arm.seed, "fingerprint": fp,
+               **arm.info}
         twin = _twin(out, fp, run, benches)
         if twin is not None and fresh:
             _copy_run(twin, run)
@@ -188,3 +203,154 @@ def run_arms(arms: list[Arm], out: str | Path, benches: list[str], eval_opts: di
         evaluate(run, benches, **(eval_opts or {}))
         log(f"{head}: done in {time.perf_counter() - t0:.0f} s")
     return runs
+
+
+# --- the filter ablation ---------------------------------------------------------------------
+
+CLEAN_ARM = "clean"
+
+
+def parse_arm_rules(text: str) -> list[str]:
+    """``"none; top:clip-text=0.3; dedup:0.95"`` -> one normalised rule string per arm (the
+    rules in the order they apply, joined by ``+``; ``none`` for no filter). Each is checked
+    by ``vtk.curate.parse_rules``, so a bad rule fails before anything trains."""
+    from vtk.curate import parse_rules
+
+    arms = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        rules = parse_rules(part)
+        label = "none" if rules.is_empty() else "+".join(rules.as_list())
+        if label in arms:
+            raise VtkError(f"--rules: the arm {label!r} is given twice")
+        arms.append(label)
+    if not arms:
+        raise VtkError("--rules: give at least one arm (e.g. 'none; top:clip-text=0.3')")
+    return arms
+
+
+def scores_for(arms: list[str]) -> tuple[list[str], bool]:
+    """(the ``vtk score`` scores the arms' rules need, whether a model must score them)."""
+    from vtk.curate import parse_rules
+
+    need: set[str] = set()
+    for label in arms:
+        rules = parse_rules(label)
+        for name in rules.scores_needed():
+            need.add("clip-text" if name.startswith("clip-text") else name)
+        if rules.dedup == "frames":
+            need.add("hashes")
+        elif rules.dedup:
+            need.add("clip-text")  # the clip embeddings come with the clip-text score
+    return sorted(need), "clip-text" in need
+
+
+def planted(folder: str | Path) -> dict:
+    """How many clips of a shard set carry each kind of planted noise (the synthetic world's
+    truth, ``synth.noise``): ``{"clips", "swapped", "duplicate"}``; real data counts 0."""
+    import tarfile
+
+    from vtk.data.shardset import resolve_shards
+
+    out = {"clips": 0, "swapped": 0, "duplicate": 0}
+    for tar in resolve_shards(str(folder)):
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if not m.isfile() or not m.name.endswith(".json"):
+                    continue
+                out["clips"] += 1
+                try:
+                    truth = json.loads(tf.extractfile(m).read()).get("synth") or {}
+                except ValueError:
+                    continue
+                kind = (truth.get("noise") or {}).get("kind")
+                if kind in out:
+                    out[kind] += 1
+    return out
+
+
+def _filtered_set(data: Path, out: Path, label: str, log) -> dict:
+    """OUT/sets/<arm>: ``data`` filtered by ``label`` (kept when it was made with the same
+    rules from the same scores); returns its index.json."""
+    from vtk.curate import filter_set
+    from vtk.curate.sidecar import SCORES_DIR, SUMMARY
+
+    target = out / "sets" / slug(label)
+    scores = read_json(data / SCORES_DIR / SUMMARY, {}) or {}
+    want = {k: scores.get(k) for k in ("model", "init", "checkpoint", "scores_computed")
+            if scores.get(k) is not None}
+    card = read_json(target / "index.json")
+    cur = (card or {}).get("curation") or {}
+    if card and cur.get("parent") == str(data.resolve()) and cur.get("parent_scores") == want \
+            and "+".join(cur.get("rules") or []) == label:
+        return card
+    if target.exists():
+        shutil.rmtree(target)
+    log(f"filtering {data} by {label} -> {target}")
+    return filter_set(data, target, label, progress=False, log=log)
+
+
+def run_filter(data: str | Path, out: str | Path, arms: list[str], seeds: int, base: dict,
+               benches: list[str], seed0: int = 0, scorer: str | Path | None = None,
+               clean: str | Path | None = None, eval_opts: dict | None = None,
+               log: Callable[[str], None] = print) -> list[Path]:
+    """The filter ablation: every arm of ``arms`` (rule strings, ``parse_arm_rules``) x seed
+    trained at the same settings and step count on what its rules keep of ``data``, and a
+    ``clean`` arm on the shard set ``clean`` (the noise-free twin of a noisy corpus) when given.
+
+    Scores come from ``scorer`` (a run folder), else from the ``none`` arm's first-seed run:
+    the model trained on the unfiltered corpus judges that corpus, as InternVid's UMT (trained
+    on other data) judged its clips. The scores are written beside ``data``'s tars
+    (``vtk score``'s sidecars; scores made with another model are replaced). Each filtered set
+    is a new shard set under ``OUT/sets/``; ``ablation.json`` records the arm's rules, its
+    clip count and how many planted noisy clips it kept."""
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    needed, by_model = scores_for(arms)
+    if by_model and scorer is None and "none" not in arms:
+        raise VtkError("--rules: a score rule needs a model: add a 'none' arm (its run scores "
+                       "the corpus) or pass --scorer RUN")
+
+    def arm(label, folder, seed, data_id="", info=None):
+        return Arm("filter", label, seed, dict(base, data=str(folder), seed=seed), data_id,
+                   {"data": str(folder), **(info or {})})
+
+    first = []
+    if "none" in arms:
+        info = {"rules": [], "planted": planted(data)}
+        first += [arm("none", data, s, info=info) for s in range(seed0, seed0 + seeds)]
+    if clean is not None:
+        info = {"rules": "clean corpus", "planted": planted(clean)}
+        first += [arm(CLEAN_ARM, clean, s, info=info) for s in range(seed0, seed0 + seeds)]
+    runs = run_arms(first, out, benches, eval_opts, log) if first else []
+    rest = [a for a in arms if a != "none"]
+    if not rest:
+        return runs
+    if needed:
+        from vtk.curate import score_set
+
+        model = Path(scorer) if scorer is not None else out / Arm("filter", "none", seed0,
+                                                                  {}).name
+        kw = dict(model=str(model) if by_model else None, scores=needed, device=base.get(
+            "device", "auto"), progress=False, log=log)
+        log(f"scoring {data} ({', '.join(needed)}) with {model if by_model else 'no model'}")
+        try:
+            score_set(data, **kw)
+        except VtkError as e:
+            if "other settings" not in str(e):
+                raise
+            log(f"{data}: scored earlier with other settings; scoring again with {model}")
+            score_set(data, overwrite=True, **kw)
+    later = []
+    for label in rest:
+        card = _filtered_set(data, out, label, log)
+        cur = card.get("curation") or {}
+        data_id = json.dumps([cur.get("rules"), cur.get("counts"), cur.get("parent_scores")],
+                             sort_keys=True, default=str)
+        target = out / "sets" / slug(label)
+        info = {"rules": cur.get("rules"), "counts": cur.get("counts"),
+                "planted": planted(target), "scorer": (cur.get("parent_scores") or {}).get(
+                    "model")}
+        later += [arm(label, target, s, data_id, info) for s in range(seed0, seed0 + seeds)]
+    return runs + run_arms(later, out, benches, eval_opts, log)

@@ -6,6 +6,11 @@ and `eval.json` (every benchmark's metrics). A plain `vtk train` + `vtk eval` ru
 `ablation.json`) is an arm of its own, named by its folder, in the ablation "runs". This module
 finds those runs, groups them by (ablation, arm), takes the mean and standard deviation across
 seeds and renders them.
+
+The filter ablation (``vtk ablate filter``) has two more columns: the clips each arm trained on
+and how many of the planted noisy clips (the synthetic world's swapped captions and
+near-duplicates) its rules kept; ``recovery`` says, per filter, how much of the gap between
+the unfiltered corpus and the clean one it closes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ CLS_BENCHES = ("k400", "k600", "k700")
 RET_BENCHES = ("msrvtt", "lsmdc", "didemo", "msvd", "anet")
 LABELS = {"k400": "K400", "k600": "K600", "k700": "K700", "msrvtt": "MSR-VTT", "lsmdc": "LSMDC",
           "didemo": "DiDeMo", "msvd": "MSVD", "anet": "ANet"}
-BASELINE = {"captions": "coarse", "mask": "0"}
+BASELINE = {"captions": "coarse", "mask": "0", "filter": "none"}
 
 
 @dataclass
@@ -39,6 +44,8 @@ class Arm:
     synthetic: bool = False
     chance: dict[str, float] = field(default_factory=dict)  # column -> chance level
     overloaded: list[Path] = field(default_factory=list)  # runs timed with load > cores
+    # the filter ablation: ablation.json's "planted" (clips, swapped, duplicate) per run
+    planted: list[dict] = field(default_factory=list)
 
     def mean(self, col: str) -> float | None:
         v = self.values.get(col)
@@ -79,7 +86,7 @@ def _bench_metrics(eval_json: dict) -> tuple[dict[str, dict], bool, dict[str, fl
 
 
 def _arm_sort_key(arm: Arm):
-    order = {"coarse": 0, "fine": 1, "both": 2, "mixed": 3}
+    order = {"coarse": 0, "fine": 1, "both": 2, "mixed": 3, "none": -2, "clean": -1}
     try:
         return (arm.ablation, 0, float(arm.arm), "")
     except ValueError:
@@ -139,6 +146,8 @@ def collect(dirs: list[str | Path]) -> list[Arm]:
             arm = arms.setdefault((info["ablation"], str(info["arm"])),
                                   Arm(info["ablation"], str(info["arm"])))
             arm.runs.append(run)
+            if isinstance(info.get("planted"), dict):
+                arm.planted.append(info["planted"])
             metrics, synthetic, chance = _bench_metrics(evaluated)
             arm.synthetic |= synthetic
             arm.chance.update(chance)
@@ -237,6 +246,8 @@ def json_rows(arms: list[Arm]) -> list[dict]:
                 row[k] = arm.mean(k)
         row.update(device=arm.device, seeds=len(arm.runs), synthetic=arm.synthetic,
                    runs=[str(r) for r in arm.runs])
+        if arm.planted:
+            row["planted"] = arm.planted[0]
         out.append(row)
     return out
 
@@ -258,8 +269,8 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
         synthetic = any(a.synthetic for a in group)
-        title = {"captions": "Caption scale", "mask": "Video token masking ratio"}.get(
-            ablation, ablation)
+        title = {"captions": "Caption scale", "mask": "Video token masking ratio",
+                 "filter": "Data filtering"}.get(ablation, ablation)
         seeds = sorted({len(a.runs) for a in group})
         caption = (f"{'synthetic' if synthetic else 'real'} benchmarks; K400-K700: zero-shot "
                    f"top-1 (%), others: {direction} R@1 (%); mean ± sd over "
@@ -267,6 +278,10 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
                    f"{BASELINE.get(ablation)}; device: {group[0].device}")
         table = Table(title=title, caption=caption, caption_justify="left")
         table.add_column("arm", style="bold")
+        filt = ablation == "filter"
+        if filt:
+            for name in ("clips", "swapped", "dups"):
+                table.add_column(name, justify="right")
         for col in cols:
             name = _SHORT.get(col) or LABELS[col.split("_")[0]]
             table.add_column(name, justify="right")
@@ -274,6 +289,8 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
         base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
         for arm in group:
             row = [arm.arm]
+            if filt:
+                row += list(planted_cells(arm).values())
             for col in cols:
                 text = _fmt(col, arm.mean(col), arm.std(col))
                 if best[col] == arm.arm and len(group) > 1:
@@ -284,14 +301,88 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
                 row.append(text)
             table.add_row(*row)
         console.print(table)
+        if filt:
+            for line in recovery(group, v2t):
+                console.print(f"  {line}", highlight=False)
     for line in warnings(arms):
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
+def planted_cells(arm: Arm) -> dict[str, str]:
+    """The filter columns: clips trained on, and the planted swapped captions and duplicates
+    kept (of the unfiltered corpus's, when it is known)."""
+    if not arm.planted:
+        return {"clips": "-", "swapped": "-", "duplicate": "-"}
+    p = arm.planted[0]  # the same set for every seed
+    return {"clips": str(p.get("clips", "-")), "swapped": str(p.get("swapped", "-")),
+            "duplicate": str(p.get("duplicate", "-"))}
+
+
+def _metric_cols(arms: list[Arm], v2t: bool) -> list[str]:
+    cols = [c for c in columns(v2t) if c not in _SHORT]
+    return [c for c in cols if any(a.mean(c) is not None for a in arms)]
+
+
+def recovery(arms: list[Arm], v2t: bool = False) -> list[str]:
+    """Per filter arm: how much of the gap between the unfiltered corpus (``none``) and the
+    clean corpus (``clean``) it closes, on K400 top-1 and on the mean of every benchmark run.
+    100% recovers the clean-corpus accuracy; 0% is no better than not filtering."""
+    group = {a.arm: a for a in arms if a.ablation == "filter"}
+    none, clean = group.get("none"), group.get("clean")
+    if none is None or clean is None:
+        return []
+    cols = _metric_cols([none, clean], v2t)
+
+    def avg(a: Arm) -> float | None:
+        vals = [a.mean(c) for c in cols]
+        return sum(vals) / len(vals) if vals and None not in vals else None
+
+    lines = []
+    for name, arm in group.items():
+        if name in ("none", "clean"):
+            continue
+        parts = []
+        for label, f in (("K400 top-1", lambda a: a.mean("k400_top1")),
+                         (f"the mean of {len(cols)} benchmarks", avg)):
+            x, lo, hi = f(arm), f(none), f(clean)
+            if None in (x, lo, hi):
+                continue
+            if hi - lo <= 0:
+                parts.append(f"{label} {100 * x:.1f} (none {100 * lo:.1f}, clean "
+                             f"{100 * hi:.1f}: the noisy corpus is not below the clean one)")
+            else:
+                parts.append(f"{label} {100 * x:.1f}: recovers {100 * (x - lo) / (hi - lo):.0f}"
+                             f"% of the gap from none {100 * lo:.1f} to clean {100 * hi:.1f}")
+        if parts:
+            lines.append(f"{name}: " + "; ".join(parts))
+    return lines
+
+
+def _filter_markdown(arms: list[Arm], v2t: bool) -> str:
+    cols = columns(v2t)
+    synthetic = any(a.synthetic for a in arms)
+    rows = table_rows(arms, v2t)
+    headers = (["ablation", "arm", "seeds", "clips", "swapped kept", "duplicates kept"]
+               + [_header(c, synthetic) for c in cols] + ["device"])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for arm, r in zip(arms, rows):
+        p = planted_cells(arm)
+        cells = [r["ablation"], r["arm"], r["seeds"], p["clips"], p["swapped"], p["duplicate"]]
+        lines.append("| " + " | ".join(cells + [r[k] for k in cols] + [r["device"]]) + " |")
+    lines += [""] + [f"- {line}" for line in recovery(arms, v2t)]
+    return "\n".join(lines).rstrip()
+
+
 def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
-    """markdown | csv | json."""
+    """markdown | csv | json. In markdown the filter ablation is a table of its own (with its
+    clip and planted-noise columns and the recovery lines)."""
     if fmt == "json":
         return json.dumps(json_rows(arms), indent=2)
+    filt = [a for a in arms if a.ablation == "filter"]
+    if fmt == "markdown" and filt:
+        rest = [a for a in arms if a.ablation != "filter"]
+        parts = ([render_text(rest, fmt, v2t)] if rest else []) + [_filter_markdown(filt, v2t)]
+        return "\n\n".join(parts)
     cols = columns(v2t)
     rows = table_rows(arms, v2t)
     synthetic = any(a.synthetic for a in arms)
@@ -355,7 +446,7 @@ def plot(arms: list[Arm], path: str | Path, v2t: bool = False) -> Path:
 
 def figure(arms: list[Arm], v2t: bool = False):
     """Masking: accuracy and R@1 against ratio, time and memory on a second axis.
-    Captions: grouped bars per benchmark. Only the benchmarks that were run; error bars are
+    Captions and filters: grouped bars per benchmark. Only the benchmarks that were run; error bars are
     the sd over seeds; dotted lines are chance (1 / classes, 1 / candidates)."""
     import matplotlib  # imported here to keep the CLI's start-up quick
 
@@ -367,7 +458,8 @@ def figure(arms: list[Arm], v2t: bool = False):
     metric_cols = [c for c in every if any(a.mean(c) is not None for a in arms)]
     mask = [a for a in arms if a.ablation == "mask"]
     caps = [a for a in arms if a.ablation == "captions"]
-    n = int(bool(mask)) + int(bool(caps))
+    filt = [a for a in arms if a.ablation == "filter"]
+    n = int(bool(mask)) + int(bool(caps)) + int(bool(filt))
     if n == 0:
         raise ValueError("no finished runs to plot")
     synthetic = any(a.synthetic for a in arms)
@@ -411,16 +503,20 @@ def figure(arms: list[Arm], v2t: bool = False):
         ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=3,
                   bbox_to_anchor=(0.5, -0.14))
         ax.set_title(f"Masking ratio ({kind} benchmarks)")
-    if caps:
+    for group, legend, title in ((caps, "captions", "Caption scale"),
+                                 (filt, "filter", "Data filtering")):
+        if not group:
+            continue
         ax = axes[0][ax_i]
-        width = 0.8 / len(caps)
+        ax_i += 1
+        width = 0.8 / len(group)
         xs = range(len(metric_cols))
-        for i, a in enumerate(caps):
+        for i, a in enumerate(group):
             ys = [100 * (a.mean(c) or 0) for c in metric_cols]
             ax.bar([x + i * width for x in xs], ys, width, label=a.arm,
                    yerr=[sd(a, c) for c in metric_cols], capsize=2)
         for x, c in zip(xs, metric_cols, strict=True):
-            chance = max((a.chance.get(c, 0) for a in caps), default=0)
+            chance = max((a.chance.get(c, 0) for a in group), default=0)
             if chance:
                 ax.hlines(100 * chance, x - width / 2, x + 0.8 - width / 2, colors="k",
                           linestyles=":", label="chance" if x == 0 else None)
@@ -428,9 +524,9 @@ def figure(arms: list[Arm], v2t: bool = False):
         ax.set_xticklabels([_header(c, synthetic).replace(" R@1", "\nR@1")
                             for c in metric_cols], fontsize=7, rotation=30)
         ax.set_ylabel("top-1 / R@1 (%)")
-        ax.legend(title="captions", fontsize=7, loc="upper center", ncol=len(caps) + 1,
-                  bbox_to_anchor=(0.5, -0.2))
-        ax.set_title(f"Caption scale ({kind} benchmarks)")
+        ax.legend(title=legend, fontsize=7, loc="upper center",
+                  ncol=min(len(group) + 1, 4), bbox_to_anchor=(0.5, -0.2))
+        ax.set_title(f"{title} ({kind} benchmarks)")
     seeds = sorted({len(a.runs) for a in arms})
     if max(seeds) > 1:
         fig.suptitle(f"mean ± sd over {'/'.join(map(str, seeds))} seeds", fontsize=9)
@@ -483,7 +579,7 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
             f"value: the change vs {esc(base.arm)}</p><table><thead><tr><th>arm</th><th>seeds"
             f"</th>{head}<th>device</th><th>runs</th></tr></thead><tbody>{''.join(rows)}"
             f"</tbody></table></section>")
-    if any(a.ablation in ("mask", "captions") for a in arms):
+    if any(a.ablation in ("mask", "captions", "filter") for a in arms):
         plot(arms, out / "ablations.png", v2t=v2t)
         parts.append('<section class="panel"><h2>Plot</h2>'
                      '<img src="ablations.png" alt="ablation plot" style="max-width:100%">'

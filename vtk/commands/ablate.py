@@ -1,4 +1,5 @@
-"""`vtk ablate captions|mask DIR --out OUT`: train and evaluate every arm of an ablation."""
+"""`vtk ablate captions|mask|filter DIR --out OUT`: train and evaluate every arm of an
+ablation."""
 
 from __future__ import annotations
 
@@ -45,17 +46,21 @@ def _train_options(f):
     return f
 
 
+def _base(kw, fixed, data):
+    base = {k: kw[k] for k in ("model", "text", "init", "frames", "size", "steps",
+                               "unmasked_steps", "batch_size", "lr", "device", "backend",
+                               "cache", "workers") if kw[k] is not None}
+    base.update(fixed, data=data)
+    return base
+
+
 def _run(ablation, values, data, kw, fixed):
     from rich.console import Console
 
     from vtk.ablate import plan, run_arms
 
     console = Console()
-    base = {k: kw[k] for k in ("model", "text", "init", "frames", "size", "steps",
-                               "unmasked_steps", "batch_size", "lr", "device", "backend",
-                               "cache", "workers") if kw[k] is not None}
-    base.update(fixed, data=data)
-    arms = plan(ablation, values, kw["seeds"], base, seed0=kw["seed"])
+    arms = plan(ablation, values, kw["seeds"], _base(kw, fixed, data), seed0=kw["seed"])
     runs = run_arms(arms, kw["out"], list(kw["benches"]),
                     eval_opts={"device": kw["device"], "backend": kw["backend"]},
                     log=lambda line: console.print(f"[cyan]ablate[/] {line}", highlight=False))
@@ -104,3 +109,44 @@ def mask(data, ratios, caps, **kw):
     _run("mask", _split(ratios), data, kw, {"captions": caps})
 
 
+
+
+@command.command("filter")
+@click.argument("data", type=click.Path(exists=True, file_okay=False))
+@click.option("--rules", "rules", default="none; top:clip-text=0.3; dedup:0.95",
+              show_default=True,
+              help="One arm per ';': none, or vtk filter rules joined by ',' or '+' "
+                   "(min:S=X, max:S=X, top:S=F, dedup:frames, dedup:T = dedup:embed:T).")
+@click.option("--clean", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A clean shard set (the noise-free twin of DATA) trained as an arm "
+                   "beside: what filtering should recover.")
+@click.option("--scorer", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Run folder whose model scores DATA (default: the 'none' arm's run).")
+@click.option("--captions", "caps", default=default("captions"), show_default=True,
+              type=click.Choice(CAPTION_MODES))
+@click.option("--mask", default=default("mask"), show_default=True,
+              type=click.FloatRange(0, 1, max_open=True), help="Masking ratio for every arm.")
+@_train_options
+def filter_(data, rules, clean, scorer, caps, mask, **kw):
+    """Train on what each filter keeps of one shard set, at the same step count.
+
+    \b
+    Example:
+      vtk shard 'synth:train?n=4000&noise=0.3&dups=0.1' --out shards/noisy --captions fine
+      vtk shard 'synth:train?n=4000' --out shards/clean --captions fine
+      vtk ablate filter shards/noisy --out runs/filter --clean shards/clean \\
+          --rules "none; top:clip-text=0.3; dedup:0.95"
+    """
+    from rich.console import Console
+
+    from vtk.ablate import parse_arm_rules, run_filter
+
+    console = Console()
+    arms = parse_arm_rules(rules)
+    runs = run_filter(data, kw["out"], arms, kw["seeds"],
+                      _base(kw, {"mask": mask, "captions": caps}, data),
+                      list(kw["benches"]), seed0=kw["seed"], scorer=scorer, clean=clean,
+                      eval_opts={"device": kw["device"], "backend": kw["backend"]},
+                      log=lambda line: console.print(f"[cyan]ablate[/] {line}",
+                                                     highlight=False))
+    console.print(f"[green]{len(runs)} runs under {kw['out']}[/]: vtk report {kw['out']}")
