@@ -217,6 +217,19 @@ def size(path: str) -> int:
         return int(fs.size(p))
 
 
+def stamp(path: str) -> str:
+    """What changes when a file is rewritten: ``size:mtime_ns`` locally, ``size:ETag`` (or the
+    modification time) for a URL. Caches keyed on their inputs use it."""
+    if not is_url(path):
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    fs, p = filesystem(path)
+    with errors(path):
+        info = fs.info(p)
+    version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+    return f"{info.get('size')}:{str(version).strip(chr(34))}"
+
+
 def open(path: str, mode: str = "rb", **kwargs):
     """A file object; for a URL, a buffered fsspec file (reads fetched ``READ_BLOCK`` at a time)."""
     if not is_url(path):
