@@ -153,6 +153,21 @@ def test_the_loader_yields_the_same_batches_from_s3_as_from_the_local_copy(built
     assert stats.as_dict()["tar_errors"] == 0 and stats.as_dict()["corrupt"] == 0
 
 
+def test_the_frame_cache_builds_from_s3_as_from_the_local_copy(built, tmp_path):
+    from vtk.data.loader import build_loader
+
+    local, url = built
+
+    def batches(shards, cache):
+        loader = build_loader(shards, frames=4, size=32, train=False, batch_size=6, workers=1,
+                              captions="fine", cache=str(cache), rank=0, world_size=1)
+        return [(b["key"], b["video"].clone()) for b in loader]
+
+    remote, here = batches(url, tmp_path / "c1"), batches(str(local), tmp_path / "c2")
+    assert [k for k, _ in remote] == [k for k, _ in here] and sum(len(k) for k, _ in here) == 12
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(remote, here))
+
+
 def test_vtk_train_and_vtk_eval_read_shard_sets_from_urls(built, tmp_path, capsys):
     _, url = built
     run = tmp_path / "run"

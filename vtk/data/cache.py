@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vtk import storage
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import read_members, sample_rng
 from vtk.data.sampling import frame_indices
@@ -51,9 +52,8 @@ def fingerprint(paths: list[str], size: int, max_bytes: int = MAX_SAMPLE_BYTES) 
     h = hashlib.sha1(f"v{VERSION} size={size}".encode())
     if max_bytes != MAX_SAMPLE_BYTES:  # another cap keeps other clips (the default: the
         h.update(f" max_sample_bytes={max_bytes}".encode())  # names caches had before it)
-    for p in paths:
-        st = os.stat(p)
-        h.update(f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for p in paths:  # a URL's ETag stands for the mtime (the same text as before for files)
+        h.update(f"{p if storage.is_url(p) else os.path.abspath(p)}:{storage.stamp(p)}".encode())
     return h.hexdigest()[:16]
 
 
