@@ -9,6 +9,7 @@ from vtk.data.batches import (
     HELD,
     BatchWriter,
     BufferPool,
+    Part,
     SlotRing,
     Tails,
     shared_empty,
@@ -60,11 +61,11 @@ def test_writer_fills_slots_in_place_and_falls_back_when_all_are_taken():
     for i in range(2):
         w.clip_out().fill_(i)
         batch = w.add({"text": f"t{i}", "key": f"k{i}", "label": None, "texts": [], "meta": {}})
-    assert batch["slot"] == (0, 0) and batch["video"] is None and batch["key"] == ["k0", "k1"]
+    assert batch.slot == (0, 0) and batch.video is None and batch.fields["key"] == ["k0", "k1"]
     assert ring.buffer((0, 0))[:, 0].tolist() == [0.0, 1.0]
     w.clip_out().fill_(5)  # the only slot is still FILLING: a buffer of its own
     last = w.add({"text": "t", "key": "k2", "label": None, "texts": [], "meta": {}}) or w.flush()
-    assert last["slot"] is None and last["video"].tolist() == [[5.0, 5.0, 5.0]]
+    assert last.slot is None and last.video.tolist() == [[5.0, 5.0, 5.0]]
 
 
 def test_pool_reuses_a_buffer_only_once_nothing_references_it():
@@ -93,13 +94,46 @@ def test_tails_join_short_batches_into_whole_ones_in_order(room):
 
     tails = Tails(batch_size=3)
     head = short(0, 2)
-    assert tails.add(head) is None  # 2 of 3
-    whole = tails.add(short(2, 2))  # 4: one whole batch, 1 left over
+    assert tails.add(Part(head, worker=0, end=(1, 0))) is None  # 2 of 3
+    whole = tails.add(Part(short(2, 2), worker=1, end=(2, 0)))  # 4: one whole batch, 1 over
+    assert tails.finished() == [(0, (1, 0))] and tails.pending() == [[1, 1]]
     assert whole["key"] == ["k0", "k1", "k2"] and whole["text"] == ["K0", "K1", "K2"]
     assert whole["video"][:, 0].tolist() == [0, 1, 2]
     # with room, the first short batch's buffer is filled up: no new tensor
     assert (whole["video"].data_ptr() == head["video"].data_ptr()) == room
-    assert tails.add(short(4, 1)) is None  # 2 of 3
+    assert tails.add(Part(short(4, 1), worker=2)) is None  # 2 of 3
     last = tails.rest()
     assert last["key"] == ["k3", "k4"] and last["video"][:, 0].tolist() == [3, 4]
     assert tails.rest() is None
+
+
+def test_resumed_tails_join_the_saved_parts_first_in_the_saved_order():
+    """A resumed pass gets its pending parts again in worker order; they are joined in the
+    order they were saved with, their handed-out rows left out, before any newer part."""
+    def part(worker, first, n):
+        keys = [f"w{worker}-{first + i}" for i in range(n)]
+        video = torch.arange(first, first + n, dtype=torch.uint8).view(n, 1)
+        return Part({"video": video, "key": keys}, worker=worker, end=(9, 0))
+
+    tails = Tails(batch_size=3, expect=[(2, 1), (0, 0)])
+    assert tails.add(part(1, 0, 2)) is None  # not expected: waits behind the saved ones
+    assert tails.pending() == [[2, 1], [0, 0], [1, 0]]
+    assert tails.add(part(0, 0, 1)) is None
+    whole = tails.add(part(2, 0, 2))  # its first row went into a batch before the save
+    assert whole["key"] == ["w2-1", "w0-0", "w1-0"]
+    assert tails.rest()["key"] == ["w1-1"]
+
+
+def test_without_the_storage_use_count_the_loader_warns_once_and_uses_fresh_buffers(
+        monkeypatch):
+    import vtk.data.batches as B
+
+    monkeypatch.delattr(torch._C, "_storage_Use_Count")
+    monkeypatch.setattr(B, "_warned_no_reuse", False)
+    with pytest.warns(RuntimeWarning, match="_storage_Use_Count"):
+        assert not B.slot_reuse_available()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not B.slot_reuse_available()  # once only

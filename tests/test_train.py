@@ -127,7 +127,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(shards, tmp_path):
     part = train(config(shards, tmp_path / "part", stop_after=7, **kw))
     assert part["steps"] == 7 and not part["complete"]
     state = ckpt.load(tmp_path / "part" / "checkpoint.pt")
-    assert state["data"] == {"epoch": 1, "offset": 6}
+    assert state["data"] == {"ranks": [{"epoch": 1, "batches": 6}]}
     resumed = train({"out": str(tmp_path / "part"), "resume": True, "quiet": True})
     assert resumed["steps"] == 16 and resumed["complete"]
     same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
@@ -625,7 +625,8 @@ def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_one(sha
     assert state["step"] == good
     assert all(torch.isfinite(v).all() for v in state["model"].values()
                if v.is_floating_point())
-    assert state["data"] == {"epoch": 0, "offset": good}  # the batches of step `bad` unspent
+    # the batches of step `bad` unspent
+    assert state["data"] == {"ranks": [{"epoch": 0, "batches": good}]}
     # resumable: it goes on from the good step (and meets the same loss again)
     with pytest.raises(VtkError, match=f"not finite at step {bad}; step {good} is"):
         train(config(shards, run, steps=20, resume=True))
@@ -638,24 +639,55 @@ def test_train_state_is_saved_and_restored_whole(shards, tmp_path):
     train(config(shards, run, steps=12, stop_after=10))  # 8 batches of 32 an epoch
     saved = ckpt.load(run / "checkpoint.pt")
     state = TrainState.from_checkpoint(saved)
-    assert (state.step, state.data) == (10, {"epoch": 1, "offset": 2})
+    assert (state.step, state.data) == (10, {"ranks": [{"epoch": 1, "batches": 2}]})
     assert state.train_time_s > 0 and state.peak_mem_bytes >= 0
     assert TrainState.from_checkpoint(state.as_dict()) == state  # the whole state, round trip
     s = train(config(shards, run, steps=12, resume=True))
     assert s["steps"] == 12 and s["train_time_s"] > state.train_time_s  # time carries on
-    assert ckpt.load(run / "checkpoint.pt")["data"] == {"epoch": 1, "offset": 4}
+    assert ckpt.load(run / "checkpoint.pt")["data"] == {"ranks": [{"epoch": 1, "batches": 4}]}
+
+
+def test_a_checkpoint_of_an_older_vtk_resumes_by_replaying_its_offset(shards, tmp_path):
+    """Positions saved before loader state existed, ``{"epoch", "offset"}``, still resume
+    exactly: the epoch is replayed up to the offset."""
+    kw = dict(steps=12, stop_after=10)
+    train(config(shards, tmp_path / "full", steps=12))
+    run = tmp_path / "old"
+    train(config(shards, run, **kw))
+    saved = ckpt.load(run / "checkpoint.pt")
+    saved["data"] = {"epoch": 1, "offset": 2}  # what vtk wrote for this position before
+    ckpt.save(run / "checkpoint.pt", saved)
+    train(config(shards, run, steps=12, resume=True))
+    same_weights(weights(tmp_path / "full"), weights(run))
 
 
 def test_batches_live_in_the_data_layer_and_warm_keeps_the_position():
     from vtk.data.epochs import Batches
 
-    loader = type("L", (), {"epoch": 0, "__iter__": lambda self: iter(
-        [{"text": [f"{self.epoch}.{i}"] * 2} for i in range(3)] + [{"text": ["short"]}])})()
-    b = Batches(loader, 2, epoch=0, offset=1)
+    class Loader:  # torchdata's Stateful protocol, as VideoLoader: 3 batches and a short one
+        def __init__(self):
+            self.epoch, self.at, self.skip = 0, None, 0
+
+        def state_dict(self):
+            return {"epoch": self.epoch} if self.at is None else dict(self.at)
+
+        def load_state_dict(self, state):
+            self.epoch, self.skip = state["epoch"], state.get("batches", 0)
+            self.at = dict(state) if self.skip else None
+
+        def __iter__(self):
+            e, self.epoch, start, self.skip = self.epoch, self.epoch + 1, self.skip, 0
+            items = [{"text": [f"{e}.{i}"] * 2} for i in range(3)] + [{"text": ["short"]}]
+            for i in range(start, 4):
+                self.at = {"epoch": e, "batches": i + 1}
+                yield items[i]
+            self.at = None
+
+    b = Batches(Loader(), 2, {"epoch": 0, "batches": 1})
     b.warm()
-    assert b.position() == {"epoch": 0, "offset": 1}  # the warmed batch is not spent yet
+    assert b.position() == {"epoch": 0, "batches": 1}  # the warmed batch is not spent yet
     assert [next(b)["text"][0] for _ in range(3)] == ["0.1", "0.2", "1.0"]  # short tail skipped
-    assert b.position() == {"epoch": 1, "offset": 1}
+    assert b.position() == {"epoch": 1, "batches": 1}
 
 
 def test_reading_the_loss_only_at_log_steps_trains_and_logs_the_same(shards, tmp_path,

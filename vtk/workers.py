@@ -30,12 +30,33 @@ def exit_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
     armed = sys.platform.startswith("linux") and _pdeathsig(sig)
     # The parent may have died before the signal was armed (a worker is slow to start: a
     # spawned one imports vtk first); the kernel does not send it for a death in the past.
-    if os.getppid() != parent:
+    served = os.getppid() != parent
+    if served and not _alive(parent):
         os.kill(os.getpid(), sig)
         os._exit(1)  # a signal this process handles: it is still gone
-    if not armed:
+    if served:  # started by a server process (forkserver): the signal follows the server,
+        # so the process that asked for this worker is watched as well
+        threading.Thread(target=_watch_pid, args=(parent, sig), daemon=True,
+                         name="vtk-parent-watch").start()
+    elif not armed:
         threading.Thread(target=_watch, args=(parent, sig), daemon=True,
                          name="vtk-parent-watch").start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now: ours is gone
+        return False
+    return True
+
+
+def _watch_pid(pid: int, sig: int) -> None:
+    while _alive(pid):
+        time.sleep(POLL_S)
+    os.kill(os.getpid(), sig)
 
 
 def _pdeathsig(sig: int) -> bool:

@@ -67,11 +67,11 @@ class RawDecode(torch.utils.data.IterableDataset):
         from vtk.data.samples import sample_rng
         from vtk.data.sampling import train_indices
 
-        my_slot, slots = split.slot(0, 1)
-        mine, by_sample = split.assign(list(self.shards), my_slot, slots)
+        part, parts = split.partition(0, 1, *split.worker())
+        mine, by_sample = split.assign(list(self.shards), part, parts)
         samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)(wds.SimpleShardList(mine))
         if by_sample:
-            samples = split.every_nth(samples, my_slot, slots)
+            samples = split.every_nth(samples, part, parts)
         dec = get_decoder(self.backend)
         done = 0
         for s in samples:

@@ -22,6 +22,9 @@ when a pass starts: those were batches of an abandoned pass that torch discarded
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import torch
 
 from vtk.data.samples import item_fields
@@ -35,6 +38,24 @@ def _use_count(t: torch.Tensor) -> int | None:
 
 
 _ALONE = _use_count(torch.empty(1))  # the count of a tensor nobody else references
+_warned_no_reuse = False
+
+
+def slot_reuse_available() -> bool:
+    """Whether this torch has the private storage use count that tells when a handed-out slot
+    is free again (``torch._C._storage_Use_Count``). Without it a ring would never get a slot
+    back: the loader then warns once and gives every batch a buffer of its own."""
+    if _use_count(torch.empty(1)) is not None:
+        return True
+    global _warned_no_reuse
+    if not _warned_no_reuse:
+        _warned_no_reuse = True
+        warnings.warn(
+            "vtk loader: this torch build lacks torch._C._storage_Use_Count, which batch-slot "
+            "reuse relies on; every batch now gets a fresh shared buffer (correct, but slower: "
+            "page faults per batch). Please report your torch version.", RuntimeWarning,
+            stacklevel=2)
+    return False
 
 
 def sole_owner(t: torch.Tensor) -> bool:
@@ -113,20 +134,38 @@ class SlotRing:
         self._held = keep
 
 
+@dataclass
+class WorkerBatch:
+    """What a worker hands over for one batch: the items' fields (lists, ``item_fields``), the
+    clips either in a ring slot (``slot`` = (row, slot)) or in a tensor of their own
+    (``video``), and where the worker's pass stands before and after it (``vtk.data.order``
+    positions: (group, index)). The loader turns it into the consumer's batch dict."""
+
+    fields: dict
+    video: torch.Tensor | None = None
+    slot: tuple[int, int] | None = None
+    worker: int = 0
+    start: tuple[int, int] = (0, 0)
+    end: tuple[int, int] = (0, 0)
+
+    def __len__(self) -> int:
+        return len(self.fields["key"])
+
+
 class BatchWriter:
     """Worker side: collects one batch at a time, its clips written in place.
 
         out = writer.clip_out()          # T x 3 x S x S: write the next clip into it
-        batch = writer.add(item)         # a batch dict when full, else None
-        batch = writer.flush()           # the last, partial batch (or None)
+        batch = writer.add(item, pos)    # a WorkerBatch when full, else None
+        batch = writer.flush(pos)        # the last, partial batch (or None)
 
-    A batch in a ring slot carries ``slot`` = (row, slot) and ``video`` None; the main process
-    hands the slot out. Otherwise ``video`` is a tensor of its own (shared memory in a worker).
+    ``pos``: the worker's position once this item's sample is consumed (the batch's ``end``).
     """
 
-    def __init__(self, batch_size: int, clip_shape, dtype, ring: SlotRing | None = None):
+    def __init__(self, batch_size: int, clip_shape, dtype, ring: SlotRing | None = None,
+                 worker: int = 0, start: tuple[int, int] = (0, 0)):
         self.batch_size, self.clip_shape, self.dtype = batch_size, tuple(clip_shape), dtype
-        self.ring = ring
+        self.ring, self.worker, self._start = ring, worker, tuple(start)
         self._buf: torch.Tensor | None = None
         self._slot: tuple[int, int] | None = None
         self._items: list[dict] = []
@@ -143,21 +182,39 @@ class BatchWriter:
                              else torch.empty(shape, dtype=self.dtype))
         return self._buf[len(self._items)]
 
-    def add(self, item: dict) -> dict | None:
+    def add(self, item: dict, pos: tuple[int, int] = (0, 0)) -> WorkerBatch | None:
         """Keep ``item`` (its clip already written to ``clip_out()``)."""
         self._items.append(item)
-        return self._emit() if len(self._items) == self.batch_size else None
+        return self._emit(pos) if len(self._items) == self.batch_size else None
 
-    def flush(self) -> dict | None:
-        return self._emit() if self._items else None
+    def flush(self, pos: tuple[int, int] = (0, 0)) -> WorkerBatch | None:
+        return self._emit(pos) if self._items else None
 
-    def _emit(self) -> dict:
+    def _emit(self, pos) -> WorkerBatch:
         items, n = self._items, len(self._items)
-        batch = item_fields(items)
-        batch["slot"] = self._slot
-        batch["video"] = None if self._slot is not None else self._buf[:n]
-        self._buf, self._slot, self._items = None, None, []
+        batch = WorkerBatch(item_fields(items), None if self._slot is not None else self._buf[:n],
+                            self._slot, self.worker, self._start, tuple(pos))
+        self._buf, self._slot, self._items, self._start = None, None, [], tuple(pos)
         return batch
+
+
+@dataclass
+class Part:
+    """A short batch waiting in ``Tails``: its rows not yet handed out, the worker it came
+    from, how many of its rows went into earlier batches, and the worker's position once all
+    of it is handed out."""
+
+    batch: dict
+    worker: int = 0
+    end: tuple[int, int] = (0, 0)
+    drop: int = 0
+
+    def __len__(self) -> int:
+        return len(self.batch["key"])
+
+    def after(self, rows: int) -> Part:
+        return Part({k: v[rows:] for k, v in self.batch.items()}, self.worker, self.end,
+                    self.drop + rows)
 
 
 class Tails:
@@ -165,52 +222,90 @@ class Tails:
     Without it a rank would lose up to ``workers x (batch_size - 1)`` clips per pass to
     ``drop_last`` and hand out that many short batches without it; with it, at most one.
 
-        whole = tails.add(short_batch)   # a full batch once the tails add up to one, else None
+        whole = tails.add(part)          # a full batch once the tails add up to one, else None
         last = tails.rest()              # what is left at the end of the pass (or None)
+        tails.finished()                 # [(worker, end)] of the parts handed out whole since
+        tails.pending()                  # [(worker, rows already handed out)], in order
+
+    A resumed pass passes the ``pending`` list it was saved with as ``expect``: those workers
+    send the same parts again, which are then joined in the saved order, their first ``drop``
+    rows left out, before any other part.
 
     The first short batch's buffer has room for a whole batch (its slot), so the others are
     copied into it: a tenth of the time of a new tensor (``torch.cat``: page faults on fresh
     memory; docs/results/timings.md).
     """
 
-    def __init__(self, batch_size: int):
+    def __init__(self, batch_size: int, expect=()):
         self.batch_size = batch_size
-        self._parts: list[dict] = []
+        self._parts: list[Part] = []
+        self._expect = [(int(w), int(d)) for w, d in expect]
+        self._arrived: dict[int, Part] = {}
+        self._finished: list[tuple[int, tuple[int, int]]] = []
 
-    def add(self, batch: dict) -> dict | None:
-        self._parts.append(batch)
-        if sum(len(p["key"]) for p in self._parts) < self.batch_size:
+    def add(self, part: Part) -> dict | None:
+        if self._expect:
+            drops = dict(self._expect)
+            if part.worker in drops and part.worker not in self._arrived:
+                self._arrived[part.worker] = part.after(drops[part.worker]) if drops[
+                    part.worker] else part
+            else:
+                self._parts.append(part)
+            if len(self._arrived) < len(self._expect):
+                return None
+            self._parts = [self._arrived[w] for w, _ in self._expect] + self._parts
+            self._expect, self._arrived = [], {}
+        else:
+            self._parts.append(part)
+        if sum(len(p) for p in self._parts) < self.batch_size:
             return None
         return self._fill(self.batch_size)
 
     def rest(self) -> dict | None:
+        if self._expect:  # parts that never came again (the shards changed): none to join
+            self._parts = [self._arrived[w] for w, _ in self._expect if w in self._arrived
+                           ] + self._parts
+            self._expect, self._arrived = [], {}
         if not self._parts:
             return None
-        return self._fill(sum(len(p["key"]) for p in self._parts))
+        return self._fill(sum(len(p) for p in self._parts))
+
+    def finished(self) -> list[tuple[int, tuple[int, int]]]:
+        done, self._finished = self._finished, []
+        return done
+
+    def pending(self) -> list[list[int]]:
+        if self._expect:
+            arrived = [[w, d] for w, d in self._expect]
+            return arrived + [[p.worker, p.drop] for p in self._parts]
+        return [[p.worker, p.drop] for p in self._parts]
 
     def _fill(self, rows: int) -> dict:
-        """A batch of ``rows`` clips from the parts, in order; the last part's overflow stays."""
-        first, *others = self._parts
-        video = _widen(first["video"], rows)
-        rest = None
-        if video is None:  # not the start of a buffer with room: a new tensor
-            joined = {k: torch.cat([p[k] for p in self._parts]) if k == "video"
-                      else [x for p in self._parts for x in p[k]] for k in first}
-            whole = {k: v[:rows] for k, v in joined.items()}
-            rest = {k: v[rows:] for k, v in joined.items()}
-        else:
-            whole = {k: list(v) for k, v in first.items() if k != "video"}
-            at = len(first["key"])
-            for part in others:
-                take = min(len(part["key"]), rows - at)
-                video[at:at + take].copy_(part["video"][:take])
-                for k in whole:
-                    whole[k] += part[k][:take]
+        """A batch of ``rows`` clips from the parts, in order; the overflow stays."""
+        takes, left, at = [], [], 0
+        for part in self._parts:
+            take = min(len(part), rows - at)
+            if take > 0:
+                takes.append((part, take))
                 at += take
-                if take < len(part["key"]):
-                    rest = {k: v[take:] for k, v in part.items()}
-            whole["video"] = video
-        self._parts = [rest] if rest is not None and rest["key"] else []
+            if take < len(part):
+                left.append(part.after(max(take, 0)) if take > 0 else part)
+        first = takes[0][0].batch
+        video = _widen(first["video"], rows)
+        whole = {k: [] for k in first if k != "video"}
+        at = 0
+        for part, take in takes:
+            if video is None:
+                video = torch.empty((rows, *first["video"].shape[1:]), dtype=first["video"].dtype)
+            if not (part is takes[0][0] and video.data_ptr() == first["video"].data_ptr()):
+                video[at:at + take].copy_(part.batch["video"][:take])
+            for k in whole:
+                whole[k] += list(part.batch[k][:take])
+            at += take
+            if take == len(part):
+                self._finished.append((part.worker, part.end))
+        whole["video"] = video
+        self._parts = left
         return whole
 
 

@@ -263,12 +263,13 @@ class EpochSampler(torch.utils.data.Sampler):
     def __init__(self, n: int, rank: int, world_size: int, train: bool, seed: int):
         self.n, self.rank, self.world, self.train, self.seed = n, rank, world_size, train, seed
         self.epoch = 0
+        self.skip = 0  # indices of this pass already handed out (a resumed pass)
 
     def __iter__(self):
         order = np.arange(self.n)
         if self.train:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        return iter(order[:self._used()][self.rank::self.world].tolist())
+        return iter(order[:self._used()][self.rank::self.world][self.skip:].tolist())
 
     def _used(self) -> int:
         return self.n - self.n % self.world if self.train else self.n

@@ -1,5 +1,6 @@
 """Training batches over epochs with a resumable position: the data layer's side of an exact
-resume (vtk.train checkpoints the position, ``Batches`` replays to it)."""
+resume (vtk.train checkpoints the position, the loader resumes there without decoding what
+it skips)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,37 @@ from vtk.errors import VtkError
 
 
 class Batches:
-    """Endless training batches over epochs, with a resumable position: (epoch, batches taken
-    in that epoch). The loader is deterministic for a (seed, epoch), so a resumed run replays
-    the epoch up to the saved offset and goes on with exactly the batches it would have seen."""
+    """Endless training batches over epochs, with a resumable position: the loader's own
+    ``state_dict()`` (``vtk.data.loader.VideoLoader``), taken before the first batch not yet
+    handed out. Resuming from it costs no decoding: the loader skips what was handed out.
 
-    def __init__(self, loader, batch_size: int, epoch: int = 0, offset: int = 0,
+    A position saved by an older vtk, ``{"epoch": e, "offset": n}`` (n batches of epoch e
+    handed out), is still honoured the old way: the epoch is replayed up to the offset."""
+
+    def __init__(self, loader, batch_size: int, position: dict | None = None,
                  data: str | None = None):
-        self.loader, self.batch_size, self.epoch, self.offset = loader, batch_size, epoch, offset
+        self.loader, self.batch_size = loader, batch_size
         self.data = data  # named in the error when an epoch gives no full batch
-        self._it, self._full, self._clips, self._ready = None, 0, 0, None
+        self._replay = 0
+        position = dict(position or {})
+        if "offset" in position:  # an older vtk's position
+            self._replay = int(position.pop("offset"))
+        if position:
+            loader.load_state_dict(position)
+        self._it, self._full, self._clips, self._ready, self._before = None, 0, 0, None, None
+        self._fresh = True
 
     def position(self) -> dict:
         """The first batch not handed out yet (one taken by ``warm`` is not handed out)."""
-        return {"epoch": self.epoch, "offset": self.offset - (self._ready is not None)}
+        if self._ready is not None:
+            return self._before
+        return self.loader.state_dict()
 
     def warm(self) -> None:
         """Take the next batch now and hand it out first: the loader's start-up (workers,
         decoding, a frame cache filling) happens here, outside a timed loop."""
         if self._ready is None:
+            self._before = self.loader.state_dict()
             self._ready = self._next()
 
     def __next__(self) -> dict:
@@ -34,19 +48,20 @@ class Batches:
     def _next(self) -> dict:
         while True:
             if self._it is None:
-                self.loader.epoch = self.epoch
+                start = self.loader.state_dict()
+                # a pass that starts part-way may rightly hold no full batch (its tail only)
+                self._fresh = set(start) == {"epoch"} and not self._replay
                 self._it = iter(self.loader)
-                for _ in range(self.offset):  # replay up to the saved position
+                for _ in range(self._replay):
                     next(self._it)
-                self._full, self._clips = self.offset, 0
+                self._replay, self._full, self._clips = 0, 0, 0
             try:
                 batch = next(self._it)
             except StopIteration:
-                if self._full == 0:
+                if self._full == 0 and self._fresh:
                     raise VtkError(self._no_batch()) from None
-                self.epoch, self.offset, self._it, self._full = self.epoch + 1, 0, None, 0
+                self._it = None
                 continue
-            self.offset += 1
             self._clips += len(batch["text"])
             # A short batch (an epoch's tail) is skipped: under DDP every rank must gather
             # the same number of features, and a step's size should not vary.

@@ -19,6 +19,7 @@ ranks; train mode reshuffles every pass (seeded by ``seed`` and the pass number)
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import gc
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 from vtk.data import split
-from vtk.data.batches import BufferPool, SlotRing, Tails
+from vtk.data.batches import BufferPool, Part, SlotRing, Tails, WorkerBatch, slot_reuse_available
 from vtk.data.cache import CachedClips, EpochSampler, build_frame_cache, build_once
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
 from vtk.data.samples import CAPTION_MODES, collate
@@ -110,11 +111,14 @@ def one_thread(active: bool):
 
 
 class VideoLoader:
-    """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share.
+    """Iterable over batches; each ``iter()`` is one pass (epoch) over this rank's share, and
+    ``state_dict()`` / ``load_state_dict()`` (torchdata's ``Stateful`` protocol) save and
+    restore the place in a pass, so that a resumed pass hands out exactly the batches the
+    uninterrupted one would have, without decoding a clip it skips (docs/loader.md, "Resume").
 
-    Streaming (a ``ShardStream``): the workers are started once and kept for every pass
-    (``persistent_workers``; the epoch reaches them through shared memory), and write batches
-    into a ring of shared slots that is handed to the consumer without a copy
+    Streaming (``VideoLoader.streaming``): the workers are started once and kept for every
+    pass (``persistent_workers``; the pass state reaches them through shared memory), and write
+    batches into the loader's ring of shared slots, handed to the consumer without a copy
     (``vtk.data.batches``); the workers' short last batches are joined here into whole ones.
     One pass at a time per loader with workers (as torch's persistent workers). Frame cache
     (map-style dataset): batches are collated in uint8 and normalised here into reused buffers.
@@ -122,25 +126,73 @@ class VideoLoader:
 
     def __init__(self, dataset, workers: int, stats: LoaderStats, backend: str,
                  norm: str | None = "clip", collate_fn=None, sampler=None, batch_size=None,
-                 drop_last=False):
+                 drop_last=False, ring: SlotRing | None = None, context: str | None = None):
         self.dataset, self.workers, self.stats, self.backend = dataset, workers, stats, backend
         self._collate, self._sampler, self._batch_size = collate_fn, sampler, batch_size
         self.drop_last = drop_last
         self.norm = norm  # normalised here (frame cache); None: batches arrive final
         self.streaming = isinstance(dataset, ShardStream)
         self.epoch = 0
-        self.ring: SlotRing | None = None
+        self.ring = ring
+        self.context = context  # the workers' start method (None: the platform's default)
         self.unslotted = 0  # batches that missed the ring (a consumer keeping many batches)
         self._pool = BufferPool()  # a fresh float batch costs page faults per clip
         self._dl = None
+        self._state: dict | None = None  # where the pass in progress stands
+        self._resume: dict | None = None  # where the next pass starts (load_state_dict)
+
+    @classmethod
+    def streaming(cls, paths, spec: ClipSpec, backend: str, batch_size: int, workers: int,
+                  rank: int, world_size: int, shuffle_buffer: int = 256, uint8: bool = False,
+                  max_sample_bytes: int = MAX_SAMPLE_BYTES, drop_last: bool = False,
+                  context: str | None = None) -> VideoLoader:
+        """The streaming loader and its ``ShardStream``, with the ring of batch slots the
+        workers write into: made here, before the workers start, so that they share it.
+        In-process (``workers=0``) each batch gets a buffer of its own: there is no hand-over
+        to save, and two passes may then run side by side."""
+        dtype = torch.uint8 if uint8 else torch.float32
+        ring = None
+        if workers and slot_reuse_available():
+            ring = SlotRing(workers, PREFETCH + 2, batch_size, spec.clip_shape, dtype)
+        stats = LoaderStats(max(workers, 1))
+        stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
+                             shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes,
+                             workers=workers, ring=ring)
+        return cls(stream, workers, stats, backend, norm=None,  # workers write final batches
+                   drop_last=drop_last, ring=ring, context=context)
+
+    # -- torchdata's Stateful protocol --------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Where the next batch comes from: ``{"epoch": e}`` at a pass's start; inside a pass
+        also, streaming, each worker's position (``vtk.data.order``), the worker whose batch
+        is next and the short batches waiting to be joined, or, frame cache, the batches
+        handed out. Plain ints and lists: it goes into checkpoint.pt and JSON as it is."""
+        if self._resume is not None:
+            return copy.deepcopy(self._resume)
+        if self._state is not None:
+            return copy.deepcopy(self._state)
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The next ``iter()`` resumes at ``state`` (from ``state_dict``)."""
+        state = copy.deepcopy(dict(state))
+        if "epoch" not in state:
+            raise VtkError(f"not a loader state (no epoch): {sorted(state)}")
+        saved = state.get("workers")
+        if saved is not None and len(saved) != max(self.workers, 1):
+            raise VtkError(f"the data position was saved with {len(saved)} loader workers and "
+                           f"this loader has {max(self.workers, 1)}: resume with --workers "
+                           f"{len(saved) if len(saved) > 1 else 0}")
+        if "batches" in state and self.streaming or saved is not None and not self.streaming:
+            raise VtkError("the data position was saved by another loader path (streaming vs "
+                           "--cache): resume with the options the run began with")
+        self.epoch, self._state, self._resume = int(state["epoch"]), None, state
+
+    # -- passes -------------------------------------------------------------------------------
 
     def _dataloader(self) -> torch.utils.data.DataLoader:
         if self._dl is None:
-            if self.streaming and self.workers:  # made before the workers start, so they share it
-                d = self.dataset  # (in-process, each batch gets its own buffer: no hand-over
-                # to save, and two passes may then run side by side)
-                self.ring = d.ring = SlotRing(self.workers, PREFETCH + 2, d.batch_size,
-                                              d.spec.clip_shape, d.dtype)
             self._dl = torch.utils.data.DataLoader(
                 self.dataset, batch_size=self._batch_size, sampler=self._sampler,
                 # batch_size=None: ``collate_fn`` is the per-batch convert step; the default
@@ -150,47 +202,92 @@ class VideoLoader:
                 persistent_workers=self.streaming and self.workers > 0,
                 drop_last=self.drop_last if self._sampler is not None else False,
                 worker_init_fn=functools.partial(_worker_init, os.getpid()),
+                multiprocessing_context=self.context if self.workers else None,
             )
         return self._dl
 
-    def __iter__(self):
-        self.dataset.epoch = self.epoch  # streaming: shared with the workers; cache: copied at fork
-        if self._sampler is not None:
-            self._sampler.epoch = self.epoch
-        self.epoch += 1
+    def _start_workers(self):
         if self.workers > 0:
             # Free the parent's garbage before the fork: a worker that inherits it frees it
             # itself, and objects that own native threads (a PyAV frame's swscale context)
             # cannot be freed in a child that lacks those threads: it hangs.
             gc.collect()
         with opencv_serial(self.workers > 0):
-            it = iter(self._dataloader())  # the first pass starts (forks) the workers
-        tails = Tails(self.dataset.batch_size) if self.streaming else None
-        while True:
-            with one_thread(self.workers == 0):
-                batch = next(it, None)
-            if batch is None:
-                break
-            batch["video"] = self._output(batch)
-            if tails is not None and len(batch["key"]) < tails.batch_size:
-                batch = tails.add(batch)  # a worker's last batch of the pass
-                if batch is None:
-                    continue
+            return iter(self._dataloader())  # the first pass starts (forks) the workers
+
+    def _next(self, it):
+        with one_thread(self.workers == 0):
+            return next(it, None)
+
+    def __iter__(self):
+        resume, self._resume = self._resume, None
+        epoch = int(resume["epoch"]) if resume is not None else self.epoch
+        self.epoch = epoch + 1
+        if self.streaming:
+            return self._stream_pass(epoch, resume or {})
+        return self._map_pass(epoch, int((resume or {}).get("batches", 0)))
+
+    def _map_pass(self, epoch: int, done: int):
+        self.dataset.epoch = self._sampler.epoch = epoch  # the dataset's is copied at fork
+        # batches handed out: never loaded again (read when the sampler's iterator starts)
+        self._sampler.skip = done * self._batch_size
+        self._state = {"epoch": epoch, "batches": done}
+        it = self._start_workers()
+        while (batch := self._next(it)) is not None:
+            batch["video"] = self._normalised(batch["video"])
+            done += 1
+            self._state = {"epoch": epoch, "batches": done}
             self.stats.add("samples", len(batch["key"]))
             yield batch
-        last = tails.rest() if tails is not None else None
+        self._state = None
+
+    def _stream_pass(self, epoch: int, resume: dict):
+        workers = max(self.workers, 1)
+        saved = resume.get("workers")
+        starts = dict(enumerate(saved)) if saved is not None else {}
+        nxt = int(resume.get("next", 0))
+        self.dataset.set_pass(epoch, starts, rotation=nxt)
+        pos = [list(starts.get(w, (0, 0))) for w in range(workers)]
+        tails = Tails(self.dataset.batch_size, expect=resume.get("tails", ()))
+
+        def mark():
+            self._state = {"epoch": epoch, "workers": [list(p) for p in pos], "next": nxt,
+                           "tails": tails.pending()}
+
+        mark()
+        it = self._start_workers()
+        while (got := self._next(it)) is not None:
+            batch = self._output(got)
+            nxt = (got.worker + 1) % workers
+            if len(got) < tails.batch_size:  # a worker's last batch of the pass
+                batch = tails.add(Part(batch, got.worker, got.end))
+                for w, end in tails.finished():
+                    pos[w] = list(end)
+            else:
+                pos[got.worker] = list(got.end)
+            mark()
+            if batch is None:
+                continue
+            self.stats.add("samples", len(batch["key"]))
+            yield batch
+        last = tails.rest()
+        self._state = None  # the pass is over: the next starts at epoch + 1
         if last is not None and not self.drop_last:
             self.stats.add("samples", len(last["key"]))
             yield last
 
-    def _output(self, batch: dict) -> torch.Tensor:
-        """The batch's video as the consumer gets it."""
-        slot = batch.pop("slot", None)
-        if slot is not None:
-            return self.ring.hand_out(slot, len(batch["key"]))
+    def _output(self, got: WorkerBatch) -> dict:
+        """A worker's batch as the consumer gets it: its slot handed out, or its own tensor."""
+        batch = dict(got.fields)
+        if got.slot is not None:
+            batch["video"] = self.ring.hand_out(got.slot, len(got))
+            return batch
         if self.ring is not None:  # every slot of that worker was taken: a fresh buffer
             self.unslotted += 1
-        video = batch["video"]
+        batch["video"] = got.video
+        return batch
+
+    def _normalised(self, video: torch.Tensor) -> torch.Tensor:
         if self.norm is None:
             return video
         with one_thread(True):  # many small per-frame ops: threads only add contention
@@ -210,7 +307,7 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                  cache=None, rank: int | None = None, world_size: int | None = None,
                  shuffle_buffer: int = 256, drop_last: bool = False, device: str | None = None,
                  uint8: bool = False, flip: str = "swap",
-                 max_sample_bytes: int = MAX_SAMPLE_BYTES):
+                 max_sample_bytes: int = MAX_SAMPLE_BYTES, context: str | None = None):
     """A ``VideoLoader`` over ``shards`` (folder, list of tars or brace pattern).
 
     ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
@@ -228,6 +325,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     DALI path always normalises inside its pipeline.
     ``max_sample_bytes``: a sample whose tar members together declare more is skipped without
     being read and counted as ``oversized`` (streaming and the frame cache build).
+    ``context``: the loader workers' start method (fork, spawn, forkserver; None: Python's
+    default for the platform).
     """
     if captions not in CAPTION_MODES:
         raise VtkError(f"unknown captions mode {captions!r}; choose one of {', '.join(CAPTION_MODES)}")
@@ -249,11 +348,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     get_decoder(backend)  # fails here with the install hint, and imports the library before
     # the workers fork, so they do not each pay its import (seconds for torchcodec)
     warm_up(paths[0], backend, spec, max_sample_bytes)
-    stats = LoaderStats()
-    stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
-                         shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes)
-    return VideoLoader(stream, workers, stats, backend, norm=None,  # workers write final batches
-                       drop_last=drop_last)
+    return VideoLoader.streaming(paths, spec, backend, batch_size, workers, rank, world_size,
+                                 shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes,
+                                 drop_last=drop_last, context=context)
 
 
 def _cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,

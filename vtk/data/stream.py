@@ -1,8 +1,10 @@
 """The streaming path: tars -> samples -> decoded, transformed clips -> batches, in workers.
 
-Read top to bottom in ``ShardStream.__iter__``: shard list, split by rank and worker, tar to
-samples, shuffle (train), decode each clip into its place in a batch. Each DataLoader worker
-runs the whole pipeline on its share and hands over finished batches (``vtk.data.batches``).
+Read top to bottom in ``ShardStream.__iter__``: shard list, split by rank and worker, the
+pass order of the samples from their tar headers (shuffled in windows of shards, train;
+``vtk.data.order``), each sample read by seeking to it and decoded into its place in a batch.
+Each DataLoader worker runs the whole pipeline on its share and hands over finished batches
+with its position (``vtk.data.batches.WorkerBatch``), so the loader can resume a pass.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import webdataset as wds
 
-from vtk.data import split
-from vtk.data.batches import BatchWriter
+from vtk import storage
+from vtk.data import order, split
+from vtk.data.batches import BatchWriter, SlotRing
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import (
     caption_rng,
@@ -83,84 +85,122 @@ class ClipSpec:
 
 
 class ShardStream(torch.utils.data.IterableDataset):
-    """Batches from tar shards: ``video`` float32 normalised, or uint8 with ``uint8=True``.
-
-    The loader sets ``epoch`` before each pass (kept in shared memory, so persistent workers
-    see it) and ``ring``, the shared batch slots the workers write into (``vtk.data.batches``).
+    """``WorkerBatch``es from tar shards: ``video`` float32 normalised, or uint8 with
+    ``uint8=True``. Made by the loader (``vtk.data.loader.VideoLoader.streaming``), which owns
+    the shared pass state this reads at the start of each pass (the epoch, and where each
+    worker resumes) and the ring of batch slots the workers write into (``vtk.data.batches``).
     A sample over ``max_sample_bytes`` is skipped unread and counted as ``oversized``.
     """
 
     def __init__(self, shards: list[str], spec: ClipSpec, backend: str, batch_size: int,
                  stats: LoaderStats, rank: int, world_size: int, shuffle_buffer: int = 256,
-                 uint8: bool = False, max_sample_bytes: int = MAX_SAMPLE_BYTES):
+                 uint8: bool = False, max_sample_bytes: int = MAX_SAMPLE_BYTES,
+                 workers: int = 0, ring: SlotRing | None = None):
         self.shards, self.spec, self.backend = shards, spec, backend
         self.max_sample_bytes = max_sample_bytes
         self.batch_size = batch_size
         self.stats, self.rank, self.world_size = stats, rank, world_size
         self.shuffle_buffer = shuffle_buffer
         self.dtype = torch.uint8 if uint8 else torch.float32
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self.ring = None
+        self.workers = max(workers, 1)
+        self.ring = ring
+        # shared with persistent workers: [epoch, rotation], and per worker [group, index]
+        self._pass = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self._starts = torch.zeros((self.workers, 2), dtype=torch.int64).share_memory_()
         self._decoder = None
         self._pass_epoch = 0
         self._report_tars = True
 
     @property
     def epoch(self) -> int:
-        return int(self._epoch[0])
+        return int(self._pass[0])
 
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self._epoch[0] = value
+    def set_pass(self, epoch: int, starts: dict | None = None, rotation: int = 0) -> None:
+        """What the next pass reads (the loader, before it starts one): its epoch, and for a
+        resumed pass each worker's position and which worker's batch comes first."""
+        self._pass[0], self._pass[1] = epoch, rotation
+        self._starts.zero_()
+        for w, pos in (starts or {}).items():
+            self._starts[int(w)] = torch.tensor([int(v) for v in pos])
 
     def __iter__(self):
+        worker, workers = split.worker()
+        epoch, rotation = int(self._pass[0]), int(self._pass[1])
+        # a resumed pass begins with the batch of the worker that was next: DataLoader asks
+        # its workers in turn from worker 0, so worker w plays the part of worker w + rotation
+        me = (worker + rotation) % workers
+        start = tuple(int(v) for v in self._starts[me])
         if self.ring is not None:
             self.ring.start_pass()
-        self._pass_epoch = epoch = self.epoch  # this pass's, whatever the loader sets next
-        my_slot, slots = split.slot(self.rank, self.world_size)
+        self._pass_epoch = epoch  # this pass's, whatever the loader sets next
+        part, parts = split.partition(self.rank, self.world_size, me, workers)
         shards = list(self.shards)
-        if self.spec.train:  # the same permutation in every slot, so the split stays exact
+        if self.spec.train:  # the same permutation in every partition, so the split is exact
             np.random.default_rng([self.spec.seed, epoch]).shuffle(shards)
-        mine, by_sample = split.assign(shards, my_slot, slots)
-        # fewer shards than slots: every slot reads every shard, so one reports its damage
-        # (slot 0, on rank 0: summed over ranks, the count is right; other ranks report none)
-        self._report_tars = not by_sample or my_slot == 0
-        stages = [
-            wds.SimpleShardList(mine),
-            wds.pipelinefilter(self._check_tars)(),
-            wds.pipelinefilter(self._read_tars)(),
-        ]
-        if by_sample:
-            stages.append(wds.pipelinefilter(split.every_nth)(my_slot, slots))
-        if self.spec.train:
-            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(64, self.shuffle_buffer),
-                                      seed=self.spec.seed * 100003 + epoch * 101 + my_slot))
-        stages.append(wds.pipelinefilter(self._decode_batches)())
-        return iter(wds.DataPipeline(*stages))
+        mine, by_sample = split.assign(shards, part, parts)
+        # fewer shards than partitions: every partition reads every shard, so one reports its
+        # damage (partition 0, on rank 0: summed over ranks, the count is right)
+        self._report_tars = not by_sample or part == 0
+        samples = self._samples(mine, by_sample, part, parts, epoch, start)
+        return self._decode_batches(samples, me, start)
 
     # -- stages ------------------------------------------------------------------------------
 
-    def _read_tars(self, urls):
-        """The samples of each tar, judged on their headers first (``vtk.shards.reader``; not
-        webdataset's reader, which reads every member whole). A sample that was not read
-        passes on with its problems, to be counted after the split, by the slot that owns it."""
-        for url in urls:
+    def _samples(self, mine, by_sample, part, parts, epoch, start):
+        """(position after it, sample) for this partition's samples in pass order, from
+        ``start`` on (``vtk.data.order``): earlier groups are never opened, earlier samples
+        of the start group never read."""
+        if not mine:
+            return
+        first = self._scan(mine[0], report=False)
+        size = order.group_size(len(first), self.shuffle_buffer)
+        groups = range(0, len(mine), size)
+        for g in range(start[0], len(groups)):
+            at = groups[g]
+            entries = []
+            for s, tar in enumerate(mine[at:at + size], start=at):
+                found = self._scan(tar, report=True)
+                entries += [e for j, e in enumerate(found)
+                            if not by_sample or split.keeps(s, j, part, parts)]
+            ids = (order.permutation(len(entries), self.spec.seed, epoch, part, g)
+                   if self.spec.train else range(len(entries)))
+            files: dict[str, object] = {}
             try:
-                yield from read_samples(url["url"], self.max_sample_bytes)
-            except (tarfile.TarError, OSError, EOFError) as e:  # go on with the next shard
-                if self._report_tars:
-                    self.stats.skip("tar_errors", url["url"], f"unreadable tar data ({e})")
+                for i in range(start[1] if g == start[0] else 0, len(entries)):
+                    entry = entries[ids[i]]
+                    try:
+                        f = files.get(entry.url) or files.setdefault(entry.url,
+                                                                     storage.open_random(entry.url))
+                        sample = order.read_entry(f, entry)
+                    except (OSError, EOFError) as e:
+                        if self._report_tars:
+                            self.stats.skip("tar_errors", entry.url, f"unreadable tar data ({e})")
+                        continue
+                    yield (g, i + 1), sample
+            finally:
+                for f in files.values():
+                    f.close()
+        yield (len(groups), 0), None  # the end: nothing left to resume
 
-    def _check_tars(self, urls):
-        for url in urls:
-            if self._report_tars and looks_truncated(url["url"]):
-                self.stats.skip("tar_errors", url["url"], "truncated tar; reading what is there")
-            yield url
+    def _scan(self, tar: str, report: bool) -> list:
+        report = report and self._report_tars
+        if report and looks_truncated(tar):
+            self.stats.skip("tar_errors", tar, "truncated tar; reading what is there")
+        try:
+            return order.scan_samples(tar, self.max_sample_bytes, opener=storage.open)
+        except (tarfile.TarError, OSError, EOFError) as e:  # go on with what was whole
+            if report:
+                self.stats.skip("tar_errors", tar, f"unreadable tar data ({e})")
+            return getattr(e, "entries", [])
 
-    def _decode_batches(self, samples):
+    def _decode_batches(self, samples, worker: int, start):
         """Decode each sample straight into its place in the batch being filled."""
-        writer = BatchWriter(self.batch_size, self.spec.clip_shape, self.dtype, self.ring)
-        for sample in samples:
+        writer = BatchWriter(self.batch_size, self.spec.clip_shape, self.dtype, self.ring,
+                             worker=worker, start=start)
+        pos = start
+        for pos, sample in samples:
+            if sample is None:
+                break
             key = sample.get("__key__", "?")
             where = f"{key} in {sample.get('__url__', '?')}"
             kind = skip_kind(sample)
@@ -180,10 +220,10 @@ class ShardStream(torch.utils.data.IterableDataset):
                 self.stats.skip("corrupt", where, f"{type(e).__name__}: {e}")
                 continue
             item["video"] = self.spec.crop(frames, rng, flip=flip, out=out)  # errors: ours
-            batch = writer.add(item)
+            batch = writer.add(item, pos)
             if batch is not None:
                 yield batch
-        last = writer.flush()  # the loader joins the workers' short last batches
+        last = writer.flush(pos)  # the loader joins the workers' short last batches
         if last is not None:
             yield last
 

@@ -63,6 +63,15 @@ def max_over_ranks(x: int, d: Dist) -> int:
     return int(t.item())
 
 
+def gather(obj, d: Dist) -> list:
+    """Every rank's ``obj`` (plain data), in rank order, on every rank."""
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier(d: Dist):
     if d.world > 1:
         dist.barrier()

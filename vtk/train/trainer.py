@@ -287,6 +287,12 @@ def restore(ckpt: dict, path, model, opt, sched, scaler, world: int):
                        f"{first[:200]})") from None
 
 
+def data_position(data: dict, rank: int) -> dict:
+    """This rank's loader position in a checkpoint's ``data``: ``{"ranks": [one per rank]}``,
+    or an older vtk's ``{"epoch", "offset"}``, shared by all ranks."""
+    return data["ranks"][rank] if "ranks" in data else data
+
+
 def reads_every_step(device: torch.device) -> bool:
     """Whether the loop reads each step's loss at once: free on the CPU, a host sync that
     stalls the GPU's queue elsewhere (then it is read at log and checkpoint steps)."""
@@ -404,7 +410,7 @@ def train(config) -> dict:
         torch.set_num_threads(threads)
     threads_from = ("OMP_NUM_THREADS" if threads is None
                     else f"{available_cores()} cores - {workers} loader workers")
-    batches = Batches(loader, cfg.batch_size, **state.data, data=cfg.data)
+    batches = Batches(loader, cfg.batch_size, data_position(state.data, d.rank), data=cfg.data)
     batches.warm()  # decode/cache warm-up happens here, outside the timed loop
     clips_per_step = cfg.batch_size * cfg.accum * d.world
     prior_peak = state.peak_mem_bytes
@@ -423,7 +429,7 @@ def train(config) -> dict:
         return max(prior_peak, dist.max_over_ranks(meters.peak_memory_bytes(d.device), d))
 
     def current() -> TrainState:  # the run's state now, time and memory included
-        state.data, state.peak_mem_bytes = batches.position(), peak()
+        state.data, state.peak_mem_bytes = {"ranks": dist.gather(batches.position(), d)}, peak()
         state.train_time_s = time_before + elapsed()
         return state
 
@@ -458,7 +464,7 @@ def train(config) -> dict:
                               cfg, d, step, mask, prepare, check=not lazy)
             if loss is None:
                 # the last good step is saved, not the one that diverged: its batches unspent
-                save(dataclasses.replace(current(), data=good))
+                save(dataclasses.replace(current(), data={"ranks": dist.gather(good, d)}))
                 raise VtkError(f"{cfg.out}: the loss is not finite at step {step + 1}; step "
                                f"{step} is checkpointed: resume with a smaller --grad-clip, or "
                                f"train again with a lower --lr")

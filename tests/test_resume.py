@@ -1,0 +1,157 @@
+"""Exact resume of the loader: state_dict() at any batch, load_state_dict() into a fresh loader,
+and the batches that follow equal the uninterrupted run's (keys and decoded frames), in order,
+through the epoch's end and into the next epoch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from data_helpers import write_shards
+
+from vtk.data.epochs import Batches
+from vtk.data.loader import build_loader
+from vtk.data.order import scan_samples
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """23 clips in 6 tars (4 x 5 and 3): three workers' shares end in short batches."""
+    folder = tmp_path_factory.mktemp("resume")
+    write_shards(folder, samples=23, per_shard=4, frames=10, h=32, w=40)
+    return folder
+
+
+def make(shards, **kw):
+    args = dict(backend="pyav", frames=2, size=16, train=True, batch_size=3, workers=0,
+                seed=3, shuffle_buffer=8)
+    return build_loader(shards, **{**args, **kw})
+
+
+def run(loader, passes: int = 2) -> list[tuple[list[str], torch.Tensor]]:
+    return [(b["key"], b["video"].clone()) for _ in range(passes) for b in loader]
+
+
+def resumed(shards, taken: int, **kw) -> tuple[list, list]:
+    """(the first ``taken`` batches of a loader, then what a fresh loader resumed at that
+    point gives: the rest of that pass and the next one)."""
+    first = make(shards, **kw)
+    head, it = [], iter(first)
+    for _ in range(taken):
+        b = next(it)
+        head.append((b["key"], b["video"].clone()))
+    state = first.state_dict()
+    del it, first
+    second = make(shards, **kw)
+    second.load_state_dict(state)
+    return head, run(second, 2)[: None]
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(ka == kb and torch.equal(va, vb)
+                                    for (ka, va), (kb, vb) in zip(a, b))
+
+
+@pytest.mark.parametrize("workers, points", [(0, [1, 4, 7, 8]), (2, [1, 3, 6, 7])])
+def test_a_resumed_pass_hands_out_the_uninterrupted_batches(shards, workers, points):
+    full = run(make(shards, workers=workers), 3)
+    per_pass = len(full) // 3
+    assert sorted(k for keys, _ in full[:per_pass] for k in keys) == sorted(
+        f"src{i:03d}_000000" for i in range(23))  # each clip once per pass
+    for taken in points:  # 7 and 8: inside the joined short batches of the pass's end
+        head, rest = resumed(shards, taken, workers=workers)
+        assert same(head, full[:taken])
+        assert same(rest, full[taken:taken + len(rest)]), f"resumed after {taken} batches"
+        # the pass's rest, then one whole pass (a pass handed out whole: the next two)
+        assert len(rest) == (2 * per_pass - taken if taken < per_pass else 2 * per_pass)
+
+
+def test_two_ranks_of_two_workers_resume_exactly(shards):
+    for rank in (0, 1):
+        kw = dict(workers=2, rank=rank, world_size=2)
+        full = run(make(shards, **kw), 2)
+        for taken in (1, 2):
+            head, rest = resumed(shards, taken, **kw)
+            assert same(rest[: len(full) - taken], full[taken:]), (rank, taken)
+
+
+def test_resume_never_reads_a_skipped_clip(shards, monkeypatch):
+    """Resumed late in a pass, the loader decodes only the clips it hands out (plus none)."""
+    from vtk.data.stream import ShardStream
+
+    full = run(make(shards), 1)
+    state_after = {}
+    loader = make(shards)
+    for i, _ in enumerate(loader):
+        if i == len(full) - 3:  # 2 batches left
+            state_after = loader.state_dict()
+            break
+    decoded = []
+    real = ShardStream.read
+
+    def counting(self, sample):
+        decoded.append(sample["__key__"])
+        return real(self, sample)
+
+    monkeypatch.setattr(ShardStream, "read", counting)
+    again = make(shards)
+    again.load_state_dict(state_after)
+    handed = [k for b in again for k in b["key"]]
+    assert sorted(decoded) == sorted(handed)
+    assert handed == [k for keys, _ in full[-2:] for k in keys]
+
+
+def test_frame_cache_resumes_exactly(shards, tmp_path):
+    kw = dict(cache=tmp_path / "cache")
+    full = run(make(shards, **kw), 2)
+    for taken in (1, 5):
+        head, rest = resumed(shards, taken, **kw)
+        assert same(rest, full[taken:taken + len(rest)]) and len(rest) >= len(full) - taken
+
+
+def test_batches_position_resumes_training_batches(shards):
+    """``Batches`` (vtk train's view): position() before a warm batch, then a resume there."""
+    loader = make(shards, workers=2)
+    batches = Batches(loader, 3)
+    seq = [next(batches)["key"] for _ in range(5)]
+    batches.warm()
+    pos = batches.position()
+    more = [next(batches)["key"] for _ in range(4)]
+    again = Batches(make(shards, workers=2), 3, pos)
+    assert [next(again)["key"] for _ in range(4)] == more
+    assert seq  # the first five came from the first pass
+
+
+def test_a_position_saved_with_other_workers_is_refused(shards):
+    loader = make(shards, workers=2)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    del it
+    with pytest.raises(Exception, match="saved with 2 loader workers"):
+        make(shards, workers=0).load_state_dict(state)
+
+
+def test_scan_lists_samples_from_headers_without_reading_data(shards):
+    tar = sorted(shards.glob("*.tar"))[0]
+    entries = scan_samples(str(tar))
+    assert [e.key for e in entries] == [f"src{i:03d}_000000" for i in range(4)]
+    assert {ext for ext, _, _ in entries[0].members} >= {"mp4", "json"}
+    raw = tar.read_bytes()
+    ext, offset, size = next(m for m in entries[1].members if m[0] == "json")
+    assert b'"source": "src1"' in raw[offset:offset + size]
+
+
+@pytest.mark.parametrize("context", ["spawn", "forkserver"])
+def test_the_slot_hand_over_works_under_spawn_and_forkserver(shards, context):
+    """Workers started without fork get the ring, the pass state and the stats by pickling
+    (shared memory handles): the batches equal fork's, came through the ring, and resume."""
+    fork = run(make(shards, workers=2), 1)
+    loader = make(shards, workers=2, context=context)
+    it = iter(loader)
+    got = [(b["key"], b["video"].clone()) for b in (next(it), next(it))]
+    state = loader.state_dict()
+    got += [(b["key"], b["video"].clone()) for b in it]
+    assert same(got, fork) and loader.unslotted == 0 and loader.stats["samples"] == 23
+    resumed_loader = make(shards, workers=2, context=context)
+    resumed_loader.load_state_dict(state)
+    assert same(run(resumed_loader, 1), fork[2:])

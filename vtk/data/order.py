@@ -1,0 +1,125 @@
+"""The order of one pass over a share of shards, as a position that costs nothing to resume.
+
+A loader worker (one *partition* of a rank: rank x worker) reads its shards in windows
+(*groups*) of whole shards. Each group's samples are listed from their tar headers alone (no
+member data is read: ``scan_samples``) and, in training, permuted by a generator seeded with
+(seed, epoch, partition, group). The worker then reads the samples in that order, each by
+seeking to its members. So the place a pass has reached is two integers, (group, index in the
+group's order), and resuming there skips every earlier group without opening its tars and
+every earlier sample of the current group without reading it: the cost of a resume is one
+group's headers, wherever in the epoch it falls.
+
+This replaces webdataset's ``shuffle`` buffer (a reservoir whose state is the samples it holds,
+which cannot be resumed without replaying the stream). A group holds at least the loader's
+``shuffle_buffer`` samples (whole shards, up to ``MAX_GROUP`` of them), so a sample moves at
+least as far as it could in a buffer of that size.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vtk.shards.reader import (
+    MAX_SAMPLE_BYTES,
+    OVERSIZED,
+    PROBLEMS,
+    UNSAFE,
+    name_problem,
+    type_problem,
+)
+from vtk.shards.wds_index import split_name
+
+MAX_GROUP = 16  # shards read side by side by one worker (open files, headers in memory)
+
+
+@dataclass
+class Entry:
+    """One sample of a tar, from its headers: members as (ext, data offset, size)."""
+
+    key: str
+    url: str
+    members: list[tuple[str, int, int]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES, opener=open) -> list[Entry]:
+    """The samples of one tar from its headers, grouped as webdataset groups them (consecutive
+    members sharing the name before the first dot). A sample whose members together declare
+    more than ``max_bytes`` keeps no members and an ``oversized`` problem; an unsafe member
+    (``vtk.shards.reader``) is left out with an ``unsafe`` problem. Errors of the tar itself
+    propagate with the complete samples before them in ``error.entries``."""
+    entries: list[Entry] = []
+    cur: Entry | None = None
+    size = 0
+    try:
+        with opener(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            while True:
+                m = tar.next()
+                if m is None:
+                    break
+                tar.members.clear()
+                problem = name_problem(m.name) or type_problem(m)
+                if m.isdir() and problem is None:
+                    continue
+                key, ext = split_name(m.name)
+                if not key or key.endswith("/"):
+                    if problem is None:
+                        continue
+                    key = m.name
+                if cur is None or key != cur.key:
+                    if cur is not None:
+                        entries.append(cur)
+                    cur, size = Entry(key, path), 0
+                if problem is not None:
+                    cur.problems.append((UNSAFE, f"member {m.name!r} {problem}"))
+                    continue
+                size += m.size
+                oversized = any(k == OVERSIZED for k, _ in cur.problems)
+                if size > max_bytes and not oversized:
+                    cur.members.clear()
+                    cur.problems.append((OVERSIZED, f"over the {max_bytes} bytes of "
+                                         f"--max-sample-bytes (member {m.name!r} declares "
+                                         f"{m.size}); skipped unread"))
+                    continue
+                if oversized:
+                    continue
+                ext = ext.lower()
+                if any(e == ext for e, _, _ in cur.members):
+                    cur.problems.append((UNSAFE, f"member {m.name!r} repeats .{ext}"))
+                    continue
+                cur.members.append((ext, m.offset_data, m.size))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        e.entries = entries  # the last sample may be cut: only those before it are whole
+        raise
+    if cur is not None:
+        entries.append(cur)
+    return entries
+
+
+def read_entry(f, entry: Entry) -> dict:
+    """A sample dict (``__key__``, ``__url__``, ext: bytes, and ``PROBLEMS`` when something
+    was not read) from an open tar file, by seeking to each member."""
+    sample: dict = {"__key__": entry.key, "__url__": entry.url}
+    for ext, offset, size in entry.members:
+        f.seek(offset)
+        data = f.read(size)
+        if len(data) != size:
+            raise EOFError(f"{entry.url}: member {entry.key}.{ext} is cut short")
+        sample[ext] = data
+    if entry.problems:
+        sample[PROBLEMS] = list(entry.problems)
+    return sample
+
+
+def group_size(samples_in_first_shard: int, shuffle_buffer: int) -> int:
+    """Shards per group: enough for ``shuffle_buffer`` samples, 1 to ``MAX_GROUP``."""
+    per = max(samples_in_first_shard, 1)
+    return int(min(MAX_GROUP, max(1, -(-shuffle_buffer // per))))
+
+
+def permutation(n: int, seed: int, epoch: int, partition: int, group: int) -> np.ndarray:
+    """The training order of a group's ``n`` samples."""
+    return np.random.default_rng([seed, epoch, partition, group, 0x5EED]).permutation(n)
