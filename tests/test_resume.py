@@ -4,6 +4,8 @@ through the epoch's end and into the next epoch."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from data_helpers import write_shards
@@ -155,3 +157,18 @@ def test_the_slot_hand_over_works_under_spawn_and_forkserver(shards, context):
     resumed_loader = make(shards, workers=2, context=context)
     resumed_loader.load_state_dict(state)
     assert same(run(resumed_loader, 1), fork[2:])
+
+
+def test_bench_resume_writes_state_and_replay_seconds_at_three_points(shards, tmp_path):
+    from click.testing import CliRunner
+
+    from vtk.cli import cli
+
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(cli, ["bench", "resume", str(shards), "--frames", "2", "--size",
+                                    "16", "--batch-size", "3", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    assert [p["point"] for p in got["points"]] == [0.1, 0.5, 0.9]
+    assert [p["batches_before"] for p in got["points"]] == [1, 4, 7]  # of 8 batches
+    assert all(p["state_s"] > 0 and p["replay_s"] > 0 for p in got["points"])
