@@ -234,3 +234,24 @@ def test_view_shows_and_sorts_by_sidecar_scores(k400):
     assert "motion" in ranked["scores"]
     best = sorted(scores, key=lambda k: -scores[k]["motion"])[:5]
     assert [it["key"] for it in ranked["items"]] == best
+
+
+def test_a_broken_clip_is_recorded_and_a_cut_tar_refused(tmp_path):
+    from data_helpers import write_shards
+
+    tars = write_shards(tmp_path / "set", samples=6, per_shard=3, corrupt={1})
+    s = score_set(tmp_path / "set", progress=False)
+    assert s["samples"] == 6 and s["errors"] == 1
+    table = sidecar.read_table(tars[0]).to_pydict()
+    assert table["error"][1] and table["error"][0] is None and np.isnan(table["motion"][1])
+    assert table["hashes"][1] == [] and len(table["hashes"][0]) == 4
+    index = filter_set(tmp_path / "set", tmp_path / "top", "top:motion=0.5", progress=False)
+    assert index["curation"]["counts"]["dropped"] == {"unscored": 1, "top:motion=0.5": 2}
+    assert index["curation"]["examples"]["unscored"][0]["error"] == table["error"][1]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    data = open(tars[0], "rb").read()
+    (cut / "test-000000.tar").write_bytes(data[: len(data) // 2 + 100])
+    with pytest.raises(VtkError, match="test-000000.tar: cannot be read to the end"):
+        score_set(cut, progress=False)
+    assert not (cut / "scores" / "test-000000.parquet").exists()

@@ -38,7 +38,7 @@ def command(folder, model, init, scores, batch_size, device, overwrite, quiet):
 
     s = score_set(folder, model=model, init=init, scores=scores, device=device,
                   batch_size=batch_size, overwrite=overwrite, progress=not quiet)
-    if s.get("world_size", 1) > 1 and not s["device"].endswith(":0") and s["device"] != "cpu":
+    if s["rank"] != 0:
         return
     click.echo(f"scored {s['samples_scored']} clips in {s['shards_scored']} shards "
                f"({s['shards_skipped']} already done) on {s['device']} in {s['seconds']:.1f} s")

@@ -15,7 +15,6 @@ i mod world), each on its own GPU; rank 0 writes the summary after a barrier.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -105,11 +104,12 @@ def _forward(net, batch: _Batch, device, embs: dict) -> None:
     video = torch.stack(batch.videos).to(device, non_blocking=True)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
         torch.autocast("cpu", enabled=False)
+    unique = sorted({t for texts in batch.texts for t in texts.values()})
     with autocast:
         v = net.encode_video(video).float()
-        unique = sorted({t for texts in batch.texts for t in texts.values()})
+        # a set without captions (vtk shard --captions none, no txt) still gets embeddings
         t = torch.cat([net.encode_text(unique[i:i + 256]).float()
-                       for i in range(0, len(unique), 256)])
+                       for i in range(0, len(unique), 256)]) if unique else v[:0]
     v = torch.nn.functional.normalize(v, dim=-1)
     t = torch.nn.functional.normalize(t, dim=-1)
     sims = (v @ t.T).cpu().numpy()
@@ -129,52 +129,52 @@ def score_shard(tar: str, wanted, settings: dict, net=None, frames: int = 8, siz
     from vtk.data.decoders import get_decoder
     from vtk.data.samples import read_members
     from vtk.data.sampling import eval_indices
+    from vtk.data.shardset import looks_truncated
     from vtk.data.transforms import eval_crop
     from vtk.shards.reader import problem_text, read_samples
 
+    if looks_truncated(tar):  # tarfile stops quietly at a cut: its last samples would be lost
+        raise VtkError(f"{tar}: cannot be read to the end (cut short: not whole 512-byte "
+                       f"blocks closed by two zero blocks); no sidecar written for it")
     decoder = get_decoder("pyav")
     rows, embs, batch = [], {}, _Batch()
     errors = 0
-    try:
-        samples = read_samples(tar)
-        for sample in samples:
-            key = sample["__key__"]
-            row = {"__key__": key, "mp4_bytes": len(sample.get("mp4") or b"")}
-            rows.append(row)
-            try:
-                problem = problem_text(sample)
-                if problem:
-                    raise ValueError(problem)
-                meta, txt = read_members(sample)
-                if "mp4" not in sample:
-                    raise ValueError("no mp4 member")
-                video, n = decoder.decode(sample["mp4"], None)
-                if n == 0 or video.shape[0] == 0:
-                    raise ValueError("the mp4 has no frames")
-            except Exception as e:  # noqa: BLE001 - one bad sample is recorded, never fatal
-                row["error"] = f"{type(e).__name__}: {e}"[:300]
-                errors += 1
-                advance(1)
-                continue
-            row.update(width=int(video.shape[2]), height=int(video.shape[1]),
-                       num_frames=int(video.shape[0]))
-            frames_np = video.numpy()
-            if "motion" in wanted:
-                fps = float(meta.get("fps") or 0) or 8.0
-                row["motion"] = M.motion_score(frames_np, fps)
-            if "hashes" in wanted:
-                row["hashes"] = H.clip_hashes(frames_np).tolist()
-            if "clip-text" in wanted:
-                idx = eval_indices(video.shape[0], frames)
-                batch.rows.append(row)
-                batch.videos.append(eval_crop(video[idx], size, norm=normalize))
-                batch.texts.append(caption_texts(meta, txt))
-                if len(batch) >= batch_size:
-                    _forward(net, batch, device, embs)
+    for sample in _guarded(read_samples(tar), tar):
+        key = sample["__key__"]
+        row = {"__key__": key, "mp4_bytes": len(sample.get("mp4") or b"")}
+        rows.append(row)
+        try:
+            problem = problem_text(sample)
+            if problem:
+                raise ValueError(problem)
+            meta, txt = read_members(sample)
+            if "mp4" not in sample:
+                raise ValueError("no mp4 member")
+            video, n = decoder.decode(sample["mp4"], None)
+            if n == 0 or video.shape[0] == 0:
+                raise ValueError("the mp4 has no frames")
+        except Exception as e:  # noqa: BLE001 - one bad sample is recorded, never fatal
+            row["error"] = f"{type(e).__name__}: {e}"[:300]
+            errors += 1
             advance(1)
-        _forward(net, batch, device, embs)
-    except (OSError, EOFError, ValueError) as e:  # the tar itself (tarfile.ReadError is OSError)
-        raise VtkError(f"{tar}: cannot be read to the end ({e}); no sidecar written") from None
+            continue
+        row.update(width=int(video.shape[2]), height=int(video.shape[1]),
+                   num_frames=int(video.shape[0]))
+        frames_np = video.numpy()
+        if "motion" in wanted:
+            fps = float(meta.get("fps") or 0) or 8.0
+            row["motion"] = M.motion_score(frames_np, fps)
+        if "hashes" in wanted:
+            row["hashes"] = H.clip_hashes(frames_np).tolist()
+        if "clip-text" in wanted:
+            idx = eval_indices(video.shape[0], frames)
+            batch.rows.append(row)
+            batch.videos.append(eval_crop(video[idx], size, norm=normalize))
+            batch.texts.append(caption_texts(meta, txt))
+            if len(batch) >= batch_size:
+                _forward(net, batch, device, embs)
+        advance(1)
+    _forward(net, batch, device, embs)
     emb = None
     if "clip-text" in wanted:
         dim = next((len(e) for e in embs.values()), 0)
@@ -184,6 +184,21 @@ def score_shard(tar: str, wanted, settings: dict, net=None, frames: int = 8, siz
                 emb[i] = embs[row["__key__"]]
     sidecar.write_sidecar(tar, rows, settings, emb)
     return {"samples": len(rows), "errors": errors}
+
+
+def _guarded(samples, tar: str):
+    """The samples of a tar; an error of the tar itself (cut short, not a tar) is one
+    VtkError line naming it."""
+    it = iter(samples)
+    while True:
+        try:
+            sample = next(it)
+        except StopIteration:
+            return
+        except (OSError, EOFError, ValueError) as e:  # tarfile.ReadError is an OSError
+            raise VtkError(f"{tar}: cannot be read to the end ({e}); no sidecar written for "
+                           f"it") from None
+        yield sample
 
 
 def _shard_counts(folder: Path, tars: list[str]) -> dict[str, int]:
@@ -284,10 +299,10 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
             done += got["samples"]
             errors += got["errors"]
     seconds = time.perf_counter() - t0
-    dist.barrier(d)
+    scored, skipped, done = _sum_over_ranks(d, len(todo), skipped, done)
     summary = {"folder": str(folder.resolve()), "scores_computed": list(wanted), **info,
                "device": str(d.device), "world_size": d.world, "shards": len(tars),
-               "shards_scored": len(todo), "shards_skipped": skipped,
+               "rank": d.rank, "shards_scored": scored, "shards_skipped": skipped,
                "samples_scored": done, "seconds": round(seconds, 3),
                "clips_per_s": round(done / seconds, 2) if seconds > 0 and done else None,
                "vtk_version": __version__}
@@ -297,11 +312,19 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
     return summary
 
 
+def _sum_over_ranks(d, *counts) -> list[int]:
+    """The counts summed over the torchrun ranks (also the barrier before the summary)."""
+    if d.world == 1:
+        return list(counts)
+    import torch.distributed as tdist
+
+    t = torch.tensor(counts, dtype=torch.int64,
+                     device=d.device if d.device.type == "cuda" else "cpu")
+    tdist.all_reduce(t)
+    return [int(x) for x in t.tolist()]
+
+
 def _differs(old: dict, new: dict) -> str:
     keys = [k for k in sorted(set(old) | set(new)) if k != "vtk_version" and old.get(k) !=
             new.get(k)]
     return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:2])
-
-
-def finite(x) -> bool:
-    return isinstance(x, float) and math.isfinite(x)
