@@ -146,3 +146,25 @@ def test_ablate_filter_two_arms_fast(noisy_and_clean, tmp_path, capsys):
         assert summary["steps"] == 2 and summary["complete"]
     kept = (out / "sets" / "top-clip-text.fine-0.3" / "index.json")
     assert json.loads(kept.read_text())["num_samples"] == 6
+
+
+@pytest.mark.slow  # shards two corpora and trains four arms: minutes
+@pytest.mark.timeout(1200)
+def test_demo_filter_quick(tmp_path):
+    from click.testing import CliRunner
+
+    from vtk.commands.demo import command
+
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(command, ["--out", str(out), "--quick", "--filter", "--workers", "1"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rows = json.loads((out / "report.json").read_text())
+    assert {r["arm"] for r in rows if r["ablation"] == "filter"} == {
+        "none", "clean", "top:clip-text=0.3", "dedup:embed:0.95"}
+    noisy = next(r for r in rows if r["arm"] == "none")
+    # 384 clips: round(0.3 x 384) = 115 swapped captions, round(0.1 x 384) = 38 duplicates
+    assert noisy["planted"] == {"clips": 384, "swapped": 115, "duplicate": 38}
+    top = next(r for r in rows if r["arm"] == "top:clip-text=0.3")
+    assert top["planted"]["clips"] == 115  # round(0.3 x 384)
+    assert "| filter | clean |" in (out / "report.md").read_text()
+    assert json.loads((out / "demo-filter.json").read_text())["filter"] is True
