@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
@@ -105,9 +106,8 @@ def _setup(plan: Plan, captioner) -> None:
         return
     if plan.cwd and os.path.isdir(plan.cwd):
         os.chdir(plan.cwd)
-    with contextlib.suppress(ImportError):
-        import torch
-
+    torch = sys.modules.get("torch")  # never imported for this alone: seconds per worker
+    if torch is not None:
         torch.set_num_threads(1)  # one CPU per task: intra-op threads would only contend
     captioning = None if captioner is None else _ActorCaptioning(captioner)
     init_worker(plan.cfg, plan.codec, plan.spec, captioning=captioning)
@@ -133,8 +133,9 @@ def shard_task(plan: Plan, task: int, items: list, known_keys: list[str], captio
             result = process_source(item)
             write_result(writer, result)
             totals.add(result)
-            tracker.add.remote(task, attempt, len(result.samples),
-                               bool(result.failures and not result.samples))
+            if tracker is not None:
+                tracker.add.remote(task, attempt, len(result.samples),
+                                   bool(result.failures and not result.samples))
         writer.close({})
     except BaseException:
         abort = getattr(writer, "abort", None)
@@ -381,7 +382,8 @@ class RayEngine:
                         self.captioner_gpus if actors and gpus else None}
         plan = Plan(staging, writer.name, writer.per_shard, writer.settings, cfg, codec, spec,
                     os.getcwd())
-        tracker = Tracker.remote()
+        # live per-source counts only for a progress bar: the actor is one more process
+        tracker = Tracker.remote() if on_result is not None else None
         partial = _partial_keys(writer)
         totals = Totals()
         queue: deque[_Slot] = deque()
@@ -394,7 +396,7 @@ class RayEngine:
         def show() -> None:
             if on_result is None:
                 return
-            live = ray.get(tracker.totals.remote())
+            live = ray.get(tracker.totals.remote()) if tracker is not None else (0, 0, 0)
             shown = dataclasses.replace(totals, sources=totals.sources + live[0],
                                         clips=totals.clips + live[1],
                                         failed_sources=totals.failed_sources + live[2])
@@ -415,8 +417,9 @@ class RayEngine:
             hits = [ray.get(a.counts.remote()) for a in actors] if not queue else []
             totals.caption_hits += sum(h for h, _ in hits)
             totals.caption_misses += sum(m for _, m in hits)
-            for actor in actors:
-                ray.kill(actor)
+            for actor in [*actors, tracker]:
+                if actor is not None:
+                    ray.kill(actor)
             _remove_tree(staging)
             with contextlib.suppress(OSError):
                 if not _is_url(staging_root):
@@ -509,7 +512,8 @@ class RayEngine:
                 if k != "skipped_sources":
                     setattr(totals, k, getattr(totals, k) + v)
             _remove_tree(out["folder"])
-        tracker.forget.remote(slot.task)
+        if tracker is not None:
+            tracker.forget.remote(slot.task)
         show()
 
     def _probe(self, out: str, staging: str, nodes: list) -> None:

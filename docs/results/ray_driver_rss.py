@@ -1,0 +1,129 @@
+"""The `vtk shard` driver's peak memory against the number of manifest rows (issue 13).
+
+    python docs/results/ray_driver_rss.py --rows 1000 100000 --engine ray --engine local \\
+        --json docs/results/ray-driver-rss.json
+
+Rows point at a few short files: one 2 s, 32x32, 8 fps H.264 clip written here, reached by
+``--links`` hard links (an input is a file and a range: rows must differ in one of them to
+count, and hard links are distinct files to vtk's duplicate check) with starts 1 ms apart,
+each row a 0.5 s clip. Every row is a real source: decoded, cut, encoded and written.
+
+Each run is `python -m vtk shard MANIFEST --engine E ... -q` in a subprocess; its peak RSS
+is the kernel's high-water mark (``VmHWM`` in /proc/PID/status) of that process alone, read
+until it exits: for the Ray engine the driver (the cluster, started here by
+``ray start --head``, is other processes), for the local engine the parent that plans and
+writes (its workers are other processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def make_inputs(folder: str, rows: int, links: int) -> str:
+    from vtk.clips import encode_mp4
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+    base = os.path.join(folder, "clip-0000.mp4")
+    with open(base, "wb") as f:
+        f.write(encode_mp4(frames, 8.0, "h264"))
+    for j in range(1, links):
+        os.link(base, os.path.join(folder, f"clip-{j:04d}.mp4"))
+    manifest = os.path.join(folder, f"rows-{rows}.csv")
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "start", "end"])
+        for i in range(rows):
+            start = (i // links) / 1000
+            w.writerow([f"clip-{i % links:04d}.mp4", f"{start:.3f}", f"{start + 0.5:.3f}"])
+    return manifest
+
+
+def peak_rss(cmd: list[str], env: dict) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    hwm = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.2)
+    err = proc.stderr.read().decode()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err}")
+    return {"peak_rss_mb": round(hwm / 1024, 1), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1000, 100000])
+    ap.add_argument("--engine", action="append", choices=["ray", "local"])
+    ap.add_argument("--links", type=int, default=100)
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    engines = args.engine or ["ray"]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               OMP_NUM_THREADS="1")
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    results = {"cpus": os.cpu_count(), "links": args.links, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="vtkrss-", dir="/tmp") as tmp:
+        head = None
+        address = None
+        if "ray" in engines:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            head = subprocess.Popen([ray_bin, "start", "--head", "--block", "--port", str(port),
+                                     "--num-cpus", str(args.cpus), "--include-dashboard",
+                                     "false", "--node-ip-address", "127.0.0.1",
+                                     "--temp-dir", os.path.join(tmp, "ray")], env=env,
+                                    start_new_session=True, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            address = f"127.0.0.1:{port}"
+            time.sleep(15)
+        try:
+            for rows in args.rows:
+                manifest = make_inputs(tempfile.mkdtemp(dir=tmp), rows, args.links)
+                for engine in engines:
+                    out = tempfile.mkdtemp(dir=tmp)
+                    cmd = [sys.executable, "-m", "vtk", "shard", manifest, "--out", out,
+                           "--size", "32", "--fps", "8", "--no-caption-cache", "-q",
+                           "--engine", engine]
+                    cmd += ["--ray-address", address] if engine == "ray" else \
+                        ["--workers", str(args.cpus)]
+                    run = {"rows": rows, "engine": engine, **peak_rss(cmd, env)}
+                    with open(os.path.join(out, "index.json")) as f:
+                        card = json.load(f)
+                    run.update(samples=card["num_samples"], failures=card["failures"]["total"],
+                               clips_per_s=card["last_run"]["clips_per_s"],
+                               command=" ".join(cmd[1:]).replace(tmp, "$TMP"))
+                    print(json.dumps(run), flush=True)
+                    results["runs"].append(run)
+        finally:
+            if head is not None:
+                os.killpg(head.pid, signal.SIGTERM)
+                head.wait(60)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
