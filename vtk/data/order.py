@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vtk import storage
 from vtk.shards.reader import (
     MAX_SAMPLE_BYTES,
     OVERSIZED,
@@ -30,7 +31,7 @@ from vtk.shards.reader import (
     name_problem,
     type_problem,
 )
-from vtk.shards.wds_index import split_name
+from vtk.shards.wds_index import index_path, read_index, split_name
 
 MAX_GROUP = 16  # shards read side by side by one worker (open files, headers in memory)
 
@@ -45,7 +46,37 @@ class Entry:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def scan_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES, opener=open) -> list[Entry]:
+def scan_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> list[Entry]:
+    """The samples of one tar (``scan_headers``); for a shard at a URL with its ``.idx``
+    beside it, from the index (one small request instead of a seek per member header)."""
+    if storage.is_url(path):
+        idx = index_path(path)
+        if storage.exists(idx):
+            return entries_from_index(path, read_index(idx), max_bytes)
+    return scan_headers(path, max_bytes)
+
+
+def entries_from_index(path: str, samples, max_bytes: int = MAX_SAMPLE_BYTES) -> list[Entry]:
+    """Entries from a parsed ``.idx`` (``vtk.shards.wds_index.read_index``), with the member
+    name and size checks of ``scan_headers`` (an index lists regular files only)."""
+    out = []
+    for members in samples:
+        entry = Entry(split_name(members[0][3])[0], path)
+        for ext, offset, size, name in members:
+            problem = name_problem(name)
+            if problem is not None:
+                entry.problems.append((UNSAFE, f"member {name!r} {problem}"))
+            else:
+                entry.members.append((ext.lower(), offset, size))
+        if sum(size for _, _, size in entry.members) > max_bytes:
+            entry.members.clear()
+            entry.problems.append((OVERSIZED, f"over the {max_bytes} bytes of "
+                                   "--max-sample-bytes; skipped unread"))
+        out.append(entry)
+    return out
+
+
+def scan_headers(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> list[Entry]:
     """The samples of one tar from its headers, grouped as webdataset groups them (consecutive
     members sharing the name before the first dot). A sample whose members together declare
     more than ``max_bytes`` keeps no members and an ``oversized`` problem; an unsafe member
@@ -55,7 +86,7 @@ def scan_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES, opener=open) -> l
     cur: Entry | None = None
     size = 0
     try:
-        with opener(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        with storage.open_random(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
             while True:
                 m = tar.next()
                 if m is None:

@@ -187,7 +187,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         if report and looks_truncated(tar):
             self.stats.skip("tar_errors", tar, "truncated tar; reading what is there")
         try:
-            return order.scan_samples(tar, self.max_sample_bytes, opener=storage.open)
+            return order.scan_samples(tar, self.max_sample_bytes)
         except (tarfile.TarError, OSError, EOFError) as e:  # go on with what was whole
             if report:
                 self.stats.skip("tar_errors", tar, f"unreadable tar data ({e})")
