@@ -255,3 +255,17 @@ def test_a_broken_clip_is_recorded_and_a_cut_tar_refused(tmp_path):
     with pytest.raises(VtkError, match="test-000000.tar: cannot be read to the end"):
         score_set(cut, progress=False)
     assert not (cut / "scores" / "test-000000.parquet").exists()
+
+
+def test_the_loader_shows_sidecar_scores_in_each_samples_meta(k400):
+    """A scored set: every streamed sample's meta carries its shard sidecar's scores."""
+    from vtk.data.loader import build_loader
+
+    folder, _ = k400
+    want = {}
+    for tar in sorted(folder.glob("*.tar")):
+        want.update(load_sidecar(tar))
+    loader = build_loader(folder, backend="pyav", frames=2, size=16, train=False,
+                          batch_size=8, workers=0)
+    got = {k: m["scores"] for b in loader for k, m in zip(b["key"], b["meta"])}
+    assert got == want and len(got) == 24

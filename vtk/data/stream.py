@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vtk import storage
+from vtk.curate.sidecar import load_sidecar, merge_scores
 from vtk.data import order, split
 from vtk.data.batches import BatchWriter, SlotRing
 from vtk.data.decoders import get_decoder
@@ -108,6 +109,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self._pass = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._starts = torch.zeros((self.workers, 2), dtype=torch.int64).share_memory_()
         self._decoder = None
+        self._sidecar: dict = {}  # the current shard's scores, by key
         self._pass_epoch = 0
         self._report_tars = True
 
@@ -227,6 +229,13 @@ class ShardStream(torch.utils.data.IterableDataset):
         if last is not None:
             yield last
 
+    def _scores(self, tar) -> dict:
+        """``vtk score``'s sidecar of this shard (``vtk.curate.sidecar``), {} without one:
+        its scores appear in each sample's ``meta["scores"]``."""
+        if tar not in self._sidecar:
+            self._sidecar = {tar: (load_sidecar(tar) or {}) if tar else {}}
+        return self._sidecar[tar]
+
     def read(self, sample: dict) -> tuple:
         """Parse and decode one raw tar sample: the arguments of ``ClipSpec.view`` but ``out``.
         Errors here are the sample's (a corrupt mp4 or json)."""
@@ -234,6 +243,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             self._decoder = get_decoder(self.backend)
         key = sample["__key__"]
         meta, txt = read_members(sample)
+        meta = merge_scores(meta, self._scores(sample.get("__url__")).get(key))
         rng = sample_rng(self.spec.seed, self._pass_epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
