@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from vtk.curate.hashes import mean_hamming
+from vtk.curate.hashes import sum_hamming
 
 
 def frame_pairs(hashes: np.ndarray, threshold: float, block: int = 1024):
     """(i, j, mean Hamming) for every i < j within ``threshold``; ``hashes`` N x K uint64."""
     hashes = np.asarray(hashes, dtype=np.uint64)
-    n = len(hashes)
+    n, k = hashes.shape if hashes.ndim == 2 else (len(hashes), 1)
     out = []
     for s in range(0, n, block):
-        d = mean_hamming(hashes[s:s + block], hashes)
-        ii, jj = np.nonzero(d <= threshold)
+        d = sum_hamming(hashes[s:s + block], hashes)
+        ii, jj = np.nonzero(d <= threshold * k)
         for i, j in zip(ii.tolist(), jj.tolist()):
             if s + i < j:
-                out.append((s + i, j, float(d[i, j])))
+                out.append((s + i, j, float(d[i, j]) / k))
     return out
 
 

@@ -50,13 +50,25 @@ _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 (numpy 2's bitwise_count, else a byte table: numpy 1.24)."""
+    """Set bits of each uint64, as uint8 (numpy 2's bitwise_count, else a byte table: the
+    numpy 1.24 floor)."""
     x = np.ascontiguousarray(x, dtype=np.uint64)
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int32)
-    return _POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1, dtype=np.int32)
+        return np.bitwise_count(x)
+    return _POP8[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1, dtype=np.uint8)
+
+
+def sum_hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Summed Hamming distance of the K hashes of each pair of clips: ``a`` N x K and ``b``
+    M x K uint64 -> N x M uint16. One N x M slab per hash, accumulated in place: 6x faster
+    than a N x M x K array and a float mean (1.9e7 pairs/s on one core, docs/curation.md)."""
+    a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
+    d = np.zeros((len(a), len(b)), np.uint16)
+    for k in range(a.shape[1]):
+        d += popcount(a[:, k, None] ^ b[None, :, k])
+    return d
 
 
 def mean_hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean Hamming distance between clips: ``a`` N x K and ``b`` M x K uint64 -> N x M."""
-    return popcount(a[:, None, :] ^ b[None, :, :]).mean(-1)
+    """Mean Hamming distance between clips (N x K, M x K uint64) -> N x M float."""
+    return sum_hamming(a, b) / max(1, a.shape[1])

@@ -38,7 +38,8 @@ def gray_frames(frames, side: int = ANALYSIS_SIDE) -> list[np.ndarray]:
     scale = side / min(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    return [cv2.resize(np.ascontiguousarray(f.max(axis=2)), size, interpolation=interp)
+    # scaled first, then the channel max: numpy's max over a full-size frame cost 20x the flow
+    return [cv2.resize(np.ascontiguousarray(f), size, interpolation=interp).max(axis=2)
             for f in frames]
 
 
@@ -60,8 +61,11 @@ def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def flow_fields(frames, pairs: int = PAIRS, side: int = ANALYSIS_SIDE) -> list[np.ndarray]:
     """The flow of up to ``pairs`` evenly spaced consecutive frame pairs of a clip."""
-    gray = gray_frames(frames, side)
-    return [flow(gray[i], gray[i + 1]) for i in pair_indices(len(gray), pairs)]
+    frames = np.asarray(frames)
+    firsts = pair_indices(len(frames), pairs)
+    used = sorted({j for i in firsts for j in (i, i + 1)})
+    gray = dict(zip(used, gray_frames(frames[used], side))) if used else {}
+    return [flow(gray[i], gray[i + 1]) for i in firsts]
 
 
 def motion_score(frames, fps: float, pairs: int = PAIRS, side: int = ANALYSIS_SIDE) -> float:
