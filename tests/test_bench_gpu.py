@@ -9,6 +9,19 @@ import pytest
 from data_helpers import run_cli
 
 MASKS = [0.0, 0.5, 0.7, 0.9]
+PARTS = ("shards", "decode", "model", "train")
+
+
+def check(args, tmp_path, capsys):
+    """(exit code, the JSON report, stdout) of ``vtk bench gpu ARGS --json F``."""
+    out = tmp_path / "gpu.json"
+    code, _, stdout = run_cli(["bench", "gpu", *args, "--json", str(out)], capsys)
+    report = json.loads(out.read_text())
+    return code, report, stdout
+
+
+def statuses(report) -> dict:
+    return {k: report[k]["status"] for k in PARTS}
 
 
 def check_model_and_train(report, backend):
@@ -29,12 +42,10 @@ def check_model_and_train(report, backend):
 
 
 def test_cpu_check_runs_every_part(tmp_path, capsys):
-    out = tmp_path / "gpu.json"
-    code, err, stdout = run_cli(["bench", "gpu", "--device", "cpu", "--backends", "pyav,dali",
-                                 "--train-backend", "pyav", "--json", str(out)], capsys)
-    assert code in (0, None), err
-    report = json.loads(out.read_text())
-    assert report["ok"] and report["profile"] == "cpu"
+    code, report, stdout = check(["--device", "cpu", "--backends", "pyav,dali",
+                                  "--train-backend", "pyav"], tmp_path, capsys)
+    assert code in (0, None) and report["ok"], statuses(report)
+    assert report["profile"] == "cpu"
     assert report["shards"] == {**report["shards"], "codec": "vp9", "clips": 16, "status": "ok"}
     decode = report["decode"]
     pyav = next(r for r in decode["rows"] if r["backend"] == "pyav")
@@ -47,12 +58,9 @@ def test_cpu_check_runs_every_part(tmp_path, capsys):
 
 
 def test_a_failing_part_is_reported_and_fails_the_command(tmp_path, capsys):
-    out = tmp_path / "gpu.json"
-    code, err, stdout = run_cli(["bench", "gpu", "--device", "cpu", "--parts", "train",
-                                 "--train-backend", "nosuch", "--json", str(out)], capsys)
-    assert code == 1
-    report = json.loads(out.read_text())
-    assert not report["ok"] and report["shards"]["status"] == "ok"
+    code, report, stdout = check(["--device", "cpu", "--parts", "train",
+                                  "--train-backend", "nosuch"], tmp_path, capsys)
+    assert code == 1 and not report["ok"] and report["shards"]["status"] == "ok"
     assert report["train"]["status"].startswith("error: VtkError") and \
         "nosuch" in report["train"]["status"]
     assert report["decode"]["status"] == report["model"]["status"] == "skipped: not asked for"
@@ -64,11 +72,8 @@ def test_cpu_check_with_dali(tmp_path, capsys):
     """The default check, as on a GPU: DALI decodes (here its CPU decoder on the VP9 set)
     and feeds the stopped and resumed training run."""
     pytest.importorskip("nvidia.dali")
-    out = tmp_path / "gpu.json"
-    code, err, _ = run_cli(["bench", "gpu", "--device", "cpu", "--json", str(out)], capsys)
-    assert code in (0, None), err
-    report = json.loads(out.read_text())
-    assert report["ok"]
+    code, report, _ = check(["--device", "cpu"], tmp_path, capsys)
+    assert code in (0, None) and report["ok"], statuses(report)
     dali = next(r for r in report["decode"]["rows"] if r["backend"] == "dali")
     assert dali["decoder"] == "dali cpu" and dali["clips"] == 16 and dali["clips_per_s"] > 0
     assert any(r["backend"] == "pyav" for r in report["decode"]["rows"])

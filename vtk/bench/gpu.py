@@ -315,9 +315,9 @@ def tables(report: dict) -> list:
               help="Loader of the stopped-and-resumed training run")
 @click.option("--parts", default="decode,model,train", show_default=True,
               help="Which parts to run, comma-separated")
-@click.option("--train-steps", type=int, default=None,
+@click.option("--train-steps", type=click.IntRange(min=2), default=None,
               help="Steps of the training run (stopped at half)  [200 gpu, 6 cpu]")
-@click.option("--clips", type=int, default=None,
+@click.option("--clips", type=click.IntRange(min=1), default=None,
               help="Clips of the built shard set  [512 gpu, 16 cpu]")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the whole report here.")
