@@ -2,14 +2,19 @@
 started by this module on 127.0.0.1 on a free port and stopped at its end. Clients reach it
 the way a user's would: ``AWS_ENDPOINT_URL`` and the AWS credential variables (dummies).
 
+Both engines: the local process pool, and (last, marked ``ray`` too) ``--engine ray`` on a Ray
+head node started here on 127.0.0.1 with 2 CPUs.
+
 Marked ``s3``: deselected by the default run (pyproject addopts), run by the ``ray`` tox env
 (``pytest -m "ray or s3"``), where a missing moto or s3fs fails instead of skipping.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -281,3 +286,67 @@ def test_no_credentials_is_one_line(bucket, capsys, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     code, err, _ = run_cli(["shard", SPEC, "--out", bucket + "/set", "--quiet"], capsys)
     _one_line(code, err, bucket, "no AWS credentials", "AWS_ACCESS_KEY_ID")
+
+
+# last in the module: the Ray head node lives from here to the module's end
+@pytest.fixture(scope="module")
+def ray_cluster(endpoint):
+    """HOST:PORT of a Ray head node with 2 CPUs on 127.0.0.1, started with the AWS variables
+    set (its workers upload the shards), stopped after the module."""
+    import ray
+
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
+               RAY_AUTH_MODE="disabled")  # private to 127.0.0.1 and this test
+    env.pop("RAY_ADDRESS", None)
+    temp, port = f"/tmp/vtkray-s3-{uuid.uuid4().hex[:6]}", _free_port()  # short socket paths
+    head = subprocess.Popen([ray_bin, "start", "--block", "--disable-usage-stats", "--head",
+                             "--node-ip-address", "127.0.0.1", "--port", str(port),
+                             "--num-cpus", "2", "--include-dashboard", "false",
+                             "--temp-dir", temp], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_AUTH_MODE", "disabled")
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the head takes a while to take connections
+            try:
+                ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline or head.poll() is not None:
+                    raise
+                time.sleep(1)
+        while ray.cluster_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        yield address
+    finally:
+        ray.shutdown()
+        mp.undo()
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            if head.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(head.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                head.wait(wait)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_the_ray_engine_writes_the_same_samples_to_s3(built, ray_cluster):
+    _, url = built
+    out = url.rsplit("/", 1)[0] + "/synth-ray"
+    _shard(SPEC, "--out", out, *BUILD, "--engine", "ray", "--ray-address", ray_cluster)
+    keys = _keys_under(out)  # nothing staged or locked is left under the prefix
+    assert all(k == "index.json" or re.fullmatch(r"(stats/)?shard-\d{6}\.(tar|idx|json)", k)
+               for k in keys), keys
+    ray_samples = _samples(storage.glob(out + "/shard-*.tar"))
+    local_engine = _samples(storage.glob(url + "/shard-*.tar"))
+    assert sorted(ray_samples, key=lambda s: s["__key__"]) == local_engine  # bytes and all
+    card = storage.read_json(out + "/index.json")
+    assert card["num_samples"] == 12 and card["engine"]["name"] == "ray"
+    code_ok = subprocess.run([sys.executable, "-m", "vtk", "inspect", out, "--no-decode"],
+                             capture_output=True, timeout=120)
+    assert code_ok.returncode == 0, code_ok.stderr.decode()
