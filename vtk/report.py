@@ -277,7 +277,7 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
                    f"{'/'.join(map(str, seeds))} seed(s); below: change vs "
                    f"{BASELINE.get(ablation)}; device: {group[0].device}")
         table = Table(title=title, caption=caption, caption_justify="left")
-        table.add_column("arm", style="bold")
+        table.add_column("arm", style="bold", no_wrap=True)
         filt = ablation == "filter"
         if filt:
             for name in ("clips", "swapped", "dups"):
