@@ -255,6 +255,32 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_set(bucket):
     assert _keys_under(url) == ["index.json"]
 
 
+def test_a_lock_from_another_host_holds_until_its_lease_ends_and_a_takeover_stops_the_writer(
+        bucket):
+    from vtk.errors import VtkError
+    from vtk.shards.writer import ShardWriter
+
+    url = bucket + "/leased"
+    lock = url + "/.lock"
+
+    def held_by(host, pid, expires_in):
+        storage.write_json(lock, {"host": host, "pid": pid, "token": "theirs",
+                                  "expires": time.time() + expires_in})
+
+    held_by("other-host", 4242, 100)  # alive elsewhere: its PID cannot be checked from here
+    with pytest.raises(VtkError, match="in use by vtk process 4242 on other-host"):
+        ShardWriter(url, samples_per_shard=1)
+    held_by("other-host", 4242, -1)  # its lease ran out: a writer killed there
+    writer = ShardWriter(url, samples_per_shard=1)
+    assert storage.read_json(lock)["pid"] == os.getpid()
+    held_by("third-host", 99, 100)  # taken over while this writer was frozen
+    with pytest.raises(VtkError, match="taken over by vtk process 99 on third-host"):
+        writer.add({"__key__": "a_000000", "mp4": b"x", "txt": "t", "json": {}})
+    writer.abort()
+    assert not storage.glob(url + "/shard-*.tar")  # the shard was never published
+    assert storage.read_json(lock)["pid"] == 99  # and the new holder's lock is left alone
+
+
 def _one_line(code, err, *words):
     assert code not in (0, None)
     lines = [line for line in err.strip().splitlines() if line.strip()]
