@@ -58,7 +58,7 @@ def test_a_clip_scores_higher_with_its_own_caption(trained, tmp_path):
         assert own[k]["clip-text"] == own[k]["clip-text.fine"]
     wins = np.mean([own[k]["clip-text"] > other[k]["clip-text"] for k in keys])
     gap = np.mean([own[k]["clip-text"] - other[k]["clip-text"] for k in keys])
-    assert wins >= 0.75 and gap > 0, (wins, gap)
+    assert wins >= 0.7 and gap > 0.05, (wins, gap)  # measured: 0.80 and 0.147 (docs/curation.md)
     # the same cosine recomputed from the kept embedding and the model's text tower
     from vtk.train import load_run
 
