@@ -55,9 +55,10 @@ def sample_meta(i: int, n: int, h: int, w: int, codec: str = "h264") -> dict:
 
 def write_shards(folder, samples: int = 10, per_shard: int = 4, frames: int = 12,
                  h: int = 48, w: int = 64, codec: str = "h264", corrupt: set[int] = frozenset(),
-                 name: str = "test") -> list[str]:
+                 name: str = "test", key=None) -> list[str]:
     """Write ``samples`` clips into tars of ``per_shard``; indices in ``corrupt`` get garbage
-    mp4 bytes. Returns the tar paths."""
+    mp4 bytes; ``key(i)`` names sample ``i`` (default ``src{i:03d}_000000``: one clip per
+    source). Returns the tar paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -68,7 +69,7 @@ def write_shards(folder, samples: int = 10, per_shard: int = 4, frames: int = 12
                 n = frames + (i % 3)
                 mp4 = b"\x00garbage" * 50 if i in corrupt else encode(pattern_frames(n, h, w, i), codec=codec)
                 meta = sample_meta(i, n, h, w, codec)
-                tw.write({"__key__": f"src{i:03d}_{0:06d}", "mp4": mp4, "txt": f"fine {i}",
+                tw.write({"__key__": key(i) if key else f"src{i:03d}_{0:06d}", "mp4": mp4, "txt": f"fine {i}",
                           "json": json.dumps(meta).encode()})
         paths.append(str(path))
     return paths

@@ -145,8 +145,8 @@ class WorkerBatch:
     video: torch.Tensor | None = None
     slot: tuple[int, int] | None = None
     worker: int = 0
-    start: tuple[int, int] = (0, 0)
-    end: tuple[int, int] = (0, 0)
+    start: tuple[int, ...] = (0, 0, 0)
+    end: tuple[int, ...] = (0, 0, 0)
 
     def __len__(self) -> int:
         return len(self.fields["key"])
@@ -163,7 +163,7 @@ class BatchWriter:
     """
 
     def __init__(self, batch_size: int, clip_shape, dtype, ring: SlotRing | None = None,
-                 worker: int = 0, start: tuple[int, int] = (0, 0)):
+                 worker: int = 0, start: tuple[int, ...] = (0, 0, 0)):
         self.batch_size, self.clip_shape, self.dtype = batch_size, tuple(clip_shape), dtype
         self.ring, self.worker, self._start = ring, worker, tuple(start)
         self._buf: torch.Tensor | None = None
@@ -182,12 +182,12 @@ class BatchWriter:
                              else torch.empty(shape, dtype=self.dtype))
         return self._buf[len(self._items)]
 
-    def add(self, item: dict, pos: tuple[int, int] = (0, 0)) -> WorkerBatch | None:
+    def add(self, item: dict, pos: tuple[int, ...] = (0, 0, 0)) -> WorkerBatch | None:
         """Keep ``item`` (its clip already written to ``clip_out()``)."""
         self._items.append(item)
         return self._emit(pos) if len(self._items) == self.batch_size else None
 
-    def flush(self, pos: tuple[int, int] = (0, 0)) -> WorkerBatch | None:
+    def flush(self, pos: tuple[int, ...] = (0, 0, 0)) -> WorkerBatch | None:
         return self._emit(pos) if self._items else None
 
     def _emit(self, pos) -> WorkerBatch:
@@ -206,7 +206,7 @@ class Part:
 
     batch: dict
     worker: int = 0
-    end: tuple[int, int] = (0, 0)
+    end: tuple[int, ...] = (0, 0, 0)
     drop: int = 0
 
     def __len__(self) -> int:
@@ -241,7 +241,7 @@ class Tails:
         self._parts: list[Part] = []
         self._expect = [(int(w), int(d)) for w, d in expect]
         self._arrived: dict[int, Part] = {}
-        self._finished: list[tuple[int, tuple[int, int]]] = []
+        self._finished: list[tuple[int, tuple[int, ...]]] = []
 
     def add(self, part: Part) -> dict | None:
         if self._expect:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from vtk.data import split
+from vtk.data import order, split
 from vtk.data.batches import BufferPool, Part, SlotRing, Tails, WorkerBatch, slot_reuse_available
 from vtk.data.cache import CachedClips, EpochSampler, build_frame_cache, build_once
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
@@ -64,6 +64,8 @@ def pick_backend(backend: str = "auto", device: str | None = None, shards=()) ->
         return "dali"
     return available_decoders()[0]
 
+
+SAMPLINGS = ("uniform", "div")
 
 PREFETCH = 2  # batches each worker may have ready ahead of the consumer (torch's default)
 
@@ -145,7 +147,8 @@ class VideoLoader:
     def streaming(cls, paths, spec: ClipSpec, backend: str, batch_size: int, workers: int,
                   rank: int, world_size: int, shuffle_buffer: int = 256, uint8: bool = False,
                   max_sample_bytes: int = MAX_SAMPLE_BYTES, drop_last: bool = False,
-                  context: str | None = None) -> VideoLoader:
+                  context: str | None = None, probs=None, num_samples: int | None = None,
+                  div: dict | None = None) -> VideoLoader:
         """The streaming loader and its ``ShardStream``, with the ring of batch slots the
         workers write into: made here, before the workers start, so that they share it.
         In-process (``workers=0``) each batch gets a buffer of its own: there is no hand-over
@@ -157,7 +160,8 @@ class VideoLoader:
         stats = LoaderStats(max(workers, 1))
         stream = ShardStream(paths, spec, backend, batch_size, stats, rank, world_size,
                              shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes,
-                             workers=workers, ring=ring)
+                             workers=workers, ring=ring, probs=probs,
+                             num_samples=num_samples, div=div)
         return cls(stream, workers, stats, backend, norm=None,  # workers write final batches
                    drop_last=drop_last, ring=ring, context=context)
 
@@ -247,7 +251,7 @@ class VideoLoader:
         starts = dict(enumerate(saved)) if saved is not None else {}
         nxt = int(resume.get("next", 0))
         self.dataset.set_pass(epoch, starts, rotation=nxt)
-        pos = [list(starts.get(w, (0, 0))) for w in range(workers)]
+        pos = [list(starts.get(w, (0, 0, 0))) for w in range(workers)]
         tails = Tails(self.dataset.batch_size, expect=resume.get("tails", ()))
 
         def mark():
@@ -307,7 +311,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                  cache=None, rank: int | None = None, world_size: int | None = None,
                  shuffle_buffer: int = 256, drop_last: bool = False, device: str | None = None,
                  uint8: bool = False, flip: str = "swap",
-                 max_sample_bytes: int = MAX_SAMPLE_BYTES, context: str | None = None):
+                 max_sample_bytes: int = MAX_SAMPLE_BYTES, context: str | None = None,
+                 resampled: bool = False, num_samples: int | None = None,
+                 weights=None, sampling: str = "uniform"):
     """A ``VideoLoader`` over ``shards`` (folder, list of tars or brace pattern).
 
     ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
@@ -327,12 +333,44 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     being read and counted as ``oversized`` (streaming and the frame cache build).
     ``context``: the loader workers' start method (fork, spawn, forkserver; None: Python's
     default for the platform).
+
+    Sampling for large corpora (streaming, training; docs/training.md, "What an epoch is"):
+    ``resampled=True`` draws shards with replacement and an epoch is ``num_samples`` samples
+    over all ranks (webdataset's and open_clip's resampled shards). ``weights``: ``shards`` is
+    a list of shard sets and set ``k`` gets that share of the draws (implies ``resampled``).
+    ``sampling="div"``: each clip is kept with probability proportional to 1 / (clips of its
+    source video), as InternVid-10M-DIV (``vtk.data.order.keep_div``; the source id is the
+    key's part before its clip index). Every mode resumes exactly.
     """
     if captions not in CAPTION_MODES:
         raise VtkError(f"unknown captions mode {captions!r}; choose one of {', '.join(CAPTION_MODES)}")
     if normalize not in NORMS:
         raise VtkError(f"unknown normalisation {normalize!r}; choose one of {', '.join(NORMS)}")
-    paths = resolve_shards(shards)
+    if sampling not in SAMPLINGS:
+        raise VtkError(f"unknown sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+    sets = list(shards) if weights is not None else [shards]
+    per_set = [resolve_shards(s) for s in sets]
+    paths = [p for ps in per_set for p in ps]
+    resampled = resampled or weights is not None
+    probs = None
+    if resampled:
+        if not train or cache is not None or backend == "dali":
+            raise VtkError("--resampled / --data-weights draw shards with replacement in the "
+                           "streaming training loader: not with --cache, --backend dali or eval")
+        if not num_samples:
+            raise VtkError("--resampled / --data-weights: an epoch has no end of its own; give "
+                           "--train-num-samples N (samples per epoch, all ranks)")
+        if weights is not None and len(weights) != len(sets):
+            raise VtkError(f"--data-weights has {len(weights)} weights for {len(sets)} shard "
+                           "sets: give one per set")
+        try:
+            probs = order.shard_probs([len(ps) for ps in per_set], weights)
+        except ValueError as e:
+            raise VtkError(f"--data-weights: {e}") from None
+    div = None
+    if sampling == "div":  # clips per source, from the tar headers of every shard
+        div = order.source_counts(e.key for p in paths
+                                  for e in order.scan_samples(p, max_sample_bytes))
     rank, world_size = split.dist_rank_world(rank, world_size)
     spec = ClipSpec(frames, size, train, captions, seed, normalize, flip)
     drop_last = drop_last and train
@@ -350,7 +388,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     warm_up(paths[0], backend, spec, max_sample_bytes)
     return VideoLoader.streaming(paths, spec, backend, batch_size, workers, rank, world_size,
                                  shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes,
-                                 drop_last=drop_last, context=context)
+                                 drop_last=drop_last, context=context, probs=probs,
+                                 num_samples=num_samples, div=div)
 
 
 def _cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,

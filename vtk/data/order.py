@@ -154,3 +154,58 @@ def group_size(samples_in_first_shard: int, shuffle_buffer: int) -> int:
 def permutation(n: int, seed: int, epoch: int, partition: int, group: int) -> np.ndarray:
     """The training order of a group's ``n`` samples."""
     return np.random.default_rng([seed, epoch, partition, group, 0x5EED]).permutation(n)
+
+
+# -- sampling for large corpora: pure functions of (seed, epoch, partition, draw) -------------
+
+
+def shard_probs(set_sizes: list[int], set_weights: list[float] | None = None) -> np.ndarray:
+    """Each shard's probability of being drawn, shards of set ``k`` in order: set ``k``'s
+    weight (default: its share of the shards) spread evenly over its ``set_sizes[k]`` shards.
+    ``--data-weights 0.7,0.3`` thus gives 70% of the draws to the first set however many
+    shards each has (as webdataset's and open_clip's resampled mixing, when shards hold
+    equally many samples)."""
+    sizes = np.asarray(set_sizes, dtype=float)
+    weights = sizes if set_weights is None else np.asarray(set_weights, dtype=float)
+    if len(weights) != len(sizes) or (weights < 0).any() or weights.sum() <= 0 or (sizes < 1).any():
+        raise ValueError(f"weights {list(weights)} do not fit shard sets of {list(set_sizes)}")
+    probs = np.repeat(weights / weights.sum() / sizes, sizes.astype(int))
+    return probs / probs.sum()
+
+
+def draw_shard(probs: np.ndarray, seed: int, epoch: int, partition: int, draw: int) -> int:
+    """The shard of a partition's ``draw``-th draw with replacement (resampled mode)."""
+    u = np.random.default_rng([seed, epoch, partition, draw, 0xD4A]).random()
+    return int(min(np.searchsorted(np.cumsum(probs), u, side="right"), len(probs) - 1))
+
+
+def source_of(key: str) -> str:
+    """The source id in a vtk sample key (``{source_id}_{clip index:06d}``)."""
+    head, _, tail = key.rpartition("_")
+    return head if head and tail.isdigit() else key
+
+
+def source_counts(keys) -> dict[str, int]:
+    """Clips per source among ``keys``."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        s = source_of(k)
+        counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+def keep_div(clips_of_source: int, fewest: int, seed: int, epoch: int, partition: int,
+             draw: int, index: int) -> bool:
+    """InternVid-10M-DIV's weighting by thinning: a clip is kept with probability
+    ``fewest / clips_of_source``, so each clip's frequency is proportional to 1 / (clips from
+    its source video), and every source is seen about equally often."""
+    u = np.random.default_rng([seed, epoch, partition, draw, index, 0xD17]).random()
+    return bool(u < fewest / clips_of_source)
+
+
+def quota(num_samples: int, rank: int, world_size: int, worker: int, workers: int) -> int:
+    """A worker's share of an epoch of ``num_samples`` samples (resampled mode): the ranks
+    split it evenly (what is left over is dropped, so every rank takes as many steps), then
+    the rank's workers (the first ones take one more)."""
+    per_rank = num_samples // world_size
+    return per_rank // workers + (1 if worker < per_rank % workers else 0)

@@ -96,7 +96,8 @@ class ShardStream(torch.utils.data.IterableDataset):
     def __init__(self, shards: list[str], spec: ClipSpec, backend: str, batch_size: int,
                  stats: LoaderStats, rank: int, world_size: int, shuffle_buffer: int = 256,
                  uint8: bool = False, max_sample_bytes: int = MAX_SAMPLE_BYTES,
-                 workers: int = 0, ring: SlotRing | None = None):
+                 workers: int = 0, ring: SlotRing | None = None, probs=None,
+                 num_samples: int | None = None, div: dict | None = None):
         self.shards, self.spec, self.backend = shards, spec, backend
         self.max_sample_bytes = max_sample_bytes
         self.batch_size = batch_size
@@ -105,9 +106,12 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.dtype = torch.uint8 if uint8 else torch.float32
         self.workers = max(workers, 1)
         self.ring = ring
+        # resampled: each shard's draw probability, and the samples of an epoch (all ranks)
+        self.probs, self.num_samples = probs, num_samples
+        self.div = div  # --sampling div: clips per source id (vtk.data.order.keep_div)
         # shared with persistent workers: [epoch, rotation], and per worker [group, index]
         self._pass = torch.zeros(2, dtype=torch.int64).share_memory_()
-        self._starts = torch.zeros((self.workers, 2), dtype=torch.int64).share_memory_()
+        self._starts = torch.zeros((self.workers, 3), dtype=torch.int64).share_memory_()
         self._decoder = None
         self._sidecar: dict = {}  # the current shard's scores, by key
         self._pass_epoch = 0
@@ -123,7 +127,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self._pass[0], self._pass[1] = epoch, rotation
         self._starts.zero_()
         for w, pos in (starts or {}).items():
-            self._starts[int(w)] = torch.tensor([int(v) for v in pos])
+            self._starts[int(w)] = torch.tensor([*(int(v) for v in pos), 0, 0][:3])
 
     def __iter__(self):
         worker, workers = split.worker()
@@ -131,7 +135,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         # a resumed pass begins with the batch of the worker that was next: DataLoader asks
         # its workers in turn from worker 0, so worker w plays the part of worker w + rotation
         me = (worker + rotation) % workers
-        start = tuple(int(v) for v in self._starts[me])
+        start = tuple(int(v) for v in self._starts[me])  # (group, index, taken)
         if self.ring is not None:
             self.ring.start_pass()
         self._pass_epoch = epoch  # this pass's, whatever the loader sets next
@@ -143,46 +147,73 @@ class ShardStream(torch.utils.data.IterableDataset):
         # fewer shards than partitions: every partition reads every shard, so one reports its
         # damage (partition 0, on rank 0: summed over ranks, the count is right)
         self._report_tars = not by_sample or part == 0
-        samples = self._samples(mine, by_sample, part, parts, epoch, start)
+        limit = (order.quota(self.num_samples, self.rank, self.world_size, me, workers)
+                 if self.probs is not None else float("inf"))
+        samples = self._samples(mine, by_sample, part, parts, epoch, start, limit)
         return self._decode_batches(samples, me, start)
 
     # -- stages ------------------------------------------------------------------------------
 
-    def _samples(self, mine, by_sample, part, parts, epoch, start):
+    def _samples(self, mine, by_sample, part, parts, epoch, start, limit):
         """(position after it, sample) for this partition's samples in pass order, from
         ``start`` on (``vtk.data.order``): earlier groups are never opened, earlier samples
-        of the start group never read."""
-        if not mine:
-            return
-        first = self._scan(mine[0], report=False)
-        size = order.group_size(len(first), self.shuffle_buffer)
-        groups = range(0, len(mine), size)
-        for g in range(start[0], len(groups)):
-            at = groups[g]
+        of the start group never read. A position is (group, index in the group's order,
+        samples yielded); resampled, a group is one shard drawn with replacement and the pass
+        ends after ``limit`` samples."""
+        size = 1  # shards per group
+        if self.probs is not None:  # resampled: draw g is a shard of all the sets
+            def group(g):
+                return [self.shards[order.draw_shard(self.probs, self.spec.seed, epoch, part, g)]]
+            groups = None
+        elif mine:
+            size = order.group_size(len(self._scan(mine[0], report=False)), self.shuffle_buffer)
+
+            def group(g):
+                return mine[g * size:(g + 1) * size]
+            groups = -(-len(mine) // size)
+        else:
+            groups = 0
+        div = self.div
+        fewest = min(div.values()) if div else 1
+        g, first_index, taken = start
+        empty = 0  # resampled draws in a row that gave nothing (every shard unreadable?)
+        while taken < limit and (groups is None or g < groups):
             entries = []
-            for s, tar in enumerate(mine[at:at + size], start=at):
+            for s, tar in enumerate(group(g), start=g * size):
                 found = self._scan(tar, report=True)
                 entries += [e for j, e in enumerate(found)
-                            if not by_sample or split.keeps(s, j, part, parts)]
+                            if not by_sample or groups is None or split.keeps(s, j, part, parts)]
             ids = (order.permutation(len(entries), self.spec.seed, epoch, part, g)
                    if self.spec.train else range(len(entries)))
             files: dict[str, object] = {}
+            before = taken
             try:
-                for i in range(start[1] if g == start[0] else 0, len(entries)):
+                for i in range(first_index, len(entries)):
                     entry = entries[ids[i]]
+                    if div and not order.keep_div(div.get(order.source_of(entry.key), 1),
+                                                  fewest, self.spec.seed, epoch, part, g, i):
+                        continue
                     try:
-                        f = files.get(entry.url) or files.setdefault(entry.url,
-                                                                     storage.open_random(entry.url))
+                        f = files.get(entry.url) or files.setdefault(
+                            entry.url, storage.open_random(entry.url))
                         sample = order.read_entry(f, entry)
                     except (OSError, EOFError) as e:
                         if self._report_tars:
                             self.stats.skip("tar_errors", entry.url, f"unreadable tar data ({e})")
                         continue
-                    yield (g, i + 1), sample
+                    taken += 1
+                    yield (g, i + 1, taken), sample
+                    if taken >= limit:
+                        break
             finally:
                 for f in files.values():
                     f.close()
-        yield (len(groups), 0), None  # the end: nothing left to resume
+            empty = empty + 1 if taken == before else 0
+            if groups is None and empty > max(100, 10 * len(self.shards)):
+                raise VtkError(f"{empty} shard draws in a row gave no readable sample "
+                               f"(shards like {self.shards[0]})")
+            g, first_index = g + 1, 0
+        yield (g, 0, taken), None  # the end: nothing left to resume
 
     def _scan(self, tar: str, report: bool) -> list:
         report = report and self._report_tars
