@@ -50,8 +50,8 @@ def _resolve_urls(shards) -> list[str]:
     if isinstance(shards, str):
         storage.probe(shards)  # an absent bucket would list as empty
         base = shards.rstrip("/")
-        if not base.endswith(".tar") and "{" not in base and storage.isdir(base):
-            paths = storage.glob(storage.join(base, "*.tar"))
+        if not base.endswith(".tar") and "{" not in base:  # a prefix (an empty one: no tars)
+            paths = storage.glob(storage.join(base, "*.tar")) if storage.isdir(base) else []
             if not paths:
                 raise VtkError(f"no .tar shards in {shards}; build some with: vtk shard SOURCE "
                                f"--out {shards}")
