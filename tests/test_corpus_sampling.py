@@ -131,3 +131,38 @@ def test_resampled_needs_a_number_of_samples_and_the_streaming_loader(sets):
         make([a, b], weights=[1.0], num_samples=8)
     with pytest.raises(VtkError, match="not with --cache"):
         make(a, resampled=True, num_samples=8, cache="x")
+
+
+def test_vtk_train_on_weighted_sets_stops_and_resumes_to_the_same_weights(sets, tmp_path,
+                                                                         capsys):
+    """vtk train A B --data-weights ... --train-num-samples N: a run stopped in its first
+    epoch and resumed ends with the weights of the run that was never stopped."""
+    import torch
+    from data_helpers import run_cli
+
+    from vtk.train import checkpoint
+
+    a, b, _, _ = sets
+    common = [str(a), str(b), "--data-weights", "0.6,0.4", "--train-num-samples", "20",
+              "--model", "tiny", "--text", "tiny", "--batch-size", "4", "--frames", "2",
+              "--size", "16", "--workers", "0", "--steps", "9", "--backend", "pyav",
+              "--quiet", "--sampling", "div"]
+    assert run_cli(["train", *common, "--out", str(tmp_path / "full")], capsys)[0] == 0
+    code, err, _ = run_cli(["train", *common, "--out", str(tmp_path / "part"),
+                            "--stop-after", "3"], capsys)
+    assert code == 0, err
+    saved = checkpoint.load(tmp_path / "part" / "checkpoint.pt")["data"]["ranks"][0]
+    assert saved["epoch"] == 0 and saved["workers"][0][2] == 12  # 3 steps x 4 samples taken
+    code, err, _ = run_cli(["train", "--out", str(tmp_path / "part"), "--resume", "--quiet"],
+                           capsys)
+    assert code == 0, err
+    full = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["model"]
+    part = checkpoint.load(tmp_path / "part" / "checkpoint.pt")["model"]
+    assert all(torch.equal(full[k], part[k]) for k in full)
+
+
+def test_data_weights_must_be_numbers(capsys):
+    from data_helpers import run_cli
+
+    code, err, _ = run_cli(["train", "x", "y", "--data-weights", "a,b", "--out", "r"], capsys)
+    assert code != 0 and "Invalid value for --data-weights: 'a,b': give numbers" in err

@@ -22,7 +22,7 @@ def default(name: str):
 
 
 @click.command("train")
-@click.argument("data", metavar="DIR", required=False)
+@click.argument("data", metavar="DIR...", nargs=-1)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--mask", default=default("mask"), show_default=True, type=click.FloatRange(0, 1, max_open=True), help="share of video tokens dropped in training")
 @click.option("--captions", default=default("captions"), show_default=True, type=click.Choice(CAPTION_MODES),
@@ -58,6 +58,18 @@ def default(name: str):
 @click.option("--max-sample-bytes", default=default("max_sample_bytes"), show_default=True, type=click.IntRange(min=1),
               help="skip (unread, counted) samples whose tar members together declare more "
                    "bytes")
+@click.option("--resampled", is_flag=True, default=None,
+              help="draw shards with replacement (webdataset/open_clip); an epoch is "
+                   "--train-num-samples samples")
+@click.option("--train-num-samples", type=click.IntRange(min=1),
+              help="samples per epoch over all ranks (with --resampled or --data-weights)")
+@click.option("--data-weights", callback=lambda ctx, p, v: parse_weights(v),
+              help="one weight per shard set DIR, e.g. 0.7,0.3: that share of the shard "
+                   "draws (implies --resampled)")
+@click.option("--sampling", default=default("sampling"), show_default=True,
+              type=click.Choice(["uniform", "div"]),
+              help="div: weight each clip by 1 / (clips of its source video), as "
+                   "InternVid-10M-DIV")
 @click.option("--device", default=default("device"), show_default=True, type=DEVICE, help="auto, cpu, cuda, cuda:N")
 @click.option("--workers", default=default("workers"), show_default=True, type=click.IntRange(min=0), help="loader workers per process")
 @click.option("--seed", default=default("seed"), show_default=True, type=click.IntRange(min=0), help="random seed")
@@ -70,12 +82,14 @@ def default(name: str):
 @click.option("--stop-after", type=click.IntRange(min=1), hidden=True, help="stop (checkpointed) at this step")
 @click.option("--quiet", is_flag=True, default=None, help="no progress bar")
 def command(data, **opts):
-    """Train ViCLIP on the shard set DIR; writes config.json, metrics.jsonl, summary.json and
+    """Train ViCLIP on the shard set DIR (or several); writes config.json, metrics.jsonl, summary.json and
     checkpoint.pt to --out. Runs as DDP under torchrun.
 
     \b
     Examples:
       vtk train shards/train --out runs/m50 --mask 0.5 --captions fine --steps 2000
+      vtk train shards/a shards/b --data-weights 0.7,0.3 --train-num-samples 100000 \
+          --out runs/mix
       vtk train --out runs/m50 --resume
       torchrun --nproc-per-node 4 -m vtk train shards/train --out runs/ddp --model b16 \\
           --init openai/clip-vit-base-patch16 --mask 0.9
@@ -89,8 +103,8 @@ def command(data, **opts):
     ctx = click.get_current_context()
     config = {k: v for k, v in opts.items()
               if v is not None and ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
-    if data is not None:
-        config["data"] = data
+    if data:
+        config["data"] = data[0] if len(data) == 1 else list(data)
     elif not config.get("resume"):
         raise VtkError("no shard set: vtk train DIR --out RUN (or --out RUN --resume)")
     try:
@@ -105,6 +119,21 @@ def command(data, **opts):
         c.print(f"[bold]{opts['out']}[/]: {describe(summary)}", highlight=False)
         if not summary["complete"]:
             c.print(f"stopped early; continue with: vtk train --out {opts['out']} --resume")
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """``"0.7,0.3"`` -> [0.7, 0.3]; a bad list is one line naming the option."""
+    if text is None:
+        return None
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3",
+                                 param_hint="--data-weights") from None
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise click.BadParameter(f"{text!r}: weights must be >= 0 and not all 0",
+                                 param_hint="--data-weights")
+    return weights
 
 
 def describe(summary: dict) -> str:

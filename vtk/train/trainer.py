@@ -47,7 +47,12 @@ DEFAULTS = {
 class TrainConfig(ModelConfig):
     """Plain data: everything a run needs; written to RUN/config.json."""
 
-    data: str | None = None  # shard set: folder, list of tars or brace pattern
+    data: str | list | None = None  # shard set(s): folder, list of tars or brace pattern
+    # sampling for large corpora (docs/training.md, "What an epoch is")
+    resampled: bool = False  # draw shards with replacement; an epoch: train_num_samples
+    train_num_samples: int | None = None  # samples per epoch (all ranks), resampled
+    data_weights: list | None = None  # one weight per shard set of ``data`` (resampled)
+    sampling: str = "uniform"  # uniform | div (InternVid-10M-DIV: 1 / clips of the source)
     out: str | None = None  # run directory
     mask: float = 0.0  # share of video tokens dropped in the masked stage
     captions: str = "fine"  # coarse | fine | both | mixed | txt
@@ -287,6 +292,18 @@ def restore(ckpt: dict, path, model, opt, sched, scaler, world: int):
                        f"{first[:200]})") from None
 
 
+def data_shards(data, weights) -> list[str]:
+    """Every tar of ``data``: one shard set, or a list of sets (each a folder or pattern; a
+    list of tar paths when no weights are given and every entry is a tar)."""
+    from vtk.data.shardset import resolve_shards
+
+    if isinstance(data, (list, tuple)) and (weights is not None or len(data) > 1 and not all(
+            str(x).endswith(".tar") for x in data)):
+        return [p for one in data for p in resolve_shards(one)]
+    return resolve_shards(data[0] if isinstance(data, (list, tuple)) and len(data) == 1
+                          else data)
+
+
 def data_position(data: dict, rank: int) -> dict:
     """This rank's loader position in a checkpoint's ``data``: ``{"ranks": [one per rank]}``,
     or an older vtk's ``{"epoch", "offset"}``, shared by all ranks."""
@@ -356,7 +373,6 @@ def train(config) -> dict:
     that has reached its last step trains nothing and returns its summary, with
     ``nothing_to_do: true``."""
     from vtk.data.loader import build_loader
-    from vtk.data.shardset import resolve_shards
     from vtk.data.transforms import normalize
 
     cfg = prepare_config(config)
@@ -371,7 +387,7 @@ def train(config) -> dict:
     ckpt = checkpoint.load(run.checkpoint) if cfg.resume and run.checkpoint.exists() else None
     if ckpt is not None and ckpt.get("step", 0) >= cfg.total_steps:
         return finished(run, ckpt, cfg)
-    limits.check_inputs(cfg, resolve_shards(cfg.data), d.device)
+    limits.check_inputs(cfg, data_shards(cfg.data, cfg.data_weights), d.device)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
@@ -393,7 +409,9 @@ def train(config) -> dict:
         ids = [d.device.index] if d.device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    loader = build_loader(cfg.data, backend=cfg.backend, frames=cfg.frames, size=cfg.size,
+    multi = cfg.data_weights is not None
+    loader = build_loader(cfg.data if multi else data_shards(cfg.data, None),
+                          backend=cfg.backend, frames=cfg.frames, size=cfg.size,
                           train=True, batch_size=cfg.batch_size, workers=cfg.workers,
                           captions=cfg.captions, seed=cfg.seed, cache=cfg.cache,
                           # every clip comes out, so that an epoch too short for one batch
@@ -402,7 +420,9 @@ def train(config) -> dict:
                           flip=cfg.flip, max_sample_bytes=cfg.max_sample_bytes,
                           # on a GPU: uint8 batches (a quarter of the bytes to share and copy),
                           # normalised on the device below
-                          uint8=d.device.type == "cuda")
+                          uint8=d.device.type == "cuda", resampled=cfg.resampled,
+                          num_samples=cfg.train_num_samples, weights=cfg.data_weights,
+                          sampling=cfg.sampling)
     workers = getattr(loader, "workers", cfg.workers)  # the frame cache may load in-process
     threads = pick_threads(available_cores(), workers, os.environ.get("OMP_NUM_THREADS"),
                            int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
