@@ -129,8 +129,11 @@ def test_score_resumes_and_refuses_other_settings(k400, tmp_path):
     assert again["samples"] == 24
     with pytest.raises(VtkError, match="other settings"):
         score_set(folder, scores="motion", progress=False)
-    assert score_set(folder, scores="motion", overwrite=True,
-                     progress=False)["shards_scored"] == 3
+    before = {k: v["motion"] for t in tars for k, v in load_sidecar(t).items()}
+    for workers in (0, 3):  # in the main thread, and on three decode threads: the same rows
+        assert score_set(folder, scores="motion", overwrite=True, workers=workers,
+                         progress=False)["shards_scored"] == 3
+        assert {k: v["motion"] for t in tars for k, v in load_sidecar(t).items()} == before
     with pytest.raises(VtkError, match="needs a model"):
         score_set(folder, scores="clip-text", progress=False)
 

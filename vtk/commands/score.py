@@ -18,12 +18,15 @@ from vtk.commands.options import DEVICE
                    "with --model or --init).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Clips per model forward.")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Decode threads (PyAV and OpenCV release the GIL; 0: in the main thread). "
+                   "Default: the cores of this rank less one, at most 8.")
 @click.option("--device", default="auto", show_default=True, type=DEVICE,
               help="auto, cpu, cuda, cuda:1 ... (under torchrun: each rank its own GPU).")
 @click.option("--overwrite", is_flag=True,
               help="Score again shards whose sidecar was written with other settings.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def command(folder, model, init, scores, batch_size, device, overwrite, quiet):
+def command(folder, model, init, scores, batch_size, workers, device, overwrite, quiet):
     """Score every clip of the shard set in FOLDER; writes FOLDER/scores/NAME-000000.parquet
     per shard (keyed by __key__; pandas and Hugging Face datasets read it) and the clip
     embeddings beside it. Shards already scored with the same settings are skipped.
@@ -37,7 +40,7 @@ def command(folder, model, init, scores, batch_size, device, overwrite, quiet):
     from vtk.curate.score import score_set
 
     s = score_set(folder, model=model, init=init, scores=scores, device=device,
-                  batch_size=batch_size, overwrite=overwrite, progress=not quiet)
+                  batch_size=batch_size, workers=workers, overwrite=overwrite, progress=not quiet)
     if s["rank"] != 0:
         return
     click.echo(f"scored {s['samples_scored']} clips in {s['shards_scored']} shards "

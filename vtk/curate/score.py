@@ -122,55 +122,89 @@ def _forward(net, batch: _Batch, device, embs: dict) -> None:
     batch.rows, batch.videos, batch.texts = [], [], []
 
 
-def score_shard(tar: str, wanted, settings: dict, net=None, frames: int = 8, size: int = 224,
-                normalize: str = "clip", device=None, batch_size: int = 16,
-                advance=lambda n: None) -> dict:
-    """Score one tar and write its sidecar. Returns {"samples", "errors"}."""
-    from vtk.data.decoders import get_decoder
+def prepare(sample: dict, wanted, frames: int, size: int, normalize: str, decoder):
+    """One sample -> (sidecar row, model input T x 3 x S x S or None, texts). Runs in a
+    decode thread: PyAV and OpenCV release the GIL, so threads scale the CPU side."""
     from vtk.data.samples import read_members
     from vtk.data.sampling import eval_indices
-    from vtk.data.shardset import looks_truncated
     from vtk.data.transforms import eval_crop
-    from vtk.shards.reader import problem_text, read_samples
+    from vtk.shards.reader import problem_text
+
+    row = {"__key__": sample["__key__"], "mp4_bytes": len(sample.get("mp4") or b"")}
+    try:
+        problem = problem_text(sample)
+        if problem:
+            raise ValueError(problem)
+        meta, txt = read_members(sample)
+        if "mp4" not in sample:
+            raise ValueError("no mp4 member")
+        video, n = decoder.decode(sample["mp4"], None)
+        if n == 0 or video.shape[0] == 0:
+            raise ValueError("the mp4 has no frames")
+    except Exception as e:  # noqa: BLE001 - one bad sample is recorded, never fatal
+        row["error"] = f"{type(e).__name__}: {e}"[:300]
+        return row, None, None
+    row.update(width=int(video.shape[2]), height=int(video.shape[1]),
+               num_frames=int(video.shape[0]))
+    frames_np = video.numpy()
+    if "motion" in wanted:
+        row["motion"] = M.motion_score(frames_np, float(meta.get("fps") or 0) or 8.0)
+    if "hashes" in wanted:
+        row["hashes"] = H.clip_hashes(frames_np).tolist()
+    if "clip-text" not in wanted:
+        return row, None, None
+    clip = eval_crop(video[eval_indices(video.shape[0], frames)], size, norm=normalize)
+    return row, clip, caption_texts(meta, txt)
+
+
+def _in_order(fn, items, workers: int):
+    """``map(fn, items)`` in order, on ``workers`` threads with at most 2 x workers samples in
+    flight (0: in this thread)."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="vtk-score") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def score_shard(tar: str, wanted, settings: dict, net=None, frames: int = 8, size: int = 224,
+                normalize: str = "clip", device=None, batch_size: int = 16,
+                advance=lambda n: None, workers: int = 0) -> dict:
+    """Score one tar and write its sidecar. Returns {"samples", "errors"}."""
+    import threading
+
+    from vtk.data.decoders import get_decoder
+    from vtk.data.shardset import looks_truncated
+    from vtk.shards.reader import read_samples
 
     if looks_truncated(tar):  # tarfile stops quietly at a cut: its last samples would be lost
         raise VtkError(f"{tar}: cannot be read to the end (cut short: not whole 512-byte "
                        f"blocks closed by two zero blocks); no sidecar written for it")
-    decoder = get_decoder("pyav")
+    local = threading.local()  # one decoder a thread
+
+    def work(sample):
+        if not hasattr(local, "decoder"):
+            local.decoder = get_decoder("pyav")
+        return prepare(sample, wanted, frames, size, normalize, local.decoder)
+
     rows, embs, batch = [], {}, _Batch()
     errors = 0
-    for sample in _guarded(read_samples(tar), tar):
-        key = sample["__key__"]
-        row = {"__key__": key, "mp4_bytes": len(sample.get("mp4") or b"")}
+    for row, clip, texts in _in_order(work, _guarded(read_samples(tar), tar), workers):
         rows.append(row)
-        try:
-            problem = problem_text(sample)
-            if problem:
-                raise ValueError(problem)
-            meta, txt = read_members(sample)
-            if "mp4" not in sample:
-                raise ValueError("no mp4 member")
-            video, n = decoder.decode(sample["mp4"], None)
-            if n == 0 or video.shape[0] == 0:
-                raise ValueError("the mp4 has no frames")
-        except Exception as e:  # noqa: BLE001 - one bad sample is recorded, never fatal
-            row["error"] = f"{type(e).__name__}: {e}"[:300]
-            errors += 1
-            advance(1)
-            continue
-        row.update(width=int(video.shape[2]), height=int(video.shape[1]),
-                   num_frames=int(video.shape[0]))
-        frames_np = video.numpy()
-        if "motion" in wanted:
-            fps = float(meta.get("fps") or 0) or 8.0
-            row["motion"] = M.motion_score(frames_np, fps)
-        if "hashes" in wanted:
-            row["hashes"] = H.clip_hashes(frames_np).tolist()
-        if "clip-text" in wanted:
-            idx = eval_indices(video.shape[0], frames)
+        errors += "error" in row
+        if clip is not None:
             batch.rows.append(row)
-            batch.videos.append(eval_crop(video[idx], size, norm=normalize))
-            batch.texts.append(caption_texts(meta, txt))
+            batch.videos.append(clip)
+            batch.texts.append(texts)
             if len(batch) >= batch_size:
                 _forward(net, batch, device, embs)
         advance(1)
@@ -239,7 +273,8 @@ def summarize(folder: Path, tars: list[str]) -> dict:
 
 
 def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto",
-              batch_size: int = 16, overwrite: bool = False, progress: bool = True,
+              batch_size: int = 16, workers: int | None = None, overwrite: bool = False,
+              progress: bool = True,
               log=None) -> dict:
     """Score the shard set in ``folder`` (module docstring); returns the summary that is also
     written to ``folder/scores/_summary.json``."""
@@ -251,6 +286,8 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
         raise VtkError(f"{folder}: shard set folder not found")
     if batch_size < 1:
         raise VtkError(f"--batch-size {batch_size}: must be at least 1")
+    if workers is not None and workers < 0:
+        raise VtkError(f"--workers {workers}: must be at least 0")
     tars = resolve_shards(str(folder))
     wanted = parse_scores(scores, model is not None or init is not None)
     d = dist.setup(device)
@@ -261,6 +298,9 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
             "normalize": normalize, "motion": {"side": M.ANALYSIS_SIDE, "pairs": M.PAIRS},
             "hashes": {"k": H.K, "kind": "dct-phash-64"}}
     counts = _shard_counts(folder, tars)
+    # decode threads: the cores this rank may use, less one for the model (None: automatic)
+    threads = workers if workers is not None else max(0, min(8, (os.cpu_count() or 1) //
+                                                            d.world - 1))
     mine = tars[d.rank::d.world]
     todo, skipped = [], 0
     for tar in mine:
@@ -295,7 +335,7 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
             if log:
                 log(f"scoring {os.path.basename(tar)}")
             got = score_shard(tar, wanted, settings, net, frames, size, normalize, d.device,
-                              batch_size, advance)
+                              batch_size, advance, threads)
             done += got["samples"]
             errors += got["errors"]
     seconds = time.perf_counter() - t0
