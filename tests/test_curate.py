@@ -272,3 +272,17 @@ def test_the_loader_shows_sidecar_scores_in_each_samples_meta(k400):
                           batch_size=8, workers=0)
     got = {k: m["scores"] for b in loader for k, m in zip(b["key"], b["meta"])}
     assert got == want and len(got) == 24
+
+
+def test_filter_cli_rules_string_and_bad_options(k400, tmp_path, capsys):
+    folder, _ = k400
+    code, err, out = run_cli(["filter", str(folder), "--out", str(tmp_path / "a"), "--rules",
+                              "top:motion=0.25"], capsys)
+    assert code == 0, err
+    assert "kept 6 of 24" in out  # floor(6.0 + 0.5)
+    for args in (["--rules", "top:motion=0.3", "--top", "motion=0.3"], ["--top", "motion=2"],
+                 ["--dedup", "pixels"], ["--min", "motion"]):
+        code, err, _ = run_cli(["filter", str(folder), "--out", str(tmp_path / "b"), *args],
+                               capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1, (args, err)
+        assert not (tmp_path / "b").exists()
