@@ -281,12 +281,16 @@ def filter_set(folder, out, rules, *, samples_per_shard: int | None = None, exam
                                  if curation["parent_scores"].get(k) is not None}
     extra = {k: v for k, v in card.items() if k not in SHARD_FIELDS}
     command = f"vtk filter {folder} --out {out} --rules '{rules}'"
-    index = writer.close({**extra, "command": command, "curation": curation})
     settings = {"scores": sorted(table.scores_np), **curation["parent_scores"]}
-    _write_sidecars(out, name, per_shard, placed, table, settings)
-    write_json(out / sidecar.SCORES_DIR / sidecar.SUMMARY,
-               {"folder": str(out.resolve()), "copied_from": str(folder.resolve()),
-                "samples": len(placed)})
+    try:  # the sidecars first: index.json, written by close, is the set's completion mark
+        _write_sidecars(out, name, per_shard, placed, table, settings)
+        write_json(out / sidecar.SCORES_DIR / sidecar.SUMMARY,
+                   {"folder": str(out.resolve()), "copied_from": str(folder.resolve()),
+                    "samples": len(placed)})
+    except BaseException:
+        writer._lock.release()
+        raise
+    index = writer.close({**extra, "command": command, "curation": curation})
     if index["num_samples"] != int(kept.sum()):
         raise VtkError(f"{out}: wrote {index['num_samples']} samples, expected {int(kept.sum())}"
                        f" (a key appears twice in {folder}?)")
