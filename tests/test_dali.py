@@ -171,3 +171,28 @@ def test_mixed_captions_are_the_draw_of_the_other_paths(tmp_path):
     coarse = {m["captions"]["coarse"] for m in ref["meta"]}
     assert 0 < sum(t in coarse for t in ref["text"]) < 10  # both kinds were drawn
     assert dict(zip(got["key"], got["text"])) == dict(zip(ref["key"], ref["text"]))
+
+
+def test_eval_resumes_over_the_rest_of_the_share_and_training_resumes_its_place(vp9_shards):
+    """The loader state: eval resumed after 2 batches reads only the rest (same keys and
+    frames); a training run's loader resumes at its epoch and batch count."""
+    def make(train):
+        return build_loader(vp9_shards, backend="dali", frames=4, size=32, train=train,
+                            batch_size=3, device="cpu", seed=1)
+
+    full = [(b["key"], b["video"].clone()) for b in make(False)]
+    first = make(False)
+    it = iter(first)
+    head = [next(it)["key"] for _ in range(2)]
+    state = first.state_dict()
+    assert state == {"epoch": 0, "batches": 2} and head == [k for k, _ in full[:2]]
+    again = make(False)
+    again.load_state_dict(state)
+    rest = [(b["key"], b["video"].clone()) for b in again]
+    assert [k for k, _ in rest] == [k for k, _ in full[2:]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(rest, full[2:]))
+    assert again.state_dict() == {"epoch": 1}
+    train = make(True)
+    train.load_state_dict({"epoch": 3, "batches": 1})
+    keys = [k for b in train for k in b["key"]]
+    assert len(keys) == 12 - 3 and train.state_dict() == {"epoch": 4}

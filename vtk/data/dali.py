@@ -125,6 +125,7 @@ class DaliLoader:
         self.bad: set[str] = set()  # keys of samples DALI failed on: left out from then on
         self._tmp = None
         self._builds = 0
+        self._pass_epoch, self._done, self._skip_batches = 0, None, 0  # the pass in progress
         self._iter = self._start(self.paths, [index_path(p) for p in self.paths],
                                  self.rank, self.world_size)
 
@@ -208,16 +209,47 @@ class DaliLoader:
         self._builds += 1
         return pipe
 
+    # -- torchdata's Stateful protocol ---------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """``{"epoch": e}`` between passes, ``{"epoch": e, "batches": n}`` inside one. DALI's
+        own checkpoints cannot help: its video decoder does not support them (DALI 2.4)."""
+        if self._done is None:
+            return {"epoch": self.epoch}
+        return {"epoch": self._pass_epoch, "batches": self._done}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The next pass is epoch ``state["epoch"]`` from batch ``state["batches"]`` on. In
+        eval (no shuffle) the pipeline is rebuilt over the rest of this rank's share, nothing
+        skipped is read; in training DALI's reader shuffles with a state of its own, so the
+        pass is replayed (decoded) up to that batch and, as DALI's shuffle state is not the
+        uninterrupted loader's past epoch 0, the order after it is DALI's, not the one an
+        uninterrupted loader would have had (docs/loader.md)."""
+        self.epoch = int(state["epoch"])
+        self._skip_batches = int(state.get("batches", 0))
+
     def __iter__(self):
         handed_out: set[str] = set()
         partial = False  # the pipeline reads a filtered remainder of the share, after an error
         finished = False
+        self._pass_epoch, skip, self._skip_batches = self.epoch, self._skip_batches, 0
+        self._done = skip
+        if skip and not self.spec.train:  # the first `skip` batches of the share, unread
+            share = rank_share([(tar, sample) for tar in self.paths
+                                for sample in read_index(index_path(tar))],
+                               self.rank, self.world_size)
+            handed_out = {key_of(sample[0][3]) for _, sample in share[:skip * self.batch_size]}
+            self._iter, partial, skip = self._restart(skip=handed_out), True, 0
         try:
             while self._iter is not None:
                 try:
                     for out in self._iter:
+                        if skip:  # training: DALI's order is its own, replayed to the place
+                            skip -= 1
+                            continue
                         batch = self._batch(out[0])
                         handed_out.update(batch["key"])
+                        self._done += 1
                         yield batch
                     break
                 except RuntimeError as e:  # DALI's pipeline is dead after any error
@@ -225,7 +257,7 @@ class DaliLoader:
                     self._iter, partial = self._restart(skip=handed_out), True
             finished = True
         finally:
-            self.epoch += 1
+            self.epoch, self._done = self._pass_epoch + 1, None
             # the next pass reads the whole share again, minus bad samples; an abandoned pass
             # needs a fresh pipeline too (DALI ignores a reset in the middle of an epoch)
             if partial or not finished:
