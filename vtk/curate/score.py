@@ -281,6 +281,9 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
     from vtk.data.shardset import resolve_shards
     from vtk.train import dist
 
+    if "://" in str(folder):
+        raise VtkError(f"{folder}: vtk score writes its sidecars beside the tars, so it needs a "
+                       f"local shard set folder (copy the set here first)")
     folder = Path(folder)
     if not folder.is_dir():
         raise VtkError(f"{folder}: shard set folder not found")
