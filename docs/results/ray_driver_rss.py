@@ -8,6 +8,13 @@ Rows point at a few short files: one 2 s, 32x32, 8 fps H.264 clip written here, 
 count, and hard links are distinct files to vtk's duplicate check) with starts 1 ms apart,
 each row a 0.5 s clip. Every row is a real source: decoded, cut, encoded and written.
 
+``--stub-decode`` (for row counts a full run on 2 cores cannot reach in reasonable time:
+100k rows at ~70 clips/s is ~25 min per engine) runs the same driver, `vtk shard` with the
+Ray engine, but each Ray task's ``process_source`` is replaced by one that returns one
+2 KB placeholder sample per row without decoding: the driver still reads every row, plans,
+submits, tracks and commits every shard with every key, exactly as in a real run; only the
+workers' decode/encode is skipped. Compare the two at the row counts both reach.
+
 Each run is `python -m vtk shard MANIFEST --engine E ... -q` in a subprocess; its peak RSS
 is the kernel's high-water mark (``VmHWM`` in /proc/PID/status) of that process alone, read
 until it exits: for the Ray engine the driver (the cluster, started here by
@@ -51,6 +58,34 @@ def make_inputs(folder: str, rows: int, links: int) -> str:
     return manifest
 
 
+def stub_driver(argv: list[str]) -> None:
+    """`vtk shard ARGV` with the Ray tasks' per-source work replaced (see --stub-decode)."""
+    import ray
+
+    from vtk.cli import cli
+    from vtk.shards.engines import ray_engine
+
+    real = ray_engine.shard_task
+
+    @ray.remote(num_cpus=1, max_retries=ray_engine.TASK_RETRIES, retry_exceptions=False)
+    def stub_task(*args):
+        from vtk.shards.build import SourceResult
+
+        def placeholder(item):
+            result = SourceResult(item.id, item.meta.get("input") or item.describe())
+            result.samples.append({"__key__": f"{item.id}_000000", "mp4": b"\0" * 2048,
+                                   "txt": "", "json": {"source": item.describe(),
+                                                       "start": item.start, "end": item.end}})
+            return result
+
+        task = real._function  # shipped by value: patch the globals it was shipped with
+        task.__globals__["process_source"] = placeholder
+        return task(*args)
+
+    ray_engine.shard_task = stub_task
+    cli.main(["shard", *argv], standalone_mode=True)
+
+
 def peak_rss(cmd: list[str], env: dict) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -77,6 +112,11 @@ def main() -> None:
     ap.add_argument("--links", type=int, default=100)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--stub-decode", action="store_true",
+                    help="Ray tasks skip decoding (see the module docstring)")
+    if sys.argv[1:2] == ["--driver"]:  # the subprocess of a --stub-decode run
+        stub_driver(sys.argv[2:])
+        return
     args = ap.parse_args()
     engines = args.engine or ["ray"]
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
@@ -103,12 +143,17 @@ def main() -> None:
                 manifest = make_inputs(tempfile.mkdtemp(dir=tmp), rows, args.links)
                 for engine in engines:
                     out = tempfile.mkdtemp(dir=tmp)
-                    cmd = [sys.executable, "-m", "vtk", "shard", manifest, "--out", out,
-                           "--size", "32", "--fps", "8", "--no-caption-cache", "-q",
+                    stub = args.stub_decode and engine == "ray"
+                    head_cmd = [sys.executable, os.path.abspath(__file__), "--driver"] \
+                        if stub else [sys.executable, "-m", "vtk", "shard"]
+                    cmd = [*head_cmd, manifest, "--out", out,
+                           "--size", "32", "--fps", "8", "--clips", "whole",
+                           "--samples-per-shard", "1000", "--no-caption-cache", "-q",
                            "--engine", engine]
                     cmd += ["--ray-address", address] if engine == "ray" else \
                         ["--workers", str(args.cpus)]
-                    run = {"rows": rows, "engine": engine, **peak_rss(cmd, env)}
+                    run = {"rows": rows, "engine": engine, "stub_decode": stub,
+                           **peak_rss(cmd, env)}
                     with open(os.path.join(out, "index.json")) as f:
                         card = json.load(f)
                     run.update(samples=card["num_samples"], failures=card["failures"]["total"],
