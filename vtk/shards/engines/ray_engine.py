@@ -310,7 +310,9 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, captioners: int | None = None,
                  captioner_gpus: float | None = None, task_sources: int | None = None,
-                 in_flight: int | None = None):
+                 in_flight: int | None = None, retries: int = TASK_RETRIES):
+        """``task_sources``, ``in_flight``: fixed task size and window (default: sized from
+        the cluster and the set); ``retries``: attempts after a worker's death."""
         if captioners is not None and captioners < 0:
             raise VtkError(f"--captioners {captioners}: give 0 or more")
         if captioner_gpus is not None and not 0 < captioner_gpus <= 64:
@@ -318,7 +320,7 @@ class RayEngine:
                            f"or a number of GPUs per captioner")
         self.address = address
         self.captioners, self.captioner_gpus = captioners, captioner_gpus
-        self.task_sources, self.in_flight = task_sources, in_flight
+        self.task_sources, self.in_flight, self.retries = task_sources, in_flight, retries
         self.cluster: dict = {}
 
     # --- the cluster ---------------------------------------------------------------------
@@ -391,7 +393,8 @@ class RayEngine:
         def submit(task: int, group: list) -> ray.ObjectRef:
             known = [k for it in group for k in partial.get(it.id, ())]
             actor = actors[task % len(actors)] if actors else None
-            return shard_task.remote(plan, task, group, known, actor, tracker)
+            return shard_task.options(max_retries=self.retries).remote(
+                plan, task, group, known, actor, tracker)
 
         def show() -> None:
             if on_result is None:
@@ -495,7 +498,7 @@ class RayEngine:
                 crashed = SourceResult(item.id, item.meta.get("input") or item.describe(),
                                        failures=[{"kind": "crash", "reason":
                                                   f"the Ray worker died on this input "
-                                                  f"({TASK_RETRIES + 1} attempts)"}])
+                                                  f"({self.retries + 1} attempts)"}])
                 write_result(writer, crashed)
                 totals.add(crashed)
                 continue
