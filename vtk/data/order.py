@@ -28,8 +28,8 @@ from vtk.shards.reader import (
     OVERSIZED,
     PROBLEMS,
     UNSAFE,
+    member_events,
     name_problem,
-    type_problem,
 )
 from vtk.shards.wds_index import index_path, read_index, split_name
 
@@ -77,56 +77,28 @@ def entries_from_index(path: str, samples, max_bytes: int = MAX_SAMPLE_BYTES) ->
 
 
 def scan_headers(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> list[Entry]:
-    """The samples of one tar from its headers, grouped as webdataset groups them (consecutive
-    members sharing the name before the first dot). A sample whose members together declare
-    more than ``max_bytes`` keeps no members and an ``oversized`` problem; an unsafe member
-    (``vtk.shards.reader``) is left out with an ``unsafe`` problem. Errors of the tar itself
-    propagate with the complete samples before them in ``error.entries``."""
+    """The samples of one tar from its headers alone, grouped and checked as
+    ``vtk.shards.reader.read_samples`` groups and checks them (``member_events``): a sample
+    over ``max_bytes`` keeps no members and an ``oversized`` problem, an unsafe member is left
+    out with an ``unsafe`` problem. Errors of the tar itself propagate with the complete
+    samples before them in ``error.entries``."""
     entries: list[Entry] = []
-    cur: Entry | None = None
-    size = 0
     try:
         with storage.open_random(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            while True:
-                m = tar.next()
-                if m is None:
-                    break
-                tar.members.clear()
-                problem = name_problem(m.name) or type_problem(m)
-                if m.isdir() and problem is None:
-                    continue
-                key, ext = split_name(m.name)
-                if not key or key.endswith("/"):
-                    if problem is None:
-                        continue
-                    key = m.name
-                if cur is None or key != cur.key:
-                    if cur is not None:
-                        entries.append(cur)
-                    cur, size = Entry(key, path), 0
-                if problem is not None:
-                    cur.problems.append((UNSAFE, f"member {m.name!r} {problem}"))
-                    continue
-                size += m.size
-                oversized = any(k == OVERSIZED for k, _ in cur.problems)
-                if size > max_bytes and not oversized:
-                    cur.members.clear()
-                    cur.problems.append((OVERSIZED, f"over the {max_bytes} bytes of "
-                                         f"--max-sample-bytes (member {m.name!r} declares "
-                                         f"{m.size}); skipped unread"))
-                    continue
-                if oversized:
-                    continue
-                ext = ext.lower()
-                if any(e == ext for e, _, _ in cur.members):
-                    cur.problems.append((UNSAFE, f"member {m.name!r} repeats .{ext}"))
-                    continue
-                cur.members.append((ext, m.offset_data, m.size))
+            for event in member_events(tar, max_bytes):
+                if event[0] == "sample":
+                    entries.append(Entry(event[1], path))
+                elif event[0] == "problem":
+                    _, kind, message, drop = event
+                    if drop:
+                        entries[-1].members.clear()
+                    entries[-1].problems.append((kind, message))
+                else:
+                    _, m, ext = event
+                    entries[-1].members.append((ext, m.offset_data, m.size))
     except (tarfile.TarError, OSError, EOFError) as e:
-        e.entries = entries  # the last sample may be cut: only those before it are whole
+        e.entries = entries[:-1]  # the last sample may be cut: only those before it are whole
         raise
-    if cur is not None:
-        entries.append(cur)
     return entries
 
 

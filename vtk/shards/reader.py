@@ -65,6 +65,53 @@ def type_problem(m: tarfile.TarInfo) -> str | None:
     return f"is not a regular file (tar type {m.type!r})"
 
 
+def member_events(tar: tarfile.TarFile, max_bytes: int = MAX_SAMPLE_BYTES) -> Iterator[tuple]:
+    """What becomes of each member of ``tar``, judged on its header, in order: the one place
+    where members are grouped into samples and checked. Events:
+
+    - ``("sample", key)``: a new sample starts;
+    - ``("problem", kind, message, drop)``: the sample gets a problem; ``drop``: forget its
+      members so far (it is oversized: none of its data is kept);
+    - ``("member", m, ext)``: read member ``m`` as the sample's ``ext``.
+    """
+    key_now, size, exts, oversized = None, 0, set(), False
+    while True:
+        m = tar.next()
+        if m is None:
+            return
+        tar.members.clear()  # TarFile keeps every header it has seen; we need none of them
+        problem = name_problem(m.name) or type_problem(m)
+        if m.isdir() and problem is None:
+            continue
+        key, ext = split_name(m.name)
+        if not key or key.endswith("/"):  # hidden files, e.g. ".DS_Store" (as the .idx)
+            if problem is None:
+                continue
+            key = m.name  # an unsafe one is still reported, as a sample of its own
+        if key != key_now:
+            key_now, size, exts, oversized = key, 0, set(), False
+            yield ("sample", key)
+        if problem is not None:
+            yield ("problem", UNSAFE, f"member {m.name!r} {problem}", False)
+            continue
+        size += m.size
+        if size > max_bytes:  # checked on the header: the data is never read
+            if not oversized:
+                oversized = True
+                yield ("problem", OVERSIZED, f"over the {max_bytes} bytes of "
+                       f"--max-sample-bytes (member {m.name!r} declares {m.size}); skipped "
+                       "unread", True)
+            continue
+        if oversized:
+            continue
+        ext = ext.lower()
+        if ext in exts:
+            yield ("problem", UNSAFE, f"member {m.name!r} repeats .{ext}", False)
+            continue
+        exts.add(ext)
+        yield ("member", m, ext)
+
+
 def read_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> Iterator[dict]:
     """The samples of one tar, in order: ``{"__key__", "__url__", ext: bytes, ...}``. A sample
     with members that were not read also has ``PROBLEMS``: ``[(kind, message), ...]`` with
@@ -73,44 +120,21 @@ def read_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> Iterator[dict]
     Errors of the tar itself (cut short, not a tar) propagate; the sample being assembled when
     one happens is dropped, being incomplete."""
     sample: dict | None = None
-    size = 0  # bytes of the current sample's members so far, read or not
     with open_tar(path) as tar:
-        while True:
-            m = tar.next()
-            if m is None:
-                break
-            tar.members.clear()  # TarFile keeps every header it has seen; we need none of them
-            problem = name_problem(m.name) or type_problem(m)
-            if m.isdir() and problem is None:
-                continue
-            key, ext = split_name(m.name)
-            if not key or key.endswith("/"):  # hidden files, e.g. ".DS_Store" (as the .idx)
-                if problem is None:
-                    continue
-                key = m.name  # an unsafe one is still reported, as a sample of its own
-            if sample is None or key != sample["__key__"]:
+        for event in member_events(tar, max_bytes):
+            if event[0] == "sample":
                 if sample is not None:
                     yield sample
-                sample, size = {"__key__": key, "__url__": path}, 0
-            if problem is not None:
-                _add_problem(sample, UNSAFE, f"member {m.name!r} {problem}")
-                continue
-            size += m.size
-            if size > max_bytes:  # checked on the header: the data is never read
-                if not _oversized(sample):
+                sample = {"__key__": event[1], "__url__": path}
+            elif event[0] == "problem":
+                _, kind, message, drop = event
+                if drop:
                     for k in [k for k in sample if not k.startswith("__")]:
                         del sample[k]
-                    _add_problem(sample, OVERSIZED,
-                                 f"over the {max_bytes} bytes of --max-sample-bytes (member "
-                                 f"{m.name!r} declares {m.size}); skipped unread")
-                continue
-            if _oversized(sample):
-                continue
-            ext = ext.lower()
-            if ext in sample:
-                _add_problem(sample, UNSAFE, f"member {m.name!r} repeats .{ext}")
-                continue
-            sample[ext] = tar.extractfile(m).read()
+                _add_problem(sample, kind, message)
+            else:
+                _, m, ext = event
+                sample[ext] = tar.extractfile(m).read()
     if sample is not None:
         yield sample
 
