@@ -352,5 +352,12 @@ def run_filter(data: str | Path, out: str | Path, arms: list[str], seeds: int, b
         info = {"rules": cur.get("rules"), "counts": cur.get("counts"),
                 "planted": planted(target), "scorer": (cur.get("parent_scores") or {}).get(
                     "model")}
+        kept = int((cur.get("counts") or {}).get("kept", 0))
+        batch = base.get("batch_size")
+        if batch and kept < batch:
+            # the other arms still train and report; this one is named in the log
+            log(f"{label}: keeps {kept} clips, fewer than a batch of {batch}: not trained "
+                f"(loosen the rule; an embedding threshold depends on the scoring model)")
+            continue
         later += [arm(label, target, s, data_id, info) for s in range(seed0, seed0 + seeds)]
     return runs + run_arms(later, out, benches, eval_opts, log)
