@@ -119,7 +119,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
         note = offline_default_note(sources, captions, coarse_model, fine_model)
         if note:
             click.echo(note, err=True)
-    with _Progress(quiet, count_sources(sources)) as progress:
+    with _Progress(quiet, count_sources(sources), engine) as progress:
         build_shard_set(sources, out, **options, command=command_line(ctx),
                         on_result=progress.update,
                         on_close=lambda index, run, failures, items: _report(
@@ -156,8 +156,10 @@ def command_line(ctx: click.Context) -> str:
 class _Progress:
     """A rich progress bar over sources (when their number is known), with clips and clips/s."""
 
-    def __init__(self, quiet: bool, total: int | None):
+    def __init__(self, quiet: bool, total: int | None, engine: str = "local"):
         self.quiet, self.total = quiet, total
+        # clips/s is the whole cluster's with --engine ray (its tasks report each source)
+        self.label = "sharding" if engine == "local" else f"sharding on {engine}"
         self.t0 = time.perf_counter()
 
     def __enter__(self):
@@ -174,13 +176,13 @@ class _Progress:
 
         from vtk.progress import bar
 
-        self.bar = bar(SpinnerColumn(), TextColumn("[bold]sharding"), BarColumn(),
+        self.bar = bar(SpinnerColumn(), TextColumn(f"[bold]{self.label}"), BarColumn(),
                        MofNCompleteColumn(), TextColumn("sources"),
                        TextColumn("{task.fields[clips]} clips"),
                        TextColumn("[cyan]{task.fields[rate]:.1f} clips/s"),
                        TextColumn("[red]{task.fields[failed]} failed"),
                        TimeElapsedColumn(), TimeRemainingColumn(),
-                       line="sharding: {clips} clips, {rate:.1f} clips/s (average), "
+                       line=self.label + ": {clips} clips, {rate:.1f} clips/s (average), "
                             "{failed} failed | sources", stderr=True)
         self.bar.__enter__()
         self.task = self.bar.add_task("shard", total=self.total, clips=0, rate=0.0, failed=0)
