@@ -406,7 +406,7 @@ class RayEngine:
             on_result(None, shown)
 
         try:
-            for task, group in enumerate(self._groups(items, writer, totals, window)):
+            for task, group in enumerate(self._groups(items, writer, totals, window, cfg)):
                 queue.append(_Slot(task, deque([(group, submit(task, group))])))
                 while len(queue) >= window:
                     self._commit(queue.popleft(), writer, totals, tracker, submit, show)
@@ -429,11 +429,12 @@ class RayEngine:
                     os.rmdir(staging_root)
         return totals
 
-    def _groups(self, items, writer, totals: Totals, window: int) -> Iterator[list]:
+    def _groups(self, items, writer, totals: Totals, window: int, cfg) -> Iterator[list]:
         """Tasks of not-done sources, in input order. A task aims at whole shards
-        (samples_per_shard / clips per source so far), but while the first ``window`` tasks'
-        worth of sources is read, a set that turns out smaller is spread over ``window``
-        tasks, so small sets still use every slot."""
+        (samples_per_shard / clips per source so far; before any task is in, one clip per
+        source for --clips whole, else at most 32 sources: a video cut into scenes can make
+        dozens), but while the first ``window`` tasks' worth of sources is read, a set that
+        turns out smaller is spread over ``window`` tasks, so small sets use every slot."""
         per_shard = writer.per_shard
 
         def todo() -> Iterator:
@@ -446,8 +447,10 @@ class RayEngine:
         def target() -> int:
             if self.task_sources:
                 return self.task_sources
-            rate = totals.clips / totals.sources if totals.sources and totals.clips else 1.0
-            return max(1, min(per_shard, round(per_shard / rate)))
+            if not (totals.sources and totals.clips):
+                return per_shard if getattr(cfg, "mode", None) == "whole" else \
+                    min(per_shard, 32)
+            return max(1, min(per_shard, round(per_shard * totals.sources / totals.clips)))
 
         stream = todo()
         head: list = []
