@@ -160,7 +160,7 @@ def test_demo_filter_quick(tmp_path):
     assert res.exit_code == 0, res.output + repr(res.exception)
     rows = json.loads((out / "report.json").read_text())
     assert {r["arm"] for r in rows if r["ablation"] == "filter"} == {
-        "none", "clean", "top:clip-text=0.3", "dedup:embed:0.95"}
+        "none", "clean", "top:clip-text=0.3", "dedup:frames"}
     noisy = next(r for r in rows if r["arm"] == "none")
     # 384 clips: round(0.3 x 384) = 115 swapped captions, round(0.1 x 384) = 38 duplicates
     assert noisy["planted"] == {"clips": 384, "swapped": 115, "duplicate": 38}
