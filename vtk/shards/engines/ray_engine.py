@@ -375,8 +375,12 @@ class RayEngine:
         for old in _listdir(staging_root):  # runs of a killed driver: never committed
             _remove_tree(_join(staging_root, old))
         staging = _join(staging_root, uuid.uuid4().hex[:12])
-        self._probe(writer.out, staging, nodes)
-        actors, actor_cpus = self._start_captioners(spec, cpus, gpus)
+        try:
+            self._probe(writer.out, staging, nodes)
+            actors, actor_cpus = self._start_captioners(spec, cpus, gpus)
+        except BaseException:  # refused before any work: leave no staging folder behind
+            _remove_tree(staging_root)
+            raise
         slots = max(1, cpus - actor_cpus)
         window = self.in_flight or 2 * slots
         self.cluster = {"nodes": len(nodes), "cpus": cpus, "gpus": gpus, "task_slots": slots,
