@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,6 +102,7 @@ def cluster():
 
         ray.shutdown()
         _stop_node(head)
+        shutil.rmtree(temp, ignore_errors=True)  # the session's logs and sockets
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
