@@ -172,3 +172,16 @@ def test_bench_resume_writes_state_and_replay_seconds_at_three_points(shards, tm
     assert [p["point"] for p in got["points"]] == [0.1, 0.5, 0.9]
     assert [p["batches_before"] for p in got["points"]] == [1, 4, 7]  # of 8 batches
     assert all(p["state_s"] > 0 and p["replay_s"] > 0 for p in got["points"])
+
+
+def test_the_state_between_iter_and_the_first_batch_is_the_pass_start(shards):
+    loader = make(shards)
+    it = iter(loader)
+    assert loader.state_dict() == {"epoch": 0}
+    next(it)
+    state = loader.state_dict()
+    again = make(shards)
+    again.load_state_dict(state)
+    it2 = iter(again)
+    assert again.state_dict() == state  # not yet moved
+    del it, it2

@@ -227,6 +227,7 @@ class VideoLoader:
         resume, self._resume = self._resume, None
         epoch = int(resume["epoch"]) if resume is not None else self.epoch
         self.epoch = epoch + 1
+        self._state = {**(resume or {}), "epoch": epoch}  # until the first batch is out
         if self.streaming:
             return self._stream_pass(epoch, resume or {})
         return self._map_pass(epoch, int((resume or {}).get("batches", 0)))
