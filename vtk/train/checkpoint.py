@@ -32,7 +32,7 @@ class TrainState:
     training seconds and the peak memory (bytes, the largest over ranks) of every session."""
 
     step: int = 0
-    data: dict = field(default_factory=lambda: {"ranks": [{"epoch": 0}]})
+    data: dict = field(default_factory=lambda: {"ranks": []})
     train_time_s: float = 0.0
     peak_mem_bytes: int = 0
 

@@ -307,7 +307,10 @@ def data_shards(data, weights) -> list[str]:
 def data_position(data: dict, rank: int) -> dict:
     """This rank's loader position in a checkpoint's ``data``: ``{"ranks": [one per rank]}``,
     or an older vtk's ``{"epoch", "offset"}``, shared by all ranks."""
-    return data["ranks"][rank] if "ranks" in data else data
+    if "ranks" not in data:
+        return data
+    ranks = data["ranks"]  # a fresh run's: [] (every rank starts its first epoch)
+    return ranks[rank] if rank < len(ranks) else {}
 
 
 def reads_every_step(device: torch.device) -> bool:
