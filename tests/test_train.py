@@ -196,6 +196,24 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(shards, tmp_pa
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), abs=1e-5)
 
 
+def test_two_streaming_ranks_stopped_and_resumed_end_with_the_same_weights(shards, tmp_path):
+    """Each DDP rank's loader position goes into checkpoint.pt (data.ranks) and comes back to
+    that rank: 2 gloo ranks streaming (no cache), stopped at step 2 and resumed, end as the
+    uninterrupted 2-rank run."""
+    data, _ = shards
+    common = ["--steps", "4", "--model", "tiny", "--text", "tiny", "--workers", "0",
+              "--batch-size", "8", "--backend", "pyav", "--seed", "1", "--mask", "0.5"]
+    assert torchrun([data, "--out", str(tmp_path / "full"), *common]).returncode == 0
+    r = torchrun([data, "--out", str(tmp_path / "part"), "--stop-after", "2", *common])
+    assert r.returncode == 0, r.stderr[-3000:]
+    ranks = ckpt.load(tmp_path / "part" / "checkpoint.pt")["data"]["ranks"]
+    # one position per rank, each past the 2 x 8 clips its rank took from its own shards
+    assert len(ranks) == 2 and all(r["workers"][0][2] == 16 for r in ranks)
+    r = torchrun(["--out", str(tmp_path / "part"), "--resume", "--quiet"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
+
+
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_finishes_identically(shards, tmp_path):
     data, cache = shards
