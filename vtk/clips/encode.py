@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from fractions import Fraction
 
@@ -32,14 +33,14 @@ def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | N
         stream.codec_context.time_base = 1 / rate
         if codec == "h264":
             stream.options = {"preset": "veryfast", "crf": str(crf or 23)}
+            if x264_asm():
+                stream.options["x264-params"] = f"asm={x264_asm()}"
         else:
             stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": str(crf or 32),
                               "b": "0", "row-mt": "0"}
         for i, img in enumerate(frames):
             # Keep the encoder's input bit-exact: OpenCV's RGB -> I420 (BT.601, video range,
-            # what decoders assume for untagged streams) and zeroed row padding. (x264's
-            # mbtree in this build still varies a few bytes run to run; keys, order, json and
-            # frame counts never do. mbtree=0 is exact but doubles small clips.)
+            # what decoders assume for untagged streams) and zeroed row padding.
             frame = _yuv420_frame(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2YUV_I420),
                                   w, h)
             frame.pts = i
@@ -47,6 +48,35 @@ def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | N
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return buf.getvalue()
+
+
+@functools.cache
+def x264_asm() -> str | None:
+    """The instruction sets x264 may use here: what it detects on this CPU less AVX-512, as
+    its ``asm`` parameter; None where the CPU has no AVX-512 (x264's own choice stands).
+
+    Why: x264's AVX-512 macroblock-tree code (libx264 core 165, as bundled in PyAV's wheels)
+    makes output that depends on what the process's heap held before: the same frames encoded
+    twice in one process gave two different files once other allocations came and went (the
+    caption models do that between clips), so two builds of one set differed in a few clips.
+    Up to AVX2 the bytes depend on the frames only, and equal those of a machine without
+    AVX-512. Read once per process from the capability line x264 logs when an encoder opens."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.INFO)
+    try:
+        with av.logging.Capture(local=True) as logs:
+            ctx = av.CodecContext.create(CODECS["h264"], "w")
+            ctx.width, ctx.height, ctx.pix_fmt = 16, 16, "yuv420p"
+            ctx.time_base = Fraction(1, 25)
+            ctx.open()
+    finally:
+        av.logging.set_level(level)
+    for _, _, message in logs:
+        if message.startswith("using cpu capabilities:"):
+            names = message.split(":", 1)[1].split()
+            if "AVX512" in names:
+                return ",".join(n for n in names if n != "AVX512")
+    return None
 
 
 def _yuv420_frame(i420: np.ndarray, w: int, h: int):
