@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from data_helpers import decoder_or_skip, encode, pattern_frames
 
 from vtk.data.decoders import available_decoders, get_decoder
@@ -47,6 +48,17 @@ def test_decodes_the_asked_frames(name, pattern):
     # ... and far from the neighbours: a wrong index would show
     assert np.abs(x[1] - frames[9]).mean() > 15
     assert np.array_equal(x[1], x[2])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("width", [32, 48, 96])
+def test_narrow_frames_decode_as_pyav_decodes_them(name, width):
+    """decord2 3.x fails on frames of these widths (the synthetic world's 32 and 48 px)."""
+    frames = pattern_frames(6, 32, width)
+    mp4 = encode(frames)
+    out, n = decoder(name).decode(mp4, [0, 5])
+    ref, _ = decoder("pyav").decode(mp4, [0, 5])
+    assert n == 6 and torch.equal(out, ref)
 
 
 @pytest.mark.parametrize("name", BACKENDS)

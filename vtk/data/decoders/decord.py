@@ -6,7 +6,7 @@ import io
 
 import torch
 
-from vtk.data.decoders import Indices, resolve
+from vtk.data.decoders import Indices, get_decoder, resolve
 from vtk.errors import require
 
 
@@ -22,7 +22,14 @@ class DecordDecoder:
                                      num_threads=self.threads)
         n = len(vr)
         idx = resolve(indices, n)
-        batch = vr.get_batch(list(range(n)) if idx is None else idx.tolist())
+        try:
+            batch = vr.get_batch(list(range(n)) if idx is None else idx.tolist())
+        except self.decord.DECORDError as e:
+            # decord2 3.3-3.4 pads the rows of frames some widths (32, 48, 96 px, as small
+            # synthetic clips have) and then fails its own copy: PyAV decodes those clips
+            if "DECORDArrayCopyFromTo" not in str(e):
+                raise
+            return get_decoder("pyav", self.threads).decode(data, indices)
         return torch.from_numpy(batch.asnumpy()), n
 
 
