@@ -1,7 +1,9 @@
 """`vtk report`: seeds are aggregated, deltas are against the baseline arm, exports agree."""
 
 import json
+import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -203,11 +205,90 @@ def test_html_page_has_the_tables_the_plot_and_links_to_each_runs_files(runs, tm
     p.feed(page)
     # every link and image resolves from the page's folder: the css, the plot, and
     # config.json + summary.json of each of the 6 finished runs
-    assert all((page_dir / h).resolve().is_file() for h in p.hrefs + p.imgs)
-    runs_linked = {Path(h).parent.name for h in p.hrefs if h.endswith("config.json")}
+    assert all((page_dir / unquote(h)).resolve().is_file() for h in p.hrefs + p.imgs)
+    runs_linked = {Path(unquote(h)).parent.name for h in p.hrefs if h.endswith("config.json")}
     assert len(runs_linked) == 6 and "mask-0-s1" in runs_linked
     assert sum(h.endswith("summary.json") for h in p.hrefs) == 6
     assert p.imgs == ["ablations.png"] and "view.css" in p.hrefs
     assert "Video token masking ratio" in page and "Caption scale" in page
     assert "35.0<br><span class=\"dim\">+25.0</span>" in page
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page  # escaped
+
+
+def test_a_run_folder_named_like_a_scheme_links_as_a_path_and_the_page_runs_no_script(tmp_path):
+    """A run folder called ``javascript:alert(1)`` with the page written beside it: its
+    links are relative paths ("./" in front, quoted), and the page's CSP allows no script."""
+    import html.parser
+
+    runs = tmp_path / "runs"
+    for name in ("javascript:alert(1)", "data:text"):
+        run = _run(runs, "x", "y", 0, 0.3, 0.2, 10.0, 2**20, tag=False)
+        run.rename(runs / name)
+        (runs / name / "config.json").write_text("{}")
+    res = CliRunner().invoke(command, [str(runs), "--format", "json", "--html", str(runs)])
+    assert res.exit_code == 0, res.output
+    page = (runs / "index.html").read_text()
+
+    class Page(html.parser.HTMLParser):
+        hrefs, csp = [], None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "a":
+                self.hrefs.append(a["href"])
+            if tag == "meta" and a.get("http-equiv") == "Content-Security-Policy":
+                Page.csp = a["content"]
+
+    p = Page()
+    p.feed(page)
+    assert len(p.hrefs) == 4 and all(h.startswith("./") for h in p.hrefs)
+    assert all(urlsplit(h).scheme == "" for h in p.hrefs)
+    assert all((runs / unquote(h)).is_file() for h in p.hrefs)
+    assert "default-src 'none'" in p.csp and "script-src" not in p.csp  # no script at all
+    assert "<style>" not in page and (runs / "report.css").is_file()  # no inline style either
+
+
+@pytest.mark.parametrize("file,body,field", [
+    ("summary.json", [1, 2], "summary.json is a list"),
+    ("eval.json", {"benchmarks": [1]}, "benchmarks is a list"),
+    ("summary.json", {"train_time_s": "soon"}, "train_time_s is 'soon'"),
+    ("eval.json", {"benchmarks": {"synth-k400": {"metrics": {"top1": "high"}}}}, "k400 top1"),
+])
+def test_run_files_of_the_wrong_shape_are_one_line_naming_them(tmp_path, file, body, field,
+                                                                capsys):
+    from data_helpers import run_cli
+
+    run = _run(tmp_path, "mask", "0", 0, 0.3, 0.2, 10.0, 2**20)
+    (run / file).write_text(json.dumps(body))
+    code, err, _ = run_cli(["report", str(tmp_path)], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert field in err and str(run) in err
+
+
+def test_plain_runs_say_which_run_their_changes_are_against(tmp_path, capsys):
+    _run(tmp_path, "x", "a", 0, 0.3, 0.2, 10.0, 2**20, tag=False)
+    _run(tmp_path, "x", "b", 0, 0.4, 0.2, 10.0, 2**20, tag=False)
+    report.render_table(report.collect([tmp_path]))
+    text = capsys.readouterr().out
+    assert "change vs x-a-s0" in text and "None" not in text
+
+
+def test_an_unwritable_page_folder_is_one_line(runs, tmp_path, capsys):
+    """The page's folder read-only (as a user other than root), and its index.html on a full
+    disk (/dev/full, for root too): one line naming the folder each time."""
+    from data_helpers import run_cli
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "index.html").symlink_to("/dev/full")
+    cases = [full]
+    if os.geteuid() != 0:  # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        cases.append(ro)
+    for out in cases:
+        code, err, _ = run_cli(["report", str(runs), "--format", "json", "--html", str(out)],
+                               capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"cannot write the report page to {out}" in err

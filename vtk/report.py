@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vtk.errors import VtkError
 from vtk.fileio import read_json
 
 # (column key, benchmark base name, metric) in table order.
@@ -65,15 +66,36 @@ def columns(v2t: bool = False) -> list[str]:
             + ["train_time_s", "clips_per_s", "peak_mem_bytes"])
 
 
-def _bench_metrics(eval_json: dict) -> tuple[dict[str, dict], bool, dict[str, float]]:
+def _object(value, where: str) -> dict:
+    """``value`` when it is a JSON object, else a VtkError naming the file and field."""
+    if not isinstance(value, dict):
+        kind = {list: "a list", str: "a text", type(None): "null"}.get(type(value), "a number")
+        raise VtkError(f"{where} is {kind}, not an object: not a vtk run's file, or damaged")
+    return value
+
+
+def _number(value, where: str) -> float:
+    """A metric or a figure of a run's file as a float; a VtkError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise VtkError(f"{where} is {value!r}, not a number: not a vtk run's file, or damaged")
+    return float(value)
+
+
+def _bench_metrics(eval_json: dict, where: str = "eval.json"
+                   ) -> tuple[dict[str, dict], bool, dict[str, float]]:
     """Benchmark base name ('k400') -> metrics; whether they were synthetic; and the chance
     level of each column (1 / classes for top-1, 1 / candidates for R@1) where counts are
-    recorded."""
+    recorded. A file of another shape is a VtkError naming ``where`` and the field."""
     out, synthetic, chance = {}, False, {}
-    for name, entry in eval_json.get("benchmarks", {}).items():
+    benches = _object(eval_json.get("benchmarks", {}), f"{where}: benchmarks")
+    for name, entry in benches.items():
+        entry = _object(entry, f"{where}: benchmarks.{name}")
         base = name.removeprefix("synth-")
         synthetic |= name.startswith("synth-")
-        out[base] = entry.get("metrics", entry)
+        out[base] = _object(entry.get("metrics", entry), f"{where}: benchmarks.{name}.metrics")
+        for key in ("num_classes", "num_videos", "num_texts"):
+            if entry.get(key) is not None:
+                _number(entry[key], f"{where}: benchmarks.{name}.{key}")
         if entry.get("task") == "classification" or "num_classes" in entry:
             if entry.get("num_classes"):
                 chance[f"{base}_top1"] = 1 / entry["num_classes"]
@@ -107,15 +129,20 @@ def _runs(d: Path):
             name = str(run.relative_to(d)) if run != d else run.name
             info = {"ablation": "runs", "arm": name}
         if info:
+            info = _object(info, f"{run}/ablation.json")
+            if not isinstance(info.get("ablation"), str) or "arm" not in info:
+                raise VtkError(f"{run}/ablation.json has no ablation and arm: not a vtk run's "
+                               f"file, or damaged")
             yield run, info
 
 
 def overloaded(load: dict | None) -> bool:
     """summary.json's ``load``: the 1-minute load average before or after the run exceeded the
     machine's cores, so its timings were taken on a contended machine."""
-    if not load or not load.get("cores"):
+    if not isinstance(load, dict) or not isinstance(load.get("cores"), (int, float)):
         return False
-    peaks = [x[0] for x in (load.get("loadavg_before"), load.get("loadavg_after")) if x]
+    peaks = [x[0] for x in (load.get("loadavg_before"), load.get("loadavg_after"))
+             if isinstance(x, list) and x and isinstance(x[0], (int, float))]
     return bool(peaks) and max(peaks) > load["cores"]
 
 
@@ -138,17 +165,18 @@ def collect(dirs: list[str | Path]) -> list[Arm]:
     arms: dict[tuple[str, str], Arm] = {}
     for d in dirs:
         for run, info in _runs(Path(d)):
-            summary = read_json(run / "summary.json") or {}
+            summary = _object(read_json(run / "summary.json") or {}, f"{run}/summary.json")
             evaluated = read_json(run / "eval.json")
             # only runs trained to their last step and evaluated (not a run stopped half-way)
             if not evaluated or summary.get("complete") is False:
                 continue
+            evaluated = _object(evaluated, f"{run}/eval.json")
             arm = arms.setdefault((info["ablation"], str(info["arm"])),
                                   Arm(info["ablation"], str(info["arm"])))
             arm.runs.append(run)
             if isinstance(info.get("planted"), dict):
                 arm.planted.append(info["planted"])
-            metrics, synthetic, chance = _bench_metrics(evaluated)
+            metrics, synthetic, chance = _bench_metrics(evaluated, f"{run}/eval.json")
             arm.synthetic |= synthetic
             arm.chance.update(chance)
             if overloaded(summary.get("load")):
@@ -156,17 +184,17 @@ def collect(dirs: list[str | Path]) -> list[Arm]:
             row: dict[str, float] = {}
             for b in CLS_BENCHES:
                 if b in metrics and "top1" in metrics[b]:
-                    row[f"{b}_top1"] = metrics[b]["top1"]
+                    row[f"{b}_top1"] = _number(metrics[b]["top1"], f"{run}/eval.json: {b} top1")
             for b in RET_BENCHES:
                 for direction in ("t2v", "v2t"):
                     key = f"{direction}_r1"
                     if b in metrics and key in metrics[b]:
-                        row[f"{b}_{key}"] = metrics[b][key]
+                        row[f"{b}_{key}"] = _number(metrics[b][key], f"{run}/eval.json: {b} {key}")
             if summary:
                 for key in ("train_time_s", "clips_per_s", "peak_mem_bytes"):
                     if summary.get(key) is not None:
-                        row[key] = float(summary[key])
-                arm.device = summary.get("device", arm.device)
+                        row[key] = _number(summary[key], f"{run}/summary.json: {key}")
+                arm.device = str(summary.get("device", arm.device))
             for key, value in row.items():
                 arm.values.setdefault(key, []).append(float(value))
     return sorted(arms.values(), key=_arm_sort_key)
@@ -272,10 +300,11 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
         title = {"captions": "Caption scale", "mask": "Video token masking ratio",
                  "filter": "Data filtering"}.get(ablation, ablation)
         seeds = sorted({len(a.runs) for a in group})
+        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
         caption = (f"{'synthetic' if synthetic else 'real'} benchmarks; K400-K700: zero-shot "
                    f"top-1 (%), others: {direction} R@1 (%); mean ± sd over "
                    f"{'/'.join(map(str, seeds))} seed(s); below: change vs "
-                   f"{BASELINE.get(ablation)}; device: {group[0].device}")
+                   f"{base.arm}; device: {group[0].device}")
         table = Table(title=title, caption=caption, caption_justify="left")
         table.add_column("arm", style="bold", no_wrap=True)
         filt = ablation == "filter"
@@ -286,7 +315,6 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
             name = _SHORT.get(col) or LABELS[col.split("_")[0]]
             table.add_column(name, justify="right")
         best = {col: _best(group, col) for col in cols}
-        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
         for arm in group:
             row = [arm.arm]
             if filt:
@@ -542,12 +570,15 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
     (relative links, so the folder can be moved together with the runs)."""
     import html
     import os
-    import shutil
+    from urllib.parse import quote
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).parent / "view" / "static" / "view.css", out / "view.css")
     esc = html.escape
+
+    def href(path: Path) -> str:
+        # quoted, and "./" in front: a run folder named "javascript:..." stays a relative path
+        rel = quote(Path(os.path.relpath(path, out)).as_posix())
+        return esc(rel if rel.startswith("../") else "./" + rel)
     cols = columns(v2t)
     parts = []
     for line in warnings(arms):
@@ -562,7 +593,7 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
         rows = []
         for arm in group:
             links = " ".join(
-                f'<a href="{esc(os.path.relpath(r / name, out))}">{esc(label)}</a>'
+                f'<a href="{href(r / name)}">{esc(label)}</a>'
                 for r in arm.runs for name, label in (("config.json", "config"),
                                                       ("summary.json", "summary"))
                 if (r / name).exists())
@@ -581,19 +612,36 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
             f"value: the change vs {esc(base.arm)}</p><table><thead><tr><th>arm</th><th>seeds"
             f"</th>{head}<th>device</th><th>runs</th></tr></thead><tbody>{''.join(rows)}"
             f"</tbody></table></section>")
-    if any(a.ablation in ("mask", "captions", "filter") for a in arms):
-        plot(arms, out / "ablations.png", v2t=v2t)
+    plotted = any(a.ablation in ("mask", "captions", "filter") for a in arms)
+    if plotted:
         parts.append('<section class="panel"><h2>Plot</h2>'
-                     '<img src="ablations.png" alt="ablation plot" style="max-width:100%">'
-                     "</section>")
-    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>vtk report</title>"
-            '<link rel="stylesheet" href="view.css"><style>'
-            "main{display:block} table{border-collapse:collapse;margin:8px 0}"
-            "td,th{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right}"
-            "tbody th{text-align:left} .dim{color:var(--dim)} .warn{color:var(--err);"
-            "background:var(--errbg);padding:6px 10px;border-radius:6px}"
-            ".panel{margin-bottom:16px}</style></head><body><header><h1>"
+                     '<img src="ablations.png" alt="ablation plot" class="plot"></section>')
+    page = ("<!doctype html><html><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{REPORT_CSP}">'
+            '<title>vtk report</title><link rel="stylesheet" href="view.css">'
+            '<link rel="stylesheet" href="report.css"></head><body><header><h1>'
             '<span class="brand">vtk</span> report</h1></header><main>'
             + "".join(parts) + "</main></body></html>\n")
-    (out / "index.html").write_text(page, encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if plotted:
+            plot(arms, out / "ablations.png", v2t=v2t)
+        (out / "view.css").write_bytes((Path(__file__).parent / "view" / "static" /
+                                        "view.css").read_bytes())
+        (out / "report.css").write_text(REPORT_CSS, encoding="utf-8")
+        (out / "index.html").write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise VtkError(f"cannot write the report page to {out}: {e.strerror or e}") from None
     return out / "index.html"
+
+
+# The page runs no script: the policy says so to the browser (a link a run folder's name
+# made, or a value in a run's file, can never execute), as vtk view's page header does.
+REPORT_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+              "form-action 'none'")
+REPORT_CSS = """main{display:block} table{border-collapse:collapse;margin:8px 0}
+td,th{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right}
+tbody th{text-align:left} .dim{color:var(--dim)}
+.warn{color:var(--err);background:var(--errbg);padding:6px 10px;border-radius:6px}
+.panel{margin-bottom:16px} .plot{max-width:100%}
+"""
