@@ -144,7 +144,8 @@ def api(srv, path: str) -> dict:
 def test_opening_reads_only_the_idx_headers_and_a_page_only_its_shards(tmp_path):
     folder = write_set(tmp_path / "set", [meta(i) for i in range(20)], per_shard=4)
     for i in (3, 4):  # later tars destroyed (their .idx kept): opening must not notice
-        (folder / f"shard-00000{i}.tar").write_bytes(b"\0" * 512)
+        tar = folder / f"shard-00000{i}.tar"
+        tar.write_bytes(b"\0" * tar.stat().st_size)  # the size an .idx's count is held to
     view = ShardSetView(str(folder))
     assert view.total() == 20 and view.listed_shards() == []
     page = view.query(offset=0, limit=4)
@@ -211,6 +212,17 @@ def test_tars_without_idx_are_read_from_their_headers(tmp_path):
     rows = view.query(limit=10)["items"]
     assert view.total() == 5 and [r["source"] for r in rows] == [f"src{i}" for i in range(5)]
     assert view.query(label="class1")["total"] == 2
+
+
+def test_an_idx_header_cannot_claim_more_rows_than_its_tar_holds(tmp_path):
+    folder = write_set(tmp_path / "set", [meta(i) for i in range(6)], per_shard=3)
+    idx = folder / "shard-000000.idx"
+    lines = idx.read_text().splitlines()
+    idx.write_text("\n".join(["v1.2 1000000000", *lines[1:]]) + "\n")
+    view = ShardSetView(str(folder))
+    assert view.total() == 6  # the startup line's count: the headers' 3, not a billion
+    assert [r["key"] for r in view.query(limit=10)["items"]][:3] == [
+        f"v{i}_{i:06d}" for i in range(3)]
 
 
 # --- the server ---------------------------------------------------------------------------
@@ -430,3 +442,99 @@ def test_static_page_filters_without_a_server(real_set, tmp_path, browser):
     browser.find_element("id", "q").send_keys("circle")
     wait(browser, lambda d: clip_count(d) == want)
     assert browser.execute_script("return document.querySelector('#grid video').readyState") >= 1
+
+
+# --- what a hostile folder or client cannot do: hang a request, hold a thread, get a 500 ----
+
+
+def test_a_fifo_in_stats_is_reported_and_never_opened_for_reading(tmp_path, server):
+    folder = write_set(tmp_path / "set", [meta(i) for i in range(4)])
+    os.mkfifo(folder / "stats" / "zz-fifo.json")  # a plain open() of it waits for a writer
+    srv = server(folder)
+    status, _, body = get(srv, "/api/failures")
+    assert status == 200
+    fails = json.loads(body)
+    assert fails["by_reason"] == {"decode-error": 1, "not-found": 1, "stats-unreadable": 1}
+    assert "not a regular file" in [r for r in fails["items"]
+                                    if r["kind"] == "stats-unreadable"][0]["reason"]
+    assert get(srv, "/api/card")[0] == 200  # the lock was not held
+    shard_cli("view", folder, "--static", tmp_path / "site", "--quiet")  # nor the export
+    assert (tmp_path / "site" / "data.js").is_file()
+
+
+def test_a_tar_cut_short_while_served_never_leaves_a_client_waiting(tmp_path, server):
+    """/media/: a member the tar no longer holds is an error, not a short 200 that a
+    keep-alive client waits on for ever; /files/: a tar cut while it is sent ends its
+    connection, so the client sees it short at once."""
+    folder = write_set(tmp_path / "set", [meta(i) for i in range(4)])
+    srv = server(folder)
+    rows = api(srv, "/api/clips?limit=10")["items"]  # the listing (offsets) is cached now
+    tar = folder / "shard-000000.tar"
+    last = rows[3]
+    mp4 = next(m for m in read_index(str(folder / "shard-000000.idx"))[3] if m[0] == "mp4")
+    os.truncate(tar, mp4[1] + mp4[2] // 2)  # half way into the last sample's mp4
+    host, port = srv.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=5)  # one keep-alive connection
+    try:
+        conn.request("GET", "/" + last["mp4"])
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 500 and b"ends before" in body
+        conn.request("GET", "/" + rows[0]["mp4"], headers={"Range": "bytes=0-99"})
+        r = conn.getresponse()
+        assert r.status == 206 and len(r.read()) == 100  # the connection still serves
+    finally:
+        conn.close()
+    big = folder / "big.tar"  # 256 MB, sparse: cut while the server is sending it
+    with open(big, "wb") as f:
+        f.truncate(256 * 2**20)
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("GET", "/files/big.tar")
+        r = conn.getresponse()
+        assert r.status == 200 and int(r.headers["Content-Length"]) == 256 * 2**20
+        got = len(r.read(2**20))
+        os.truncate(big, 2 * 2**20)
+        while chunk := r.read(2**20):  # ends at the closed connection (no 5 s timeout)
+            got += len(chunk)
+        assert got < 256 * 2**20
+    finally:
+        conn.close()
+
+
+def test_idle_connections_are_closed(real_set, server):
+    srv = server(real_set)
+    srv.idle_timeout = 0.5
+    with socket.create_connection(srv.server_address[:2], timeout=10) as s:
+        assert s.recv(1) == b""  # closed by the server, long before our 10 s
+    status, _, _ = get(srv, "/api/card")
+    assert status == 200
+
+
+@pytest.mark.parametrize("path,headers", [
+    ("/media/shard-000000.tar/" + "9" * 5000 + ".mp4", {}),
+    ("/poster/shard-000000.tar/" + "1" * 5000 + ".jpg", {}),
+    ("/media/shard-000000.tar/0.mp4", {"Range": "bytes=" + "9" * 5000 + "-"}),
+])
+def test_numbers_of_thousands_of_digits_are_no_server_error(real_set, server, path, headers):
+    srv = server(real_set)
+    status, _, _ = get(srv, path, dict(headers))
+    assert status in (200, 400, 404, 416)
+
+
+def test_a_static_export_that_cannot_be_written_is_one_line(real_set, tmp_path):
+    """A full disk (the page's first file a link to /dev/full, for root too) and, as a user
+    other than root, a read-only folder: one line naming the folder, no traceback."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "data.js").write_text("")  # an earlier export: written over
+    (full / "index.html.tmp").symlink_to("/dev/full")
+    cases = [full]
+    if os.geteuid() != 0:  # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        cases.append(ro)
+    for out in cases:
+        with pytest.raises(VtkError, match=f"cannot write the page to {out}"):
+            shard_cli("view", real_set, "--static", out, "--limit", "2", "--quiet")

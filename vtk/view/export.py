@@ -43,7 +43,10 @@ def export_static(view: ShardSetView, out: str, limit: int = 200, progress=None)
         rows += page["items"]
         if not page["items"]:
             break
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise VtkError(f"cannot write the page to {out}: {e.strerror or e}") from None
     clips = 0
     for item in progress(rows, len(rows)) if progress else rows:
         if not item.get("mp4"):
@@ -76,8 +79,15 @@ def export_static(view: ShardSetView, out: str, limit: int = 200, progress=None)
 def _write(out: str, parts: tuple[str, ...], data: bytes) -> None:
     # parts are a tar's name from the folder listing and a row number: no separators, no '..'
     path = os.path.join(out, *parts)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only or full folder: one line, no half file left
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise VtkError(f"cannot write the page to {out}: {e.strerror or e} ({path})") from None

@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from vtk.curate.sidecar import merge_scores
 from vtk.errors import VtkError
+from vtk.fileio import read_regular
 from vtk.shards.schema import parse_meta
 from vtk.shards.wds_index import INDEX_VERSION, index_path
 from vtk.view.members import Listing, MemberError, list_tar, read_member
@@ -176,8 +177,7 @@ class ShardSetView:
         if not self.inside(path):
             return {}, "index.json is a symlink out of the folder: not read"
         try:
-            with open(path, encoding="utf-8") as f:
-                card = json.load(f)
+            card = json.loads(read_regular(path).decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             return {}, f"index.json unreadable ({e})"
         if not isinstance(card, dict):
@@ -200,12 +200,15 @@ class ShardSetView:
         if os.path.isfile(idx) and self.inside(idx):
             try:
                 with open(idx) as f:
-                    version, count = f.readline().split()
-                if version == INDEX_VERSION and int(count) >= 0:
+                    version, count = f.readline(64).split()
+                # a sample takes one 512-byte header at least: a count past that is not this
+                # tar's (the startup line would claim a billion rows)
+                if version == INDEX_VERSION and 0 <= int(count) <= os.path.getsize(
+                        shard.path) // 512:
                     return int(count)
             except (OSError, ValueError, UnicodeDecodeError):
                 pass
-        if isinstance(listed, int) and listed >= 0:
+        if isinstance(listed, int) and 0 <= listed <= os.path.getsize(shard.path) // 512:
             return listed
         return self.listing(i).rows  # no usable .idx and not in the card: read headers now
 
@@ -410,12 +413,11 @@ class ShardSetView:
                 problems.append({"kind": "stats-unreadable", "input": name,
                                  "reason": "a symlink out of the folder; not read"})
                 continue
-            try:
-                with open(path, encoding="utf-8") as f:
-                    stats = json.load(f)
+            try:  # a regular file only: a FIFO here would hang the request (and the lock)
+                stats = json.loads(read_regular(path).decode("utf-8"))
                 keys.update(str(k) for k in stats.get("keys") or [])
                 got = [r for r in stats.get("failures") or [] if isinstance(r, dict)]
-            except (OSError, ValueError, AttributeError, TypeError) as e:
+            except (OSError, ValueError, AttributeError, TypeError) as e:  # UnicodeDecodeError
                 problems.append({"kind": "stats-unreadable", "input": name, "reason": str(e)})
                 continue
             records += [{k: str(r[k]) for k in FAILURE_FIELDS if r.get(k) is not None}

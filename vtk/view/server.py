@@ -23,7 +23,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import socket
 import threading
 from http import HTTPStatus
@@ -42,8 +41,11 @@ TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf
 PAGE_CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; "
             "base-uri 'none'; frame-ancestors 'none'")
 POSTER_BUDGET = 32 * 2**20  # bytes of JPEG kept: about 2,000 posters of 224 px clips
-MEDIA = re.compile(r"/(media|poster)/([^/]+)/(\d+)\.(mp4|jpg)")
-RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# at most 18 digits: a row or a byte offset past that is no row of any set (and Python's int()
+# refuses 4,300 digits and more: a 500 instead of a 404)
+MEDIA = re.compile(r"/(media|poster)/([^/]+)/(\d{1,18})\.(mp4|jpg)")
+RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+IDLE_TIMEOUT_S = 30.0  # a connection silent this long is closed (its thread ends)
 
 
 def static_files() -> dict[str, bytes]:
@@ -56,8 +58,9 @@ class ViewServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, view: ShardSetView, host: str = "127.0.0.1", port: int = 8000,
-                 log=None):
+                 log=None, idle_timeout: float = IDLE_TIMEOUT_S):
         self.view = view
+        self.idle_timeout = idle_timeout
         self.posters = LRU(POSTER_BUDGET, len)
         self.static = static_files()
         self.log = log  # a callable taking one line, or None for quiet
@@ -87,6 +90,12 @@ class Handler(BaseHTTPRequestHandler):
     server: ViewServer
     server_version = "vtk-view"
     protocol_version = "HTTP/1.1"  # keep-alive: a video element makes many range requests
+
+    def setup(self):
+        # every socket read and write is bounded: an idle keep-alive connection (or a client
+        # that stops reading) is closed and its thread ends, instead of one thread each for ever
+        self.timeout = self.server.idle_timeout
+        super().setup()
 
     def do_GET(self):
         self._handle(head=False)
@@ -126,8 +135,8 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("/files/"):
                 return self._file(unquote(path[len("/files/"):]))
             self._not_found()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the browser dropped a range request it no longer needs
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the browser dropped a range request, or stalled
         except Exception as e:  # one bad request must not stop the server
             self.log_error("%s: %s", self.path, e)
             try:
@@ -177,6 +186,9 @@ class Handler(BaseHTTPRequestHandler):
                 return self._text(HTTPStatus.INTERNAL_SERVER_ERROR,
                                   f"{file} row {row}: the .idx does not match the tar")
             data = b"" if self.head else _pread(f, end - start + 1, off + start)
+        if not self.head and len(data) != end - start + 1:  # the tar was cut short meanwhile
+            return self._text(HTTPStatus.INTERNAL_SERVER_ERROR,
+                              f"{file} row {row}: the tar ends before this member does")
         extra["Accept-Ranges"] = "bytes"
         self._send(status, data, "mp4", headers=extra, cache="private, max-age=300",
                    length=end - start + 1)
@@ -203,8 +215,14 @@ class Handler(BaseHTTPRequestHandler):
             size = f.seek(0, 2)
             f.seek(0)
             self._send(200, b"", rel.rsplit(".", 1)[-1], length=size, cache="no-cache")
-            if not self.head:
-                shutil.copyfileobj(f, self.wfile)
+            left = 0 if self.head else size
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:  # cut short while being sent: the Content-Length cannot be met
+                    self.close_connection = True  # so the client sees the end, never waits
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
     # --- responses -----------------------------------------------------------------------
 
