@@ -284,6 +284,28 @@ def test_an_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("train", [True, False])
 def test_cache_splits_ranks_exactly_and_shuffles_per_epoch(shards, tmp_path, train):
+@pytest.mark.parametrize("damage", ["cut-npy", "manifest-shape", "manifest-cut"])
+def test_a_damaged_cache_is_named_and_rebuilt(tmp_path, capsys, damage):
+    """A frames file cut short or a manifest of the wrong shape: the cache folder is named
+    on stderr and built again (it was a traceback from a loader worker)."""
+    write_shards(tmp_path / "s", samples=4, per_shard=2, frames=8, h=16, w=16)
+    kw = dict(frames=2, size=16, train=False, batch_size=4, workers=0, cache=tmp_path / "c")
+    want = [b["video"] for b in build_loader(tmp_path / "s", **kw)]
+    (folder,) = [p for p in (tmp_path / "c").iterdir() if not p.name.startswith(".")]
+    if damage == "cut-npy":
+        npy = folder / "frames-000001.npy"
+        npy.write_bytes(npy.read_bytes()[:-100])
+    elif damage == "manifest-shape":
+        (folder / "manifest.json").write_text('{"clips": {"a": 1}, "skipped": []}')
+    else:
+        text = (folder / "manifest.json").read_text()
+        (folder / "manifest.json").write_text(text[: len(text) // 2])
+    capsys.readouterr()
+    got = [b["video"] for b in build_loader(tmp_path / "s", **kw)]
+    assert f"the frame cache {folder} is damaged" in capsys.readouterr().err
+    assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
     per_rank = []
     for rank in range(2):
         loader = build_loader(shards, frames=2, size=16, train=train, batch_size=3, workers=2,

@@ -27,6 +27,7 @@ COMMANDS = {
     "score": "score clips: clip-text similarity, motion, frame hashes (sidecars per shard)",
     "filter": "a new shard set of the clips that score rules and deduplication keep",
 }
+    "verify": "re-hash every shard of a set against its index.json (and check its sidecars)",
 
 
 class LazyGroup(click.Group):

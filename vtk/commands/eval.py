@@ -62,22 +62,49 @@ def render_table(result: dict, console=None) -> None:
                           *(counts if first else ["", "", ""]))
             first = False
     console.print(table)
+    from vtk.eval.protocol import summary
+
+    cards = {summary(b["protocol"]) for b in result["benchmarks"].values() if b.get("protocol")}
+    for line in sorted(cards):
+        console.print(f"protocol: {line}", highlight=False)
 
 
 @click.command("eval")
-@click.argument("run", type=click.Path(file_okay=False))
+@click.argument("run", metavar="RUN")
 @click.option("--bench", "benches", multiple=True, default=("synth",), show_default=True,
               help="synth (all eight synthetic analogs), synth-NAME, or NAME=PATH[,VIDEOS] for a "
                    "local copy of k400 k600 k700 msrvtt lsmdc didemo msvd anet, or a benchmark shard "
                    "set built by vtk shard (a folder or URL, e.g. s3://bucket/bench/k400). "
                    "Repeatable.")
-@click.option("--dsl", is_flag=True, help="Also report dual-softmax rescored retrieval (dsl_*).")
-@click.option("--templates", default="kinetics", show_default=True,
-              help="Class prompts: kinetics (ViCLIP's 16), none, a file (one per line) or one "
-                   "template with '{}'.")
+@click.option("--protocol", default="plain", show_default=True,
+              type=click.Choice(["plain", "internvid"]),
+              help="plain: raw similarities, no weight interpolation, every caption, centre "
+                   "crop; internvid: InternVid's zero-shot settings (DSL reported, WiSE-FT 0.5, "
+                   "one caption per MSR-VTT video, their text clean-up, whole frame). The options "
+                   "below change single settings.")
+@click.option("--dsl/--no-dsl", default=None,
+              help="Score dual-softmax rescored retrieval (dsl_*) beside the raw figures.")
+@click.option("--wise-ft", type=click.FloatRange(0, 1), default=None, metavar="ALPHA",
+              help="Evaluate (1 - ALPHA) * init + ALPHA * trained weights (WiSE-FT; 1: the "
+                   "trained model).")
+@click.option("--init", default=None,
+              help="The weights --wise-ft interpolates with: a CLIP folder or viclip:PATH "
+                   "(default: the run's --init).")
+@click.option("--templates", default=None,
+              help="Class prompts: kinetics (ViCLIP's 16, the default), none, a file (one per "
+                   "line) or one template with '{}'.")
 @click.option("--template-average", type=click.Choice(["similarity", "embedding"]),
-              default="similarity", show_default=True,
-              help="Average per-template similarities (ViCLIP) or template embeddings (CLIP).")
+              default=None,
+              help="Average per-template similarities (ViCLIP, the default) or template "
+                   "embeddings (CLIP).")
+@click.option("--crop", type=click.Choice(["center", "full"]), default=None,
+              help="center: short side to the input size, centre square; full: the whole "
+                   "frame resized to the square (InternVid).")
+@click.option("--captions", "caption_queries", type=click.Choice(["all", "one"]), default=None,
+              help="Retrieval queries: every caption of a video, or its first only.")
+@click.option("--clean", type=click.Choice(["none", "internvid"]), default=None,
+              help="Text clean-up before tokenising (internvid: lower case, punctuation "
+                   "dropped).")
 @click.option("--save-sims", type=click.Path(file_okay=False),
               help="Write NAME.npy (texts x videos) and NAME.json (ground truth) per benchmark.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
@@ -90,26 +117,40 @@ def render_table(result: dict, console=None) -> None:
               help="Loader workers (and shard-building workers on first use).")
 @click.option("--cache", type=click.Path(file_okay=False),
               help="Benchmark shard cache (default $VTK_CACHE or ~/.cache/vtk).")
-def command(run, benches, dsl, templates, template_average, save_sims, batch_size, backend,
-            device, workers, cache):
-    """Zero-shot classification and retrieval of the run in RUN; writes RUN/eval.json.
+def command(run, benches, protocol, dsl, wise_ft, init, templates, template_average, crop,
+            caption_queries, clean, save_sims, batch_size, backend, device, workers, cache):
+    """Zero-shot classification and retrieval of the run in RUN; writes RUN/eval.json. RUN may
+    be viclip:PATH, a released ViCLIP checkpoint (.pth): it is converted into the vtk run
+    PATH-vtk beside it (once), which then holds eval.json.
 
     \b
     Examples:
       vtk eval runs/fine --bench synth --dsl
       vtk eval runs/fine --bench k400=~/data/kinetics400 --bench msrvtt=~/data/msrvtt
       vtk eval runs/fine --bench s3://bucket/bench/synth-k400
+      vtk eval viclip:ViClip-InternVid-10M-FLT.pth --protocol internvid --wise-ft 1 \\
+          --bench msrvtt=~/data/msrvtt/MSRVTT_JSFUSION_test.csv
     """
     from rich.console import Console
 
+    from vtk.eval.benchmarks import parse_bench
     from vtk.eval.evaluate import evaluate
+    from vtk.model.released import is_released
 
     console = Console(stderr=True)
-    result = evaluate(run, benches, dsl=dsl, templates=parse_templates(templates),
-                      template_mode=template_average, save_sims_dir=save_sims,
+    if not is_released(run) and not Path(run).is_dir():
+        raise VtkError(f"{run}: run folder not found")
+    one = None
+    if caption_queries is not None:
+        one = [s.name.removeprefix("synth-") for s in parse_bench(benches)] \
+            if caption_queries == "one" else []
+    result = evaluate(run, benches, protocol=protocol, dsl=dsl, wise_ft=wise_ft, init=init,
+                      templates=parse_templates(templates), template_mode=template_average,
+                      crop=crop, one_caption=one, clean=clean, save_sims_dir=save_sims,
                       batch_size=batch_size, backend=backend, device=device, workers=workers,
                       cache=cache, log=lambda line: console.print(f"[dim]{line}[/]"))
     render_table(result)
-    click.echo(f"wrote {Path(run) / 'eval.json'}")
+    folder = next(iter(result["benchmarks"].values()))["checkpoint"]["path"]
+    click.echo(f"wrote {Path(folder).parent / 'eval.json'}")
     if save_sims:
         click.echo(f"similarities: {save_sims}")

@@ -43,15 +43,20 @@ def command(folder, samples, no_decode, as_json, max_sample_bytes):
     Examples:  vtk inspect shards/synth
                vtk inspect s3://bucket/shards/synth
     """
+    from vtk.shards.integrity import card_name, unfinished
     from vtk.shards.validate import check_card, check_shard, load_card
     from vtk.shards.writer import shard_tars
 
     try:
         card = load_card(folder)
     except FileNotFoundError:
-        raise VtkError(f"{folder}: no index.json (not a shard set, or its build never "
-                       f"finished: rerun vtk shard with --resume)") from None
-    name = card.get("name", "shard")
+        raise VtkError(unfinished(folder) or f"{folder}: no index.json (not a shard set vtk "
+                                              f"built)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise VtkError(f"{folder}: index.json unreadable ({e})") from None
+    if not isinstance(card, dict):
+        raise VtkError(f"{folder}: index.json is not an object")
+    name = card_name(card, folder)
     tars = shard_tars(folder, name)
     reports = []
     for tar in tars:

@@ -193,6 +193,8 @@ class DaliLoader:
             if spec.train:
                 video = fn.resize(video, size=[spec.size, spec.size], roi_start=got["roi0"],
                                   roi_end=got["roi1"], roi_relative=True, antialias=True)
+            elif spec.fit == "full":  # the whole frame, aspect not kept
+                video = fn.resize(video, size=[spec.size, spec.size], antialias=True)
             else:
                 video = fn.resize(video, resize_shorter=spec.size, antialias=True)
             video = fn.crop_mirror_normalize(

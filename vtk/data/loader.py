@@ -66,6 +66,7 @@ def pick_backend(backend: str = "auto", device: str | None = None, shards=()) ->
 
 
 SAMPLINGS = ("uniform", "div")
+CROPS = ("center", "full")  # eval: centre square | whole frame squashed (InternVid)
 
 PREFETCH = 2  # batches each worker may have ready ahead of the consumer (torch's default)
 
@@ -314,7 +315,7 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                  uint8: bool = False, flip: str = "swap",
                  max_sample_bytes: int = MAX_SAMPLE_BYTES, context: str | None = None,
                  resampled: bool = False, num_samples: int | None = None,
-                 weights=None, sampling: str = "uniform"):
+                 weights=None, sampling: str = "uniform", crop: str = "center"):
     """A ``VideoLoader`` over ``shards`` (folder, list of tars or brace pattern).
 
     ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
@@ -334,6 +335,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     being read and counted as ``oversized`` (streaming and the frame cache build).
     ``context``: the loader workers' start method (fork, spawn, forkserver; None: Python's
     default for the platform).
+    ``crop`` (eval): ``center`` resizes the short side and keeps the centre square, ``full``
+    resizes the whole frame to the square, aspect not kept (InternVid's test transform).
 
     Sampling for large corpora (streaming, training; docs/training.md, "What an epoch is"):
     ``resampled=True`` draws shards with replacement and an epoch is ``num_samples`` samples
@@ -373,9 +376,14 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
         div = order.source_counts(e.key for p in paths
                                   for e in order.scan_samples(p, max_sample_bytes))
     rank, world_size = split.dist_rank_world(rank, world_size)
-    spec = ClipSpec(frames, size, train, captions, seed, normalize, flip)
+    if crop not in CROPS:
+        raise VtkError(f"unknown crop {crop!r}; choose one of {', '.join(CROPS)}")
+    spec = ClipSpec(frames, size, train, captions, seed, normalize, flip, crop)
     drop_last = drop_last and train
     if cache is not None:
+        if crop != "center" and not train:
+            raise VtkError("--crop full: the frame cache stores centre squares; evaluate "
+                           "without --cache")
         return _cached_loader(paths, cache, spec, batch_size, workers, rank, world_size,
                               drop_last, decoder=None if backend in ("auto", "dali") else backend,
                               uint8=uint8, max_sample_bytes=max_sample_bytes)

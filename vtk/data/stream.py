@@ -48,6 +48,7 @@ class ClipSpec:
     seed: int = 0
     normalize: str = "clip"
     flip: str = "swap"  # swap: mirror and swap left/right in the text | plain | off
+    fit: str = "center"  # eval: center (short side, centre square) | full (whole frame, squashed)
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
@@ -60,7 +61,7 @@ class ClipSpec:
         norm = self.normalize if out is not None and out.is_floating_point() else None
         if self.train:
             return train_crop(frames, self.size, rng, flip=flip, out=out, norm=norm)
-        return eval_crop(frames, self.size, out=out, norm=norm)
+        return eval_crop(frames, self.size, out=out, norm=norm, whole=self.fit == "full")
 
     def view(self, key: str, frames: torch.Tensor, meta: dict, txt: str | None,
              rng: np.random.Generator, epoch: int, out: torch.Tensor | None = None) -> dict:

@@ -8,7 +8,8 @@ Input: uint8 tensor ``T x H x W x 3`` (what every decoder returns). Output: floa
 - train: RandomResizedCrop (area scale 0.5-1, aspect 3/4-4/3, as torchvision) + horizontal flip
   with probability 1/2 (ViCLIP's training augmentation);
 - eval: resize the short side to S and take the centre S x S square. Cropping the centre
-  square first and then resizing it gives the same pixels and resizes less.
+  square first and then resizing it gives the same pixels and resizes less. ``whole=True``
+  resizes the whole frame to S x S instead, aspect not kept (InternVid's test transform).
 """
 
 from __future__ import annotations
@@ -158,8 +159,9 @@ def train_crop(frames: torch.Tensor, size: int, rng: np.random.Generator,
 
 
 def eval_crop(frames: torch.Tensor, size: int, out: torch.Tensor | None = None,
-              norm: str | None = None) -> torch.Tensor:
-    """Short side to ``size`` + centre crop: uint8 TxHxWx3 -> uint8 Tx3xSxS (or normalised
-    float32 with ``norm``)."""
+              norm: str | None = None, whole: bool = False) -> torch.Tensor:
+    """Short side to ``size`` + centre crop (``whole``: the whole frame to ``size`` x ``size``):
+    uint8 TxHxWx3 -> uint8 Tx3xSxS (or normalised float32 with ``norm``)."""
     _, h, w, _ = frames.shape
-    return crop_resize(frames, center_box(h, w), size, out=out, norm=norm)
+    return crop_resize(frames, (0, 0, h, w) if whole else center_box(h, w), size, out=out,
+                       norm=norm)

@@ -2,13 +2,17 @@
 ``RUN/eval.json``. The ablation runner calls it in-process; ``vtk eval`` is a thin CLI over it.
 
 eval.json (docs/evaluation.md): ``{"benchmarks": {NAME: {"name", "task", "num_videos",
-"num_texts", "missing", "checkpoint", "settings", "metrics"}}, "units", "vtk_version"}``.
-Metrics are fractions (top1, top5, avg; t2v_r1 ... v2t_mnr) and ranks (``*_mdr``, ``*_mnr``);
-DSL-rescored retrieval figures sit beside the raw ones under ``dsl_`` keys.
+"num_texts", "missing", "checkpoint", "settings", "protocol", "metrics"}}, "protocols":
+{LABEL: {NAME: ...}}, "units", "vtk_version"}``. ``protocol`` is the card of what decides the
+number (``vtk.eval.protocol``); ``benchmarks`` holds each benchmark's latest evaluation,
+``protocols`` every protocol's. Metrics are fractions (top1, top5, avg; t2v_r1 ... v2t_mnr)
+and ranks (``*_mdr``, ``*_mnr``); DSL-rescored retrieval figures sit beside the raw ones under
+``dsl_`` keys.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -21,6 +25,9 @@ from vtk import __version__
 from vtk.errors import VtkError
 from vtk.eval import zeroshot
 from vtk.eval.benchmarks import BenchSpec, Prepared, check, parse_bench, prepare
+from vtk.eval.protocol import PROTOCOLS, Protocol, cleaner
+from vtk.eval.protocol import card as protocol_card
+from vtk.eval.protocol import resolve as resolve_protocol
 from vtk.fileio import write_json
 
 UNITS = {"top1 top5 avg r1 r5 r10": "fraction of queries (0-1)",
@@ -64,15 +71,18 @@ def embed_texts(model, texts: Sequence[str], chunk: int = 256) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def score_classification(model, videos: dict, classes: list[str], templates, mode: str):
+def score_classification(model, videos: dict, classes: list[str], templates, mode: str,
+                         clean=None):
     """-> (metrics, sims classes x videos, ground truth {"video_labels": [...]}, number of
-    prompts: classes x templates)."""
+    prompts: classes x templates). ``clean``: applied to every filled-in prompt."""
     index = {c: i for i, c in enumerate(classes)}
     bad = sorted({str(lab) for lab in videos["labels"] if lab not in index})
     if bad:
         raise VtkError(f"labels not among the benchmark's classes: {', '.join(bad[:5])}")
     labels = [index[lab] for lab in videos["labels"]]
     prompts = zeroshot.class_prompts(classes, templates)
+    if clean:
+        prompts = [clean(t) for t in prompts]
     prompt_emb = embed_texts(model, prompts)
     metrics, sims = zeroshot.zeroshot_classification(
         videos["emb"], prompt_emb, labels, len(templates), mode)
@@ -80,39 +90,50 @@ def score_classification(model, videos: dict, classes: list[str], templates, mod
     return metrics, sims, truth, len(prompts)
 
 
-def score_retrieval(model, videos: dict, paragraph: bool, dsl: bool):
+def score_retrieval(model, videos: dict, paragraph: bool, dsl: bool, one_caption: bool = False,
+                    clean=None):
     """-> (metrics, sims texts x videos, ground truth {"text_to_video": [...]}, number of
-    texts)."""
-    texts, owner = zeroshot.retrieval_texts(videos["texts"], paragraphs=paragraph)
+    texts). ``one_caption``: each video's first caption is its only query; ``clean``: applied
+    to every query."""
+    per_video = [refs[:1] for refs in videos["texts"]] if one_caption else videos["texts"]
+    texts, owner = zeroshot.retrieval_texts(per_video, paragraphs=paragraph)
+    if clean:
+        texts = [clean(t) for t in texts]
     text_emb = embed_texts(model, texts)
     metrics, sims = zeroshot.zeroshot_retrieval(videos["emb"], text_emb, owner, dsl=dsl)
     return metrics, sims, {"text_to_video": owner.tolist(), "texts": texts}, len(texts)
 
 
 def evaluate_bench(model, prepared: Prepared, frames: int, size: int, device, *,
-                   dsl: bool = False, templates=None, template_mode: str = "similarity",
-                   batch_size: int = 32, backend: str = "auto", workers: int = 1,
-                   normalize: str = "clip"):
-    """Embed and score one prepared benchmark -> (entry for eval.json, sims, ground truth)."""
+                   protocol: Protocol | None = None, batch_size: int = 32, backend: str = "auto",
+                   workers: int = 1, normalize: str = "clip"):
+    """Embed and score one prepared benchmark under ``protocol`` (default: plain) -> (entry
+    for eval.json, without its card, sims, ground truth)."""
     from vtk.data.loader import build_loader
 
+    protocol = protocol or PROTOCOLS["plain"]
     # rank 0 of 1 even under torchrun: every process scores the whole benchmark
     card = prepared.card
     loader = build_loader(str(prepared.shards), backend=backend, frames=frames, size=size,
                           train=False, batch_size=batch_size, workers=workers, captions="txt",
-                          normalize=normalize, device=str(device), rank=0, world_size=1)
+                          normalize=normalize, device=str(device), rank=0, world_size=1,
+                          crop=protocol.crop)
     videos = embed_videos(model, loader, device, prepared.info.get("num_videos"),
                           prepared.spec.name)
-    templates = zeroshot.resolve_templates(templates)
-    settings = {"dsl": dsl, "frames": frames, "size": size, "source": prepared.spec.source,
+    templates = zeroshot.resolve_templates(protocol.templates)
+    clean = cleaner(protocol)
+    settings = {"dsl": protocol.dsl, "frames": frames, "size": size, "crop": protocol.crop,
+                "clean": protocol.clean, "source": prepared.spec.source,
                 "shards": str(prepared.shards)}
     if card["task"] == "classification":
         metrics, sims, truth, num_texts = score_classification(
-            model, videos, card["classes"], templates, template_mode)
-        settings.update(templates=list(templates), template_average=template_mode)
+            model, videos, card["classes"], templates, protocol.template_average, clean)
+        settings.update(templates=list(templates), template_average=protocol.template_average)
     else:
-        metrics, sims, truth, num_texts = score_retrieval(model, videos, card["paragraph"], dsl)
-        settings.update(paragraph=card["paragraph"], dsl_temperature=1.0)
+        one = prepared.spec.name.removeprefix("synth-") in protocol.one_caption
+        metrics, sims, truth, num_texts = score_retrieval(
+            model, videos, card["paragraph"], protocol.dsl, one, clean)
+        settings.update(paragraph=card["paragraph"], dsl_temperature=1.0, one_caption=one)
     truth["video_keys"] = videos["keys"]
     entry = {"name": prepared.spec.name, "task": card["task"], "num_videos": len(videos["keys"]),
              "num_texts": num_texts, "missing": int(card.get("missing", 0)),
@@ -134,13 +155,41 @@ def save_sims(out_dir: str | Path, name: str, sims: np.ndarray, truth: dict, tas
         {"task": task, "rows": rows, "columns": "video", **truth}, indent=1))
 
 
-def checkpoint_info(run_dir: Path) -> dict:
+def checkpoint_info(run_dir: Path, sha256: bool = False) -> dict:
+    from vtk.fileio import file_sha256
+
     ckpt = run_dir / "checkpoint.pt"
     if not ckpt.exists():
         return {"path": str(ckpt), "exists": False}
     st = ckpt.stat()
-    return {"path": str(ckpt), "bytes": st.st_size,
-            "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime))}
+    out = {"path": str(ckpt), "bytes": st.st_size,
+           "modified": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(st.st_mtime))}
+    if sha256:
+        out["sha256"] = file_sha256(ckpt)
+    return out
+
+
+def apply_wise_ft(model, run_dir: Path, config, protocol: Protocol, init: str | None) -> dict | None:
+    """Interpolate ``model`` with the weights it was trained from (``init``, else its
+    config.json's ``--init``) at the protocol's WiSE-FT share; what was done, or None."""
+    from vtk.model import init_state, wiseft
+
+    alpha = protocol.wise_ft
+    if alpha is None:
+        return None
+    cfg = config if isinstance(config, dict) else vars(config) if config is not None else {}
+    init = init or cfg.get("init")
+    if alpha == 1.0:  # the trained model itself
+        return {"alpha": 1.0, "init": init, "interpolated": 0, "kept": []}
+    if not init:
+        raise VtkError(f"--wise-ft {alpha:g} interpolates with the weights {run_dir} was trained "
+                       "from, and its config.json names no --init: pass --init (a CLIP folder "
+                       "or viclip:PATH), or --wise-ft 1 (the trained weights alone)")
+    info = wiseft.apply(model, init_state(init, model), alpha)
+    # what stayed trained, by module: the temporal embedding, the temperature, a text tower
+    # the init has no counterpart of
+    kept = sorted({".".join(k.split(".")[:2]) for k in info["kept"]})
+    return {"alpha": alpha, "init": init, "interpolated": info["interpolated"], "kept": kept}
 
 
 def _frames_size(model, config) -> tuple[int, int, str]:
@@ -156,17 +205,33 @@ def _frames_size(model, config) -> tuple[int, int, str]:
 
 
 def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",), *,
-             dsl: bool = False, templates=None, template_mode: str = "similarity",
-             save_sims_dir: str | Path | None = None, batch_size: int = 32,
-             backend: str = "auto", device: str | None = "auto", workers: int = 1,
-             cache: str | Path | None = None, write: bool = True, model=None,
+             protocol: str | Protocol = "plain", dsl: bool | None = None, templates=None,
+             template_mode: str | None = None, wise_ft: float | bool | None = None,
+             init: str | None = None, crop: str | None = None, one_caption=None,
+             clean: str | None = None, save_sims_dir: str | Path | None = None,
+             batch_size: int = 32, backend: str = "auto", device: str | None = "auto",
+             workers: int = 1, cache: str | Path | None = None, write: bool = True, model=None,
              config=None, log=None) -> dict:
     """Evaluate the run in ``run_dir`` on ``benches`` (``--bench`` strings or BenchSpecs).
+    ``run_dir`` may be ``viclip:PATH``, a released ViCLIP checkpoint: it is converted into a
+    vtk run folder beside it first (``vtk.model.released.convert``).
+
+    ``protocol`` (plain | internvid, ``vtk.eval.protocol``) sets every setting; ``dsl``,
+    ``templates``, ``template_mode``, ``wise_ft`` (False: none), ``crop``, ``one_caption``
+    (benchmark names) and ``clean`` change one when not None. ``init``: the weights WiSE-FT
+    interpolates with (default: the run's ``--init``).
 
     Returns the eval.json dict; with ``write`` merges it into ``RUN/eval.json`` (benchmarks
     evaluated earlier and not now are kept). ``model``/``config`` skip loading the run.
     ``log``: a callable taking one line of text (progress for long steps).
     """
+    from vtk.model import released
+
+    proto = resolve_protocol(protocol, dsl=dsl, templates=templates,
+                             template_average=template_mode, wise_ft=wise_ft, crop=crop,
+                             one_caption=one_caption, clean=clean)
+    if released.is_released(str(run_dir)):
+        run_dir = released.convert(str(run_dir), log=log)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise VtkError(f"{run_dir}: run folder not found")
@@ -185,8 +250,22 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
         from vtk.train import load_run
 
         model, config = load_run(run_dir, device)
+    elif proto.wise_ft is not None:
+        model = copy.deepcopy(model)  # the caller's model keeps its weights
     model.eval()
     frames, size, normalize = _frames_size(model, config)
+    wise = apply_wise_ft(model, run_dir, config, proto, init)
+    ckpt = checkpoint_info(run_dir, sha256=True)
+    cfg = config if isinstance(config, dict) else vars(config) if config is not None else {}
+    mcfg = getattr(model, "cfg", None)
+    model_card = {"name": getattr(mcfg, "model", cfg.get("model")),
+                  "text": getattr(mcfg, "text", cfg.get("text")),
+                  "init": getattr(mcfg, "init", cfg.get("init")),
+                  "checkpoint": ckpt["path"], "checkpoint_sha256": ckpt.get("sha256")}
+    max_tokens = getattr(getattr(model, "text", None), "max_len", None)
+    if max_tokens is None:
+        tok = getattr(getattr(model, "text", None), "tokenizer", None)
+        max_tokens = getattr(tok, "max_len", None)
     results = {}
     for spec in specs:
         if log:
@@ -198,21 +277,28 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
         if log:
             log(f"{spec.name}: evaluating {prepared.info.get('num_videos', '?')} videos")
         entry, sims, truth = evaluate_bench(
-            model, prepared, frames, size, device, dsl=dsl, templates=templates,
-            template_mode=template_mode, batch_size=batch_size, backend=backend,
-            workers=workers, normalize=normalize)
-        entry["checkpoint"] = checkpoint_info(run_dir)
+            model, prepared, frames, size, device, protocol=proto, batch_size=batch_size,
+            backend=backend, workers=workers, normalize=normalize)
+        entry["checkpoint"] = ckpt
+        entry["protocol"] = protocol_card(
+            proto, entry, prepared.card, prepared.info, frames=frames, size=size,
+            normalize=normalize, max_tokens=max_tokens, model=model_card,
+            seed=cfg.get("seed"), wise=wise)
         results[spec.name] = entry
         if save_sims_dir:
             save_sims(save_sims_dir, spec.name, sims, truth, entry["task"])
-    out = {"benchmarks": results, "units": UNITS, "vtk_version": __version__}
+    out = {"benchmarks": results, "protocols": {proto.label: results}, "units": UNITS,
+           "vtk_version": __version__}
     if write:
         path = run_dir / "eval.json"
         if path.exists():
             try:
                 old = json.loads(path.read_text())
                 out["benchmarks"] = {**old.get("benchmarks", {}), **results}
-            except ValueError:
+                protocols = dict(old.get("protocols") or {})
+                protocols[proto.label] = {**protocols.get(proto.label, {}), **results}
+                out["protocols"] = protocols
+            except (ValueError, AttributeError, TypeError):
                 pass
         write_json(path, out)
     return out

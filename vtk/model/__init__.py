@@ -57,20 +57,27 @@ def build_model(cfg) -> ViCLIP:
     return ViCLIP(cfg, video, text)
 
 
-def init_state(init: str, frames: int | None = None) -> dict:
-    """The weights a model starts from with ``--init init``, under the model's state dict
-    names: a released ViCLIP (``viclip:PATH``) converted, or a CLIP checkpoint's vision tower
-    (``video.``) and text tower (``text.backbone``, ``text.proj``). What CLIP does not have
-    (the temporal embedding, the temperature) is absent. WiSE-FT interpolates with these."""
+def init_state(init: str, model) -> dict:
+    """The weights ``model`` would start from with ``--init init``, under its state dict names:
+    a released ViCLIP (``viclip:PATH``) converted, or a CLIP checkpoint's vision tower
+    (``video.``) and, for a CLIP-style text tower (clip, viclip), its text tower cut to the
+    model's token count, as the official loader cuts CLIP's 77 positions to ViCLIP's 32. What
+    CLIP does not have (the temporal embedding, the temperature) is absent. WiSE-FT
+    interpolates with these."""
     from vtk.model import released
 
     if released.is_released(init):
-        return released.to_vtk(released.read(init), frames=frames, where=init)
+        return released.to_vtk(released.read(init), frames=model.cfg.frames, where=init)
     clip = load_clip(init)
     state = {f"video.{k}": v for k, v in clip.vision_model.state_dict().items()}
     state["video.proj.weight"] = clip.visual_projection.weight
-    state.update({f"text.backbone.{k}": v for k, v in clip.text_model.state_dict().items()})
-    state["text.proj.weight"] = clip.text_projection.weight
+    if model.cfg.text in ("clip", "viclip"):
+        state.update({f"text.backbone.{k}": v for k, v in clip.text_model.state_dict().items()})
+        state["text.proj.weight"] = clip.text_projection.weight
+        pos = "text.backbone.embeddings.position_embedding.weight"
+        mine = model.state_dict().get(pos)
+        if mine is not None and state[pos].shape[0] > mine.shape[0]:
+            state[pos] = state[pos][: mine.shape[0]]
     return {k: v.detach() for k, v in state.items()}
 
 

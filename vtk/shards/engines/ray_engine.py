@@ -274,7 +274,9 @@ def adopt(writer, shard: dict) -> None:
     if writer.keys.intersection(keys):  # a planning bug, never a resume: refuse, do not double
         raise RuntimeError(f"{shard['tar']}: holds keys already in the set")
     stats = {"shard": os.path.basename(writer.tar_path(index).rstrip("/")),
-             "num_samples": shard["num_samples"], "bytes": shard["bytes"], "keys": keys,
+             "num_samples": shard["num_samples"], "bytes": shard["bytes"],
+             "sha256": shard["sha256"],  # hashed by the task's writer as it wrote the tar
+             "keys": keys,
              "sources_completed": writer.pending_sources + shard["sources_completed"],
              "failures": writer.pending_failures + shard["failures"],
              "settings": writer.settings}
