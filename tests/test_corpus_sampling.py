@@ -153,8 +153,22 @@ def test_vtk_train_on_weighted_sets_stops_and_resumes_to_the_same_weights(sets, 
     assert code == 0, err
     saved = checkpoint.load(tmp_path / "part" / "checkpoint.pt")["data"]["ranks"][0]
     assert saved["epoch"] == 0 and saved["workers"][0][2] == 12  # 3 steps x 4 samples taken
-    code, err, _ = run_cli(["train", "--out", str(tmp_path / "part"), "--resume", "--quiet"],
-                           capsys)
+    # a resume that names its data states the same mixture: the sets in any order (matched
+    # by path), their weights and the sampling options; anything else is refused by name
+    resume = ["--out", str(tmp_path / "part"), "--resume", "--quiet"]
+    rest = ["--train-num-samples", "20", "--sampling", "div"]
+    for args, want in (([b, a, "--data-weights", "0.6,0.4", *rest],
+                        "trained with --data-weights 0.6,0.4, resumed with --data-weights "
+                        "0.4,0.6"),
+                       ([a, b, "--data-weights", "0.6,0.4", "--train-num-samples", "40",
+                         "--sampling", "div"], "--train-num-samples 20, resumed with "
+                                               "--train-num-samples 40"),
+                       ([a, b, "--data-weights", "0.6,0.4", "--train-num-samples", "20"],
+                        "trained with --sampling div, resumed with --sampling uniform")):
+        code, err, _ = run_cli(["train", *map(str, args), *resume], capsys)
+        assert code == 1 and want in err and len(err.strip().splitlines()) == 1, err
+    code, err, _ = run_cli(["train", str(b), str(a), "--data-weights", "0.4,0.6", *rest,
+                            *resume], capsys)
     assert code == 0, err
     full = checkpoint.load(tmp_path / "full" / "checkpoint.pt")["model"]
     part = checkpoint.load(tmp_path / "part" / "checkpoint.pt")["model"]
@@ -166,3 +180,25 @@ def test_data_weights_must_be_numbers(capsys):
 
     code, err, _ = run_cli(["train", "x", "y", "--data-weights", "a,b", "--out", "r"], capsys)
     assert code != 0 and "Invalid value for --data-weights: 'a,b': give numbers" in err
+    for bad in ("nan,1", "inf,1", "1,-inf", "0,0"):  # nan and inf drew every shard from set 0
+        code, err, _ = run_cli(["train", "x", "y", "--data-weights", bad, "--out", "r"], capsys)
+        assert code != 0 and "finite numbers >= 0, not all 0" in err, (bad, err)
+
+
+def test_shard_probs_refuse_weights_that_are_not_finite_and_scale_huge_ones():
+    for bad in ([float("nan"), 1.0], [float("inf"), 1.0], [0.0, 0.0]):
+        with pytest.raises(ValueError):
+            order.shard_probs([2, 3], bad)
+    # 1e308 + 1e308 overflows to inf: the shares are taken relative to the largest weight
+    assert np.allclose(order.shard_probs([2, 3], [1e308, 1e308]), [0.25, 0.25] + [1 / 6] * 3)
+
+
+def test_a_resume_naming_its_data_keeps_its_sampling_options():
+    from vtk.train.trainer import TrainConfig, resumed_data
+
+    old = TrainConfig(data="a", resampled=True, train_num_samples=8)
+    with pytest.raises(VtkError, match="trained with --resampled, resumed with no --resampled"):
+        resumed_data(old, {"data": "a", "out": "r", "train_num_samples": 8})
+    assert resumed_data(old, {"out": "r"}) is None  # no data named: all from config.json
+    assert resumed_data(old, {"data": "a", "out": "r", "resampled": True,
+                              "train_num_samples": 8}) == "a"

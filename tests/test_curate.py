@@ -68,7 +68,8 @@ def test_rule_strings():
     assert r.as_list() == ["min:motion=0.01", "dedup:embed:0.95", "top:clip-text=0.3"]
     assert parse_rules("none").is_empty() and parse_rules("dedup:frames").dedup == "frames"
     for bad in ("top:clip-text", "top:clip-text=x", "dedup:pixels", "best:x=1",
-                "top:clip-text=2", "dedup:frames, dedup:0.9", "min:Clip Text=1"):
+                "top:clip-text=2", "dedup:frames, dedup:0.9", "min:Clip Text=1",
+                "dedup:", ",,", "", "top:clip-text=0.3,,dedup:frames"):
         with pytest.raises(VtkError):
             parse_rules(bad)
 
@@ -286,3 +287,166 @@ def test_filter_cli_rules_string_and_bad_options(k400, tmp_path, capsys):
                                capsys)
         assert code == 1 and len(err.strip().splitlines()) == 1, (args, err)
         assert not (tmp_path / "b").exists()
+
+
+# --- sidecars that do not belong to their shard; filter outputs that never finished ----------
+
+
+def copy_set(k400, tmp_path):
+    import shutil
+
+    folder = tmp_path / "set"
+    shutil.copytree(k400[0], folder)
+    return folder, sorted(folder.glob("*.tar"))
+
+
+def rewrite_sidecar(tar, change) -> None:
+    """Rewrite a sidecar through ``change(table) -> table``, keeping its settings (so vtk
+    score would take it for done)."""
+    import pyarrow.parquet as pq
+
+    path = sidecar.sidecar_path(tar)
+    table = pq.read_table(path)
+    pq.write_table(change(table).replace_schema_metadata(table.schema.metadata), path)
+
+
+def test_a_short_sidecar_stops_filter_and_vtk_score_rescores_it(k400, tmp_path, capsys):
+    """Item 1: a sidecar 3 rows short of its tar; filter kept 21 of 21 with exit 0."""
+    folder, tars = copy_set(k400, tmp_path)
+    rewrite_sidecar(tars[1], lambda t: t.slice(0, t.num_rows - 3))
+    code, err, _ = run_cli(["filter", str(folder), "--out", str(tmp_path / "f"), "--rules",
+                            "none"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "shard-000001.parquet: 7 rows for the 10 samples" in err and "vtk score" in err
+    assert not (tmp_path / "f").exists()
+    s = score_set(folder, progress=False)
+    assert (s["shards_scored"], s["shards_repaired"], s["shards_skipped"]) == (1, 1, 2)
+    index = filter_set(folder, tmp_path / "f", "none", progress=False)
+    assert index["curation"]["counts"]["input"] == index["num_samples"] == 24
+
+
+@pytest.mark.parametrize("damage", ["foreign", "foreign-unhashed", "doubled", "no-key",
+                                    "text-score", "hash"])
+def test_a_sidecar_that_is_not_its_shards_is_refused_before_anything_is_written(
+        k400, tmp_path, capsys, damage):
+    """Item 2 and the sidecar cases of item 14: the sidecar of another shard (caught by the
+    shard hash it records; by its keys where it records none, as an older vtk's), one with a
+    key twice, one without __key__, a text score column, and one scored on another build of
+    its shard: one line naming the sidecar, no output folder. vtk score rewrites those with
+    its settings by itself, and asks for --overwrite where the settings differ."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder, tars = copy_set(k400, tmp_path)
+    if damage.startswith("foreign"):
+        sidecar.sidecar_path(tars[1]).write_bytes(sidecar.sidecar_path(tars[0]).read_bytes())
+        if damage == "foreign-unhashed":
+            path = sidecar.sidecar_path(tars[1])
+            table = pq.read_table(path)
+            settings = json.loads(table.schema.metadata[b"vtk"])
+            del settings["tar_sha256"]
+            pq.write_table(table.replace_schema_metadata({b"vtk": json.dumps(settings)}), path)
+    elif damage == "doubled":
+        rewrite_sidecar(tars[1], lambda t: pa.concat_tables([t.slice(0, 9), t.slice(0, 1)]))
+    elif damage == "no-key":
+        rewrite_sidecar(tars[1], lambda t: t.drop_columns(["__key__"]))
+    elif damage == "text-score":
+        rewrite_sidecar(tars[1], lambda t: t.set_column(
+            t.column_names.index("motion"), "motion",
+            pa.array([str(x) for x in t.column("motion").to_pylist()])))
+    else:
+        path = sidecar.sidecar_path(tars[1])
+        table = pq.read_table(path)
+        settings = json.loads(table.schema.metadata[b"vtk"])
+        assert settings["tar_sha256"] == json.loads((folder / "index.json").read_text())[
+            "shards"][1]["sha256"]  # what vtk score recorded: the shard's own hash
+        settings["tar_sha256"] = "0" * 64
+        pq.write_table(table.replace_schema_metadata({b"vtk": json.dumps(settings)}), path)
+    want = {"foreign": "scored on another build of shard-000001.tar",
+            "foreign-unhashed": "10 of its 10 keys are not in its shard",
+            "doubled": "appears twice", "no-key": "no __key__ column",
+            "text-score": "'motion' holds string",
+            "hash": "scored on another build of shard-000001.tar"}[damage]
+    code, err, _ = run_cli(["filter", str(folder), "--out", str(tmp_path / "f"), "--top",
+                            "motion=0.5"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "shard-000001.parquet" in err and want in err, err
+    assert not (tmp_path / "f").exists()
+    if damage in ("hash", "foreign", "foreign-unhashed"):
+        with pytest.raises(VtkError, match="other settings .*tar_sha256"):
+            score_set(folder, progress=False)
+        s = score_set(folder, overwrite=True, progress=False)
+    else:
+        s = score_set(folder, progress=False)
+        assert s["shards_repaired"] == 1
+    index = filter_set(folder, tmp_path / "f", "top:motion=0.5", progress=False)
+    assert index["curation"]["counts"]["input"] == 24 and index["num_samples"] == 12
+
+
+def test_vtk_score_on_a_full_disk_with_everything_scored_is_one_line(k400, tmp_path, capsys):
+    folder, _ = copy_set(k400, tmp_path)
+    (folder / "scores" / f"._summary.json.tmp-{os.getpid()}").symlink_to("/dev/full")
+    code, err, _ = run_cli(["score", str(folder), "--quiet"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "cannot write" in err and "_summary.json" in err
+
+
+@pytest.mark.parametrize("args", [["--top", "motion=0"], ["--top", "motion=1e-300"],
+                                  ["--top", "motion=-0"], ["--min", "motion=99"]])
+def test_rules_that_keep_no_clip_are_one_line_and_write_nothing(k400, tmp_path, capsys, args):
+    code, err, _ = run_cli(["filter", str(k400[0]), "--out", str(tmp_path / "f"), *args], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "keep none of the 24 clips" in err and not (tmp_path / "f").exists()
+
+
+def test_filter_out_inside_its_input_is_refused(k400, tmp_path, capsys):
+    folder, _ = copy_set(k400, tmp_path)
+    for out in (folder / "scores" / "x", folder / "sub"):
+        code, err, _ = run_cli(["filter", str(folder), "--out", str(out), "--rules", "none"],
+                               capsys)
+        assert code == 1 and "inside the shard set filtered" in err, err
+        assert not out.exists()
+
+
+def test_a_killed_filter_build_is_refused_everywhere_and_finished_by_its_command(
+        k400, tmp_path, capsys):
+    """Item 5: what a kill leaves (whole tars with their stats, one cut off as .tar.tmp, no
+    sidecars, no index.json). vtk train, score, view and inspect refuse it in one line that
+    gives the filter command; that command, run again, writes the whole set."""
+    import shlex
+    import shutil
+
+    folder = k400[0]
+    out = tmp_path / "top"
+    whole = filter_set(folder, out, "top:motion=0.5", samples_per_shard=4, progress=False)
+    want = members(out)
+    (out / "index.json").unlink()
+    shutil.rmtree(out / "scores")
+    (out / "shard-000002.tar").rename(out / "shard-000002.tar.tmp")
+    for args in (["train", str(out), "--out", str(tmp_path / "run"), "--steps", "1"],
+                 ["score", str(out)], ["view", str(out)], ["inspect", str(out)]):
+        code, err, _ = run_cli(args, capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1, (args, err)
+        assert "build never finished" in err and whole["command"] in err, (args, err)
+    assert not (tmp_path / "run").exists()
+    cmd = shlex.split(whole["command"])
+    code, err, _ = run_cli([*cmd[1:], "--samples-per-shard", "4"], capsys)
+    assert code == 0, err
+    assert members(out) == want and not list(out.glob("*.tmp"))
+    assert run_cli(["verify", str(out), "--quiet"], capsys)[0] == 0
+
+
+def test_a_killed_vtk_shard_build_is_refused_with_its_resume(synth_shards, tmp_path, capsys):
+    import shutil
+
+    part = tmp_path / "part"
+    shutil.copytree(synth_shards, part)
+    (part / "index.json").unlink()
+    code, err, _ = run_cli(["train", str(part), "--out", str(tmp_path / "run")], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "build never finished" in err and "--resume" in err
+    code, err, _ = run_cli(["filter", str(tmp_path / "x"), "--out", str(part), "--rules",
+                            "none"], capsys)  # and no filter writes into it
+    assert code != 0

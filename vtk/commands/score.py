@@ -43,8 +43,11 @@ def command(folder, model, init, scores, batch_size, workers, device, overwrite,
                   batch_size=batch_size, workers=workers, overwrite=overwrite, progress=not quiet)
     if s["rank"] != 0:
         return
+    repaired = (f"; {s['shards_repaired']} of them rewrite a sidecar that did not match its "
+                f"shard" if s.get("shards_repaired") else "")
     click.echo(f"scored {s['samples_scored']} clips in {s['shards_scored']} shards "
-               f"({s['shards_skipped']} already done) on {s['device']} in {s['seconds']:.1f} s")
+               f"({s['shards_skipped']} already done{repaired}) on {s['device']} in "
+               f"{s['seconds']:.1f} s")
     for name, st in s["scores"].items():
         click.echo(f"  {name:<20} mean {st['mean']:.4f}  min {st['min']:.4f}  "
                    f"max {st['max']:.4f}  ({st['count']} clips)")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 
 import click
 from click.core import ParameterSource
 
-from vtk.commands.options import DEVICE
+from vtk.commands.options import CAPTIONS, DEVICE
 from vtk.errors import VtkError
 from vtk.train.trainer import TrainConfig
-from vtk.types import CAPTION_MODES
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -25,8 +25,10 @@ def default(name: str):
 @click.argument("data", metavar="DIR...", nargs=-1)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--mask", default=default("mask"), show_default=True, type=click.FloatRange(0, 1, max_open=True), help="share of video tokens dropped in training")
-@click.option("--captions", default=default("captions"), show_default=True, type=click.Choice(CAPTION_MODES),
-              help="training text: coarse, fine, both (fused), mixed (random pick each visit)")
+@click.option("--captions", default=default("captions"), show_default=True, type=CAPTIONS,
+              help="training text: coarse, fine, both (fused), mixed (random pick each visit), "
+                   "txt, or a caption by name: vlm, a caption layer NAME (vtk caption --as "
+                   "NAME), NAME.fine")
 @click.option("--flip", default=default("flip"), show_default=True, type=click.Choice(["swap", "plain", "off"]),
               help="mirror half the training views; swap also swaps left/right in their "
                    "captions, plain mirrors pixels only (ViCLIP)")
@@ -130,8 +132,8 @@ def parse_weights(text: str | None) -> list[float] | None:
     except ValueError:
         raise click.BadParameter(f"{text!r}: give numbers separated by commas, e.g. 0.7,0.3",
                                  param_hint="--data-weights") from None
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise click.BadParameter(f"{text!r}: weights must be >= 0 and not all 0",
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+        raise click.BadParameter(f"{text!r}: weights must be finite numbers >= 0, not all 0",
                                  param_hint="--data-weights")
     return weights
 

@@ -35,8 +35,10 @@ def command(folder, port, host, static_out, limit, quiet):
       vtk view shards/synth                 then open http://127.0.0.1:8000/
       vtk view shards/synth --static site --limit 100
     """
+    from vtk.shards.integrity import refuse_unfinished
     from vtk.view.index import ShardSetView
 
+    refuse_unfinished(folder)
     view = ShardSetView(folder)
     if not view.shards:
         raise VtkError(f"{folder}: no .tar shards; build some with: vtk shard SOURCE --out "

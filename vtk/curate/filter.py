@@ -17,6 +17,7 @@ reason) and a few dropped examples per reason with their scores and caption.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,18 @@ from vtk.curate.rules import Rules, parse_rules, top_count
 from vtk.errors import VtkError
 
 SHARD_FIELDS = ("name", "format", "members", "num_samples", "num_bytes", "num_shards",
-                "shards", "num_sources_completed", "failures", "curation")
+                "shards", "set_sha256", "num_sources_completed", "failures", "curation")
 
 
 class Table:
     """Every scored sample of a set, in set order: keys, scores, hashes, embeddings."""
 
-    def __init__(self, folder: Path, tars: list[str], need_embed: bool):
+    def __init__(self, folder: Path, tars: list[str], need_embed: bool,
+                 hashes: dict[str, str] | None = None):
+        """``hashes``: tar file name -> the sha256 index.json records (a sidecar scored on
+        another build of a shard is refused)."""
+        from vtk.shards.integrity import tar_keys
+
         self.keys, self.tar_of, self.errors = [], [], []
         self.scores: dict[str, list[float]] = {}
         self.pixels, self.nbytes, self.hashes, embs = [], [], [], []
@@ -43,9 +49,18 @@ class Table:
         if missing:
             raise VtkError(f"{missing[0]}: no score sidecar ({len(missing)} of {len(tars)} "
                            f"shards unscored); run: vtk score {folder} first")
+        where: dict[str, int] = {}
         for ti, tar in enumerate(tars):
             t = sidecar.read_table(tar)
+            # every row is its shard's, once, before anything is written (a short sidecar
+            # would drop clips unseen, a foreign one keep the wrong ones)
+            sidecar.check_table(tar, t, tar_keys(tar), (hashes or {}).get(Path(tar).name))
             n = t.num_rows
+            for key in t.column("__key__").to_pylist():
+                if key in where:
+                    raise VtkError(f"{folder}: key {key!r} is in {Path(tars[where[key]]).name} "
+                                   f"and {Path(tar).name}: a shard set holds each key once")
+                where[key] = ti
             start = len(self.keys)
             self.keys += t.column("__key__").to_pylist()
             self.tar_of += [ti] * n
@@ -65,6 +80,10 @@ class Table:
                 if e is None:
                     raise VtkError(f"{tar}: no clip embeddings beside its sidecar; run vtk score "
                                    f"with --model or --init (scores clip-text) first")
+                if e.ndim != 2 or e.shape[0] != n:
+                    raise VtkError(f"{sidecar.embeddings_path(tar)}: shape {e.shape}, not one "
+                                   f"row per sample of its sidecar ({n}); run: vtk score "
+                                   f"{folder} --overwrite with --model or --init")
                 embs.append(np.asarray(e, dtype=np.float32))
         self.emb = np.concatenate(embs) if embs else None
         self.scores_np = {k: np.asarray(v, dtype=np.float64) for k, v in self.scores.items()}
@@ -187,43 +206,76 @@ def examples_of(table: Table, tars, reason, dup_of, per_reason: int) -> dict[str
     return out
 
 
-def _copy(tars, table: Table, kept, out: Path, name: str, per_shard: int, progress: bool):
-    """Write the kept samples to ``out`` through ShardWriter (crash-safe tars, .idx, stats);
-    returns the writer's card and the kept table rows per new shard."""
+def _copy(tars, table: Table, kept, writer) -> list[int]:
+    """Write the kept samples through ``writer`` (crash-safe tars, .idx, stats); returns the
+    table row of each written sample, in write order."""
     from vtk.data.samples import read_members
     from vtk.shards.reader import read_samples
-    from vtk.shards.writer import ShardWriter
 
     keep_keys = {}
     for i in np.nonzero(kept)[0].tolist():
         keep_keys.setdefault(table.tar_of[i], {})[table.keys[i]] = i
-    writer = ShardWriter(str(out), name=name, samples_per_shard=per_shard)
-    placed: list[int] = []  # table row of each written sample, in write order
-    try:
-        for ti, tar in enumerate(tars):
-            wanted = keep_keys.get(ti)
-            if not wanted:
+    placed: list[int] = []
+    for ti, tar in enumerate(tars):
+        wanted = keep_keys.get(ti)
+        if not wanted:
+            continue
+        for s in read_samples(tar):
+            i = wanted.get(s["__key__"])
+            if i is None:
                 continue
-            for s in read_samples(tar):
-                i = wanted.get(s["__key__"])
-                if i is None:
-                    continue
-                meta, txt = read_members(s)
-                if writer.add({"__key__": s["__key__"], "mp4": s["mp4"], "txt": txt or "",
-                               "json": meta}):
-                    placed.append(i)
+            meta, txt = read_members(s)
+            if writer.add({"__key__": s["__key__"], "mp4": s["mp4"], "txt": txt or "",
+                           "json": meta}):
+                placed.append(i)
+    return placed
+
+
+def _prepare_out(folder: Path, out: Path):
+    """``out`` checked and taken (its lock); an unfinished build of ``vtk filter`` in it (a
+    killed run) is removed, to be written again whole. Returns the lock."""
+    from vtk.locks import lock_folder
+    from vtk.shards.integrity import finish_hint
+
+    real, parent = out.resolve(), folder.resolve()
+    if real == parent:
+        raise VtkError(f"--out {out}: must differ from the shard set filtered")
+    if parent in real.parents:
+        raise VtkError(f"--out {out}: inside the shard set filtered ({folder}); its files "
+                       f"would mix with the set's: choose a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise VtkError(f"--out {out}: exists and is not a folder")
+    if (out / "index.json").exists():
+        raise VtkError(f"--out {out} already holds a shard set: choose another folder")
+    lock = lock_folder(out)
+    try:
+        stats = sorted(out.glob("stats/*-[0-9]*.json"))
+        if not stats and any(out.glob("*.tar")):
+            raise VtkError(f"--out {out} already holds tars: choose another folder")
+        if stats and "vtk filter" not in finish_hint(str(out), [str(p) for p in stats]):
+            raise VtkError(f"--out {out} holds an unfinished vtk shard build: "
+                           f"{finish_hint(str(out), [str(p) for p in stats])}, or choose "
+                           f"another folder")
+        for pattern in ("*-[0-9]*.tar", "*-[0-9]*.tar.tmp", "*-[0-9]*.idx",
+                        "stats/*-[0-9]*.json", f"{sidecar.SCORES_DIR}/*-[0-9]*.parquet",
+                        f"{sidecar.SCORES_DIR}/{sidecar.EMB_DIR}/*-[0-9]*.npy",
+                        f"{sidecar.SCORES_DIR}/{sidecar.SUMMARY}"):
+            for path in out.glob(pattern):  # a killed filter's: written again below
+                path.unlink()
     except BaseException:
-        writer._lock.release()
+        lock.release()
         raise
-    return writer, placed
+    return lock
 
 
 def _write_sidecars(out: Path, name: str, per_shard: int, placed: list[int], table: Table,
-                    settings: dict) -> None:
+                    settings: dict, shard_hashes: dict[str, str | None]) -> None:
     emb = table.emb
     for s in range(0, len(placed), per_shard):
         rows_i = placed[s:s + per_shard]
         tar = out / f"{name}-{s // per_shard:06d}.tar"
+        own = shard_hashes.get(tar.name)  # the new shard's, as vtk score would record it
+        mine = {**settings, **({"tar_sha256": own} if own else {})}
         rows = []
         for i in rows_i:
             row = {"__key__": table.keys[i], "mp4_bytes": table.nbytes[i],
@@ -231,7 +283,7 @@ def _write_sidecars(out: Path, name: str, per_shard: int, placed: list[int], tab
             row.update({k: v[i] for k, v in table.scores_np.items()})
             rows.append(row)
         e = emb[rows_i] if emb is not None else None
-        sidecar.write_sidecar(tar, rows, {**settings, "copied_from": "parent"}, e)
+        sidecar.write_sidecar(tar, rows, {**mine, "copied_from": "parent"}, e)
 
 
 def filter_set(folder, out, rules, *, samples_per_shard: int | None = None, examples: int = 3,
@@ -240,25 +292,47 @@ def filter_set(folder, out, rules, *, samples_per_shard: int | None = None, exam
     new set's index.json."""
     from vtk.data.shardset import resolve_shards
     from vtk.fileio import read_json, write_json
+    from vtk.shards.integrity import card_name
+    from vtk.shards.writer import ShardWriter
 
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
         raise VtkError(f"{folder}: shard set folder not found")
     if out.resolve() == folder.resolve():
         raise VtkError(f"--out {out}: must differ from the shard set filtered")
-    if out.exists() and any(out.glob("*.tar")):
-        raise VtkError(f"--out {out} already holds a shard set: choose another folder")
     rules = parse_rules(rules)
     tars = resolve_shards(str(folder))
     card = read_json(folder / "index.json", {}) or {}
+    card = card if isinstance(card, dict) else {}
     need_embed = bool(rules.dedup and rules.dedup.startswith("embed"))
-    table = Table(folder, tars, need_embed)
+    hashes = {s["file"]: s["sha256"] for s in card.get("shards") or [] if isinstance(s, dict)
+              and isinstance(s.get("file"), str) and isinstance(s.get("sha256"), str)}
+    table = Table(folder, tars, need_embed, hashes)
     kept, reason, dup_of = select(table, rules, device)
-    name = card.get("name") or "shard"
+    if not kept.any():
+        raise VtkError(f"the rules ({rules}) keep none of the {len(table)} clips of {folder}: "
+                       f"nothing written")
+    name = card_name({"name": card.get("name") or "shard"}, str(folder))
     per_shard = samples_per_shard or max(
         [s.get("num_samples", 0) for s in card.get("shards") or [] if isinstance(s, dict)] +
         [1])
-    writer, placed = _copy(tars, table, kept, out, name, per_shard, progress)
+    command = (f"vtk filter {shlex.quote(str(folder))} --out {shlex.quote(str(out))} --rules "
+               f"{shlex.quote(str(rules))}")
+    lock = _prepare_out(folder, out)
+    try:  # the stats say who builds the set: an unfinished one is known for vtk filter's
+        writer = ShardWriter(str(out), name=name, samples_per_shard=per_shard, settings={
+            "filter": {"parent": str(folder.resolve()), "rules": rules.as_list(),
+                       "command": command}})
+    finally:
+        lock.release()  # the writer holds the folder's lock now
+    try:
+        placed = _copy(tars, table, kept, writer)
+        writer.end_shard()  # the last, short shard too: its sidecar records its hash
+        if len(placed) != int(kept.sum()):  # checked before index.json: never a whole set
+            raise VtkError(f"{out}: wrote {len(placed)} samples, expected {int(kept.sum())}")
+    except BaseException:
+        writer.abort()
+        raise
     dropped: dict[str, int] = {}
     for why in reason.values():
         dropped[why] = dropped.get(why, 0) + 1
@@ -280,21 +354,20 @@ def filter_set(folder, out, rules, *, samples_per_shard: int | None = None, exam
                                  ("model", "init", "checkpoint", "scores_computed")
                                  if curation["parent_scores"].get(k) is not None}
     extra = {k: v for k, v in card.items() if k not in SHARD_FIELDS}
-    command = f"vtk filter {folder} --out {out} --rules '{rules}'"
     settings = {"scores": sorted(table.scores_np), **curation["parent_scores"]}
     try:  # the sidecars first: index.json, written by close, is the set's completion mark
-        _write_sidecars(out, name, per_shard, placed, table, settings)
-        write_json(out / sidecar.SCORES_DIR / sidecar.SUMMARY,
-                   {"folder": str(out.resolve()), "copied_from": str(folder.resolve()),
-                    "samples": len(placed)})
+        shard_hashes = {s["shard"]: s.get("sha256") for s in writer.shards.values()}
+        _write_sidecars(out, name, per_shard, placed, table, settings, shard_hashes)
+        path = out / sidecar.SCORES_DIR / sidecar.SUMMARY
+        try:
+            write_json(path, {"folder": str(out.resolve()), "copied_from": str(folder.resolve()),
+                              "samples": len(placed)})
+        except OSError as e:
+            raise VtkError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
-        writer._lock.release()
+        writer.abort()
         raise
-    index = writer.close({**extra, "command": command, "curation": curation})
-    if index["num_samples"] != int(kept.sum()):
-        raise VtkError(f"{out}: wrote {index['num_samples']} samples, expected {int(kept.sum())}"
-                       f" (a key appears twice in {folder}?)")
-    return index
+    return writer.close({**extra, "command": command, "curation": curation})
 
 
 def drop_table(index: dict) -> list[tuple[str, int, str]]:

@@ -112,7 +112,7 @@ def build_rules(min_=(), max_=(), top=(), dedup: str | None = None) -> Rules:
     for name, f in rules.top.items():
         if not 0.0 <= f <= 1.0:
             raise VtkError(f"--top {name}={f:g}: the share kept must be between 0 and 1")
-    if dedup:
+    if dedup is not None:
         rules.dedup = parse_dedup(dedup)
     return rules
 
@@ -124,9 +124,12 @@ def parse_rules(text) -> Rules:
     if isinstance(text, (list, tuple)):
         text = ",".join(text)
     mins, maxs, tops, dedup = [], [], [], None
-    for part in re.split(r"[,+]", str(text)):
-        part = part.strip()
-        if not part or part == "none":
+    parts = [p.strip() for p in re.split(r"[,+]", str(text))]
+    if not any(parts) or (not all(parts) and len(parts) > 1):  # '', ',,', 'a,,b': a typo
+        raise VtkError(f"rules {str(text)!r}: an empty rule (give 'none' to keep every clip; "
+                       f"rules are joined by ',' or '+')")
+    for part in parts:
+        if part == "none":
             continue
         kind, colon, rest = part.partition(":")
         if not colon:
@@ -141,6 +144,9 @@ def parse_rules(text) -> Rules:
         elif kind == "dedup":
             if dedup is not None:
                 raise VtkError(f"rule {part!r}: one dedup rule at most")
+            if not rest.strip():
+                raise VtkError(f"rule {part!r}: give dedup:frames or dedup:embed:T (T a "
+                               f"cosine, e.g. dedup:0.95)")
             dedup = rest
         else:
             raise VtkError(f"rule {part!r}: unknown kind {kind!r} (kinds: min, max, top, dedup, "

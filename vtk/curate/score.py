@@ -235,12 +235,34 @@ def _guarded(samples, tar: str):
         yield sample
 
 
+def _shard_hashes(folder: Path) -> dict[str, str]:
+    """tar file name -> the sha256 index.json records for it (none for an older set)."""
+    from vtk.fileio import read_json
+
+    card = read_json(folder / "index.json", {}) or {}
+    shards = card.get("shards") if isinstance(card, dict) else None
+    return {s["file"]: s["sha256"] for s in shards or [] if isinstance(s, dict)
+            and isinstance(s.get("file"), str) and isinstance(s.get("sha256"), str)}
+
+
+def sound(tar: str, shard_hash: str | None) -> bool:
+    """Whether a shard's sidecar belongs to it as it is now (``sidecar.check_table``): a
+    sidecar cut short, with foreign or doubled keys or a text score column is rescored."""
+    from vtk.shards.integrity import tar_keys
+
+    try:
+        sidecar.check_table(tar, sidecar.read_table(tar), tar_keys(tar), shard_hash)
+    except VtkError:
+        return False
+    return True
+
+
 def _shard_counts(folder: Path, tars: list[str]) -> dict[str, int]:
     from vtk.fileio import read_json
 
     card = read_json(folder / "index.json", {}) or {}
     listed = {s.get("file"): s.get("num_samples") for s in card.get("shards") or []
-              if isinstance(s, dict)}
+              if isinstance(s, dict)} if isinstance(card, dict) else {}
     out = {}
     for t in tars:
         n = listed.get(os.path.basename(t))
@@ -304,14 +326,21 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
     # decode threads: the cores this rank may use, less one for the model (None: automatic)
     threads = workers if workers is not None else max(0, min(8, (os.cpu_count() or 1) //
                                                             d.world - 1))
+    hashes = _shard_hashes(folder)
     mine = tars[d.rank::d.world]
-    todo, skipped = [], 0
+    todo, skipped, repaired = [], 0, 0
     for tar in mine:
         settings = {**base, "tar_bytes": os.path.getsize(tar)}
+        if os.path.basename(tar) in hashes:  # the shard it belongs to, by construction
+            settings["tar_sha256"] = hashes[os.path.basename(tar)]
         old = sidecar.read_settings(tar)
         if old is not None and {k: v for k, v in old.items() if k != "vtk_version"} == settings \
                 and not overwrite:
-            skipped += 1
+            if sound(tar, settings.get("tar_sha256")):
+                skipped += 1
+                continue
+            repaired += 1  # same settings, rows that are not its shard's: scored again
+            todo.append((tar, {**settings, "vtk_version": __version__}))
             continue
         if old is not None and not overwrite:
             raise VtkError(f"{sidecar.sidecar_path(tar)} was written with other settings "
@@ -342,16 +371,23 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
             done += got["samples"]
             errors += got["errors"]
     seconds = time.perf_counter() - t0
-    scored, skipped, done = _sum_over_ranks(d, len(todo), skipped, done)
+    scored, skipped, done, repaired = _sum_over_ranks(d, len(todo), skipped, done, repaired)
     summary = {"folder": str(folder.resolve()), "scores_computed": list(wanted), **info,
                "device": str(d.device), "world_size": d.world, "shards": len(tars),
                "rank": d.rank, "shards_scored": scored, "shards_skipped": skipped,
+               "shards_repaired": repaired,
                "samples_scored": done, "seconds": round(seconds, 3),
                "clips_per_s": round(done / seconds, 2) if seconds > 0 and done else None,
                "vtk_version": __version__}
     summary.update(summarize(folder, tars))
     if d.rank == 0:
-        write_json(folder / sidecar.SCORES_DIR / sidecar.SUMMARY, summary)
+        path = folder / sidecar.SCORES_DIR / sidecar.SUMMARY
+        try:
+            write_json(path, summary)
+        except OSError as e:
+            raise VtkError(f"cannot write {path}: {e.strerror or e}; every sidecar is "
+                           f"complete, only this summary (vtk filter's provenance) is not: "
+                           f"free some space and run vtk score {folder} again") from None
     return summary
 
 

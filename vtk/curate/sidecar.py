@@ -106,9 +106,10 @@ def read_settings(tar_path) -> dict | None:
     _, pq = _pa()
     try:
         meta = pq.read_schema(path).metadata or {}
-        return json.loads(meta.get(META_KEY, b"{}"))
+        got = json.loads(meta.get(META_KEY, b"{}"))
     except (OSError, ValueError):
         return None
+    return got if isinstance(got, dict) else None
 
 
 def read_table(tar_path, columns=None):
@@ -124,6 +125,50 @@ def read_table(tar_path, columns=None):
                        f"--overwrite") from None
 
 
+def check_table(tar_path, table, shard_keys: list[str], shard_hash: str | None = None,
+                hint: str | None = None) -> None:
+    """A VtkError naming the sidecar when it does not belong to its shard as it is now: a
+    ``__key__`` column of texts and numeric score columns, the shard's hash it recorded (when
+    both sides have one) equal to ``shard_hash``, and one row per sample of the shard, in tar
+    order (``vtk.shards.integrity.check_rows``). Checked before any row is used."""
+    import pyarrow as pa
+
+    from vtk.shards.integrity import check_rows
+
+    path = sidecar_path(tar_path)
+    hint = hint or f"run: vtk score {Path(tar_path).parent} (it rewrites such a sidecar)"
+    names = table.column_names
+    if "__key__" not in names:
+        raise VtkError(f"{path}: no __key__ column (not a vtk score sidecar); {hint}")
+    kinds = {"__key__": pa.types.is_string, "hashes": pa.types.is_list,
+             "error": lambda t: pa.types.is_string(t) or pa.types.is_null(t)}
+    for name in ("width", "height", "num_frames", "mp4_bytes"):
+        kinds[name] = pa.types.is_integer
+    for name in names:
+        typ = table.schema.field(name).type
+        ok = kinds.get(name, lambda t: pa.types.is_floating(t) or pa.types.is_integer(t) or
+                       pa.types.is_null(t))
+        if not ok(typ):
+            raise VtkError(f"{path}: column {name!r} holds {typ}, not "
+                           f"{'numbers' if name not in kinds else 'what vtk score writes'}; "
+                           f"{hint}")
+    recorded = settings_of(table).get("tar_sha256")
+    if shard_hash and recorded and recorded != shard_hash:  # other settings: --overwrite
+        raise VtkError(f"{path}: scored on another build of {Path(tar_path).name} (its shard "
+                       f"hash {str(recorded)[:12]}..., index.json's {shard_hash[:12]}...); run: "
+                       f"vtk score {Path(tar_path).parent} --overwrite")
+    check_rows(path, table.column("__key__").to_pylist(), shard_keys, hint)
+
+
+def settings_of(table) -> dict:
+    """The settings a sidecar table records (``{}`` when none can be read)."""
+    try:
+        got = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
 def read_embeddings(tar_path) -> np.ndarray | None:
     path = embeddings_path(tar_path)
     if not path.is_file():
@@ -137,12 +182,19 @@ def read_embeddings(tar_path) -> np.ndarray | None:
 @lru_cache(maxsize=8)
 def _cached(path: str, mtime_ns: int, size: int) -> dict:
     _, pq = _pa()
+    import pyarrow as pa
+
     try:
         schema = pq.read_schema(path)
         names = score_columns(schema.names)
         table = pq.read_table(path, columns=["__key__", *names])
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError) as e:  # KeyError: no __key__ column
         raise VtkError(f"{path}: unreadable score sidecar ({e})") from None
+    for name in names:
+        typ = schema.field(name).type
+        if not (pa.types.is_floating(typ) or pa.types.is_integer(typ)):
+            raise VtkError(f"{path}: score column {name!r} holds {typ}, not numbers; run: vtk "
+                           f"score {Path(path).parent.parent} (it rewrites such a sidecar)")
     keys = table.column("__key__").to_pylist()
     values = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
     out = {}

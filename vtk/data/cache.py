@@ -127,7 +127,7 @@ def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: i
     first removes the ``.building-*`` folders of builds that were killed."""
     paths = resolve_shards(shards)
     final = Path(root) / fingerprint(paths, size, max_sample_bytes)
-    if (final / "manifest.json").is_file():
+    if (final / "manifest.json").is_file() and damaged(final, size) is None:
         _sweep_if_idle(final.parent)
         return final
     with lock_folder(final.parent, wait=True, on_wait=lambda who: print(
@@ -135,8 +135,48 @@ def build_frame_cache(shards, size: int, root, backend: str = "pyav", workers: i
             file=sys.stderr, flush=True)):
         remove_stale_builds(final.parent)
         if (final / "manifest.json").is_file():  # the build we waited for made it
-            return final
+            problem = damaged(final, size)
+            if problem is None:
+                return final
+            print(f"the frame cache {final} is damaged ({problem}): rebuilding it",
+                  file=sys.stderr, flush=True)
+            try:
+                shutil.rmtree(final)
+            except OSError as e:
+                raise VtkError(f"the frame cache {final} is damaged ({problem}) and cannot be "
+                               f"removed ({e.strerror or e}): remove it, or pass another "
+                               f"--cache") from None
         return _build(paths, final, size, backend, workers, progress, max_sample_bytes)
+
+
+def damaged(folder: Path, size: int) -> str | None:
+    """What is wrong with a complete-looking cache folder (its manifest of the wrong shape, a
+    frames file cut short or of other frames than the manifest's), None when it is whole.
+    Reads the manifest and the ``.npy`` headers only."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        clips = manifest["clips"]
+        if not isinstance(manifest.get("skipped"), list) or not isinstance(clips, list):
+            raise TypeError("clips or skipped is not a list")
+        ends: dict[int, int] = {}
+        for c in clips:
+            if not (isinstance(c, dict) and isinstance(c.get("key"), str)
+                    and isinstance(c.get("meta"), dict) and all(
+                        isinstance(c.get(k), int) and c[k] >= 0
+                        for k in ("shard", "offset", "count"))):
+                raise TypeError(f"a clip record of the wrong shape: {str(c)[:60]}")
+            ends[c["shard"]] = max(ends.get(c["shard"], 0), c["offset"] + c["count"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"manifest.json: {e}"
+    for shard, end in sorted(ends.items()):
+        path = folder / f"frames-{shard:06d}.npy"
+        try:  # the header, and the file as long as it says (a mapping checks the length)
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:
+            return f"{path.name}: {e}"
+        if arr.dtype != np.uint8 or arr.shape[1:] != (size, size, 3) or arr.shape[0] < end:
+            return f"{path.name}: {arr.dtype} {arr.shape}, the manifest needs {end} frames"
+    return None
 
 
 def _build(paths, final: Path, size, backend, workers, progress, max_sample_bytes) -> Path:

@@ -139,10 +139,17 @@ def shard_probs(set_sizes: list[int], set_weights: list[float] | None = None) ->
     equally many samples)."""
     sizes = np.asarray(set_sizes, dtype=float)
     weights = sizes if set_weights is None else np.asarray(set_weights, dtype=float)
-    if len(weights) != len(sizes) or (weights < 0).any() or weights.sum() <= 0 or (sizes < 1).any():
-        raise ValueError(f"weights {list(weights)} do not fit shard sets of {list(set_sizes)}")
-    probs = np.repeat(weights / weights.sum() / sizes, sizes.astype(int))
-    return probs / probs.sum()
+    if len(weights) != len(sizes) or not np.isfinite(weights).all() or (weights < 0).any() \
+            or (sizes < 1).any():
+        raise ValueError(f"weights {weights.tolist()} do not fit shard sets of "
+                         f"{list(set_sizes)} (each a finite number >= 0)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        shares = weights / weights.max() if weights.max() > 0 else weights  # 1e308s sum to inf
+        probs = np.repeat(shares / shares.sum() / sizes, sizes.astype(int))
+        probs = probs / probs.sum()
+    if not (np.isfinite(probs).all() and probs.sum() > 0):
+        raise ValueError(f"weights {weights.tolist()} give no probabilities (all 0?)")
+    return probs
 
 
 def draw_shard(probs: np.ndarray, seed: int, epoch: int, partition: int, draw: int) -> int:

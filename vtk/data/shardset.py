@@ -4,7 +4,8 @@ Accepted: a shard-set folder (its ``*.tar``, sorted), a list of tar paths, or on
 pattern (``shards/train-{000000..000009}.tar``); each may be an fsspec URL instead
 (``s3://bucket/prefix`` lists the ``*.tar`` under that prefix; ``vtk.storage``). A shard that
 does not exist is a one-line VtkError naming it, before any worker starts; so is a store that
-cannot be reached or a bucket that is not there.
+cannot be reached or a bucket that is not there. A folder vtk was building when it was killed
+(stats written, no ``index.json``) is refused with the command that finishes it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from vtk import storage
 from vtk.errors import VtkError
+from vtk.shards.integrity import refuse_unfinished
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -31,6 +33,7 @@ def resolve_shards(shards) -> list[str]:
     if isinstance(shards, (str, Path)):
         p = Path(shards)
         if p.is_dir():
+            refuse_unfinished(p)  # a killed build's tars look like a smaller whole set
             paths = sorted(str(t) for t in p.glob("*.tar"))
             if not paths:
                 raise VtkError(f"no .tar shards in {p}; build some with: vtk shard SOURCE --out {p}")
@@ -51,6 +54,8 @@ def _resolve_urls(shards) -> list[str]:
         storage.probe(shards)  # an absent bucket would list as empty
         base = shards.rstrip("/")
         if not base.endswith(".tar") and "{" not in base:  # a prefix (an empty one: no tars)
+            if storage.isdir(base):
+                refuse_unfinished(base)
             paths = storage.glob(storage.join(base, "*.tar")) if storage.isdir(base) else []
             if not paths:
                 raise VtkError(f"no .tar shards in {shards}; build some with: vtk shard SOURCE "

@@ -43,6 +43,7 @@ from vtk import storage
 from vtk.errors import VtkError
 from vtk.fileio import remove_stale_temps, write_json
 from vtk.locks import lock_folder
+from vtk.shards.integrity import HASH, HashingFile, set_hash
 from vtk.shards.schema import clean_text, encode_json
 from vtk.shards.wds_index import index_path, write_index
 
@@ -100,6 +101,7 @@ class ShardWriter:
         self.written = 0  # samples added by this run
         self.skipped_keys = 0
         self._tar: tarfile.TarFile | None = None
+        self._file: HashingFile | None = None
         self._shard_keys: list[str] = []
         self.remote = storage.is_url(out)
         if self.remote:
@@ -169,7 +171,9 @@ class ShardWriter:
             return False
         try:
             if self._tar is None:
-                self._tar = tarfile.open(self._tmp_tar(), "w",
+                # every byte hashed on its way to the file: index.json's sha256, no re-read
+                self._file = HashingFile(open(self._tmp_tar(), "wb"))
+                self._tar = tarfile.open(fileobj=self._file, mode="w",
                                          format=tarfile.USTAR_FORMAT)
             for ext, data in (("mp4", sample["mp4"]), ("txt", sample["txt"].encode("utf-8")),
                               ("json", encode_json(sample["json"]))):
@@ -200,6 +204,12 @@ class ShardWriter:
             record["key"] = key
         self.pending_failures.append(record)
 
+    def end_shard(self) -> None:
+        """Finish the shard being written now, short of ``samples_per_shard`` (the last one),
+        so that files written beside it before :meth:`close` can name its final hash."""
+        if self._shard_keys:
+            self._finish_shard()
+
     def close(self, card: dict | None = None) -> dict:
         """Finish the last shard, write index.json (``card`` adds command, settings...) and
         return it."""
@@ -229,24 +239,27 @@ class ShardWriter:
         """Drop the shard being written after a write failed (a full disk): its partial temp
         file would only take space, and a ``--resume`` redoes its sources anyway."""
         tar, self._tar = self._tar, None
-        if tar is not None:
-            try:
-                tar.close()
-            except OSError:
-                pass
+        for f in (tar, self._file):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._file = None
         try:
             os.remove(self._tmp_tar())
         except OSError:
             pass
 
     def _finish_shard(self) -> None:
-        assert self._tar is not None
+        assert self._tar is not None and self._file is not None
         try:
-            self._tar.close()
+            self._tar.close()  # the end blocks, through the hash
+            self._file.close()
         except OSError as e:
             self._abandon_shard()
             raise _write_error(self.tar_path(self.index), e) from None
-        self._tar = None
+        self._tar, digest, self._file = None, self._file.digest(), None
         tmp = self._tmp_tar()
         idx = self._local(self.idx_path(self.index))
         with _writing(self.idx_path(self.index)):
@@ -255,6 +268,7 @@ class ShardWriter:
             "shard": storage.basename(self.tar_path(self.index)),
             "num_samples": len(self._shard_keys),
             "bytes": os.path.getsize(tmp),
+            HASH: digest,
             "keys": self._shard_keys,
             "sources_completed": self.pending_sources,
             "failures": self.pending_failures,
@@ -311,6 +325,9 @@ class ShardWriter:
         shards = [self.shards[i] for i in sorted(self.shards)]
         failures = self.failures()
         by_kind = Counter(f["kind"] for f in failures)
+        records = [{"file": s["shard"], "num_samples": s["num_samples"], "bytes": s["bytes"],
+                    "index": index_path(s["shard"]),
+                    **({HASH: s[HASH]} if s.get(HASH) else {})} for s in shards]
         return {
             "name": self.name,
             "format": "webdataset",
@@ -318,9 +335,8 @@ class ShardWriter:
             "num_samples": sum(s["num_samples"] for s in shards),
             "num_bytes": sum(s["bytes"] for s in shards),
             "num_shards": len(shards),
-            "shards": [{"file": s["shard"], "num_samples": s["num_samples"], "bytes": s["bytes"],
-                        "index": index_path(s["shard"])}
-                       for s in shards],
+            "shards": records,
+            "set_sha256": set_hash(records),
             "num_sources_completed": len({x for s in shards for x in s["sources_completed"]}),
             "failures": {"total": len(failures), "by_reason": dict(sorted(by_kind.items()))},
             **extra,

@@ -31,6 +31,7 @@ from vtk.locks import lock_folder
 from vtk.model import build_model
 from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
+from vtk.shards.integrity import check_counts
 from vtk.train import checkpoint, dist, limits, meters
 from vtk.train.checkpoint import TrainState
 
@@ -256,6 +257,7 @@ def prepare_config(config) -> TrainConfig:
     saved = Path(cfg.out) / "config.json"
     if cfg.resume and (Path(cfg.out) / "checkpoint.pt").exists():
         old = TrainConfig.from_dict(checkpoint.read_config(saved), legacy=LEGACY_KEYS)
+        given = {**given, "data": resumed_data(old, given)}
         for k in RESUMABLE:
             if given.get(k) is not None:
                 setattr(old, k, given[k])
@@ -269,6 +271,67 @@ def prepare_config(config) -> TrainConfig:
         raise VtkError("no training data: pass a shard set folder")
     limits.check_values(cfg.fill_defaults())
     return cfg
+
+
+# What decides the mixture a run draws from, with its data: a resume that names its data
+# states these too (given, or their defaults), and they must be the saved ones.
+SAMPLING = ("resampled", "train_num_samples", "data_weights", "sampling")
+
+
+def resumed_data(old: TrainConfig, given: dict):
+    """The data a resume trains on: None when it names none (config.json's is used). A resume
+    that names its data gives its shard sets in any order (matched to the saved ones by
+    path, so each keeps its weight and the data position its meaning) and the same sampling
+    options; one that changes them is a VtkError naming the option."""
+    from vtk import storage
+
+    data = given.get("data")
+    if data is None:
+        return None
+    new = {k: given.get(k, TrainConfig.__dataclass_fields__[k].default) for k in SAMPLING}
+    sets, saved = _sets(data), _sets(old.data)
+
+    def where(p):
+        return p if storage.is_url(p) else os.path.abspath(p)
+
+    mine, theirs = [where(p) for p in sets], [where(p) for p in saved]
+    if len(sets) > 1 and mine != theirs and sorted(mine) == sorted(theirs):
+        order = [mine.index(p) for p in theirs]  # the saved order: weights follow their sets
+        data = [sets[i] for i in order]
+        w = new["data_weights"]
+        if isinstance(w, (list, tuple)) and len(w) == len(order):
+            new["data_weights"] = [w[i] for i in order]
+    for k in SAMPLING:
+        was, now = getattr(old, k), new[k]
+        if _plain(was) != _plain(now):
+            flag = "--" + k.replace("_", "-")
+            raise VtkError(f"{given.get('out')}: trained with {_option(flag, was)}, resumed with "
+                           f"{_option(flag, now)} (weights in the saved order of the shard "
+                           f"sets, matched by path); a resume "
+                           f"keeps its run's sampling: give the same options, or resume with "
+                           f"--out and --resume alone, or train anew in another --out")
+    return data
+
+
+def _plain(value):
+    """A sampling option as compared on resume (weights 1 and 1.0 are the same)."""
+    if isinstance(value, (list, tuple)):
+        return [float(v) if isinstance(v, (int, float)) else v for v in value]
+    return value
+
+
+def _sets(data) -> list[str]:
+    return [str(x) for x in data] if isinstance(data, (list, tuple)) else [str(data)]
+
+
+def _option(flag: str, value) -> str:
+    if isinstance(value, bool):
+        return flag if value else f"no {flag}"
+    if value is None:
+        return f"no {flag}"
+    if isinstance(value, (list, tuple)):
+        value = ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in value)
+    return f"{flag} {value}"
 
 
 def saved_config(cfg: TrainConfig) -> dict:
@@ -384,6 +447,11 @@ def train(config) -> dict:
     from vtk.data.transforms import normalize
 
     cfg = prepare_config(config)
+    # before anything is written: a set whose build never finished, or whose shards are not
+    # the ones (or as large as) its index.json records, is refused (no hashing: cheap)
+    for one in _sets(cfg.data):
+        if not one.endswith(".tar") and "{" not in one:
+            check_counts(one)
     d = dist.setup(cfg.device)
     # One process per run dir (rank 0 holds it for every rank) until train() returns, taken
     # before anything in it is rewritten; then the temps of a killed run go (vtk.locks).
