@@ -32,6 +32,7 @@ VEHICLES = {"taxicab", "school bus", "rickshaw vehicle", "mountain bike", "moped
             "car wheel", "bicycle-built-for-two", "police van", "limousine", "cab"}
 
 
+@pytest.mark.floor
 def test_real_frames_get_sensible_stable_tags():
     tagger = get_captioner("tagger", "cpu")
     person = _frames("carphone_pristine.mp4", every=15, limit=6)

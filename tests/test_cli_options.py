@@ -31,6 +31,7 @@ def test_shard_takes_a_gpu_index_for_its_caption_models(tmp_path, capsys):
     ("eval", ["--batch-size INTEGER RANGE", "[auto|cpu|cuda|cuda:N]"]),
     ("shard", ["--workers INTEGER RANGE", "[auto|cpu|cuda|cuda:N]"]),
 ])
+@pytest.mark.floor
 def test_help_shows_the_bounds(capsys, command, shown):
     code, text = run([command, "--help"], capsys)
     assert code == 0

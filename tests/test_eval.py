@@ -78,6 +78,7 @@ def test_benchmark_shards_are_built_once_and_cached(tmp_path):
     assert not list(tmp_path.glob("bench/*.tmp-*"))
 
 
+@pytest.mark.floor
 def test_eval_cli_all_eight_synthetic_benchmarks(tiny_run, cache, tmp_path, capsys):
     sims = tmp_path / "sims"
     args = ["eval", str(tiny_run), "--dsl", "--save-sims", str(sims), "--cache", str(cache),

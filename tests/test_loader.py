@@ -26,6 +26,7 @@ def keys_of(loader):
     return [k for batch in loader for k in batch["key"]]
 
 
+@pytest.mark.floor
 def test_eval_batches_follow_the_contract(shards):
     loader = build_loader(shards, backend="pyav", frames=4, size=32, train=False, batch_size=4,
                           workers=0, captions="fine")
@@ -75,6 +76,7 @@ def test_eval_is_deterministic(shards):
     assert sorted(keys_of(a)) == ALL_KEYS
 
 
+@pytest.mark.floor
 def test_train_shuffles_each_epoch_reproducibly(shards):
     def epochs(seed):
         loader = build_loader(shards, backend="pyav", frames=4, size=16, train=True,

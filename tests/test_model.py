@@ -142,6 +142,7 @@ def tiny_clip(tmp_path_factory):
     return path, clip, tok
 
 
+@pytest.mark.floor
 @pytest.mark.parametrize("frames", [1, 8])
 def test_clip_init_one_frame_video_equals_clip_image_embedding(tiny_clip, frames):
     path, clip, _ = tiny_clip
@@ -155,6 +156,7 @@ def test_clip_init_one_frame_video_equals_clip_image_embedding(tiny_clip, frames
     assert torch.allclose(ours, torch.nn.functional.normalize(ref, dim=-1), atol=1e-5)
 
 
+@pytest.mark.floor
 def test_clip_init_text_tower_equals_clip_text_embedding(tiny_clip):
     path, clip, tok = tiny_clip
     model = build_model(dict(init=str(path))).eval()
@@ -235,6 +237,7 @@ def test_frozen_minilm_caption_features_do_not_depend_on_their_batch():
         assert torch.equal(first_seen_with(tower, x, company), alone), company
 
 
+@pytest.mark.floor
 @needs_minilm
 def test_minilm_tower_is_pretrained_frozen_and_cached():
     from vtk.model.text import MiniLMText

@@ -15,7 +15,7 @@ except ImportError:  # Python 3.10: the dev extra brings tomli
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-# the extras [testenv] of tox.ini installs, and so the `min` env too
+# the extras the `min` env of tox.ini installs
 MIN_EXTRAS = ("dev", "captions", "manifest")
 
 

@@ -18,6 +18,7 @@ LINE = re.compile(r"train mask 0\.00 loss [\d.]+ \| ([\d.]+) clips/s \(average\)
                   r"\| elapsed \d+:\d\d:\d\d \| ETA (\d+:\d\d:\d\d|\?)$")
 
 
+@pytest.mark.floor
 def test_plain_lines_every_n_seconds_with_count_elapsed_and_eta():
     now = [0.0]
     out = io.StringIO()

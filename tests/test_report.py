@@ -73,6 +73,7 @@ def test_markdown_shows_deltas_to_the_baseline(runs):
     assert "K400 (synth) top-1" in md
 
 
+@pytest.mark.floor
 def test_cli_table_csv_and_plot(runs, tmp_path):
     res = CliRunner().invoke(command, [str(runs), "--plot", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output

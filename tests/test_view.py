@@ -1,7 +1,8 @@
 """vtk view: the lazy index of a shard set, the server's routes and what it refuses, the static
 export, and the page in a real headless browser (Debian's chromium and chromedriver through
 selenium; nothing downloads a browser). The browser tests skip where chromium, chromedriver or
-selenium is missing, except in the `view` tox env (VTK_VIEW_BROWSER=required), where that fails.
+selenium is missing, except where VTK_VIEW_BROWSER=required (CI's `.ci/run` sets it after
+installing chromium), where that fails. The browser tests are marked `view`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from vtk.shards.wds_index import format_index, read_index
 from vtk.shards.writer import ShardWriter
 from vtk.view.index import ShardSetView
 from vtk.view.server import start_in_thread
-
-pytestmark = pytest.mark.view
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCRIPT = "<script>alert(1)</script>"
@@ -385,6 +384,7 @@ def clip_count(driver) -> int:
     return driver.execute_script("return document.querySelectorAll('#grid article.clip').length")
 
 
+@pytest.mark.view
 def test_page_grid_playback_and_text_filter(real_set, server, browser):
     srv = server(real_set)
     browser.get(srv.url)
@@ -410,6 +410,7 @@ def test_page_grid_playback_and_text_filter(real_set, server, browser):
     wait(browser, lambda d: clip_count(d) == 0)
 
 
+@pytest.mark.view
 def test_page_shows_markup_as_text(hostile_set, server, browser):
     from selenium.common.exceptions import NoAlertPresentException
 
@@ -432,6 +433,7 @@ def test_page_shows_markup_as_text(hostile_set, server, browser):
     wait(browser, lambda d: "Invalid data <b>found</b>" in d.find_element("id", "failures").text)
 
 
+@pytest.mark.view
 def test_static_page_filters_without_a_server(real_set, tmp_path, browser):
     out = tmp_path / "site"
     shard_cli("view", real_set, "--static", out, "--limit", "8", "--quiet")
