@@ -1,7 +1,7 @@
 """`vtk bench gpu` on the CPU: the same three parts a GPU runs (decode, model at four masks, a
 stopped-resumed-finished training run), with the tiny model and small VP9 shards built by the
 command itself. The DALI variant (DALI's CPU decoder for the decode part and the training run)
-runs in the dali tox env."""
+runs where DALI is installed (tox env core)."""
 
 import json
 

@@ -1,6 +1,6 @@
 """The DALI path on DALI's CPU decoder: VP9 shards from the project's shard writer.
 
-Runs in the ``dali`` tox env (nvidia-dali installed); elsewhere it skips. On a GPU the same
+Runs where nvidia-dali is installed (tox env ``core``); elsewhere it skips. On a GPU the same
 pipeline runs with ``device="mixed"`` on H.264 shards.
 """
 

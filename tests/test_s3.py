@@ -5,8 +5,8 @@ the way a user's would: ``AWS_ENDPOINT_URL`` and the AWS credential variables (d
 Both engines: the local process pool, and (last, marked ``ray`` too) ``--engine ray`` on a Ray
 head node started here on 127.0.0.1 with 2 CPUs.
 
-Marked ``s3``: deselected by the default run (pyproject addopts), run by the ``ray`` tox env
-(``pytest -m "ray or s3"``), where a missing moto or s3fs fails instead of skipping.
+Marked ``s3``: deselected by the default run (pyproject addopts), run by the ``core`` tox env
+(its ``-m "not slow"``), where a missing moto or s3fs fails instead of skipping.
 """
 
 from __future__ import annotations
