@@ -79,9 +79,20 @@ def test_verify_finds_a_sidecar_of_another_shard(scored, tmp_path, capsys):
     shutil.copytree(scored, bad)
     (bad / "scores" / "shard-000001.parquet").write_bytes(
         (bad / "scores" / "shard-000000.parquet").read_bytes())
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    layer = bad / "captions" / "mine"  # a caption layer's sidecar (vtk caption): rows keyed too
+    layer.mkdir(parents=True)
+    keys = pq.read_table(bad / "scores" / "shard-000000.parquet").column("__key__")
+    pq.write_table(pa.table({"__key__": keys}), layer / "shard-000000.parquet")
+    pq.write_table(pa.table({"__key__": keys}), layer / "shard-000002.parquet")
     code, err, out = run_cli(["verify", str(bad), "--quiet"], capsys)
     assert code == 1
+    problems = [line for line in out.splitlines() if line.startswith("problem")]
+    assert len(problems) == 2, problems
     assert "scores/shard-000001.parquet: written for another build of shard-000001.tar" in out
+    assert "captions/mine/shard-000002.parquet: 10 of its 10 keys are not in its shard" in out
 
 
 def test_verify_refuses_an_index_json_name_that_is_a_path(scored, tmp_path, capsys):

@@ -137,6 +137,24 @@ def test_vtk_inspect_validates_the_url(built, capsys):
     assert [s["file"] for s in report["shards"]] == [f"shard-00000{i}.tar" for i in range(3)]
 
 
+def test_vtk_verify_rehashes_a_set_at_a_url(built, bucket, capsys):
+    local, url = built
+    code, err, out = run_cli(["verify", url, "--quiet"], capsys)
+    assert code == 0, err
+    assert "verified: 3 shards, 12 samples" in out
+    # the same bytes as the local build: the same set hash
+    assert storage.read_json(url + "/index.json")["set_sha256"] == json.loads(
+        (local / "index.json").read_text())["set_sha256"]
+    fs, path = storage.filesystem(url)
+    copy = bucket + "/copy"
+    fs.copy(path, storage.filesystem(copy)[1], recursive=True)
+    data = bytearray((local / "shard-000001.tar").read_bytes())
+    data[3000] ^= 0xFF
+    storage.write_bytes(copy + "/shard-000001.tar", bytes(data))
+    code, err, out = run_cli(["verify", copy, "--quiet"], capsys)
+    assert code == 1 and "shard-000001.tar: altered" in out, out
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_the_loader_yields_the_same_batches_from_s3_as_from_the_local_copy(built, workers):
     from vtk.data.loader import build_loader

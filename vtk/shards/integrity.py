@@ -231,8 +231,10 @@ class Report:
     sidecars: int = 0
 
 
-# folder of a kind of sidecar -> what rewrites one (vtk caption adds its own)
-SIDECAR_KINDS: dict[str, str] = {"scores": "vtk score {folder} --overwrite"}
+# where a kind of sidecar lies (a glob under the set's folder) -> what rewrites one: vtk
+# score's scores, and vtk caption's caption layers (one folder per layer)
+SIDECAR_KINDS: dict[str, str] = {"scores/*.parquet": "vtk score {folder} --overwrite",
+                                 "captions/*/*.parquet": "caption its layer again (vtk caption)"}
 
 
 def sidecar_shard_hash(path: str) -> str | None:
@@ -255,12 +257,12 @@ def _check_sidecars(folder: str, name: str, checks: dict[str, ShardCheck],
                     recorded: dict[str, dict], report: Report) -> None:
     import pyarrow.parquet as pq
 
-    for kind, fix in SIDECAR_KINDS.items():
+    for pattern, fix in SIDECAR_KINDS.items():
         hint = "rewrite it: " + fix.format(folder=folder)
-        for path in storage.glob(storage.join(folder, kind, "*.parquet")):
+        for path in storage.glob(storage.join(folder, pattern)):
             report.sidecars += 1
             file = storage.basename(path)[:-len(".parquet")] + ".tar"
-            rel = f"{kind}/{storage.basename(path)}"
+            rel = path[len(folder) + 1:]
             shard = checks.get(file)
             if file not in recorded:
                 report.problems.append(f"{rel}: belongs to no shard of the set ({file} is not "
