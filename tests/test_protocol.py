@@ -189,3 +189,39 @@ def test_vtk_eval_of_a_released_checkpoint(released_run, tmp_path, capsys):
     entry = json.loads((run / "eval.json").read_text())["benchmarks"]["synth-msrvtt"]
     assert entry["protocol"]["model"]["name"] == "tiny"
     assert entry["protocol"]["scoring"]["wise_ft"] == 1.0
+
+
+@needs_bpe
+def test_wiseft_sweep_and_the_report_side_by_side(released_run, tmp_path):
+    from vtk import report
+    from vtk.ablate import run_wiseft
+
+    _, run, cache = released_run
+    opts = {"device": "cpu", "cache": cache}
+    lines = []
+    arms = run_wiseft(run, tmp_path / "sweep", ["0", "0.5", "1"], BENCHES[1:], eval_opts=opts,
+                      log=lines.append)
+    assert [a.name for a in arms] == ["wiseft-0-s0", "wiseft-0.5-s0", "wiseft-1-s0"]
+    for arm in arms:  # the arm's own evaluation only, not the run's earlier ones
+        assert set(json.loads((arm / "eval.json").read_text())["benchmarks"]) == {"synth-msrvtt"}
+    run_wiseft(run, tmp_path / "sweep", ["0", "0.5", "1"], BENCHES[1:], eval_opts=opts,
+               log=lines.append)
+    assert sum("evaluated earlier, kept" in ln for ln in lines) == 3
+    found = report.collect([tmp_path / "sweep"])
+    assert [(a.kind, a.arm) for a in found] == [("wiseft", "0"), ("wiseft", "0.5"), ("wiseft", "1")]
+    md = report.render_text(found, "markdown")
+    assert "WiSE-FT 0 / WiSE-FT 0.5 / WiSE-FT 1" in md
+    trained = json.loads((arms[2] / "eval.json").read_text())["benchmarks"]["synth-msrvtt"]
+    plain = evaluate(run, BENCHES[1:], protocol="plain", write=False, **opts)
+    assert trained["metrics"] == plain["benchmarks"]["synth-msrvtt"]["metrics"]
+
+    # one run's numbers under both protocols, a table each; internvid's are its DSL figures
+    evaluate(run, BENCHES[1:], protocol="internvid", **opts)
+    evaluate(run, BENCHES[1:], protocol="plain", **opts)
+    both = [a for a in report.collect([run.parent], ["plain", "internvid"]) if a.arm == "run"]
+    assert [a.ablation for a in both] == ["runs [internvid]", "runs [plain]"]
+    iv = json.loads((run / "eval.json").read_text())["protocols"]["internvid"]["synth-msrvtt"]
+    assert both[0].mean("msrvtt_t2v_r1") == iv["metrics"]["dsl_t2v_r1"]
+    text = report.render_text(both, "markdown")
+    assert "- protocol (runs [internvid]): internvid, 8 frames (whole frame 32 px" in text
+    assert "- protocol (runs [plain]): plain, 8 frames (centre 32 px" in text

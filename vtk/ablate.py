@@ -117,11 +117,11 @@ def _twin(out: Path, fp: str, me: Path, benches: list[str]) -> Path | None:
     return None
 
 
-def _copy_run(src: Path, dst: Path) -> None:
+def _copy_run(src: Path, dst: Path, skip=("ablation.json",)) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         # not the hidden lock and temps: a hard-linked .lock would tie the two runs' locks
-        if f.name == "ablation.json" or f.name.startswith(".") or not f.is_file():
+        if f.name in skip or f.name.startswith(".") or not f.is_file():
             continue
         try:
             os.link(f, dst / f.name)  # checkpoints can be large: share the bytes
@@ -361,3 +361,60 @@ def run_filter(data: str | Path, out: str | Path, arms: list[str], seeds: int, b
             continue
         later += [arm(label, target, s, data_id, info) for s in range(seed0, seed0 + seeds)]
     return runs + run_arms(later, out, benches, eval_opts, log)
+
+# --- the WiSE-FT sweep -----------------------------------------------------------------------
+
+
+def run_wiseft(run: str | Path, out: str | Path, alphas: list[str], benches: list[str], *,
+               init: str | None = None, protocol: str = "plain", eval_opts: dict | None = None,
+               log: Callable[[str], None] = print) -> list[Path]:
+    """The trained run ``run`` evaluated at each WiSE-FT share ``alpha`` of its weights (the
+    rest its init's: ``vtk.model.wiseft``), nothing trained. Each alpha is an arm
+    ``OUT/wiseft-<alpha>-s<seed>/``: the run's files (hard links, not its eval.json), its own
+    eval.json and ablation.json, so ``vtk report OUT`` tables them as the ablation "wiseft"
+    (baseline: 1, the trained model). An arm evaluated earlier from the same checkpoint, init
+    and protocol on every benchmark asked for is kept."""
+    from vtk.eval.benchmarks import parse_bench
+    from vtk.eval.evaluate import evaluate
+    from vtk.eval.protocol import resolve
+
+    run, out = Path(run), Path(out)
+    if not (run / "checkpoint.pt").is_file() or not (run / "config.json").is_file():
+        raise VtkError(f"{run}: not a finished run (config.json and checkpoint.pt expected)")
+    labels = []
+    for a in alphas:
+        try:
+            value = float(a)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise VtkError(f"--alphas: {a} is not a share of the trained weights in [0, 1]")
+        labels.append(f"{value:g}")
+    config = read_json(run / "config.json") or {}
+    init = init or config.get("init")
+    st = (run / "checkpoint.pt").stat()
+    source = {"run": str(run.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+              "init": init, "protocol": protocol}
+    fp = hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
+    names = {spec.name for spec in parse_bench(benches)}
+    seed = int(config.get("seed") or 0)
+    runs = []
+    for i, label in enumerate(labels, 1):
+        target = out / Arm("wiseft", label, seed, {}).name
+        runs.append(target)
+        head = f"[{i}/{len(labels)}] wiseft={label}"
+        proto = resolve(protocol, wise_ft=float(label)).label
+        done = ((read_json(target / "eval.json") or {}).get("protocols") or {}).get(proto) or {}
+        if (read_json(target / "ablation.json") or {}).get("fingerprint") == fp \
+                and names <= set(done):
+            log(f"{head}: evaluated earlier, kept ({target})")
+            continue
+        if target.exists():
+            shutil.rmtree(target)
+        _copy_run(run, target, skip=("ablation.json", "eval.json"))
+        write_json(target / "ablation.json", {"ablation": "wiseft", "arm": label, "seed": seed,
+                                              "fingerprint": fp, **source})
+        log(f"{head}: evaluating on {', '.join(benches)}")
+        evaluate(target, benches, protocol=protocol, wise_ft=float(label), init=init,
+                 **(eval_opts or {}))
+    return runs

@@ -30,7 +30,20 @@ CLS_BENCHES = ("k400", "k600", "k700")
 RET_BENCHES = ("msrvtt", "lsmdc", "didemo", "msvd", "anet")
 LABELS = {"k400": "K400", "k600": "K600", "k700": "K700", "msrvtt": "MSR-VTT", "lsmdc": "LSMDC",
           "didemo": "DiDeMo", "msvd": "MSVD", "anet": "ANet"}
-BASELINE = {"captions": "coarse", "mask": "0", "filter": "none"}
+BASELINE = {"captions": "coarse", "mask": "0", "filter": "none", "wiseft": "1"}
+TITLES = {"captions": "Caption scale", "mask": "Video token masking ratio",
+          "filter": "Data filtering", "wiseft": "WiSE-FT: the trained weights' share"}
+
+
+def _kind(ablation: str) -> str:
+    """The ablation a table is of: 'captions [internvid]' (its numbers under a protocol) is
+    the caption ablation."""
+    return ablation.split(" [")[0]
+
+
+def _title(ablation: str) -> str:
+    kind, _, rest = ablation.partition(" [")
+    return TITLES.get(kind, kind) + (f" [{rest}" if rest else "")
 
 
 @dataclass
@@ -47,6 +60,11 @@ class Arm:
     overloaded: list[Path] = field(default_factory=list)  # runs timed with load > cores
     # the filter ablation: ablation.json's "planted" (clips, swapped, duplicate) per run
     planted: list[dict] = field(default_factory=list)
+    cards: list[dict] = field(default_factory=list)  # the protocol card of each number
+
+    @property
+    def kind(self) -> str:
+        return _kind(self.ablation)
 
     def mean(self, col: str) -> float | None:
         v = self.values.get(col)
@@ -81,18 +99,37 @@ def _number(value, where: str) -> float:
     return float(value)
 
 
-def _bench_metrics(eval_json: dict, where: str = "eval.json"
+def _entries(eval_json: dict, where: str, protocol: str | None = None) -> dict:
+    """eval.json's benchmark entries: each benchmark's latest, or those of one protocol."""
+    if protocol is None:
+        return _object(eval_json.get("benchmarks", {}), f"{where}: benchmarks")
+    protocols = _object(eval_json.get("protocols") or {}, f"{where}: protocols")
+    return _object(protocols.get(protocol) or {}, f"{where}: protocols.{protocol}")
+
+
+def _reported(entry: dict, metrics: dict) -> dict:
+    """The figures a card reports: DSL-rescored retrieval under a protocol that reports DSL
+    (InternVid's numbers are those), else the raw ones."""
+    card = entry.get("protocol")
+    if isinstance(card, dict) and (card.get("scoring") or {}).get("reported") == "dsl":
+        return {**metrics, **{k[4:]: v for k, v in metrics.items() if k.startswith("dsl_")}}
+    return metrics
+
+
+def _bench_metrics(eval_json: dict, where: str = "eval.json", protocol: str | None = None
                    ) -> tuple[dict[str, dict], bool, dict[str, float]]:
-    """Benchmark base name ('k400') -> metrics; whether they were synthetic; and the chance
-    level of each column (1 / classes for top-1, 1 / candidates for R@1) where counts are
-    recorded. A file of another shape is a VtkError naming ``where`` and the field."""
+    """Benchmark base name ('k400') -> metrics (the reported ones: ``_reported``); whether
+    they were synthetic; and the chance level of each column (1 / classes for top-1, 1 /
+    candidates for R@1) where counts are recorded. A file of another shape is a VtkError
+    naming ``where`` and the field."""
     out, synthetic, chance = {}, False, {}
-    benches = _object(eval_json.get("benchmarks", {}), f"{where}: benchmarks")
+    benches = _entries(eval_json, where, protocol)
     for name, entry in benches.items():
         entry = _object(entry, f"{where}: benchmarks.{name}")
         base = name.removeprefix("synth-")
         synthetic |= name.startswith("synth-")
-        out[base] = _object(entry.get("metrics", entry), f"{where}: benchmarks.{name}.metrics")
+        out[base] = _reported(entry, _object(entry.get("metrics", entry),
+                                             f"{where}: benchmarks.{name}.metrics"))
         for key in ("num_classes", "num_videos", "num_texts"):
             if entry.get(key) is not None:
                 _number(entry[key], f"{where}: benchmarks.{name}.{key}")
@@ -159,24 +196,30 @@ def warnings(arms: list[Arm]) -> list[str]:
             f"run(s): {names}; their train time and clips/s are not comparable"]
 
 
-def collect(dirs: list[str | Path]) -> list[Arm]:
+def collect(dirs: list[str | Path], protocols: list[str] | None = None) -> list[Arm]:
     """Find every finished run (with eval.json, and ablation.json or summary.json) under
-    ``dirs``."""
+    ``dirs``. ``protocols``: the numbers of each of these protocols (eval.json's
+    ``protocols``), each its own table ('captions [internvid]'), instead of each benchmark's
+    latest evaluation."""
     arms: dict[tuple[str, str], Arm] = {}
     for d in dirs:
-        for run, info in _runs(Path(d)):
+        for run, info, p in ((r, i, p) for r, i in _runs(Path(d)) for p in protocols or [None]):
             summary = _object(read_json(run / "summary.json") or {}, f"{run}/summary.json")
             evaluated = read_json(run / "eval.json")
             # only runs trained to their last step and evaluated (not a run stopped half-way)
             if not evaluated or summary.get("complete") is False:
                 continue
             evaluated = _object(evaluated, f"{run}/eval.json")
-            arm = arms.setdefault((info["ablation"], str(info["arm"])),
-                                  Arm(info["ablation"], str(info["arm"])))
+            if p is not None and not (evaluated.get("protocols") or {}).get(p):
+                continue  # not evaluated under this protocol
+            ablation = info["ablation"] + (f" [{p}]" if p else "")
+            arm = arms.setdefault((ablation, str(info["arm"])), Arm(ablation, str(info["arm"])))
             arm.runs.append(run)
             if isinstance(info.get("planted"), dict):
                 arm.planted.append(info["planted"])
-            metrics, synthetic, chance = _bench_metrics(evaluated, f"{run}/eval.json")
+            arm.cards += [e["protocol"] for e in _entries(evaluated, f"{run}/eval.json", p).values()
+                          if isinstance(e, dict) and isinstance(e.get("protocol"), dict)]
+            metrics, synthetic, chance = _bench_metrics(evaluated, f"{run}/eval.json", p)
             arm.synthetic |= synthetic
             arm.chance.update(chance)
             if overloaded(summary.get("load")):
@@ -245,7 +288,7 @@ def table_rows(arms: list[Arm], v2t: bool = False) -> list[dict]:
     rows = []
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
-        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
+        base = next((a for a in group if a.arm == BASELINE.get(_kind(ablation))), group[0])
         for arm in group:
             cells = {"ablation": ablation, "arm": arm.arm, "seeds": str(len(arm.runs))}
             for col in columns(v2t):
@@ -276,6 +319,8 @@ def json_rows(arms: list[Arm]) -> list[dict]:
                    runs=[str(r) for r in arm.runs])
         if arm.planted:
             row["planted"] = arm.planted[0]
+        if arm.cards:
+            row["protocol"] = protocol_line([arm])
         out.append(row)
     return out
 
@@ -297,17 +342,18 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
         synthetic = any(a.synthetic for a in group)
-        title = {"captions": "Caption scale", "mask": "Video token masking ratio",
-                 "filter": "Data filtering"}.get(ablation, ablation)
+        title = _title(ablation)
         seeds = sorted({len(a.runs) for a in group})
-        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
+        base = next((a for a in group if a.arm == BASELINE.get(_kind(ablation))), group[0])
         caption = (f"{'synthetic' if synthetic else 'real'} benchmarks; K400-K700: zero-shot "
                    f"top-1 (%), others: {direction} R@1 (%); mean ± sd over "
                    f"{'/'.join(map(str, seeds))} seed(s); below: change vs "
                    f"{base.arm}; device: {group[0].device}")
+        card = protocol_line(group)
+        caption += f"\nprotocol: {card}" if card else ""
         table = Table(title=title, caption=caption, caption_justify="left")
         table.add_column("arm", style="bold", no_wrap=True)
-        filt = ablation == "filter"
+        filt = _kind(ablation) == "filter"
         if filt:
             for name in ("clips", "swapped", "dups"):
                 table.add_column(name, justify="right")
@@ -336,6 +382,15 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
+def protocol_line(arms: list[Arm]) -> str:
+    """What decides the numbers of these arms, in one line (``vtk.eval.protocol.merged``);
+    empty for runs evaluated before eval.json had protocol cards."""
+    from vtk.eval.protocol import merged
+
+    cards = [c for a in arms for c in a.cards]
+    return merged(cards) if cards else ""
+
+
 def planted_cells(arm: Arm) -> dict[str, str]:
     """The filter columns: clips trained on, and the planted swapped captions and duplicates
     kept (of the unfiltered corpus's, when it is known)."""
@@ -356,7 +411,7 @@ def recovery(arms: list[Arm], v2t: bool = False) -> list[str]:
     clean corpus (``clean``) it closes, on K400 top-1 and on the mean of every benchmark run.
     100% recovers the clean-corpus accuracy; 0% is no better than not filtering. A gap under
     one point is reported as none (its share would be noise)."""
-    group = {a.arm: a for a in arms if a.ablation == "filter"}
+    group = {a.arm: a for a in arms if a.kind == "filter"}
     none, clean = group.get("none"), group.get("clean")
     if none is None or clean is None:
         return []
@@ -399,7 +454,11 @@ def _filter_markdown(arms: list[Arm], v2t: bool) -> str:
         p = planted_cells(arm)
         cells = [r["ablation"], r["arm"], r["seeds"], p["clips"], p["swapped"], p["duplicate"]]
         lines.append("| " + " | ".join(cells + [r[k] for k in cols] + [r["device"]]) + " |")
-    lines += [""] + [f"- {line}" for line in recovery(arms, v2t)]
+    for ablation in sorted({a.ablation for a in arms}):
+        group = [a for a in arms if a.ablation == ablation]
+        lines += [""] + [f"- {line}" for line in recovery(group, v2t)]
+        card = protocol_line(group)
+        lines += [f"- protocol ({ablation}): {card}"] if card else []
     return "\n".join(lines).rstrip()
 
 
@@ -408,9 +467,9 @@ def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
     clip and planted-noise columns and the recovery lines)."""
     if fmt == "json":
         return json.dumps(json_rows(arms), indent=2)
-    filt = [a for a in arms if a.ablation == "filter"]
+    filt = [a for a in arms if a.kind == "filter"]
     if fmt == "markdown" and filt:
-        rest = [a for a in arms if a.ablation != "filter"]
+        rest = [a for a in arms if a.kind != "filter"]
         parts = ([render_text(rest, fmt, v2t)] if rest else []) + [_filter_markdown(filt, v2t)]
         return "\n\n".join(parts)
     cols = columns(v2t)
@@ -423,6 +482,9 @@ def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
         lines.append("| " + " | ".join(r[k] for k in keys) + " |")
+    notes = [(ablation, protocol_line([a for a in arms if a.ablation == ablation]))
+             for ablation in sorted({a.ablation for a in arms})]
+    lines += [""] * any(c for _, c in notes) + [f"- protocol ({a}): {c}" for a, c in notes if c]
     return "\n".join(lines)
 
 
@@ -443,10 +505,10 @@ def _csv(arms: list[Arm], cols: list[str], synthetic: bool) -> str:
         headers += [h, f"{h} sd", h + change]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(headers + ["device", "load above cores"])
+    w.writerow(headers + ["device", "load above cores", "protocol"])
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
-        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
+        base = next((a for a in group if a.arm == BASELINE.get(_kind(ablation))), group[0])
         for arm in group:
             row = [ablation, arm.arm, len(arm.runs)]
             for c in cols:
@@ -458,7 +520,7 @@ def _csv(arms: list[Arm], cols: list[str], synthetic: bool) -> str:
                 else:
                     change = round(100 * (m - b), 2)
                 row += [scaled(c, m), scaled(c, arm.std(c)), change]
-            w.writerow(row + [arm.device, len(arm.overloaded)])
+            w.writerow(row + [arm.device, len(arm.overloaded), protocol_line([arm])])
     return buf.getvalue()
 
 
@@ -486,9 +548,12 @@ def figure(arms: list[Arm], v2t: bool = False):
     direction = "v2t" if v2t else "t2v"
     every = [f"{b}_top1" for b in CLS_BENCHES] + [f"{b}_{direction}_r1" for b in RET_BENCHES]
     metric_cols = [c for c in every if any(a.mean(c) is not None for a in arms)]
-    mask = [a for a in arms if a.ablation == "mask"]
-    caps = [a for a in arms if a.ablation == "captions"]
-    filt = [a for a in arms if a.ablation == "filter"]
+    # one protocol's numbers: the first table's (report --protocol draws the first one given)
+    first = sorted({a.ablation.partition(" [")[2] for a in arms})[0]
+    arms = [a for a in arms if a.ablation.partition(" [")[2] == first]
+    mask = [a for a in arms if a.kind == "mask"]
+    caps = [a for a in arms if a.kind == "captions"]
+    filt = [a for a in arms if a.kind == "filter"]
     n = int(bool(mask)) + int(bool(caps)) + int(bool(filt))
     if n == 0:
         raise ValueError("no finished runs to plot")
@@ -586,9 +651,9 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
         synthetic = any(a.synthetic for a in group)
-        base = next((a for a in group if a.arm == BASELINE.get(ablation)), group[0])
-        title = {"captions": "Caption scale", "mask": "Video token masking ratio",
-                 "runs": "Runs"}.get(ablation, ablation)
+        base = next((a for a in group if a.arm == BASELINE.get(_kind(ablation))), group[0])
+        title = "Runs" if ablation == "runs" else _title(ablation)
+        card = protocol_line(group)
         head = "".join(f"<th>{esc(_header(c, synthetic))}</th>" for c in cols)
         rows = []
         for arm in group:
@@ -609,10 +674,12 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
         parts.append(
             f'<section class="panel"><h2>{esc(title)}</h2><p class="dim">'
             f"{'synthetic' if synthetic else 'real'} benchmarks; mean ± sd over seeds; below a "
-            f"value: the change vs {esc(base.arm)}</p><table><thead><tr><th>arm</th><th>seeds"
+            f"value: the change vs {esc(base.arm)}"
+            + (f"<br>protocol: {esc(card)}" if card else "")
+            + "</p><table><thead><tr><th>arm</th><th>seeds"
             f"</th>{head}<th>device</th><th>runs</th></tr></thead><tbody>{''.join(rows)}"
             f"</tbody></table></section>")
-    plotted = any(a.ablation in ("mask", "captions", "filter") for a in arms)
+    plotted = any(a.kind in ("mask", "captions", "filter") for a in arms)
     if plotted:
         parts.append('<section class="panel"><h2>Plot</h2>'
                      '<img src="ablations.png" alt="ablation plot" class="plot"></section>')

@@ -150,3 +150,38 @@ def filter_(data, rules, clean, scorer, caps, mask, **kw):
                       log=lambda line: console.print(f"[cyan]ablate[/] {line}",
                                                      highlight=False))
     console.print(f"[green]{len(runs)} runs under {kw['out']}[/]: vtk report {kw['out']}")
+
+@command.command("wiseft")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the arms (one per alpha).")
+@click.option("--alphas", default="0,0.25,0.5,0.75,1", show_default=True,
+              help="Shares of the trained weights (the rest the init's); 1 is the trained run.")
+@click.option("--init", default=None,
+              help="The weights to interpolate with: a CLIP folder or viclip:PATH (default: "
+                   "the run's --init).")
+@click.option("--protocol", default="plain", show_default=True,
+              type=click.Choice(["plain", "internvid"]),
+              help="Evaluation protocol of every arm (vtk eval --protocol).")
+@click.option("--bench", "benches", multiple=True, default=("synth",), show_default=True,
+              help="Benchmarks to evaluate (see vtk eval).")
+@click.option("--device", default=default("device"), show_default=True, type=DEVICE)
+@click.option("--backend", default=default("backend"), show_default=True)
+def wiseft(run, out, alphas, init, protocol, benches, device, backend):
+    """Evaluate a trained run at several WiSE-FT shares of its weights: (1 - alpha) * init +
+    alpha * trained. Nothing is trained.
+
+    \b
+    Example:
+      vtk ablate wiseft runs/b16 --out runs/wiseft --init ~/clip-vit-base-patch16 \\
+          --alphas 0,0.5,1 --bench msrvtt=~/data/msrvtt
+    """
+    from rich.console import Console
+
+    from vtk.ablate import run_wiseft
+
+    console = Console()
+    runs = run_wiseft(run, out, _split(alphas), list(benches), init=init, protocol=protocol,
+                      eval_opts={"device": device, "backend": backend},
+                      log=lambda line: console.print(f"[cyan]ablate[/] {line}", highlight=False))
+    console.print(f"[green]{len(runs)} arms under {out}[/]: vtk report {out}")

@@ -18,7 +18,11 @@ from vtk.errors import VtkError
               help="Also write the tables and the plot as a page: HTML_DIR/index.html.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="Write the markdown/csv/json output to this file instead of stdout.")
-def command(dirs, fmt, v2t, plot_path, html_dir, out_path):
+@click.option("--protocol", "protocols", multiple=True,
+              help="The numbers of this evaluation protocol (plain, internvid, or a label vtk "
+                   "eval printed), a table per protocol: give two to see them side by side. "
+                   "Default: each benchmark's latest evaluation.")
+def command(dirs, fmt, v2t, plot_path, html_dir, out_path, protocols):
     """Tables of the caption and masking ablations found under DIRS (vtk ablate's runs;
     plain train + eval runs are reported as the ablation "runs", one arm per folder).
 
@@ -26,13 +30,15 @@ def command(dirs, fmt, v2t, plot_path, html_dir, out_path):
     Example:
       vtk report runs/ --format markdown --plot runs/ablations.png
       vtk report runs/ --html runs/report     # open runs/report/index.html
+      vtk report runs/ --protocol plain --protocol internvid
     """
     from vtk import report
 
-    arms = report.collect(dirs)
+    arms = report.collect(dirs, list(protocols) or None)
     if not arms:
-        raise VtkError(f"{', '.join(dirs)}: no finished runs (a folder with eval.json and "
-                       f"summary.json or ablation.json)")
+        which = f" evaluated with --protocol {' or '.join(protocols)}" if protocols else ""
+        raise VtkError(f"{', '.join(dirs)}: no finished runs{which} (a folder with eval.json "
+                       f"and summary.json or ablation.json)")
     if fmt == "table":
         report.render_table(arms, v2t=v2t)  # warnings included
     else:

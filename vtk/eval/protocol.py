@@ -157,20 +157,39 @@ def card(protocol: Protocol, entry: dict, bench_card: dict, info: dict, *, frame
             "frames": video, "text": text, "scoring": scoring, "seed": seed, "model": model}
 
 
+def slots(c: dict, checkpoint: bool = True) -> dict[str, str]:
+    """A card's settings in words, by slot (protocol, frames, text, scoring, WiSE-FT...)."""
+    f, t, s = c.get("frames") or {}, c.get("text") or {}, c.get("scoring") or {}
+    whole = "whole" in str(f.get("crop"))
+    out = {"protocol": str(c.get("protocol", "?")),
+           "frames": f"{f.get('count')} frames ({'whole frame' if whole else 'centre'} "
+                     f"{f.get('size')} px, {f.get('normalize')})"}
+    if "templates" in t:
+        out["templates"] = f"{t.get('num_templates')} templates ({t.get('template_average')})"
+    if "captions_per_video" in t:
+        one = str(t["captions_per_video"]).startswith("one")
+        out["captions"] = "one caption a video" if one else "every caption"
+        out["scoring"] = "DSL" if s.get("reported") == "dsl" else "raw similarity"
+    out["wise_ft"] = f"WiSE-FT {s['wise_ft']:g}" if s.get("wise_ft") is not None else "no WiSE-FT"
+    if t.get("clean") and t["clean"] != "none":
+        out["clean"] = f"{t['clean']} text clean-up"
+    ck = (c.get("model") or {}).get("checkpoint_sha256")
+    if checkpoint and ck:
+        out["checkpoint"] = f"checkpoint {ck[:12]}"
+    return out
+
+
 def summary(c: dict) -> str:
     """One line of a card: what a reader needs beside a number."""
-    f, t, s = c.get("frames", {}), c.get("text", {}), c.get("scoring", {})
-    parts = [c.get("protocol", "?"), f"{f.get('count')} frames ({'full' if 'whole' in str(f.get('crop')) else 'centre'} "
-             f"{f.get('size')} px, {f.get('normalize')})"]
-    if "templates" in t:
-        parts.append(f"{t.get('num_templates')} templates ({t.get('template_average')})")
-    if "captions_per_video" in t:
-        parts.append(f"{'one caption' if t['captions_per_video'].startswith('one') else 'all captions'}")
-    parts.append("DSL" if s.get("reported") == "dsl" else "raw")
-    parts.append(f"WiSE-FT {s['wise_ft']:g}" if s.get("wise_ft") is not None else "no WiSE-FT")
-    if t.get("clean") and t["clean"] != "none":
-        parts.append(f"{t['clean']} text clean-up")
-    ck = (c.get("model") or {}).get("checkpoint_sha256")
-    if ck:
-        parts.append(f"checkpoint {ck[:12]}")
-    return ", ".join(parts)
+    return ", ".join(slots(c).values())
+
+
+def merged(cards) -> str:
+    """One line for the cards of several numbers (a table's): each setting once, the values
+    that differ between them joined by ' / '."""
+    by_slot: dict[str, list[str]] = {}
+    for c in cards:
+        for k, v in slots(c, checkpoint=False).items():
+            if v not in by_slot.setdefault(k, []):
+                by_slot[k].append(v)
+    return ", ".join(" / ".join(v) for v in by_slot.values())
