@@ -431,8 +431,9 @@ def test_a_killed_filter_build_is_refused_everywhere_and_finished_by_its_command
         assert code == 1 and len(err.strip().splitlines()) == 1, (args, err)
         assert "build never finished" in err and whole["command"] in err, (args, err)
     assert not (tmp_path / "run").exists()
-    cmd = shlex.split(whole["command"])
-    code, err, _ = run_cli([*cmd[1:], "--samples-per-shard", "4"], capsys)
+    cmd = shlex.split(whole["command"])  # the command as recorded, run again
+    assert cmd[-2:] == ["--samples-per-shard", "4"]
+    code, err, _ = run_cli(cmd[1:], capsys)
     assert code == 0, err
     assert members(out) == want and not list(out.glob("*.tmp"))
     assert run_cli(["verify", str(out), "--quiet"], capsys)[0] == 0

@@ -317,7 +317,8 @@ def filter_set(folder, out, rules, *, samples_per_shard: int | None = None, exam
         [s.get("num_samples", 0) for s in card.get("shards") or [] if isinstance(s, dict)] +
         [1])
     command = (f"vtk filter {shlex.quote(str(folder))} --out {shlex.quote(str(out))} --rules "
-               f"{shlex.quote(str(rules))}")
+               f"{shlex.quote(str(rules))}" + (f" --samples-per-shard {samples_per_shard}"
+                                               if samples_per_shard else ""))
     lock = _prepare_out(folder, out)
     try:  # the stats say who builds the set: an unfinished one is known for vtk filter's
         writer = ShardWriter(str(out), name=name, samples_per_shard=per_shard, settings={

@@ -305,9 +305,10 @@ def resumed_data(old: TrainConfig, given: dict):
         was, now = getattr(old, k), new[k]
         if _plain(was) != _plain(now):
             flag = "--" + k.replace("_", "-")
+            note = (" (weights in the saved order of the shard sets, matched by path)"
+                    if k == "data_weights" and len(sets) > 1 else "")
             raise VtkError(f"{given.get('out')}: trained with {_option(flag, was)}, resumed with "
-                           f"{_option(flag, now)} (weights in the saved order of the shard "
-                           f"sets, matched by path); a resume "
+                           f"{_option(flag, now)}{note}; a resume "
                            f"keeps its run's sampling: give the same options, or resume with "
                            f"--out and --resume alone, or train anew in another --out")
     return data
