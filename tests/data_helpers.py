@@ -161,3 +161,24 @@ def run_cli(args, capsys):
         code = e.code
     captured = capsys.readouterr()
     return code, captured.err, captured.out
+
+
+def unwritable_folders(root, full_name: str, *, earlier: str | None = None) -> list:
+    """Folders a command cannot write its output to: ``root/full``, whose ``full_name`` is a
+    link to /dev/full (writes there fail with ENOSPC, as on a full disk, for root too; an
+    ``earlier`` file marks it as an earlier output), and, for a user other than root (root
+    writes anywhere), a read-only ``root/ro``."""
+    import os
+
+    full = Path(root) / "full"
+    full.mkdir()
+    (full / full_name).symlink_to("/dev/full")
+    if earlier:
+        (full / earlier).write_text("")
+    out = [full]
+    if os.geteuid() != 0:
+        ro = Path(root) / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        out.append(ro)
+    return out

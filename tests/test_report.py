@@ -1,7 +1,6 @@
 """`vtk report`: seeds are aggregated, deltas are against the baseline arm, exports agree."""
 
 import json
-import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -277,18 +276,9 @@ def test_plain_runs_say_which_run_their_changes_are_against(tmp_path, capsys):
 def test_an_unwritable_page_folder_is_one_line(runs, tmp_path, capsys):
     """The page's folder read-only (as a user other than root), and its index.html on a full
     disk (/dev/full, for root too): one line naming the folder each time."""
-    from data_helpers import run_cli
+    from data_helpers import run_cli, unwritable_folders
 
-    full = tmp_path / "full"
-    full.mkdir()
-    (full / "index.html").symlink_to("/dev/full")
-    cases = [full]
-    if os.geteuid() != 0:  # root writes into read-only folders
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        cases.append(ro)
-    for out in cases:
+    for out in unwritable_folders(tmp_path, "index.html"):
         code, err, _ = run_cli(["report", str(runs), "--format", "json", "--html", str(out)],
                                capsys)
         assert code == 1 and len(err.strip().splitlines()) == 1, err

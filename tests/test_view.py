@@ -527,16 +527,9 @@ def test_numbers_of_thousands_of_digits_are_no_server_error(real_set, server, pa
 def test_a_static_export_that_cannot_be_written_is_one_line(real_set, tmp_path):
     """A full disk (the page's first file a link to /dev/full, for root too) and, as a user
     other than root, a read-only folder: one line naming the folder, no traceback."""
-    full = tmp_path / "full"
-    full.mkdir()
-    (full / "data.js").write_text("")  # an earlier export: written over
-    (full / "index.html.tmp").symlink_to("/dev/full")
-    cases = [full]
-    if os.geteuid() != 0:  # root writes into read-only folders
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        cases.append(ro)
-    for out in cases:
+    from data_helpers import unwritable_folders
+
+    # data.js: an earlier export, written over; its page's first file goes to /dev/full
+    for out in unwritable_folders(tmp_path, "index.html.tmp", earlier="data.js"):
         with pytest.raises(VtkError, match=f"cannot write the page to {out}"):
             shard_cli("view", real_set, "--static", out, "--limit", "2", "--quiet")

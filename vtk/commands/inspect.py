@@ -43,19 +43,11 @@ def command(folder, samples, no_decode, as_json, max_sample_bytes):
     Examples:  vtk inspect shards/synth
                vtk inspect s3://bucket/shards/synth
     """
-    from vtk.shards.integrity import card_name, unfinished
-    from vtk.shards.validate import check_card, check_shard, load_card
+    from vtk.shards.integrity import card_name, read_card
+    from vtk.shards.validate import check_card, check_shard
     from vtk.shards.writer import shard_tars
 
-    try:
-        card = load_card(folder)
-    except FileNotFoundError:
-        raise VtkError(unfinished(folder) or f"{folder}: no index.json (not a shard set vtk "
-                                              f"built)") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise VtkError(f"{folder}: index.json unreadable ({e})") from None
-    if not isinstance(card, dict):
-        raise VtkError(f"{folder}: index.json is not an object")
+    card = read_card(folder)
     name = card_name(card, folder)
     tars = shard_tars(folder, name)
     reports = []

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import click
 
+from vtk.commands.inspect import _folder_or_url
 from vtk.errors import VtkError
-
-
-def _folder_or_url(ctx, param, value):
-    from vtk.storage import is_url
-
-    if is_url(value):
-        return value.rstrip("/")
-    return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
 
 
 @click.command("verify")

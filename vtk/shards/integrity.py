@@ -78,6 +78,23 @@ def card_name(card: dict, where: str) -> str:
     return name
 
 
+def read_card(folder: str) -> dict:
+    """A set's index.json (a folder or a URL) as an object; a VtkError saying why not (none:
+    a build that never finished, or no vtk set; unreadable; not an object)."""
+    from vtk.shards.validate import load_card
+
+    try:
+        card = load_card(folder)
+    except FileNotFoundError:
+        raise VtkError(unfinished(folder) or f"{folder}: no index.json (not a shard set vtk "
+                                              f"built)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise VtkError(f"{folder}: index.json unreadable ({e})") from None
+    if not isinstance(card, dict):
+        raise VtkError(f"{folder}: index.json is not an object")
+    return card
+
+
 def recorded_shards(card: dict, where: str) -> dict[str, dict]:
     """index.json's shard records by file name, each checked for its shape."""
     out = {}
@@ -294,21 +311,12 @@ def verify_set(folder: str, workers: int | None = None, progress: bool = True) -
     from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn
 
     from vtk.progress import bar
-    from vtk.shards.validate import load_card
 
     folder = str(folder).rstrip("/")
     report = Report(folder)
     if not storage.is_url(folder) and not os.path.isdir(folder):
         raise VtkError(f"{folder}: shard set folder not found")
-    try:
-        card = load_card(folder)
-    except FileNotFoundError:
-        raise VtkError(unfinished(folder) or f"{folder}: no index.json (not a shard set "
-                                              f"vtk built)") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise VtkError(f"{folder}: index.json unreadable ({e})") from None
-    if not isinstance(card, dict):
-        raise VtkError(f"{folder}: index.json is not an object")
+    card = read_card(folder)
     name = card_name(card, folder)
     recorded = recorded_shards(card, folder)
     report.set_sha256 = card.get("set_sha256")
@@ -365,17 +373,12 @@ def check_counts(folder: str) -> None:
     """What ``vtk train`` checks at its start, cheaply (no shard read): the set's build
     finished, and every shard index.json lists is there with the bytes it records and none
     else; each a one-line VtkError naming the shard and ``vtk verify``."""
-    from vtk.shards.validate import load_card
-
     folder = str(folder).rstrip("/")
     refuse_unfinished(folder)
-    try:
-        card = load_card(folder)
-    except FileNotFoundError:
+    if not storage.exists(storage.join(folder, "index.json")):
         return  # tars another tool wrote: nothing recorded to check against
-    except (ValueError, UnicodeDecodeError) as e:
-        raise VtkError(f"{folder}: index.json unreadable ({e})") from None
-    if not isinstance(card, dict) or "shards" not in card:
+    card = read_card(folder)
+    if "shards" not in card:
         return
     recorded = recorded_shards(card, folder)
     sizes = _tar_sizes(folder)
