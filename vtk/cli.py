@@ -26,8 +26,8 @@ COMMANDS = {
     "view": "browse a shard set's clips and captions in the browser (or as static files)",
     "score": "score clips: clip-text similarity, motion, frame hashes (sidecars per shard)",
     "filter": "a new shard set of the clips that score rules and deduplication keep",
-}
     "verify": "re-hash every shard of a set against its index.json (and check its sidecars)",
+}
 
 
 class LazyGroup(click.Group):
