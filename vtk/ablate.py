@@ -61,15 +61,26 @@ def plan(ablation: str, values: list[str], seeds: int, base: dict, seed0: int = 
     for s in range(seed0, seed0 + seeds):
         for v in values:
             cfg = dict(base, seed=s)
+            data_id = ""
             if ablation == "captions":
                 cfg["captions"] = v
+                data_id = _layer_id(base.get("data"), v)
             elif ablation == "mask":
                 v = _ratio_label(v)
                 cfg["mask"] = float(v)
             else:
                 raise ValueError(ablation)
-            arms.append(Arm(ablation, v, s, cfg))
+            arms.append(Arm(ablation, v, s, cfg, data_id))
     return arms
+
+
+def _layer_id(data, captions: str) -> str:
+    """For an arm that trains on a caption layer: its sidecars' stamps, so captioning the layer
+    again trains the arm again ("" for the built-in caption modes)."""
+    from vtk.captions.layer import layer_fingerprint, layer_of
+
+    name = layer_of(captions)
+    return layer_fingerprint(data, name) if name and isinstance(data, str) else ""
 
 
 def _ratio_label(v) -> str:
@@ -361,6 +372,7 @@ def run_filter(data: str | Path, out: str | Path, arms: list[str], seeds: int, b
             continue
         later += [arm(label, target, s, data_id, info) for s in range(seed0, seed0 + seeds)]
     return runs + run_arms(later, out, benches, eval_opts, log)
+
 
 # --- the WiSE-FT sweep -----------------------------------------------------------------------
 

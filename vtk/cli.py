@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "benchmarks: decode, shard, train, captions, caption-quality",
     "view": "browse a shard set's clips and captions in the browser (or as static files)",
     "score": "score clips: clip-text similarity, motion, frame hashes (sidecars per shard)",
+    "caption": "caption a shard set into a caption layer (sidecars per shard; vlm: models)",
     "filter": "a new shard set of the clips that score rules and deduplication keep",
     "verify": "re-hash every shard of a set against its index.json (and check its sidecars)",
 }

@@ -26,6 +26,14 @@ VIDEO_EXTS = frozenset(
 # what a training run reads from a sample, and what `vtk shard` writes into one
 CAPTION_MODES = ("coarse", "fine", "both", "mixed", "txt")
 SHARD_CAPTION_MODES = ("none", "coarse", "fine", "both")
+# any other training text is a caption by name: a scale of the json ("vlm"), a caption layer
+# ("NAME", vtk caption --as NAME) or one scale of it ("NAME.fine")
+_CAPTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}(\.(coarse|fine|fused))?")
+
+
+def is_caption_name(mode: str) -> bool:
+    """Whether ``mode`` (``--captions``) is a built-in mode or a caption named as above."""
+    return mode in CAPTION_MODES or bool(_CAPTION_NAME.fullmatch(mode or ""))
 
 SOURCE_ID_SCHEME = 2
 ID_MAX_LEN = 80

@@ -1,7 +1,9 @@
-"""The captioner protocol and the registry that picks a backend by name.
+"""The captioner protocols and the registry that picks a backend by name.
 
-A captioner turns pixels into words: ``caption(frames) -> list[str]`` takes uint8 frames
-N x H x W x 3 (RGB) and returns one text per frame. It never sees anything but pixels.
+A frame captioner turns pixels into words: ``caption(frames) -> list[str]`` takes uint8 frames
+N x H x W x 3 (RGB) and returns one text per frame. A video captioner (``vlm:``, the
+``VideoCaptioner`` protocol of ``vtk.captions.vlm``) takes windows of a clip's frames with
+their times and returns one text per window. Neither sees anything but pixels.
 Backends are loaded lazily and once per process (``get_captioner`` is cached), so a shard
 writer's worker pays the model load once however many batches it captions.
 """
@@ -20,6 +22,15 @@ CAPTIONERS.add("shapes", "vtk.captions.shapes:ShapesCaptioner")
 CAPTIONERS.add("tagger", "vtk.captions.tagger:TaggerCaptioner", extra="captions")
 CAPTIONERS.add("hf:", "vtk.captions.hf:HFCaptioner", package="transformers",
                param="<hub-id-or-local-path>")
+CAPTIONERS.add("vlm:", "vtk.captions.vlm:VLMCaptioner", package="transformers",
+               param="<hub-id-or-local-path>")
+# the families whose backends are video captioners (a vLLM or OpenAI-endpoint one joins here)
+VIDEO_FAMILIES = ("vlm:",)
+
+
+def is_video_model(name: str | None) -> bool:
+    """Whether the captioner called ``name`` takes videos (``vtk.captions.vlm``)."""
+    return bool(name) and name.startswith(VIDEO_FAMILIES)
 
 
 @runtime_checkable
@@ -53,5 +64,6 @@ def resolve_device(device: str | None) -> str:
 
 @functools.cache
 def get_captioner(name: str, device: str | None = "auto") -> Captioner:
-    """The captioner called ``name`` ('shapes', 'tagger', 'hf:<id-or-path>'), built once."""
+    """The captioner called ``name`` ('shapes', 'tagger', 'hf:<id-or-path>',
+    'vlm:<id-or-path>'), built once."""
     return CAPTIONERS.build(name, device=resolve_device(device))

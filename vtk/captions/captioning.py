@@ -4,15 +4,21 @@
 - fine: the fine model on frames sampled at ``fine_fps`` (at least 4), merged into one video
   caption by the summariser; ``frames`` keeps the per-frame texts with their times ``t``
   (seconds from the start of the clip, i.e. frame index / ``clip.fps``);
-- fused (``mode="both"``): one text carrying both, ``"<coarse>. <fine>"``.
+- fused (``mode="both"``): one text carrying both, ``"<coarse>. <fine>"``;
+- a video captioner (``vlm:<id-or-path>``, ``vtk.captions.vlm``) as the fine model sees the clip
+  as a video in windows and writes the fine caption itself (no frame texts, no summariser but
+  its own merge of the windows); as ``vlm_model`` it fills a caption scale of its own,
+  ``vlm``. Its settings, token counts and windows go into ``caption_info[scale]``; a clip it
+  fails on keeps its other captions and gets ``caption_errors[scale]`` (the reason).
 
 Captioners see pixels only: ``clip.frames``, or ``clip.meta["caption_frames"]`` where a source
 hands a stand-in (the synthetic world's noise knob shows the captioners another clip's pixels,
 so the clip gets a caption that belongs to another clip; see ``pixels``).
 
 Models are loaded once per process (the registries cache them). Clips are batched per model
-and frame size. A failure on one clip becomes ``{"error": reason}`` for that clip only; a
-missing dependency or weights path raises a one-line ``VtkError`` for the whole run.
+and frame size. A failure of a frame captioner on one clip becomes ``{"error": reason}`` for
+that clip only; a missing dependency or weights path raises a one-line ``VtkError`` for the
+whole run.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vtk.captions.base import get_captioner
+from vtk.captions.base import get_captioner, is_video_model
 from vtk.captions.cache import CaptionCache, clip_hash, settings_key
 from vtk.captions.summarize import get_summarizer
+from vtk.captions.vlm import VLMSettings
 from vtk.errors import VtkError
 from vtk.types import SHARD_CAPTION_MODES, Clip
 
@@ -45,12 +52,29 @@ class CaptionSpec:
     device: str = "auto"
     cache_dir: str | None = None  # a folder for the caption cache; None: no cache
     batch_size: int = 32  # frames per captioner call
+    vlm_model: str | None = None  # a video captioner for the caption scale "vlm" of its own
+    vlm: VLMSettings | None = None  # how video captioners run (None: VLMSettings())
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise VtkError(f"--captions {self.mode}: unknown mode (known: {', '.join(MODES)})")
         if not self.fine_fps > 0:
             raise VtkError(f"--fine-fps {self.fine_fps}: must be positive")
+        if self.vlm_model is not None and not is_video_model(self.vlm_model):
+            raise VtkError(f"--vlm-model {self.vlm_model}: not a video captioner (give "
+                           f"vlm:<hub-id-or-local-path>)")
+        if self.coarse_model is not None and is_video_model(self.coarse_model):
+            raise VtkError(f"--coarse-model {self.coarse_model}: the coarse caption is one "
+                           f"frame's; a video captioner goes in --fine-model or --vlm-model")
+
+    @property
+    def vlm_settings(self) -> VLMSettings:
+        return self.vlm or VLMSettings()
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is captioned at all."""
+        return self.mode != "none" or self.vlm_model is not None
 
 
 def default_model(clip: Clip) -> str:
@@ -141,17 +165,58 @@ class Captioning:
             out["coarse"] = s.coarse_model or default_model(clip)
         if s.mode in ("fine", "both"):
             out["fine"] = s.fine_model or default_model(clip)
-            out["summarizer"] = s.summarizer
+            # a video captioner merges its windows itself, unless an hf: summariser is given
+            video = is_video_model(out["fine"]) and not s.summarizer.startswith("hf:")
+            out["summarizer"] = out["fine"] if video else s.summarizer
+        if s.vlm_model is not None:
+            out["vlm"] = s.vlm_model
         return out
 
     def settings(self, clip: Clip) -> dict:
         out = {"mode": self.spec.mode, "fine_fps": self.spec.fine_fps, **self.models(clip)}
         if out.get("summarizer") == "rules" and out.get("fine") != "shapes":
             out["motion"] = "flow-1"  # the fine caption carries motion words: a new cache key
+        if any(is_video_model(m) for m in out.values() if isinstance(m, str)):
+            out["video"] = self.spec.vlm_settings.key()
+        return out
+
+    def video_roles(self, clip: Clip) -> list[tuple[str, str]]:
+        """(scale, model) of the scales a video captioner fills for ``clip``."""
+        models = self.models(clip)
+        return [(r, models[r]) for r in ("fine", "vlm") if r in models and
+                is_video_model(models[r])]
+
+    def prepare_clips(self, clips: list[Clip]) -> list[Clip]:
+        """The CPU half of captioning, for a task that sends its clips to a captioner elsewhere
+        (the Ray engine's actors, as NeMo Curator splits the work): each video captioner's
+        frames sampled and resized here (``clip.meta["vlm_inputs"]``), and when nothing but
+        video captioners reads the clip, only those frames go (with the clip's content hash
+        for the caption cache). Returns new clips; ``clips`` are not changed."""
+        from dataclasses import replace
+
+        from vtk.captions.vlm import frame_sizer, prepare
+
+        out = []
+        for clip in clips:
+            roles = self.video_roles(clip)
+            if not roles:
+                out.append(clip)
+                continue
+            frames = pixels(clip)
+            inputs = {model: prepare(frames, clip.fps, self.spec.vlm_settings,
+                                     frame_sizer(model)) for _, model in roles}
+            meta = {**clip.meta, "vlm_inputs": inputs}
+            others = set(self.models(clip)) - {"summarizer"} - {r for r, _ in roles}
+            if not others:  # the whole clip is not needed over there
+                meta["caption_hash"] = clip_hash(frames, clip.fps)
+                meta.pop("caption_frames", None)
+                out.append(replace(clip, frames=frames[:1], meta=meta))
+            else:
+                out.append(replace(clip, meta=meta))
         return out
 
     def run(self, clips: list[Clip]) -> list[dict]:
-        if self.spec.mode == "none":
+        if not self.spec.active:
             return [{"captions": {}, "caption_models": {}} for _ in clips]
         results: list[dict | None] = [None] * len(clips)
         keys: list[tuple[str, str] | None] = [None] * len(clips)
@@ -163,7 +228,9 @@ class Captioning:
                 if frames.ndim != 4 or frames.shape[0] < 1 or frames.shape[-1] != 3:
                     raise ValueError(f"bad frames {frames.dtype} {tuple(frames.shape)}")
                 if self.cache is not None:
-                    keys[i] = (clip_hash(frames, clip.fps), settings_key(self.settings(clip)))
+                    # a clip prepared elsewhere carries its hash (its frames are a stand-in)
+                    content = clip.meta.get("caption_hash") or clip_hash(frames, clip.fps)
+                    keys[i] = (content, settings_key(self.settings(clip)))
                     hit = self.cache.get(*keys[i])
                     if hit is not None:
                         results[i] = hit
@@ -173,19 +240,28 @@ class Captioning:
             except Exception as e:  # noqa: BLE001 - one bad clip must not stop the batch
                 results[i] = {"error": _reason(e)}
         captions = {i: {} for i in todo}
+        info: dict[int, dict] = {i: {} for i in todo}
+        errors: dict[int, dict] = {i: {} for i in todo}
         if self.spec.mode in ("coarse", "both"):
             self._coarse(clips, todo, captions, results)
         if self.spec.mode in ("fine", "both"):
-            self._fine(clips, [i for i in todo if results[i] is None], captions, results)
+            frame_fine = [i for i in todo if results[i] is None and not is_video_model(
+                self.models(clips[i])["fine"])]
+            self._fine(clips, frame_fine, captions, results)
+        self._video(clips, [i for i in todo if results[i] is None], captions, info, errors)
         fresh = []
         for i in todo:
             if results[i] is not None:
                 continue
             c = captions[i]
-            if self.spec.mode == "both":
+            if self.spec.mode == "both" and c.get("coarse") and c.get("fine"):
                 c["fused"] = f"{c['coarse']}. {c['fine']}"
             results[i] = {"captions": c, "caption_models": self.models(clips[i])}
-            if keys[i] is not None:
+            if info[i]:
+                results[i]["caption_info"] = info[i]
+            if errors[i]:  # kept with its other captions; not cached: the next run tries again
+                results[i]["caption_errors"] = errors[i]
+            elif keys[i] is not None:
                 fresh.append((*keys[i], results[i]))
         if self.cache is not None:
             self.cache.put_many(fresh)
@@ -268,6 +344,41 @@ class Captioning:
                 texts, times, _ = jobs[i]
                 captions[i]["fine"] = fine
                 captions[i]["frames"] = [{"t": t, "text": x} for t, x in zip(times, texts)]
+
+
+    def _video(self, clips, idx, captions, info, errors):
+        """The scales a video captioner fills (``vtk.captions.vlm``), one batched pass per
+        model over the clips. ``clip.meta["vlm_inputs"][model]``: frames a CPU task sampled
+        and resized already (``prepare_clips``)."""
+        from vtk.captions.vlm import caption_videos, prepare
+
+        settings = self.spec.vlm_settings
+        summarizer = (get_summarizer(self.spec.summarizer, self.spec.device)
+                      if self.spec.summarizer.startswith("hf:") else None)
+        by_model: dict[str, list[tuple[int, str]]] = {}
+        for i in idx:
+            for role, model in self.video_roles(clips[i]):
+                by_model.setdefault(model, []).append((i, role))
+        for model, members in by_model.items():
+            captioner = get_captioner(model, self.spec.device)  # VtkError: a config error
+            inputs = {}
+            for i in {i for i, _ in members}:
+                try:
+                    inputs[i] = (clips[i].meta.get("vlm_inputs") or {}).get(model) or prepare(
+                        self._pixels[i], clips[i].fps, settings, captioner.frame_size)
+                except Exception as e:  # noqa: BLE001 - that clip only
+                    inputs[i] = e
+            ready = {i: v for i, v in inputs.items() if not isinstance(v, Exception)}
+            done = caption_videos(captioner, ready, settings,
+                                  summarizer if any(r == "fine" for _, r in members) else None)
+            for i, role in members:
+                res = inputs[i] if isinstance(inputs[i], Exception) else done[i]
+                if isinstance(res, Exception):
+                    errors[i][role] = f"{model}: {_reason(res)}"
+                    continue
+                captions[i][role] = res["text"]
+                info[i][role] = {**captioner.describe(), **settings.key(),
+                                 **{k: v for k, v in res.items() if k != "text"}}
 
 
 def _summarize_all(summarizer, jobs: dict, frames_of=None) -> dict:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import click
 
-from vtk.commands.options import DEVICE
+from vtk.commands.options import CAPTIONS, DEVICE
 from vtk.commands.train import default
-from vtk.types import CAPTION_MODES
 
 
 def _train_options(f):
@@ -78,26 +77,33 @@ def command():
 
 @command.command("captions")
 @click.argument("data", type=click.Path(exists=True))
-@click.option("--settings", default="coarse,fine,both", show_default=True,
-              help="Caption arms: coarse, fine, both (fused), mixed (random pick per view).")
+@click.option("--arms", "--settings", "settings", default="coarse,fine,both", show_default=True,
+              help="Caption arms: coarse, fine, both (fused), mixed (random pick per view), or "
+                   "captions by name: vlm, a caption layer NAME (vtk caption --as NAME).")
 @click.option("--mask", default=default("mask"), show_default=True,
               type=click.FloatRange(0, 1, max_open=True), help="Masking ratio for every arm.")
 @_train_options
 def captions(data, settings, mask, **kw):
-    """Train on coarse, fine and both captions of one shard set (built with --captions both).
+    """Train on coarse, fine and both captions of one shard set (built with --captions both),
+    and on caption layers beside them.
 
     \b
-    Example:
+    Examples:
       vtk ablate captions shards/train --out runs/captions --seeds 2
+      vtk caption shards/train --as qwen --fine-model vlm:Qwen/Qwen2.5-VL-7B-Instruct
+      vtk ablate captions shards/train --out runs/captions --arms coarse,fine,both,qwen
     """
-    _run("captions", _split(settings), data, kw, {"mask": mask})
+    arms = _split(settings)
+    for arm in arms:
+        CAPTIONS.convert(arm, None, click.get_current_context())
+    _run("captions", arms, data, kw, {"mask": mask})
 
 
 @command.command("mask")
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--ratios", default="0,0.5,0.7,0.9", show_default=True)
 @click.option("--captions", "caps", default=default("captions"), show_default=True,
-              type=click.Choice(CAPTION_MODES))
+              type=CAPTIONS)
 @_train_options
 def mask(data, ratios, caps, **kw):
     """Train at several video token masking ratios (0 is the unmasked baseline).
@@ -123,7 +129,7 @@ def mask(data, ratios, caps, **kw):
 @click.option("--scorer", default=None, type=click.Path(exists=True, file_okay=False),
               help="Run folder whose model scores DATA (default: the 'none' arm's run).")
 @click.option("--captions", "caps", default=default("captions"), show_default=True,
-              type=click.Choice(CAPTION_MODES))
+              type=CAPTIONS)
 @click.option("--mask", default=default("mask"), show_default=True,
               type=click.FloatRange(0, 1, max_open=True), help="Masking ratio for every arm.")
 @_train_options
@@ -150,6 +156,7 @@ def filter_(data, rules, clean, scorer, caps, mask, **kw):
                       log=lambda line: console.print(f"[cyan]ablate[/] {line}",
                                                      highlight=False))
     console.print(f"[green]{len(runs)} runs under {kw['out']}[/]: vtk report {kw['out']}")
+
 
 @command.command("wiseft")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))

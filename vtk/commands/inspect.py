@@ -56,19 +56,34 @@ def command(folder, samples, no_decode, as_json, max_sample_bytes):
         reports.append(check_shard(tar, decode=not no_decode, preview=left,
                                    max_bytes=max_sample_bytes))
     problems = check_card(folder, card, reports) + [p for r in reports for p in r.problems]
+    layers = caption_layers(folder, tars)
     if as_json:
         import json
 
         click.echo(json.dumps({"card": card, "shards": [
-            {"file": r.file, "num_samples": r.num_samples, "problems": r.problems}
-            for r in reports], "problems": problems}, indent=2, ensure_ascii=False))
+            {"file": r.file, "num_samples": r.num_samples, "problems": r.problems,
+             "caption_errors": r.caption_errors} for r in reports],
+            "caption_layers": layers, "problems": problems}, indent=2, ensure_ascii=False))
     else:
-        _show(folder, card, reports, problems)
+        _show(folder, card, reports, problems, layers)
     if problems:
         raise VtkError(f"{folder}: {len(problems)} problem(s), first: {problems[0]}")
 
 
-def _show(folder, card, reports, problems) -> None:
+def caption_layers(folder, tars) -> list[dict]:
+    """The caption layers of the set (vtk caption): models, prompt hashes and counts, as read
+    from their sidecars now, and the shards that have none."""
+    from vtk.captions.layer import list_layers, read_card, summarize
+
+    out = []
+    for name in list_layers(folder):
+        counts = summarize(folder, name, tars)
+        out.append({"name": name, **counts,
+                    "settings": read_card(folder, name).get("captions")})
+    return out
+
+
+def _show(folder, card, reports, problems, layers=()) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -89,6 +104,20 @@ def _show(folder, card, reports, problems) -> None:
     head.add_row("captions", escape(", ".join(f"{k}={v}" for k, v in caps.items() if v)))
     fails = card.get("failures", {})
     head.add_row("failures", f"{fails.get('total', 0)} " + escape(str(fails.get("by_reason") or "")))
+    failed: dict[str, int] = {}
+    for r in reports:
+        for scale, n in r.caption_errors.items():
+            failed[scale] = failed.get(scale, 0) + n
+    if failed:  # clips kept with their other captions (a video captioner failed on them)
+        head.add_row("caption failures", escape(", ".join(f"{k}: {n} clips"
+                                                          for k, n in failed.items())))
+    for layer in layers:
+        missing = (f", {layer['shards_without_sidecar']} shards without a sidecar"
+                   if layer["shards_without_sidecar"] else "")
+        head.add_row(f"caption layer {escape(layer['name'])}", escape(
+            f"{', '.join(layer['models']) or '?'}; prompt {', '.join(layer['prompt_sha']) or '-'}"
+            f"; {layer['captioned']['text']} of {layer['samples']} clips captioned, "
+            f"{layer['failures']} failed{missing}"))
     if card.get("benchmark"):
         b = card["benchmark"]
         head.add_row("benchmark", f"{b.get('name')} ({b.get('task')})")

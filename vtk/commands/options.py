@@ -23,3 +23,56 @@ class Device(click.ParamType):
 
 
 DEVICE = Device()
+
+
+def vlm_options(f):
+    """The video captioner's settings (``vtk.captions.vlm.VLMSettings``), for vtk shard and
+    vtk caption: used where a vlm: model captions."""
+    from vtk.captions.vlm import MODES  # torch-free
+
+    opts = [
+        click.option("--vlm-fps", type=click.FloatRange(min=0, min_open=True), default=2.0,
+                     show_default=True, help="Frames per second a vlm: model sees."),
+        click.option("--vlm-window", type=click.IntRange(min=1), default=256,
+                     show_default=True,
+                     help="Frames per vlm: request; a longer clip gets one caption per window "
+                          "and a merged one."),
+        click.option("--vlm-mode", type=click.Choice(MODES), default="windows",
+                     show_default=True,
+                     help="windows, or diff: captions of adjacent keyframes with the previous "
+                          "caption, then merged (ShareGPT4Video)."),
+        click.option("--vlm-max-tokens", type=click.IntRange(min=1), default=512,
+                     show_default=True,
+                     help="New tokens per generation; a caption cut there is marked truncated."),
+        click.option("--vlm-prompt", type=click.Path(exists=True, dir_okay=False),
+                     default=None, help="A file holding the prompt (default: a built-in one "
+                                        "asking for actions, motion and camera)."),
+        click.option("--vlm-batch", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="Requests per generate call (captions do not depend on it)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+class Captions(click.ParamType):
+    """``--captions``: a built-in mode, or a caption by name (``vlm``, a caption layer ``NAME``
+    of vtk caption, or one scale of it ``NAME.fine``)."""
+
+    name = "captions"
+
+    def get_metavar(self, param, ctx=None):
+        from vtk.types import CAPTION_MODES
+
+        return "[" + "|".join(CAPTION_MODES) + "|NAME]"
+
+    def convert(self, value, param, ctx):
+        from vtk.types import CAPTION_MODES, is_caption_name
+
+        if isinstance(value, str) and is_caption_name(value):
+            return value
+        self.fail(f"{value!r}: choose {', '.join(CAPTION_MODES)}, or a caption's name (vlm, a "
+                  f"caption layer NAME, NAME.fine)", param, ctx)
+
+
+CAPTIONS = Captions()

@@ -9,7 +9,7 @@ import time
 import click
 
 from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS, MODES
-from vtk.commands.options import DEVICE
+from vtk.commands.options import DEVICE, vlm_options
 from vtk.types import SHARD_CAPTION_MODES
 
 CLIP_MODES = MODES  # defined once, in vtk.clips
@@ -33,7 +33,9 @@ from vtk.shards.build_set import (  # noqa: E402,F401
 @click.option("--coarse-model", default=None,
               help="Captioner for the middle frame: shapes | tagger | hf:ID "
                    "(default: shapes for synth:, tagger otherwise).")
-@click.option("--fine-model", default=None, help="Per-frame captioner (same choices).")
+@click.option("--fine-model", default=None,
+              help="Per-frame captioner (same choices), or a video captioner vlm:ID that "
+                   "captions the clip as a video (docs/captions.md).")
 @click.option("--summarizer", default="rules", show_default=True,
               help="Merges frame captions: rules | hf:ID.")
 @click.option("--fine-fps", type=float, default=None,
@@ -45,6 +47,10 @@ from vtk.shards.build_set import (  # noqa: E402,F401
                    "settings); share one across shard sets (default: OUT/.caption-cache).")
 @click.option("--no-caption-cache", is_flag=True,
               help="No caption cache: a re-run or --resume captions every clip again.")
+@click.option("--vlm-model", default=None, metavar="vlm:ID",
+              help="A video captioner for a caption scale of its own, captions.vlm (vtk train "
+                   "--captions vlm), beside --captions.")
+@vlm_options
 @click.option("--clips", "clip_mode", type=click.Choice(CLIP_MODES), default="auto",
               show_default=True,
               help="scenes: PySceneDetect cuts; fixed: --clip-len windows; whole: one clip per "
@@ -92,7 +98,8 @@ from vtk.shards.build_set import (  # noqa: E402,F401
               help="With --resume: try the inputs that failed before again.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def command(sources, out, name, captions, coarse_model, fine_model, summarizer, fine_fps,
-            caption_device, caption_cache, no_caption_cache, clip_mode, min_clip, max_clip,
+            caption_device, caption_cache, no_caption_cache, vlm_model, vlm_fps, vlm_window,
+            vlm_mode, vlm_max_tokens, vlm_prompt, vlm_batch, clip_mode, min_clip, max_clip,
             clip_len, size, fps, codec, samples_per_shard, workers, engine, ray_address,
             captioners, captioner_gpus, video_root, resume, retry_failed, quiet):
     """Cut videos into clips, caption them and write WebDataset shards.
@@ -202,6 +209,15 @@ class _Progress:
         return False
 
 
+def captioner_line(c: dict) -> str:
+    """One line of a video captioner's figures (``vtk.shards.build.captioner_figures``)."""
+    rate = (f", {c['output_tokens_per_s']:.1f} output tokens/s, {c['clips_per_s']:.2f} clips/s"
+            if c.get("clips_per_s") else "")
+    return (f"{c['clips']} clips, {c['failures']} failed, {c['truncated']} truncated; "
+            f"{c['prompt_tokens_per_clip'] or 0:.0f} prompt + {c['output_tokens_per_clip'] or 0:.0f}"
+            f" output tokens a clip{rate}")
+
+
 def _summary(index: dict, run: dict, out: str, failures: list[dict]) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -219,6 +235,8 @@ def _summary(index: dict, run: dict, out: str, failures: list[dict]) -> None:
     if run.get("caption_cache"):
         c = run["caption_cache"]
         table.add_row("caption cache", f"{c['hits']} hits, {c['captioned']} clips captioned")
+    for model, c in (run.get("captioners") or {}).items():
+        table.add_row(escape(model), captioner_line(c))
     fails = index["failures"]
     table.add_row("failures", str(fails["total"]) + (
         " (" + ", ".join(f"{k}: {v}" for k, v in fails["by_reason"].items()) + ")"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from vtk.captions.layer import layer_of, load_layer
 from vtk.data import order, split
 from vtk.data.batches import BufferPool, Part, SlotRing, Tails, WorkerBatch, slot_reuse_available
 from vtk.data.cache import CachedClips, EpochSampler, build_frame_cache, build_once
@@ -39,6 +40,7 @@ from vtk.data.transforms import NORMS, normalize
 from vtk.errors import VtkError
 from vtk.shards.reader import MAX_SAMPLE_BYTES
 from vtk.shards.wds_index import index_path
+from vtk.types import is_caption_name
 from vtk.workers import exit_with_parent
 
 
@@ -318,7 +320,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                  weights=None, sampling: str = "uniform", crop: str = "center"):
     """A ``VideoLoader`` over ``shards`` (folder, list of tars or brace pattern).
 
-    ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt.
+    ``captions``: coarse | fine | both (fused) | mixed (coarse or fine, drawn per visit) | txt,
+    or a caption by name: ``vlm`` (``vtk shard --vlm-model``) or a caption layer ``NAME`` /
+    ``NAME.fine`` (``vtk caption --as NAME``; streaming only), merged in per shard.
     ``cache``: a folder for the decoded-frame cache (built on first use, then reused by every
     epoch and every run that names it). ``rank``/``world_size`` default to torch.distributed's.
     ``drop_last`` drops the pass's one short batch in training (never in eval); the workers'
@@ -346,8 +350,9 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     source video), as InternVid-10M-DIV (``vtk.data.order.keep_div``; the source id is the
     key's part before its clip index). Every mode resumes exactly.
     """
-    if captions not in CAPTION_MODES:
-        raise VtkError(f"unknown captions mode {captions!r}; choose one of {', '.join(CAPTION_MODES)}")
+    if not is_caption_name(captions):
+        raise VtkError(f"unknown captions mode {captions!r}; choose one of "
+                       f"{', '.join(CAPTION_MODES)} or a caption name (a layer: vtk caption)")
     if normalize not in NORMS:
         raise VtkError(f"unknown normalisation {normalize!r}; choose one of {', '.join(NORMS)}")
     if sampling not in SAMPLINGS:
@@ -378,6 +383,8 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
     rank, world_size = split.dist_rank_world(rank, world_size)
     if crop not in CROPS:
         raise VtkError(f"unknown crop {crop!r}; choose one of {', '.join(CROPS)}")
+    if layer_of(captions) is not None:
+        check_named_captions(paths[0], captions, streaming=cache is None and backend != "dali")
     spec = ClipSpec(frames, size, train, captions, seed, normalize, flip, crop)
     drop_last = drop_last and train
     if cache is not None:
@@ -399,6 +406,35 @@ def build_loader(shards, backend: str = "auto", frames: int = 8, size: int = 224
                                  shuffle_buffer, uint8=uint8, max_sample_bytes=max_sample_bytes,
                                  drop_last=drop_last, context=context, probs=probs,
                                  num_samples=num_samples, div=div)
+
+
+def check_named_captions(tar: str, captions: str, streaming: bool = True) -> None:
+    """A caption asked for by name must be somewhere before the loader starts: a caption layer
+    of that name beside the first shard (read by the streaming loader only), or a caption of
+    that name in its first sample's json (``vlm``). A VtkError line otherwise."""
+    from contextlib import closing
+
+    from vtk.data.samples import read_members
+    from vtk.shards.reader import read_samples
+
+    layer = layer_of(captions)
+    if load_layer(tar, layer) is not None:
+        if not streaming:
+            raise VtkError(f"--captions {captions}: caption layers are read by the streaming "
+                           f"loader; train on them without --cache and --backend dali")
+        return
+    try:
+        with closing(read_samples(tar)) as samples:
+            meta, _ = read_members(next(s for s in samples if "json" in s))
+        caps, failed = meta.get("captions") or {}, meta.get("caption_errors") or {}
+        if captions in caps or captions in failed:
+            return
+        have = sorted(caps)
+    except (StopIteration, ValueError, OSError):
+        return  # an unreadable first sample: the loader reports it in its place
+    raise VtkError(f"--captions {captions}: no caption layer {layer!r} (vtk caption DIR --as "
+                   f"{layer} ...) and the samples have no {captions!r} caption (they have "
+                   f"{', '.join(have) or 'none'})")
 
 
 def _cached_loader(paths, root, spec, batch_size, workers, rank, world_size, drop_last,

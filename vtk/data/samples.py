@@ -15,7 +15,7 @@ import torch
 
 from vtk.errors import VtkError
 from vtk.shards.schema import parse_meta
-from vtk.types import CAPTION_MODES  # noqa: F401  (samples.CAPTION_MODES: the old name)
+from vtk.types import CAPTION_MODES, is_caption_name  # samples.CAPTION_MODES: the old name
 
 FLIP_MODES = ("swap", "plain", "off")
 
@@ -48,20 +48,30 @@ def draw_flip(mode: str, rng: np.random.Generator) -> bool:
     return mode != "off" and bool(u < 0.5)
 
 
+class Uncaptioned(ValueError):
+    """The sample's caption of the asked scale failed when it was made (``caption_errors``):
+    the loader skips the sample and counts it (``uncaptioned``)."""
+
+
 def pick_caption(meta: dict, txt: str | None, mode: str, rng: np.random.Generator | None) -> str:
     """The training text of one sample.
 
     coarse / fine: that caption; both: the fused caption (coarse and fine joined when the shard
     has no fused one); mixed: coarse or fine at random, drawn anew each time the clip is seen;
-    txt: the ``txt`` member (``rng`` is used by mixed only: ``caption_rng``). A shard set
-    without captions (benchmarks, ``--captions none``) falls back to ``txt``; one whose
-    captions lack the asked part is an error, because an ablation arm must never silently
-    train on the wrong captions.
+    txt: the ``txt`` member (``rng`` is used by mixed only: ``caption_rng``); any other name:
+    the caption of that name (``vlm``, the scale ``vtk shard --vlm-model`` fills; a caption
+    layer ``NAME`` or ``NAME.fine``, merged in by the loader: ``vtk.captions.layer``). A shard
+    set without captions (benchmarks, ``--captions none``) falls back to ``txt`` for the
+    built-in modes; one whose captions lack the asked part is an error, because an ablation
+    arm must never silently train on the wrong captions. A caption that failed when it was
+    made (``caption_errors``) raises ``Uncaptioned``: that sample is skipped.
     """
-    if mode not in CAPTION_MODES:
-        raise VtkError(f"unknown captions mode {mode!r}; choose one of {', '.join(CAPTION_MODES)}")
+    if not is_caption_name(mode):
+        raise VtkError(f"unknown captions mode {mode!r}; choose one of {', '.join(CAPTION_MODES)}"
+                       f" or a caption name (a layer of vtk caption --as NAME)")
     caps = meta.get("captions") or {}
-    if mode == "txt" or not caps:
+    named = mode not in CAPTION_MODES
+    if mode == "txt" or not caps and not named:
         return txt or ""
     if mode == "mixed":
         mode = "coarse" if rng.random() < 0.5 else "fine"
@@ -72,8 +82,15 @@ def pick_caption(meta: dict, txt: str | None, mode: str, rng: np.random.Generato
             return f"{caps['coarse']}. {caps['fine']}"
     elif caps.get(mode):
         return caps[mode]
+    errors = meta.get("caption_errors") if isinstance(meta.get("caption_errors"), dict) else {}
+    failed = [k for k in (mode, mode.split(".")[0], *(("coarse", "fine") if mode == "both"
+                                                       else ())) if errors.get(k)]
+    if failed:
+        raise Uncaptioned(f"its {failed[0]} caption failed: {errors[failed[0]]}")
+    fix = (f"caption the set into that layer (vtk caption DIR --as {mode.split('.')[0]} ...)"
+           if named else "rebuild the shards with --captions both")
     raise VtkError(f"sample {meta.get('source', '?')} has no {mode!r} caption (has "
-                   f"{', '.join(sorted(caps)) or 'none'}); rebuild the shards with --captions both")
+                   f"{', '.join(sorted(caps)) or 'none'}); {fix}")
 
 
 def read_members(sample: dict) -> tuple[dict, str | None]:

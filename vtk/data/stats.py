@@ -3,7 +3,8 @@
 Counts: ``samples`` yielded, ``corrupt`` samples skipped (undecodable mp4, a json that does not
 parse or has the wrong shape, unsafe tar members), ``missing`` samples without an mp4,
 ``tar_errors`` (unreadable tar members or truncated shards), ``oversized`` samples skipped
-unread for being over ``max_sample_bytes`` (``vtk.shards.reader``).
+unread for being over ``max_sample_bytes`` (``vtk.shards.reader``), ``uncaptioned`` samples
+whose caption of the asked scale failed when it was made (``vtk.data.samples.Uncaptioned``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import warnings
 
 import torch
 
-FIELDS = ("samples", "corrupt", "missing", "tar_errors", "oversized")
+FIELDS = ("samples", "corrupt", "missing", "tar_errors", "oversized", "uncaptioned")
 
 
 class LoaderStats:

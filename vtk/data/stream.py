@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from vtk import storage
+from vtk.captions.layer import layer_of, load_layer, merge_layer
 from vtk.curate.sidecar import load_sidecar, merge_scores
 from vtk.data import order, split
 from vtk.data.batches import BatchWriter, SlotRing
 from vtk.data.decoders import get_decoder
 from vtk.data.samples import (
+    Uncaptioned,
     caption_rng,
     draw_flip,
     make_item,
@@ -115,6 +117,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         self._starts = torch.zeros((self.workers, 3), dtype=torch.int64).share_memory_()
         self._decoder = None
         self._sidecar: dict = {}  # the current shard's scores, by key
+        self._layer_name = layer_of(spec.captions)  # a caption layer the captions come from
+        self._layer: dict = {}  # the current shard's captions of that layer, by key
         self._pass_epoch = 0
         self._report_tars = True
 
@@ -250,6 +254,9 @@ class ShardStream(torch.utils.data.IterableDataset):
                 flip, item = self.spec.describe(key, meta, txt, rng, epoch)
             except VtkError:
                 raise
+            except Uncaptioned as e:  # its caption failed when it was made: nothing to train on
+                self.stats.skip("uncaptioned", where, e)
+                continue
             except Exception as e:  # corrupt mp4 or json: skip it, training goes on
                 self.stats.skip("corrupt", where, f"{type(e).__name__}: {e}")
                 continue
@@ -268,6 +275,12 @@ class ShardStream(torch.utils.data.IterableDataset):
             self._sidecar = {tar: (load_sidecar(tar) or {}) if tar else {}}
         return self._sidecar[tar]
 
+    def _captions(self, tar) -> dict:
+        """The caption layer's sidecar of this shard (``vtk.captions.layer``), {} without one."""
+        if tar not in self._layer:
+            self._layer = {tar: (load_layer(tar, self._layer_name) or {}) if tar else {}}
+        return self._layer[tar]
+
     def read(self, sample: dict) -> tuple:
         """Parse and decode one raw tar sample: the arguments of ``ClipSpec.view`` but ``out``.
         Errors here are the sample's (a corrupt mp4 or json)."""
@@ -276,6 +289,9 @@ class ShardStream(torch.utils.data.IterableDataset):
         key = sample["__key__"]
         meta, txt = read_members(sample)
         meta = merge_scores(meta, self._scores(sample.get("__url__")).get(key))
+        if self._layer_name is not None:
+            meta = merge_layer(meta, self._layer_name, self._captions(sample.get("__url__"))
+                               .get(key))
         rng = sample_rng(self.spec.seed, self._pass_epoch, key)
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))

@@ -39,6 +39,48 @@ class SourceResult:
     seconds: float = 0.0  # worker time spent on the source
     caption_hits: int = 0  # clips whose captions came from the caption cache
     caption_misses: int = 0  # clips looked up in the cache and captioned afresh
+    captioners: dict = field(default_factory=dict)  # video captioner -> counts (tally_captions)
+
+
+def tally_captions(counts: dict, captioned: dict | None) -> None:
+    """Add one clip's video-captioner figures (its ``caption_info`` and ``caption_errors``)
+    to ``counts``: {model: {clips, failures, truncated, prompt_tokens, output_tokens,
+    generate_s}}. From the results themselves, so a Ray actor's work counts like a worker's."""
+    models = (captioned or {}).get("caption_models") or {}
+    for role, info in ((captioned or {}).get("caption_info") or {}).items():
+        c = counts.setdefault(info.get("model") or models.get(role, role), _zero())
+        c["clips"] += 1
+        c["truncated"] += bool(info.get("truncated"))
+        for k in ("prompt_tokens", "output_tokens", "generate_s"):
+            c[k] += info.get(k) or 0
+    for role in (captioned or {}).get("caption_errors") or {}:
+        counts.setdefault(models.get(role, role), _zero())["failures"] += 1
+
+
+def _zero() -> dict:
+    return {"clips": 0, "failures": 0, "truncated": 0, "prompt_tokens": 0, "output_tokens": 0,
+            "generate_s": 0.0}
+
+
+def merge_tallies(into: dict, other: dict) -> None:
+    for model, c in other.items():
+        mine = into.setdefault(model, _zero())
+        for k, v in c.items():
+            mine[k] = mine.get(k, 0) + v
+
+
+def captioner_figures(counts: dict) -> dict:
+    """The run summary's throughput per video captioner: tokens per clip, output tokens and
+    clips per second of the captioner's own generate time (summed over workers or actors)."""
+    out = {}
+    for model, c in counts.items():
+        n, s = c["clips"], c["generate_s"]
+        out[model] = {**c, "generate_s": round(s, 3),
+                      "prompt_tokens_per_clip": round(c["prompt_tokens"] / n, 1) if n else None,
+                      "output_tokens_per_clip": round(c["output_tokens"] / n, 1) if n else None,
+                      "output_tokens_per_s": round(c["output_tokens"] / s, 2) if s else None,
+                      "clips_per_s": round(n / s, 3) if s else None}
+    return out
 
 
 @dataclass
@@ -51,6 +93,7 @@ class Totals:
     cuts: int = 0
     caption_hits: int = 0
     caption_misses: int = 0
+    captioners: dict = field(default_factory=dict)
 
     def add(self, result: SourceResult) -> None:
         """Count one processed source (both engines count the same way)."""
@@ -60,7 +103,17 @@ class Totals:
         self.cuts += result.cuts
         self.caption_hits += result.caption_hits
         self.caption_misses += result.caption_misses
+        merge_tallies(self.captioners, result.captioners)
         self.failed_sources += bool(result.failures and not result.samples)
+
+    def merge(self, other: dict) -> None:
+        """Add another engine part's totals (``dataclasses.asdict`` of a Totals), but its
+        skipped sources (the driver counts those)."""
+        for k, v in other.items():
+            if k == "captioners":
+                merge_tallies(self.captioners, v)
+            elif k != "skipped_sources":
+                setattr(self, k, getattr(self, k) + v)
 
 
 # --- in the worker ---------------------------------------------------------------------------
@@ -80,7 +133,7 @@ def init_worker(cfg: ClipConfig, codec: str, caption_spec, parent: int | None = 
 
     cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would only contend
     _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=captioning, cache=None)
-    if captioning is None and caption_spec is not None and caption_spec.mode != "none":
+    if captioning is None and caption_spec is not None and caption_spec.active:
         from vtk.captions import Captioning
 
         captioning = Captioning(caption_spec)
@@ -161,6 +214,7 @@ def _finish(batch: list[Clip], result: SourceResult) -> None:
             result.failures.append({"kind": "caption-error", "reason": str(cap["error"]),
                                     "key": clip.key})
             continue
+        tally_captions(result.captioners, cap)  # a clip a video captioner failed on is kept
         mp4 = encode_mp4(clip.frames, clip.fps, codec)
         result.samples.append(make_sample(clip, mp4, codec, cap, mode))
 

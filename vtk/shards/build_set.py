@@ -21,7 +21,9 @@ CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never loo
 
 def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model=None,
                     fine_model=None, summarizer="rules", fine_fps=None, caption_device="auto",
-                    caption_cache=None, no_caption_cache=False, clip_mode="auto",
+                    caption_cache=None, no_caption_cache=False, vlm_model=None, vlm_fps=2.0,
+                    vlm_window=256, vlm_mode="windows", vlm_max_tokens=512, vlm_prompt=None,
+                    vlm_batch=8, clip_mode="auto",
                     min_clip=2.0, max_clip=30.0, clip_len=10.0, size=None, fps=8.0,
                     codec="h264", samples_per_shard=1000, workers=None, video_root=None,
                     resume=False, retry_failed=False, engine="local", ray_address=None,
@@ -36,7 +38,9 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     (a progress bar). ``on_close(index, run, failures, items)``: called once the index is
     written, before an empty set raises. ``engine``: "local" (a process pool of ``workers``)
     or "ray" (``vtk.shards.engines.ray_engine``: ``ray_address``, ``captioners``,
-    ``captioner_gpus``)."""
+    ``captioner_gpus``). ``vlm_*``: the video captioner's settings (``vtk.captions.vlm``),
+    used where a ``vlm:`` model fills the fine caption or, as ``vlm_model``, the scale
+    ``vlm``; ``vlm_prompt`` is a file."""
     sources = list(sources)
     from vtk.clips import ClipConfig
     from vtk.shards.engines import make_engine
@@ -58,7 +62,9 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     cache_dir = None if no_caption_cache else os.path.abspath(
         caption_cache or default_caption_cache(out))
     spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
-                        caption_device, cache_dir)
+                        caption_device, cache_dir, vlm_model=vlm_model,
+                        vlm=vlm_settings(vlm_fps, vlm_window, vlm_mode, vlm_max_tokens,
+                                         vlm_prompt, vlm_batch))
     if retry_failed and not resume:
         raise VtkError("--retry-failed goes with --resume")
     items = open_sources(sources, video_root=video_root)  # checks every SOURCE first
@@ -89,6 +95,10 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     if spec is not None and spec.cache_dir:
         run["caption_cache"] = {"dir": spec.cache_dir, "hits": totals.caption_hits,
                                 "captioned": totals.caption_misses}
+    if totals.captioners:
+        from vtk.shards.build import captioner_figures
+
+        run["captioners"] = captioner_figures(totals.captioners)
     card = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command if command is not None else library_command(sources, out),
@@ -133,17 +143,30 @@ def library_command(sources, out) -> str:
 
 
 def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device,
-                 cache_dir=None):
-    """The CaptionSpec for the workers, or None for ``--captions none``. Models left unset
-    are chosen per clip by vtk.captions: ``shapes`` for synth: clips, ``tagger`` otherwise.
-    ``cache_dir``: the caption cache's folder (None: no cache)."""
-    if mode == "none":
+                 cache_dir=None, vlm_model=None, vlm=None):
+    """The CaptionSpec for the workers, or None for ``--captions none`` without a
+    ``vlm_model``. Models left unset are chosen per clip by vtk.captions: ``shapes`` for
+    synth: clips, ``tagger`` otherwise. ``cache_dir``: the caption cache's folder (None: no
+    cache). ``vlm``: the video captioner's ``VLMSettings`` (kept only where one is used)."""
+    if mode == "none" and vlm_model is None:
         return None
     from vtk.captions import CaptionSpec  # lazy: torch-free start-up for --captions none
+    from vtk.captions.base import is_video_model
 
-    given = {"coarse_model": coarse_model, "fine_model": fine_model, "fine_fps": fine_fps}
+    given = {"coarse_model": coarse_model, "fine_model": fine_model, "fine_fps": fine_fps,
+             "vlm_model": vlm_model}
+    if vlm_model is not None or is_video_model(fine_model) or is_video_model(coarse_model):
+        given["vlm"] = vlm
     return CaptionSpec(mode=mode, summarizer=summarizer, device=device, cache_dir=cache_dir,
                        **{k: v for k, v in given.items() if v is not None})
+
+
+def vlm_settings(fps=2.0, window=256, mode="windows", max_tokens=512, prompt=None, batch=8):
+    """``VLMSettings`` from the ``--vlm-*`` options (``prompt``: a file, read now)."""
+    from vtk.captions.vlm import VLMSettings, read_prompt
+
+    return VLMSettings(fps=fps, window=window, mode=mode, max_tokens=max_tokens,
+                       prompt=read_prompt(prompt), batch=batch)
 
 
 def _by_kind(sources, for_files, for_synth):
@@ -176,7 +199,12 @@ def _spec_dict(spec, mode: str) -> dict:
     if spec is None:
         return {"mode": mode}
     if dataclasses.is_dataclass(spec):
-        return dataclasses.asdict(spec)
+        out = dataclasses.asdict(spec)
+        # unset video-captioner fields are left out: sets built before they existed resume
+        for key in ("vlm_model", "vlm"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
     return {"mode": mode, **{k: v for k, v in vars(spec).items() if not k.startswith("_")}}
 
 

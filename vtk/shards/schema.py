@@ -2,8 +2,10 @@
 
 A sample is ``{"__key__", "mp4": bytes, "txt": str, "json": dict}`` with the json fields of
 docs/architecture.md: ``source, start, end, fps, num_frames, width, height, codec, captions,
-caption_models`` always; ``label``, ``texts``, ``scores``, ``synth`` (generator ground truth)
-and ``extra`` (manifest columns) when the source has them. Times are seconds in the source.
+caption_models`` always; ``caption_info`` (a video captioner's settings, tokens and windows per
+scale) and ``caption_errors`` (per scale, why a caption is missing) when there are any;
+``label``, ``texts``, ``scores``, ``synth`` (generator ground truth) and ``extra`` (manifest
+columns) when the source has them. Times are seconds in the source.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def make_sample(clip: Clip, mp4: bytes, codec: str, captioned: dict | None = Non
         "captions": captions,
         "caption_models": dict((captioned or {}).get("caption_models") or {}),
     }
+    for key in ("caption_info", "caption_errors"):
+        if (captioned or {}).get(key):
+            info[key] = captioned[key]
     if meta.get("caption"):
         info["caption"] = meta["caption"]  # the source's own caption (manifest, sidecar)
     for key in OPTIONAL_META:

@@ -26,6 +26,7 @@ class ShardReport:
     num_samples: int = 0
     problems: list[str] = field(default_factory=list)
     previews: list[dict] = field(default_factory=list)  # first samples: key, json, txt
+    caption_errors: dict[str, int] = field(default_factory=dict)  # failed captions per scale
 
 
 def load_card(folder: str) -> dict:
@@ -65,6 +66,9 @@ def check_shard(tar_path: str, decode: bool = True, preview: int = 0,
                 continue
             members = {k: v for k, v in sample.items() if not k.startswith("__")}
             info, problems = check_sample(key, members)
+            failed = (info or {}).get("caption_errors")
+            for scale in failed if isinstance(failed, dict) else ():
+                report.caption_errors[scale] = report.caption_errors.get(scale, 0) + 1
             if info is not None and decode and "mp4" in members:
                 problems += _check_video(key, members["mp4"], info)
             report.problems += problems

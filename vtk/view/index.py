@@ -32,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from vtk.captions.layer import list_layers
 from vtk.curate.sidecar import merge_scores
 from vtk.errors import VtkError
 from vtk.fileio import read_regular
@@ -42,8 +43,8 @@ from vtk.view.members import Listing, MemberError, list_tar, read_member
 # json fields of a sample the page shows (``synth`` ground truth is left out: it is bulky and
 # the captions already say what it holds)
 ITEM_FIELDS = ("source", "source_id", "clip", "start", "end", "fps", "num_frames", "width",
-               "height", "codec", "captions", "caption_models", "caption", "label", "scores",
-               "texts", "extra")
+               "height", "codec", "captions", "caption_models", "caption_errors", "caption",
+               "label", "scores", "texts", "extra")
 FAILURE_FIELDS = ("source", "input", "kind", "reason", "key")
 MAX_LIMIT = 500
 
@@ -157,6 +158,7 @@ class ShardSetView:
         self.labels: set[str] = set()
         self.score_names: set[str] = set()
         self.shards = [self._shard(p) for p in sorted(glob.glob(os.path.join(self.root, "*.tar")))]
+        self.layers = list_layers(self.root)  # caption layers: a column each (vtk caption)
         self.by_file = {s.file: i for i, s in enumerate(self.shards)}
         listed = {s.get("file"): s.get("num_samples") for s in self.card.get("shards") or []
                   if isinstance(s, dict)}
@@ -255,6 +257,10 @@ class ShardSetView:
             return {**base, "error": f"{key}: {e}"}
         info = merge_scores(info, (self.sidecar(i) or {}).get(key))
         item = {**base, **{k: info[k] for k in ITEM_FIELDS if k in info}}
+        layers = {name: got for name in self.layers
+                  if (got := (self.layer(i, name) or {}).get(key))}
+        if layers:
+            item["layers"] = layers
         if mp4_off >= 0:
             url = f"{quote(shard.file)}/{j}"
             item["mp4"], item["poster"] = f"media/{url}.mp4", f"poster/{url}.jpg"
@@ -303,6 +309,20 @@ class ShardSetView:
             return None
         try:
             return load_sidecar(shard.path)
+        except VtkError:
+            return None
+
+    def layer(self, i: int, name: str) -> dict | None:
+        """Caption layer ``name``'s captions of shard ``i`` (``{key: {"text", "coarse",
+        "fine", "fused", "error"}}``), None without a sidecar (or one out of the folder or
+        unreadable)."""
+        from vtk.captions.layer import layer_path, load_layer
+
+        shard = self.shards[i]
+        if shard.problem or not self.inside(layer_path(shard.path, name)):
+            return None
+        try:
+            return load_layer(shard.path, name)
         except VtkError:
             return None
 
@@ -392,8 +412,17 @@ class ShardSetView:
 
     def summary(self) -> dict:
         """The dataset card panel: index.json and what the viewer found."""
+        from vtk.captions.layer import read_card
+
+        layers = []
+        for name in self.layers:
+            c = read_card(self.root, name)
+            layers.append({"name": name, "models": c.get("models"),
+                           "prompt_sha": c.get("prompt_sha"), "samples": c.get("samples"),
+                           "failures": c.get("failures")})
         return {"folder": os.path.basename(self.root.rstrip(os.sep)) or self.root,
                 "card": self.card, "card_problem": self.card_problem, "total": self.total(),
+                "layers": layers,
                 "shards": [{"file": s.file, "rows": s.count, "problem": s.problem}
                            for s in self.shards]}
 

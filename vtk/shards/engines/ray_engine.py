@@ -88,12 +88,20 @@ class Plan:
 
 class _ActorCaptioning:
     """``Captioning.run`` done by a captioner actor: the clips' frames go to it through the
-    object store, the captions come back."""
+    object store, the captions come back. A video captioner's frames are sampled and resized
+    here, in the task (``Captioning.prepare_clips``): the actor's GPU only generates."""
 
-    def __init__(self, actor):
+    def __init__(self, actor, spec=None):
         self.actor = actor
+        self.prepare = None
+        if spec is not None:
+            from vtk.captions import Captioning
+
+            self.prepare = Captioning(dataclasses.replace(spec, cache_dir=None)).prepare_clips
 
     def run(self, clips):
+        if self.prepare is not None:
+            clips = self.prepare(clips)
         return ray.get(self.actor.run.remote(clips))
 
 
@@ -109,7 +117,7 @@ def _setup(plan: Plan, captioner) -> None:
     torch = sys.modules.get("torch")  # never imported for this alone: seconds per worker
     if torch is not None:
         torch.set_num_threads(1)  # one CPU per task: intra-op threads would only contend
-    captioning = None if captioner is None else _ActorCaptioning(captioner)
+    captioning = None if captioner is None else _ActorCaptioning(captioner, plan.spec)
     init_worker(plan.cfg, plan.codec, plan.spec, captioning=captioning)
     _READY["key"] = key
 
@@ -520,9 +528,7 @@ class RayEngine:
                     writer.source_done(source)
                 for f in trailing["failures"]:
                     writer.fail(f["source"], f["input"], f["kind"], f["reason"], f.get("key"))
-            for k, v in out["totals"].items():
-                if k != "skipped_sources":
-                    setattr(totals, k, getattr(totals, k) + v)
+            totals.merge(out["totals"])
             _remove_tree(out["folder"])
         if tracker is not None:
             tracker.forget.remote(slot.task)

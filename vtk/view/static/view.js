@@ -126,8 +126,18 @@
 
     const caps = (it.captions && typeof it.captions === 'object') ? it.captions : {};
     const dl = el('dl', 'captions');
-    for (const k of ['coarse', 'fine', 'fused']) {
+    for (const k of ['coarse', 'fine', 'fused', 'vlm']) {
       if (caps[k]) dl.append(el('dt', null, k), el('dd', 'cap-' + k, caps[k]));
+    }
+    const failed = it.caption_errors && typeof it.caption_errors === 'object' ? it.caption_errors : {};
+    for (const [k, why] of Object.entries(failed)) {
+      dl.append(el('dt', null, k), el('dd', 'err cap-failed', 'failed: ' + plain(why)));
+    }
+    // a column per caption layer (vtk caption --as NAME)
+    for (const [name, l] of Object.entries(it.layers && typeof it.layers === 'object' ? it.layers : {})) {
+      const text = l && l.text ? plain(l.text) : '';
+      dl.append(el('dt', 'layer', name), el('dd', 'cap-layer' + (text ? '' : ' err'),
+        text || 'failed: ' + plain((l && l.error) || '')));
     }
     if (it.caption) dl.append(el('dt', null, 'source'), el('dd', 'cap-source', it.caption));
     if (Array.isArray(it.texts) && it.texts.length) {
@@ -213,6 +223,9 @@
       ['shards', (s.shards || []).length + (mb ? ', ' + mb : '')],
       ['clips', [clips.mode, clips.fps && clips.fps + ' fps', clips.size && clips.size + ' px', c.codec].filter(Boolean).join(', ')],
       ['captions', Object.entries(caps).filter(([, v]) => v).map(([k, v]) => k + '=' + plain(v)).join(', ')],
+      ['caption layers', (s.layers || []).map((l) => l.name + ' (' + [(l.models || []).join(', '),
+        l.prompt_sha && l.prompt_sha.length ? 'prompt ' + l.prompt_sha.join(', ') : '',
+        (l.samples ?? '?') + ' clips', (l.failures ?? 0) + ' failed'].filter(Boolean).join('; ') + ')').join(' | ')],
       ['failures', fails.total === undefined ? '' : fails.total + (fails.total ? ' (' +
         Object.entries(fails.by_reason || {}).map(([k, n]) => k + ' ' + n).join(', ') + ')' : '')],
       ['created', c.created],
