@@ -625,13 +625,21 @@ def test_demo_and_bench_shard_call_the_library_not_click():
 
 def test_caption_mode_choices_come_from_one_place():
     from vtk.commands.ablate import mask as ablate_mask
+    from vtk.commands.options import CAPTIONS
     from vtk.commands.shard import command as shard_cmd
     from vtk.commands.train import command as train_cmd
     from vtk.data import samples
     from vtk.types import CAPTION_MODES, SHARD_CAPTION_MODES
 
-    def choices(cmd, name="captions"):
-        return tuple(next(p for p in cmd.params if p.name == name).type.choices)
+    def param(cmd, name="captions"):
+        return next(p for p in cmd.params if p.name == name).type
 
-    assert choices(shard_cmd) == SHARD_CAPTION_MODES
-    assert choices(train_cmd) == choices(ablate_mask, "caps") == CAPTION_MODES == samples.CAPTION_MODES
+    assert tuple(param(shard_cmd).choices) == SHARD_CAPTION_MODES
+    # training reads a built-in mode or a caption by name (vlm, a caption layer NAME, NAME.fine)
+    assert param(train_cmd) is param(ablate_mask, "caps") is CAPTIONS
+    assert CAPTION_MODES == samples.CAPTION_MODES
+    for ok in (*CAPTION_MODES, "vlm", "qwen-7b", "qwen.fine"):
+        assert CAPTIONS.convert(ok, None, None) == ok
+    for bad in ("", "two words", "qwen.other", ".fine"):
+        with pytest.raises(click.BadParameter):
+            CAPTIONS.convert(bad, None, None)
