@@ -238,9 +238,10 @@ def test_differential_mode_chains_keyframe_pairs_and_previous_captions(models, s
     assert [p["frames"] for p in steps] == [1] + [2] * (len(steps) - 1)
     assert [p["t"][-1] for p in steps] == [round(i / 29.97, 4) for i in video.indices]
     tok = cap.processor.tokenizer
-    prompts = [tok.decode(ids) for call in got.calls for ids in call["ids"]]
-    for prev, step in zip(steps, steps[1:]):  # each step's prompt carries the caption before
-        assert any(" ".join(prev["text"].split()) in " ".join(p.split()) for p in prompts)
+    prompts = [" ".join(tok.decode(ids).split()) for call in got.calls for ids in call["ids"]]
+    assert len(prompts) == len(steps) + 1  # a generate a step (one clip), then the summary
+    for k in range(1, len(steps)):  # each step's prompt carries the caption of the step before
+        assert " ".join(steps[k - 1]["text"].split()) in prompts[k]
     assert "summary" in res and res["text"] == res["summary"]["text"]
 
 
@@ -449,3 +450,18 @@ def test_caption_resumes_after_sigkill_without_losing_or_doubling(qwen_set, mode
             keys = [m.name[:-5] for m in t.getmembers() if m.name.endswith(".json")]
         rows = pq.read_table(work / "captions" / "k" / (tar.stem + ".parquet")).to_pylist()
         assert [r["__key__"] for r in rows] == keys and all(r["text"] for r in rows)
+
+
+def test_bench_captions_reports_tokens_and_where_a_window_goes():
+    from click.testing import CliRunner
+
+    args = ["bench", "captions", "--models", "vlm:tiny-smolvlm", "--clips", "3", "--batch", "3",
+            "--size", "32", "--vlm-max-tokens", "5", "--json"]
+    out = CliRunner().invoke(cli, args, catch_exceptions=False).output
+    [row] = json.loads(out[out.index("[\n"):])  # after transformers' loading lines
+    assert row["mode"] == "fine" and row["errors"] == 0 and row["clips"] == 3
+    assert row["windows"] == 3 and row["generations"] == 3  # 2 s clips: one window each
+    assert 0 < row["output_tokens_per_clip"] <= 5 and row["prompt_tokens_per_clip"] > 0
+    w = row["per_window_ms"]
+    assert w["generate"] > 0 and w["total"] == pytest.approx(
+        sum(v for k, v in w.items() if k != "total"), abs=0.05)

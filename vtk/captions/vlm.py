@@ -325,6 +325,9 @@ class VLMCaptioner:
         self.pad = tok.pad_token_id
         self.revision = (getattr(self.model.config, "_commit_hash", None)
                          or (folder_hash(path) if os.path.isdir(path) else None))
+        # seconds spent in each part of generate() over this captioner's life (vtk bench
+        # captions: what the framework adds around the model's own generate)
+        self.timings = {"processor_s": 0.0, "generate_s": 0.0, "decode_s": 0.0, "calls": 0}
 
     def describe(self) -> dict:
         """The model's identity for the json: its id or path, and its hub revision (the commit
@@ -365,6 +368,7 @@ class VLMCaptioner:
     def generate(self, requests: list[Request], max_tokens: int) -> list[Generation]:
         """One batched, greedy generate over ``requests`` (all with video, or all text-only)."""
         _, torch = _transformers()
+        t0 = time.perf_counter()
         inputs = self.processor(text=[self._text(r) for r in requests], padding=True,
                                 return_tensors="pt", **self._video_kwargs(requests))
         inputs = inputs.to(self.device)
@@ -376,8 +380,10 @@ class VLMCaptioner:
             {**self.model.generation_config.to_dict(), "do_sample": False, "temperature": None,
              "top_p": None, "top_k": None, "num_beams": 1, "max_new_tokens": max_tokens,
              "pad_token_id": self.pad})
+        t1 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(**inputs, generation_config=config)
+        t2 = time.perf_counter()
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         prompt_tokens = inputs["attention_mask"].sum(1).tolist()
         results = []
@@ -387,6 +393,11 @@ class VLMCaptioner:
             text = self.processor.tokenizer.decode(kept, skip_special_tokens=True)
             results.append(Generation(" ".join(text.split()), int(n_prompt), len(kept),
                                       end is None and len(row) >= max_tokens))
+        t = self.timings
+        t["processor_s"] += t1 - t0
+        t["generate_s"] += t2 - t1
+        t["decode_s"] += time.perf_counter() - t2
+        t["calls"] += 1
         return results
 
 
