@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -25,47 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import ChildLines, clips_at_least, progress_env
+from ray_helpers import AUTH, free_port, ray_env, start_node, stop_node
 
 from vtk.errors import VtkError
 
-RAY_BIN = os.path.join(os.path.dirname(sys.executable), "ray")
-# the test cluster is private to 127.0.0.1 and this test: no token to hand to every driver
-AUTH = {"RAY_AUTH_MODE": "disabled"}
 SPEC = "synth:train?n=24&seed=3&size=32&frames=8"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", **AUTH)
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def _start_node(args: list[str]) -> subprocess.Popen:
-    """``ray start ... --block``: the node lives as long as this process (its own session)."""
-    return subprocess.Popen([RAY_BIN, "start", "--block", "--disable-usage-stats",
-                             "--node-ip-address", "127.0.0.1", *args], env=_env(),
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
-
-def _stop_node(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _wait_cpus(address: str, cpus: int, timeout: float = 120) -> None:
@@ -75,7 +39,7 @@ def _wait_cpus(address: str, cpus: int, timeout: float = 120) -> None:
             f"while ray.cluster_resources().get('CPU', 0) < {cpus} and time.time() < end:\n"
             "    time.sleep(0.5)\n"
             f"sys.exit(ray.cluster_resources().get('CPU', 0) < {cpus})\n")
-    subprocess.run([sys.executable, "-c", code], env=_env(), check=True, timeout=timeout + 60)
+    subprocess.run([sys.executable, "-c", code], env=ray_env(), check=True, timeout=timeout + 60)
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +47,8 @@ def cluster():
     """HOST:PORT of a Ray head node with 2 CPUs on 127.0.0.1, stopped after the module."""
     pytest.importorskip("ray")
     temp = tempfile.mkdtemp(prefix="vtkray-", dir="/tmp")  # short: Ray's socket paths
-    port = _free_port()
-    head = _start_node(["--head", "--port", str(port), "--num-cpus", "2",
+    port = free_port()
+    head = start_node(["--head", "--port", str(port), "--num-cpus", "2",
                         "--include-dashboard", "false", "--temp-dir", temp])
     address = f"127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in AUTH}
@@ -102,7 +66,7 @@ def cluster():
         import ray
 
         ray.shutdown()
-        _stop_node(head)
+        stop_node(head)
         shutil.rmtree(temp, ignore_errors=True)  # the session's logs and sockets
         for k, v in saved.items():
             if v is None:
@@ -231,7 +195,7 @@ def test_a_worker_killed_mid_task_is_retried_and_nothing_lost_or_doubled(cluster
     shard(spec, "--out", tmp_path / "local", *common, "--workers", 1)
     out = tmp_path / "ray"
     proc = subprocess.Popen(_vtk(spec, "--out", out, *common, "--engine", "ray",
-                                 "--ray-address", cluster), env=_env(),
+                                 "--ray-address", cluster), env=ray_env(),
                             stderr=subprocess.PIPE, text=True)
     killed = None
     end = time.time() + 120
@@ -256,17 +220,15 @@ def test_driver_killed_then_resume_gives_the_uninterrupted_set(cluster, tmp_path
     shard(spec, "--out", tmp_path / "local", *common, "--workers", 1)
     out = tmp_path / "ray"
     cmd = _vtk(spec, "--out", out, *common, "--engine", "ray", "--ray-address", cluster)
-    proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True)
-    end = time.time() + 120
-    while not (out / "shard-000002.tar").exists() and time.time() < end:
-        assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.05)
+    proc = subprocess.Popen(cmd[:-1], env=progress_env(**ray_env()), stderr=subprocess.PIPE,
+                            text=True)  # not -q: its progress lines say what is committed
+    ChildLines(proc.stderr).wait_for(clips_at_least(3 * 5))  # three shards of at most 5
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = keys_on_disk(out)
     assert 0 < len(partial) < 100, "the run was not cut part-way"
     assert not (out / "index.json").exists()
-    subprocess.run(cmd + ["--resume"], env=_env(), check=True, timeout=300)
+    subprocess.run(cmd + ["--resume"], env=ray_env(), check=True, timeout=300)
     got = keys(out)
     assert sorted(got) == sorted(keys(tmp_path / "local")) and len(set(got)) == len(got)
     assert card(out)["last_run"]["skipped_sources"] >= len(partial) - 5
@@ -351,10 +313,10 @@ def test_no_cluster_at_the_address_is_one_line(tmp_path):
     """As a user meets it: a fresh `vtk shard` (this process is connected to the test
     cluster already), a port nobody listens on, one line soon rather than Ray's retries."""
     pytest.importorskip("ray")
-    port = _free_port()
+    port = free_port()
     t0 = time.time()
     r = subprocess.run(_vtk(SPEC, "--out", tmp_path / "x", "--engine", "ray", "--ray-address",
-                            f"127.0.0.1:{port}"), env=_env(), capture_output=True, text=True,
+                            f"127.0.0.1:{port}"), env=ray_env(), capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and time.time() - t0 < 60
     lines = r.stderr.strip().splitlines()
@@ -367,7 +329,7 @@ def test_an_output_the_workers_cannot_reach_is_one_line(cluster, tmp_path, monke
     process's environment, not in the cluster's): the workers cannot reach the output."""
     pytest.importorskip("s3fs")
     moto_server = pytest.importorskip("moto.server")
-    port = _free_port()
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -433,7 +395,7 @@ def test_ray_options_need_the_ray_engine(tmp_path):
 
 @pytest.mark.ray
 def test_a_second_node_joins_and_the_set_is_the_same(cluster, tmp_path):
-    worker = _start_node(["--address", cluster, "--num-cpus", "1"])
+    worker = start_node(["--address", cluster, "--num-cpus", "1"])
     try:
         _wait_cpus(cluster, 3)
         common = [SPEC, "--samples-per-shard", 10]
@@ -443,4 +405,4 @@ def test_a_second_node_joins_and_the_set_is_the_same(cluster, tmp_path):
         assert engine["nodes"] == 2 and engine["cpus"] == 3
         assert_same_samples(tmp_path / "ray", tmp_path / "local")
     finally:
-        _stop_node(worker)
+        stop_node(worker)
