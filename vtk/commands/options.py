@@ -35,8 +35,8 @@ def vlm_options(f):
                      show_default=True, help="Frames per second a vlm: model sees."),
         click.option("--vlm-window", type=click.IntRange(min=1), default=256,
                      show_default=True,
-                     help="Frames per vlm: request; a longer clip gets one caption per window "
-                          "and a merged one."),
+                     help="Clip frames per vlm: request (NeMo Curator's window); a longer clip "
+                          "gets a caption per window, then a merged one."),
         click.option("--vlm-mode", type=click.Choice(MODES), default="windows",
                      show_default=True,
                      help="windows, or diff: captions of adjacent keyframes with the previous "
