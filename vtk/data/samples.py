@@ -82,15 +82,22 @@ def pick_caption(meta: dict, txt: str | None, mode: str, rng: np.random.Generato
             return f"{caps['coarse']}. {caps['fine']}"
     elif caps.get(mode):
         return caps[mode]
-    errors = meta.get("caption_errors") if isinstance(meta.get("caption_errors"), dict) else {}
-    failed = [k for k in (mode, mode.split(".")[0], *(("coarse", "fine") if mode == "both"
-                                                       else ())) if errors.get(k)]
+    failed = caption_failure(meta, mode)
     if failed:
-        raise Uncaptioned(f"its {failed[0]} caption failed: {errors[failed[0]]}")
+        raise Uncaptioned(failed)
     fix = (f"caption the set into that layer (vtk caption DIR --as {mode.split('.')[0]} ...)"
            if named else "rebuild the shards with --captions both")
     raise VtkError(f"sample {meta.get('source', '?')} has no {mode!r} caption (has "
                    f"{', '.join(sorted(caps)) or 'none'}); {fix}")
+
+
+def caption_failure(meta: dict, mode: str) -> str | None:
+    """Why the sample has no caption for ``mode`` because making it failed (its json's
+    ``caption_errors``, a caption layer's failure merged in), None when none did."""
+    errors = meta.get("caption_errors") if isinstance(meta.get("caption_errors"), dict) else {}
+    parts = {"both": ("coarse", "fine"), "mixed": ("coarse", "fine")}.get(mode, ())
+    failed = [k for k in (mode, mode.split(".")[0], *parts) if errors.get(k)]
+    return f"its {failed[0]} caption failed: {errors[failed[0]]}" if failed else None
 
 
 def read_members(sample: dict) -> tuple[dict, str | None]:
