@@ -472,3 +472,35 @@ def test_bench_captions_reports_tokens_and_where_a_window_goes():
     w = row["per_window_ms"]
     assert w["generate"] > 0 and w["total"] == pytest.approx(
         sum(v for k, v in w.items() if k != "total"), abs=0.05)
+
+
+def test_caption_splits_shards_over_torchrun_ranks(qwen_set, tmp_path):
+    """Two CPU ranks under torchrun: shard i to rank i mod 2, each writes its sidecars, rank 0
+    the layer's card with the counts of both."""
+    import shutil
+
+    out, _ = qwen_set
+    work = tmp_path / "set"
+    shutil.copytree(out, work, ignore=shutil.ignore_patterns("captions", ".caption-cache"))
+    tars = sorted(work.glob("*.tar"))
+    assert len(tars) >= 2
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                             "2", "--standalone", "-m", "vtk", "caption", str(work), "--as", "s",
+                             "--fine-model", "shapes", "--device", "cpu", "--quiet"],
+                            env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:  # a hung launch must not leave its ranks behind
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    card = json.loads((work / "captions" / "s" / "_layer.json").read_text())
+    assert card["world_size"] == 2 and card["shards_captioned"] == len(tars)
+    assert card["samples"] == len(samples(work)) and card["failures"] == 0
+    import pyarrow.parquet as pq
+
+    for tar in tars:
+        rows = pq.read_table(work / "captions" / "s" / (tar.stem + ".parquet")).to_pylist()
+        assert rows and all(r["fine"] for r in rows)
