@@ -104,3 +104,32 @@ def bar(*columns, line: str, stderr: bool = False, disable: bool = False):
     if disable or console.is_terminal:
         return Progress(*columns, console=console, disable=disable)
     return PlainProgress(line, file=console.file)
+
+
+def over_shards(todo, work, label: str, line: str, total: int | None, show: bool = True,
+                log=None) -> tuple[int, int]:
+    """``work(tar, settings, advance)`` for each ``(tar, settings)`` of ``todo`` under one
+    progress bar over ``total`` samples (``advance(n)``: n more done), as ``vtk score`` and
+    ``vtk caption`` walk a set's shards. Each ``work`` returns {"samples", "errors"}; returns
+    their sums. ``log(line)``: told each shard's name as it starts."""
+    import os
+
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    done = errors = 0
+    with bar(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+             line=line, stderr=True, disable=not show) as pbar:
+        task = pbar.add_task(line, total=total or None)
+        state = {"n": 0}
+
+        def advance(n):
+            state["n"] += n
+            pbar.update(task, completed=state["n"])
+
+        for tar, settings in todo:
+            if log:
+                log(f"{label} {os.path.basename(tar)}")
+            got = work(tar, settings, advance)
+            done += got["samples"]
+            errors += got["errors"]
+    return done, errors

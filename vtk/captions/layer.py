@@ -388,31 +388,16 @@ def caption_set(folder, name: str, *, coarse_model=None, fine_model=None,
     # else the shard builder's; a kill loses at most one call's clips (the cache has the rest)
     batch = spec.vlm_settings.batch if is_video_model(fine_model) else 8
     tally: dict = {}
-    t0 = time.perf_counter()
-    done = errors = 0
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
     from vtk.curate.score import _shard_counts
-    from vtk.progress import bar
+    from vtk.progress import over_shards
 
     counts = {} if storage.is_url(folder) else _shard_counts(Path(folder), [t for t, _ in todo])
-    total = sum(counts.get(t, 0) for t, _ in todo)
-    with bar(TextColumn(f"captioning as {name}"), BarColumn(), MofNCompleteColumn(),
-             TimeRemainingColumn(), line="caption", stderr=True,
-             disable=not (progress and d.rank == 0)) as pbar:
-        task = pbar.add_task("caption", total=total or None)
-        state = {"n": 0}
-
-        def advance(n):
-            state["n"] += n
-            pbar.update(task, completed=state["n"])
-
-        for tar, settings in todo:
-            if log:
-                log(f"captioning {os.path.basename(tar)}")
-            got = caption_shard(tar, name, captioning, settings, batch, advance, tally)
-            done += got["samples"]
-            errors += got["errors"]
+    t0 = time.perf_counter()
+    done, _ = over_shards(
+        todo, lambda tar, settings, advance: caption_shard(
+            tar, name, captioning, settings, batch, advance, tally),
+        f"captioning as {name}", "caption", sum(counts.get(t, 0) for t, _ in todo),
+        progress and d.rank == 0, log)
     seconds = time.perf_counter() - t0
     cache_counts = ((captioning.cache.hits, captioning.cache.misses)
                     if captioning.cache is not None else (0, 0))

@@ -346,30 +346,14 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
             raise VtkError(f"{sidecar.sidecar_path(tar)} was written with other settings "
                            f"({_differs(old, settings)}): pass --overwrite to score again")
         todo.append((tar, {**settings, "vtk_version": __version__}))
+    from vtk.progress import over_shards
+
     t0 = time.perf_counter()
-    done = errors = 0
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
-    from vtk.progress import bar
-
-    total = sum(counts[t] for t, _ in todo)
-    show = progress and d.rank == 0
-    with bar(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-             line="score", stderr=True, disable=not show) as pbar:
-        task = pbar.add_task("score", total=total or None)
-        state = {"n": 0}
-
-        def advance(n):
-            state["n"] += n
-            pbar.update(task, completed=state["n"])
-
-        for tar, settings in todo:
-            if log:
-                log(f"scoring {os.path.basename(tar)}")
-            got = score_shard(tar, wanted, settings, net, frames, size, normalize, d.device,
-                              batch_size, advance, threads)
-            done += got["samples"]
-            errors += got["errors"]
+    done, errors = over_shards(
+        todo, lambda tar, settings, advance: score_shard(
+            tar, wanted, settings, net, frames, size, normalize, d.device, batch_size, advance,
+            threads),
+        "scoring", "score", sum(counts[t] for t, _ in todo), progress and d.rank == 0, log)
     seconds = time.perf_counter() - t0
     scored, skipped, done, repaired = _sum_over_ranks(d, len(todo), skipped, done, repaired)
     summary = {"folder": str(folder.resolve()), "scores_computed": list(wanted), **info,
