@@ -89,6 +89,17 @@ def test_protocols_and_their_labels():
         P.resolve("official")
 
 
+def test_plain_reports_raw_figures_even_with_dsl_and_internvid_its_dsl_ones():
+    entry = {"name": "msrvtt", "task": "retrieval", "num_videos": 3, "num_texts": 3,
+             "settings": {"source": "msrvtt.csv"}}
+    kw = dict(frames=8, size=224, normalize="clip", max_tokens=32, model={}, seed=0, wise=None)
+    for proto, want in ((P.resolve("plain", dsl=True), "raw"), (P.resolve("internvid"), "dsl"),
+                        (P.resolve("internvid", dsl=False), "raw")):
+        card = P.card(proto, entry, {"annotation": "msrvtt.csv"}, {}, **kw)
+        assert card["scoring"]["reported"] == want, proto.label
+    assert card["benchmark"]["split"] == "test 1k-A (JSFusion, one caption a video)"
+
+
 def test_whole_frame_crop_keeps_the_sides():
     from vtk.data.transforms import eval_crop
 

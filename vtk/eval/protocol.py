@@ -27,7 +27,8 @@ TIES = ("pessimistic: a wrong candidate scoring as high as the best ground truth
 @dataclass(frozen=True)
 class Protocol:
     name: str = "plain"
-    dsl: bool = False  # also score dual-softmax rescored retrieval, and report it
+    dsl: bool = False  # also score dual-softmax rescored retrieval (dsl_* beside the raw)
+    report_dsl: bool = False  # the DSL figures are the reported ones (InternVid's are)
     wise_ft: float | None = None  # the trained model's share in a weight interpolation
     templates: str | tuple = "kinetics"  # classification prompts (vtk.eval.zeroshot)
     template_average: str = "similarity"  # similarity (ViCLIP) | embedding (CLIP)
@@ -52,8 +53,8 @@ def _short(value) -> str:
 
 PROTOCOLS = {
     "plain": Protocol("plain"),
-    "internvid": Protocol("internvid", dsl=True, wise_ft=0.5, one_caption=("msrvtt",),
-                          clean="internvid", crop="full"),
+    "internvid": Protocol("internvid", dsl=True, report_dsl=True, wise_ft=0.5,
+                          one_caption=("msrvtt",), clean="internvid", crop="full"),
 }
 CLEANS = ("none", "internvid")
 
@@ -67,7 +68,8 @@ def resolve(name: str | Protocol = "plain", **given) -> Protocol:
         base = PROTOCOLS[name]
     else:
         raise VtkError(f"--protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")
-    known = {f for f in Protocol.__dataclass_fields__ if f not in ("name", "overrides")}
+    known = {f for f in Protocol.__dataclass_fields__
+             if f not in ("name", "overrides", "report_dsl")}
     bad = set(given) - known
     if bad:
         raise ValueError(f"unknown protocol settings: {', '.join(sorted(bad))}")
@@ -148,7 +150,8 @@ def card(protocol: Protocol, entry: dict, bench_card: dict, info: dict, *, frame
         text.update(captions_per_video="one (the first)" if base in protocol.one_caption
                     else "all", paragraph=bool(bench_card.get("paragraph")))
     scoring = {"dsl": protocol.dsl, "dsl_temperature": 1.0 if protocol.dsl else None,
-               "reported": "dsl" if protocol.dsl and entry["task"] == "retrieval" else "raw",
+               "reported": "dsl" if protocol.dsl and protocol.report_dsl
+               and entry["task"] == "retrieval" else "raw",
                "ties": TIES, "wise_ft": protocol.wise_ft, "precision": "float32"}
     if wise:
         scoring.update(wise_ft_init=wise.get("init"), wise_ft_interpolated=wise.get(
@@ -187,9 +190,10 @@ def summary(c: dict) -> str:
 def merged(cards) -> str:
     """One line for the cards of several numbers (a table's): each setting once, the values
     that differ between them joined by ' / '."""
-    by_slot: dict[str, list[str]] = {}
+    order = ("protocol", "frames", "templates", "captions", "scoring", "wise_ft", "clean")
+    by_slot: dict[str, list[str]] = {k: [] for k in order}
     for c in cards:
         for k, v in slots(c, checkpoint=False).items():
             if v not in by_slot.setdefault(k, []):
                 by_slot[k].append(v)
-    return ", ".join(" / ".join(v) for v in by_slot.values())
+    return ", ".join(" / ".join(v) for v in by_slot.values() if v)
