@@ -194,7 +194,7 @@ def test_shard_probs_refuse_weights_that_are_not_finite_and_scale_huge_ones():
 
 
 def test_a_resume_naming_its_data_keeps_its_sampling_options():
-    from vtk.train.trainer import TrainConfig, resumed_data
+    from vtk.train.config import TrainConfig, resumed_data
 
     old = TrainConfig(data="a", resampled=True, train_num_samples=8)
     with pytest.raises(VtkError, match="trained with --resampled, resumed with no --resampled"):

@@ -220,7 +220,7 @@ def test_templates_option(tmp_path):
 def untrained_run(folder: Path) -> Path:
     """A run folder as vtk train leaves it (tiny towers), without the training."""
     from vtk.model import build_model
-    from vtk.train.trainer import TrainConfig, saved_config
+    from vtk.train.config import TrainConfig, saved_config
 
     cfg = TrainConfig(model="tiny", text="tiny", frames=8, size=32)
     folder.mkdir(parents=True)

@@ -290,5 +290,4 @@ def test_an_unknown_config_key_is_an_error_naming_the_closest_one():
 
     with pytest.raises(VtkError, match=r"unknown ModelConfig key 'frame'.*'frames'"):
         ModelConfig.from_dict({"frame": 4})
-    assert ModelConfig.from_dict({"frames": 4, "out": "x"}, legacy=("out",)).frames == 4
     assert ModelConfig.from_dict({"frames": 4, "steps": 9}, strict=False).frames == 4

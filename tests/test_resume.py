@@ -111,14 +111,15 @@ def test_frame_cache_resumes_exactly(shards, tmp_path):
 
 
 def test_batches_position_resumes_training_batches(shards):
-    """``Batches`` (vtk train's view): position() before a warm batch, then a resume there."""
+    """``Batches`` (vtk train's view): state_dict() before a warm batch, then a resume there."""
     loader = make(shards, workers=2)
     batches = Batches(loader, 3)
     seq = [next(batches)["key"] for _ in range(5)]
     batches.warm()
-    pos = batches.position()
+    pos = batches.state_dict()
     more = [next(batches)["key"] for _ in range(4)]
-    again = Batches(make(shards, workers=2), 3, pos)
+    again = Batches(make(shards, workers=2), 3)
+    again.load_state_dict(pos)
     assert [next(again)["key"] for _ in range(4)] == more
     assert seq  # the first five came from the first pass
 

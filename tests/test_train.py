@@ -19,7 +19,8 @@ from train_helpers import write_synth_shards
 from vtk.errors import VtkError
 from vtk.train import checkpoint as ckpt
 from vtk.train import load_run, train
-from vtk.train.trainer import TrainConfig, lr_factor, pick_threads
+from vtk.train.config import TrainConfig, lr_factor
+from vtk.train.runtime import pick_threads
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,22 @@ def shards(tmp_path_factory):
     """256 synthetic clips (32 px, 8 frames) in 4 tars, and a frame cache root."""
     tmp = tmp_path_factory.mktemp("train")
     return write_synth_shards(tmp / "shards", n=256, per_shard=64), str(tmp / "cache")
+
+
+@pytest.fixture(scope="module")
+def reference(shards, tmp_path_factory):
+    """``reference(**kw)``: the folder of an uninterrupted run of ``config(shards, ..., **kw)``,
+    trained once per configuration for the whole module (resume tests compare against it)."""
+    runs = {}
+
+    def run(**kw) -> Path:
+        key = json.dumps(kw, sort_keys=True)
+        if key not in runs:
+            runs[key] = tmp_path_factory.mktemp("reference")
+            train(config(shards, runs[key], **kw))
+        return runs[key]
+
+    return run
 
 
 def config(shards, out, **kw):
@@ -76,7 +93,7 @@ def test_torch_threads_are_the_cores_the_loader_workers_leave_free():
 
 
 def test_summary_records_the_thread_count_it_picked(shards, tmp_path, monkeypatch):
-    from vtk.train.trainer import available_cores
+    from vtk.train.runtime import available_cores
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
@@ -109,7 +126,7 @@ def test_tiny_learns_quickly_and_writes_the_run_dir(shards, tmp_path):
     assert {"loss", "lr", "clips_per_s", "mem_bytes", "logit_scale"} <= rows[0].keys()
     # what eval does: the trained model, unmasked, in eval mode
     model, cfg2 = load_run(run, "cpu")
-    assert cfg2 == cfg and not model.training
+    assert cfg.pop("format_version") == 1 and cfg2 == cfg and not model.training
     v = torch.randn(2, 8, 3, 32, 32)
     assert model.encode_video(v, mask_ratio=0.9).shape == (2, 64)
 
@@ -136,13 +153,12 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(shards, tmp_path):
     assert full["clips_seen"] == resumed["clips_seen"] == 16 * 64
 
 
-def test_same_seed_same_weights_other_seed_other_weights(shards, tmp_path):
+def test_same_seed_same_weights_other_seed_other_weights(shards, reference, tmp_path):
     kw = dict(steps=4, mask=0.5)
-    train(config(shards, tmp_path / "a", **kw))
     train(config(shards, tmp_path / "b", **kw))
     train(config(shards, tmp_path / "c", seed=1, **kw))
-    same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
-    a, c = weights(tmp_path / "a"), weights(tmp_path / "c")
+    same_weights(weights(reference(**kw)), weights(tmp_path / "b"))
+    a, c = weights(reference(**kw)), weights(tmp_path / "c")
     assert not torch.equal(a["video.proj.weight"], c["video.proj.weight"])
 
 
@@ -312,22 +328,30 @@ def test_trains_from_clip_weights_with_the_frozen_clip_text_tower(shards, tmp_pa
     assert model.encode_video(torch.randn(1, 8, 3, 32, 32)).shape == (1, 16)
 
 
-def test_a_moved_run_resumes_in_its_new_folder(shards, tmp_path, capsys):
-    old, new = tmp_path / "A", tmp_path / "B"
-    train(config(shards, old, steps=4, stop_after=2))
-    assert "out" not in json.loads((old / "config.json").read_text())
-    old.rename(new)
-    # a config.json written by an earlier vtk still names its old folder: ignored
-    cfg = json.loads((new / "config.json").read_text())
-    (new / "config.json").write_text(json.dumps({**cfg, "out": str(old)}))
-    code, err, _ = run_cli(["train", "--out", str(new), "--resume", "--quiet"], capsys)
-    assert code == 0, err
-    assert not old.exists()
-    s = json.loads((new / "summary.json").read_text())
+@pytest.mark.parametrize("stop, form", [(1, "library"), (2, "moved"), (3, "cli")])
+def test_a_stopped_run_resumes_to_the_uninterrupted_weights(shards, reference, tmp_path, capsys,
+                                                            stop, form):
+    """Stopped at step 1, 2 or 3 of 4 and resumed by the library call, by `vtk train --resume`
+    in a folder the run was moved to, or by `vtk train --resume`: the weights of the one
+    uninterrupted run, and the metrics log continuous."""
+    kw = dict(steps=4, mask=0.5)
+    run = tmp_path / "A"
+    train(config(shards, run, stop_after=stop, **kw))
+    assert "out" not in json.loads((run / "config.json").read_text())
+    if form == "library":
+        train({"out": str(run), "resume": True, "quiet": True})
+    else:
+        if form == "moved":
+            run = run.rename(tmp_path / "B")
+        code, err, _ = run_cli(["train", "--out", str(run), "--resume", "--quiet"], capsys)
+        assert code == 0, err
+        assert (tmp_path / "A").exists() == (form == "cli")  # nothing written where it was
+    s = json.loads((run / "summary.json").read_text())
     assert s["steps"] == 4 and s["complete"] and s["clips_seen"] == 4 * 32
-    assert [json.loads(x)["step"] for x in (new / "metrics.jsonl").read_text().splitlines()] \
-        == [1, 2, 3, 4]  # steps 1-2 from before the move, 3-4 after it
-    assert ckpt.load(new / "checkpoint.pt")["step"] == 4
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] \
+        == [1, 2, 3, 4]  # steps up to the stop from before it, the rest after
+    same_weights(weights(reference(**kw)), weights(run))
+    assert losses(reference(**kw)) == losses(run)
 
 
 class Payload:
@@ -353,22 +377,6 @@ def test_a_crafted_checkpoint_is_refused_and_never_run(shards, tmp_path, capsys)
         assert code == 1 and "refused" in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1, err
     assert not marker.exists()
-
-
-def test_a_checkpoint_from_before_plain_rng_states_still_resumes_exactly(shards, tmp_path):
-    """Earlier checkpoints held numpy's RNG state as an ndarray: that alone is allow-listed."""
-    import numpy as np
-
-    kw = dict(steps=4, mask=0.5)
-    train(config(shards, tmp_path / "full", **kw))
-    part = tmp_path / "part"
-    train(config(shards, part, stop_after=2, **kw))
-    state = ckpt.load(part / "checkpoint.pt")
-    name, keys, pos, has_gauss, gauss = state["rng"]["numpy"]
-    state["rng"]["numpy"] = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
-    torch.save(state, part / "checkpoint.pt")
-    train({"out": str(part), "resume": True, "quiet": True})
-    same_weights(weights(tmp_path / "full"), weights(part))
 
 
 def test_frames_size_and_memory_beyond_bounds_fail_before_any_work(shards, tmp_path):
@@ -574,12 +582,25 @@ def test_an_unknown_train_key_is_an_error_before_any_work(shards, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_saved_config_with_a_legacy_key_still_resumes(shards, tmp_path):
+@pytest.mark.parametrize("version", [None, 0, 2])
+def test_a_run_of_another_format_version_is_one_line_naming_the_file(shards, tmp_path, capsys,
+                                                                     version):
+    """config.json and checkpoint.pt carry format_version; vtk.formats is the one place
+    that refuses a version this vtk does not read (none: a file from before the field)."""
     run = tmp_path / "run"
     train(config(shards, run, steps=2, stop_after=1))
     saved = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(json.dumps({**saved, "out": "/gone"}))  # an older vtk's
-    assert train(config(shards, run, steps=2, resume=True))["steps"] == 2
+    assert saved["format_version"] == 1 and ckpt.load(run / "checkpoint.pt")["step"] == 1
+    (run / "config.json").write_text(json.dumps({**saved, "format_version": version}))
+    code, err, _ = run_cli(["train", "--out", str(run), "--resume", "--quiet"], capsys)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(run / "config.json") in err and "reads version 1" in err
+    assert ("upgrade vtk" if version == 2 else "rebuild it with this one") in err
+    (run / "config.json").write_text(json.dumps(saved))
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "format_version": version}, run / "checkpoint.pt")
+    with pytest.raises(VtkError, match=rf"^{run / 'checkpoint.pt'}: a checkpoint of "):
+        train(config(shards, run, steps=2, resume=True))
 
 
 def test_train_and_ablate_take_their_defaults_from_train_config():
@@ -663,26 +684,12 @@ def test_train_state_is_saved_and_restored_whole(shards, tmp_path):
     train(config(shards, run, steps=12, stop_after=10))  # 8 batches of 32 an epoch
     saved = ckpt.load(run / "checkpoint.pt")
     state = TrainState.from_checkpoint(saved)
-    assert (state.step, state.data) == (10, {"ranks": [{"epoch": 1, "batches": 2}]})
+    assert (state.step, saved["data"]) == (10, {"ranks": [{"epoch": 1, "batches": 2}]})
     assert state.train_time_s > 0 and state.peak_mem_bytes >= 0
     assert TrainState.from_checkpoint(state.as_dict()) == state  # the whole state, round trip
     s = train(config(shards, run, steps=12, resume=True))
     assert s["steps"] == 12 and s["train_time_s"] > state.train_time_s  # time carries on
     assert ckpt.load(run / "checkpoint.pt")["data"] == {"ranks": [{"epoch": 1, "batches": 4}]}
-
-
-def test_a_checkpoint_of_an_older_vtk_resumes_by_replaying_its_offset(shards, tmp_path):
-    """Positions saved before loader state existed, ``{"epoch", "offset"}``, still resume
-    exactly: the epoch is replayed up to the offset."""
-    kw = dict(steps=12, stop_after=10)
-    train(config(shards, tmp_path / "full", steps=12))
-    run = tmp_path / "old"
-    train(config(shards, run, **kw))
-    saved = ckpt.load(run / "checkpoint.pt")
-    saved["data"] = {"epoch": 1, "offset": 2}  # what vtk wrote for this position before
-    ckpt.save(run / "checkpoint.pt", saved)
-    train(config(shards, run, steps=12, resume=True))
-    same_weights(weights(tmp_path / "full"), weights(run))
 
 
 def test_batches_live_in_the_data_layer_and_warm_keeps_the_position():
@@ -707,11 +714,12 @@ def test_batches_live_in_the_data_layer_and_warm_keeps_the_position():
                 yield items[i]
             self.at = None
 
-    b = Batches(Loader(), 2, {"epoch": 0, "batches": 1})
+    b = Batches(Loader(), 2)
+    b.load_state_dict({"epoch": 0, "batches": 1})
     b.warm()
-    assert b.position() == {"epoch": 0, "batches": 1}  # the warmed batch is not spent yet
+    assert b.state_dict() == {"epoch": 0, "batches": 1}  # the warmed batch is not spent yet
     assert [next(b)["text"][0] for _ in range(3)] == ["0.1", "0.2", "1.0"]  # short tail skipped
-    assert b.position() == {"epoch": 1, "batches": 1}
+    assert b.state_dict() == {"epoch": 1, "batches": 1}
 
 
 def test_reading_the_loss_only_at_log_steps_trains_and_logs_the_same(shards, tmp_path,

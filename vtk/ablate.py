@@ -95,7 +95,7 @@ def fingerprint(train_cfg: dict) -> str:
     versions changes the fingerprint too."""
     from dataclasses import asdict
 
-    from vtk.train.trainer import TrainConfig
+    from vtk.train.config import TrainConfig
 
     full = asdict(TrainConfig.from_dict(train_cfg))
     key = {k: v for k, v in sorted(full.items()) if k not in _NOT_TRAINING}

@@ -139,8 +139,8 @@ def model_part(p: Profile, device: str) -> dict:
     for the same step beside each measured peak."""
     from vtk.bench.train import run
     from vtk.train import limits
+    from vtk.train.config import TrainConfig
     from vtk.train.dist import pick_device
-    from vtk.train.trainer import TrainConfig
 
     dev = pick_device(device)
     rows = run(list(MASKS), p.model, p.size, p.frames, p.model_batch, p.model_steps,

@@ -10,7 +10,7 @@ from click.core import ParameterSource
 
 from vtk.commands.options import CAPTIONS, DEVICE
 from vtk.errors import VtkError
-from vtk.train.trainer import TrainConfig
+from vtk.train.config import TrainConfig
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 

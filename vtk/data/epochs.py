@@ -8,31 +8,29 @@ from vtk.errors import VtkError
 
 
 class Batches:
-    """Endless training batches over epochs, with a resumable position: the loader's own
-    ``state_dict()`` (``vtk.data.loader.VideoLoader``), taken before the first batch not yet
-    handed out. Resuming from it costs no decoding: the loader skips what was handed out.
+    """Endless training batches over epochs, with a resumable position (torchdata's Stateful
+    protocol): the loader's own ``state_dict()`` (``vtk.data.loader.VideoLoader``), taken
+    before the first batch not yet handed out. Resuming from it costs no decoding: the loader
+    skips what was handed out."""
 
-    A position saved by an older vtk, ``{"epoch": e, "offset": n}`` (n batches of epoch e
-    handed out), is still honoured the old way: the epoch is replayed up to the offset."""
-
-    def __init__(self, loader, batch_size: int, position: dict | None = None,
-                 data: str | None = None):
+    def __init__(self, loader, batch_size: int, data: str | None = None):
         self.loader, self.batch_size = loader, batch_size
         self.data = data  # named in the error when an epoch gives no full batch
-        self._replay = 0
-        position = dict(position or {})
-        if "offset" in position:  # an older vtk's position
-            self._replay = int(position.pop("offset"))
-        if position:
-            loader.load_state_dict(position)
         self._it, self._full, self._clips, self._ready, self._before = None, 0, 0, None, None
         self._fresh = True
 
-    def position(self) -> dict:
+    def state_dict(self) -> dict:
         """The first batch not handed out yet (one taken by ``warm`` is not handed out)."""
         if self._ready is not None:
             return self._before
         return self.loader.state_dict()
+
+    def load_state_dict(self, position: dict) -> None:
+        """Start at ``position`` (before the first batch is taken; {}: the first epoch)."""
+        if self._it is not None or self._ready is not None:
+            raise RuntimeError("Batches.load_state_dict after batches were taken")
+        if position:
+            self.loader.load_state_dict(position)
 
     def warm(self) -> None:
         """Take the next batch now and hand it out first: the loader's start-up (workers,
@@ -50,11 +48,9 @@ class Batches:
             if self._it is None:
                 start = self.loader.state_dict()
                 # a pass that starts part-way may rightly hold no full batch (its tail only)
-                self._fresh = set(start) == {"epoch"} and not self._replay
+                self._fresh = set(start) == {"epoch"}
                 self._it = iter(self.loader)
-                for _ in range(self._replay):
-                    next(self._it)
-                self._replay, self._full, self._clips = 0, 0, 0
+                self._full, self._clips = 0, 0
             try:
                 batch = next(self._it)
             except StopIteration:

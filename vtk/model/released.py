@@ -337,7 +337,7 @@ def convert(init: str, out: str | Path | None = None, log=None) -> Path:
     from vtk.fileio import file_sha256, read_json, write_json
     from vtk.model import build_model
     from vtk.train import checkpoint
-    from vtk.train.trainer import TrainConfig, saved_config
+    from vtk.train.config import TrainConfig, saved_config
 
     src = released_path(init)
     out = Path(out).expanduser() if out else src.with_name(f"{src.stem}-vtk")

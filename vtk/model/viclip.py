@@ -56,12 +56,11 @@ class ModelConfig:
     grad_checkpointing: bool = False
 
     @classmethod
-    def from_dict(cls, d, *, strict: bool = True, legacy=()):
+    def from_dict(cls, d, *, strict: bool = True):
         """An instance of ``cls`` (also a subclass such as TrainConfig) from a dict or
         namespace. A key it does not have is a VtkError naming the closest known one (a typo
-        must not train with the default silently); ``legacy`` keys (fields an older vtk
-        wrote to config.json) are dropped, and ``strict=False`` picks ``cls``'s fields out
-        of a larger dict (a model's fields from a run's config.json)."""
+        must not train with the default silently); ``strict=False`` picks ``cls``'s fields
+        out of a larger dict (a model's fields from a run's config.json)."""
         import difflib
 
         from vtk.errors import VtkError
@@ -73,7 +72,7 @@ class ModelConfig:
         names = [f.name for f in fields(cls)]
         if strict:
             for k in d:
-                if k not in names and k not in legacy:
+                if k not in names:
                     # a known name the key starts with or holds as a word (mask_ratio ->
                     # mask), else the most similar spelling (difflib)
                     words = str(k).split("_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import resource
@@ -82,6 +83,50 @@ class Throughput:
         self.t = now
         self.rate = r if self.rate is None else (1 - self.alpha) * self.rate + self.alpha * r
         return self.rate
+
+
+class NonFiniteLoss(Exception):
+    """A step's loss was not finite: ``step`` (1-based) is the first such step."""
+
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
+
+
+class LossLog:
+    """The loss of every step: kept on the device as it comes (``add``) and read in one go
+    (``read``: one host sync) when a line is logged, a checkpoint written or the run stops;
+    with ``every_step`` (the CPU, where reading is free) each step is read at once, so a step
+    whose loss is not finite is never applied. ``read`` raises ``NonFiniteLoss`` naming the
+    first bad step when any rank saw one (``agree(flag)``: true on every rank if true on any).
+    """
+
+    def __init__(self, every_step: bool, agree=bool):
+        self.every_step, self.agree = every_step, agree
+        self.pending: list[torch.Tensor] = []
+        self.values: list[float] = []  # every loss read, in step order
+        self.last = math.nan
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss.detach())
+
+    def due(self, log_now: bool, save_now: bool) -> bool:
+        return log_now or save_now or self.every_step
+
+    def read(self, step: int) -> float:
+        """Read the pending losses (those of the steps up to ``step``) -> the last one."""
+        values = torch.stack(self.pending).float().tolist()
+        self.pending.clear()
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if self.agree(bad is not None):
+            raise NonFiniteLoss(step - len(values) + 1 + (bad or 0))
+        self.values.extend(values)
+        self.last = values[-1]
+        return self.last
+
+    def final(self, last: int = 20) -> float | None:
+        """The mean of the last ``last`` losses (summary.json's final_loss)."""
+        return float(sum(self.values[-last:]) / len(self.values[-last:])) if self.values else None
 
 
 def _cpu_times() -> list[int] | None:
