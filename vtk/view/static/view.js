@@ -223,6 +223,9 @@
       ['shards', (s.shards || []).length + (mb ? ', ' + mb : '')],
       ['clips', [clips.mode, clips.fps && clips.fps + ' fps', clips.size && clips.size + ' px', c.codec].filter(Boolean).join(', ')],
       ['captions', Object.entries(caps).filter(([, v]) => v).map(([k, v]) => k + '=' + plain(v)).join(', ')],
+      // a video captioner's clips, failures (clips kept without that caption) and truncations
+      ['video captioners', Object.entries((c.last_run && c.last_run.captioners) || {}).map(([m, x]) =>
+        m + ': ' + x.clips + ' clips, ' + x.failures + ' failed, ' + x.truncated + ' truncated (last run)').join(' | ')],
       ['caption layers', (s.layers || []).map((l) => l.name + ' (' + [(l.models || []).join(', '),
         l.prompt_sha && l.prompt_sha.length ? 'prompt ' + l.prompt_sha.join(', ') : '',
         (l.samples ?? '?') + ' clips', (l.failures ?? 0) + ' failed'].filter(Boolean).join('; ') + ')').join(' | ')],
