@@ -121,7 +121,7 @@ def command(run, benches, protocol, dsl, wise_ft, init, templates, template_aver
             caption_queries, clean, save_sims, batch_size, backend, device, workers, cache):
     """Zero-shot classification and retrieval of the run in RUN; writes RUN/eval.json. RUN may
     be viclip:PATH, a released ViCLIP checkpoint (.pth): it is converted into the vtk run
-    PATH-vtk beside it (once), which then holds eval.json.
+    NAME-vtk beside it (once), which then holds eval.json.
 
     \b
     Examples:
