@@ -13,10 +13,12 @@ from vtk.registry import Registry
 
 @pytest.mark.parametrize("call, known", [
     (lambda: get_decoder("nope"), "torchcodec, decord, pyav"),
-    (lambda: get_captioner("nope"), "shapes, tagger, hf:<hub-id-or-local-path>"),
+    (lambda: get_captioner("nope"),
+     "shapes, tagger, hf:<hub-id-or-local-path>, vlm:<hub-id-or-local-path>"),
     (lambda: get_summarizer("nope"), "rules, hf:<hub-id-or-local-path>"),
-    (lambda: build_text_tower("nope", 16), "tiny, minilm, clip"),
-    (lambda: get_captioner("hf:"), "shapes, tagger, hf:<hub-id-or-local-path>"),
+    (lambda: build_text_tower("nope", 16), "tiny, minilm, clip, viclip"),
+    (lambda: get_captioner("hf:"),
+     "shapes, tagger, hf:<hub-id-or-local-path>, vlm:<hub-id-or-local-path>"),
 ])
 def test_an_unknown_name_is_one_line_listing_the_known_ones(call, known):
     with pytest.raises(VtkError) as e:

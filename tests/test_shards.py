@@ -643,3 +643,22 @@ def test_caption_mode_choices_come_from_one_place():
     for bad in ("", "two words", "qwen.other", ".fine"):
         with pytest.raises(click.BadParameter):
             CAPTIONS.convert(bad, None, None)
+
+
+def test_shard_options_have_one_default_each():
+    """Every vtk shard option is a ShardConfig field and shows its default; the library call
+    takes the same fields (an unknown one is one line naming the closest)."""
+    from dataclasses import fields
+
+    from vtk.commands.shard import command as shard_cmd
+    from vtk.shards import build_shard_set
+    from vtk.shards.config import ShardConfig
+
+    defaults = {f.name: f.default for f in fields(ShardConfig)}
+    params = {p.name: p for p in shard_cmd.params if p.name not in ("sources", "out", "quiet")}
+    assert set(params) == set(defaults)
+    for name, p in params.items():
+        assert p.default == defaults[name] or (p.is_flag and defaults[name] is False), name
+    with pytest.raises(VtkError, match=r"unknown vtk shard option 'sample_per_shard' \(did you "
+                                       r"mean 'samples_per_shard'\?\)"):
+        build_shard_set(["synth:train?n=1"], "unused", sample_per_shard=3)

@@ -160,7 +160,7 @@ def command(models, clips, mode, fine_fps, size, batch, summarizer, device, vlm_
     """
     from vtk.shards.build_set import vlm_settings
 
-    vlm = vlm_settings(vlm_fps, vlm_window, vlm_mode, vlm_max_tokens, vlm_prompt, vlm_batch)
+    vlm = vlm_settings(**click.get_current_context().params)
     rows = bench_captions(models.split(","), clips, mode, fine_fps, size, batch, summarizer,
                           device, vlm)
     if json_out:

@@ -36,7 +36,6 @@ from vtk.captions.vlm import VLMSettings
 from vtk.errors import VtkError
 from vtk.types import SHARD_CAPTION_MODES, Clip
 
-MODES = SHARD_CAPTION_MODES
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,9 @@ class CaptionSpec:
     vlm: VLMSettings | None = None  # how video captioners run (None: VLMSettings())
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise VtkError(f"--captions {self.mode}: unknown mode (known: {', '.join(MODES)})")
+        if self.mode not in SHARD_CAPTION_MODES:
+            raise VtkError(f"--captions {self.mode}: unknown mode (known: "
+                           f"{', '.join(SHARD_CAPTION_MODES)})")
         if not self.fine_fps > 0:
             raise VtkError(f"--fine-fps {self.fine_fps}: must be positive")
         if self.vlm_model is not None and not is_video_model(self.vlm_model):

@@ -48,7 +48,7 @@ def command(folder, name, fine_model, coarse_model, summarizer, fine_fps, vlm_fp
     from vtk.captions.layer import caption_set
     from vtk.shards.build_set import vlm_settings
 
-    vlm = vlm_settings(vlm_fps, vlm_window, vlm_mode, vlm_max_tokens, vlm_prompt, vlm_batch)
+    vlm = vlm_settings(**click.get_current_context().params)
     s = caption_set(folder, name, coarse_model=coarse_model, fine_model=fine_model,
                     summarizer=summarizer, fine_fps=fine_fps, vlm=vlm, device=device,
                     overwrite=overwrite, cache=not no_cache, progress=not quiet)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 
 import click
+
+
+def defaults_of(cls):
+    """``default(name)``: the default of the field ``name`` of the config dataclass ``cls``
+    (TrainConfig, ShardConfig, EvalConfig): the one source of a command's defaults, shown in
+    --help as [default: ...]."""
+    table = {f.name: f.default for f in fields(cls)}
+    return table.__getitem__
 
 
 class Device(click.ParamType):
@@ -28,26 +37,29 @@ DEVICE = Device()
 def vlm_options(f):
     """The video captioner's settings (``vtk.captions.vlm.VLMSettings``), for vtk shard and
     vtk caption: used where a vlm: model captions."""
-    from vtk.captions.vlm import MODES  # torch-free
+    from vtk.captions.vlm import MODES, VLMSettings  # torch-free
 
+    default = defaults_of(VLMSettings)
     opts = [
-        click.option("--vlm-fps", type=click.FloatRange(min=0, min_open=True), default=2.0,
-                     show_default=True, help="Frames per second a vlm: model sees."),
-        click.option("--vlm-window", type=click.IntRange(min=1), default=256,
+        click.option("--vlm-fps", type=click.FloatRange(min=0, min_open=True),
+                     default=default("fps"), show_default=True,
+                     help="Frames per second a vlm: model sees."),
+        click.option("--vlm-window", type=click.IntRange(min=1), default=default("window"),
                      show_default=True,
                      help="Clip frames per vlm: request (NeMo Curator's window); a longer clip "
                           "gets a caption per window, then a merged one."),
-        click.option("--vlm-mode", type=click.Choice(MODES), default="windows",
+        click.option("--vlm-mode", type=click.Choice(MODES), default=default("mode"),
                      show_default=True,
                      help="windows, or diff: captions of adjacent keyframes with the previous "
                           "caption, then merged (ShareGPT4Video)."),
-        click.option("--vlm-max-tokens", type=click.IntRange(min=1), default=512,
+        click.option("--vlm-max-tokens", type=click.IntRange(min=1), default=default("max_tokens"),
                      show_default=True,
                      help="New tokens per generation; a caption cut there is marked truncated."),
         click.option("--vlm-prompt", type=click.Path(exists=True, dir_okay=False),
                      default=None, help="A file holding the prompt (default: a built-in one "
                                         "asking for actions, motion and camera)."),
-        click.option("--vlm-batch", type=click.IntRange(min=1), default=8, show_default=True,
+        click.option("--vlm-batch", type=click.IntRange(min=1), default=default("batch"),
+                     show_default=True,
                      help="Requests per generate call (captions do not depend on it)."),
     ]
     for opt in reversed(opts):

@@ -9,38 +9,34 @@ import time
 import click
 
 from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS, MODES
-from vtk.commands.options import DEVICE, vlm_options
+from vtk.clips.encode import CODECS
+from vtk.commands.options import DEVICE, defaults_of, vlm_options
+from vtk.shards.config import ShardConfig
+from vtk.shards.engines import ENGINES
 from vtk.types import SHARD_CAPTION_MODES
 
-CLIP_MODES = MODES  # defined once, in vtk.clips
-# moved to vtk.shards.build_set; re-exported for callers of the old names
-from vtk.shards.build_set import (  # noqa: E402,F401
-    CACHE_DIR,
-    caption_spec,
-    card_captions,
-    card_short_side,
-    versions,
-)
+default = defaults_of(ShardConfig)  # the one source of vtk shard's defaults
 
 
 @click.command("shard")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Folder for the shard set.")
-@click.option("--name", default="shard", show_default=True, help="Shard file prefix.")
+@click.option("--name", default=default("name"), show_default=True, help="Shard file prefix.")
 @click.option("--captions", type=click.Choice(SHARD_CAPTION_MODES),
-              default="none", show_default=True, help="Which captions to build.")
+              default=default("captions"), show_default=True, help="Which captions to build.")
 @click.option("--coarse-model", default=None,
               help="Captioner for the middle frame: shapes | tagger | hf:ID "
                    "(default: shapes for synth:, tagger otherwise).")
 @click.option("--fine-model", default=None,
               help="Per-frame captioner (same choices), or a video captioner vlm:ID that "
                    "captions the clip as a video (docs/captions.md).")
-@click.option("--summarizer", default="rules", show_default=True,
+@click.option("--summarizer", default=default("summarizer"), show_default=True,
               help="Merges frame captions: rules | hf:ID.")
 @click.option("--fine-fps", type=float, default=None,
               help="Frames per second the fine captioner sees (default: vtk.captions' own).")
-@click.option("--caption-device", default="auto", show_default=True, type=DEVICE,
+@click.option("--caption-device", default=default("caption_device"), show_default=True,
+              type=DEVICE,
               help="Device for caption models: auto | cpu | cuda | cuda:N.")
 @click.option("--caption-cache", type=click.Path(file_okay=False), default=None,
               help="Folder of the caption cache (SQLite, keyed by clip pixels and caption "
@@ -51,31 +47,37 @@ from vtk.shards.build_set import (  # noqa: E402,F401
               help="A video captioner for a caption scale of its own, captions.vlm (vtk train "
                    "--captions vlm), beside --captions.")
 @vlm_options
-@click.option("--clips", "clip_mode", type=click.Choice(CLIP_MODES), default="auto",
+@click.option("--clips", "clip_mode", type=click.Choice(MODES), default=default("clip_mode"),
               show_default=True,
               help="scenes: PySceneDetect cuts; fixed: --clip-len windows; whole: one clip per "
                    "source; auto: whole for synth:, scenes for videos. Manifest start/end win.")
-@click.option("--min-clip", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--min-clip", type=click.FloatRange(min=0), default=default("min_clip"),
+              show_default=True,
               help="Drop scenes shorter than this (s).")
-@click.option("--max-clip", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--max-clip", type=click.FloatRange(min=0, min_open=True),
+              default=default("max_clip"),
               show_default=True, help="Split scenes longer than this (s); at least 2 x "
                                       "--min-clip.")
-@click.option("--clip-len", type=click.FloatRange(min=0, min_open=True), default=10.0,
+@click.option("--clip-len", type=click.FloatRange(min=0, min_open=True),
+              default=default("clip_len"),
               show_default=True, help="Window length for --clips fixed (s).")
 @click.option("--size", type=int, default=None,
               help="Short side of the clips in px (default: 224; synth: its own size).")
-@click.option("--fps", type=click.FloatRange(min=0, max=MAX_FPS, min_open=True), default=8.0,
+@click.option("--fps", type=click.FloatRange(min=0, max=MAX_FPS, min_open=True),
+              default=default("fps"),
               show_default=True,
               help=f"Clip frame rate. Above a source's own rate its frames repeat; a clip "
                    f"(--max-clip, or --clip-len for fixed, x --fps) holds at most "
                    f"{MAX_CLIP_FRAMES} frames, which bounds memory.")
-@click.option("--codec", type=click.Choice(["h264", "vp9"]), default="h264", show_default=True,
+@click.option("--codec", type=click.Choice(list(CODECS)), default=default("codec"),
+              show_default=True,
               help="vp9 for DALI's CPU decoder; h264 for NVDEC and everything else.")
-@click.option("--samples-per-shard", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--samples-per-shard", type=click.IntRange(min=1),
+              default=default("samples_per_shard"), show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: number of CPUs, at most 8); with --engine ray, "
                    "the CPUs of the cluster vtk starts when there is none to join.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+@click.option("--engine", type=click.Choice(list(ENGINES)), default=default("engine"),
               show_default=True,
               help="local: a process pool on this machine; ray: tasks on a Ray cluster write "
                    "whole shards (the ray extra; docs/scale-out.md).")

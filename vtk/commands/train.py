@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 
 import click
 from click.core import ParameterSource
 
-from vtk.commands.options import CAPTIONS, DEVICE
+from vtk.commands.options import CAPTIONS, DEVICE, defaults_of
 from vtk.errors import VtkError
 from vtk.train.config import TrainConfig
 
-_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
-
-
-def default(name: str):
-    """TrainConfig's default for a field: the one source of the CLI's defaults (vtk train and
-    vtk ablate), shown in --help as [default: ...]."""
-    return _DEFAULTS[name]
+default = defaults_of(TrainConfig)  # the one source of vtk train's and vtk ablate's defaults
 
 
 @click.command("train")

@@ -19,28 +19,23 @@ from vtk.errors import VtkError
 CACHE_DIR = ".caption-cache"  # in OUT, hidden: loaders glob *.tar and never look inside
 
 
-def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model=None,
-                    fine_model=None, summarizer="rules", fine_fps=None, caption_device="auto",
-                    caption_cache=None, no_caption_cache=False, vlm_model=None, vlm_fps=2.0,
-                    vlm_window=256, vlm_mode="windows", vlm_max_tokens=512, vlm_prompt=None,
-                    vlm_batch=8, clip_mode="auto",
-                    min_clip=2.0, max_clip=30.0, clip_len=10.0, size=None, fps=8.0,
-                    codec="h264", samples_per_shard=1000, workers=None, video_root=None,
-                    resume=False, retry_failed=False, engine="local", ray_address=None,
-                    captioners=None, captioner_gpus=None, command: str | None = None,
-                    on_result: Callable | None = None,
-                    on_close: Callable | None = None) -> dict:
+def build_shard_set(sources, out, *, command: str | None = None,
+                    on_result: Callable | None = None, on_close: Callable | None = None,
+                    **options) -> dict:
     """Write the shard set of ``sources`` to ``out`` and return its index (index.json).
 
-    The keyword arguments are `vtk shard`'s options (same names, same defaults). ``command``:
-    the card's "command" field (the CLI passes its command line; None: a
-    ``vtk.shards.build_shard_set(...)`` call). ``on_result(result, totals)``: called per source
-    (a progress bar). ``on_close(index, run, failures, items)``: called once the index is
-    written, before an empty set raises. ``engine``: "local" (a process pool of ``workers``)
-    or "ray" (``vtk.shards.engines.ray_engine``: ``ray_address``, ``captioners``,
-    ``captioner_gpus``). ``vlm_*``: the video captioner's settings (``vtk.captions.vlm``),
-    used where a ``vlm:`` model fills the fine caption or, as ``vlm_model``, the scale
-    ``vlm``; ``vlm_prompt`` is a file."""
+    ``options``: `vtk shard`'s options, the fields of ``vtk.shards.config.ShardConfig`` (same
+    names, their defaults there). ``command``: the card's "command" field (the CLI passes its
+    command line; None: a ``vtk.shards.build_shard_set(...)`` call). ``on_result(result,
+    totals)``: called per source (a progress bar). ``on_close(index, run, failures, items)``:
+    called once the index is written, before an empty set raises. ``engine``: "local" (a
+    process pool of ``workers``) or "ray" (``vtk.shards.engines.ray_engine``: ``ray_address``,
+    ``captioners``, ``captioner_gpus``). ``vlm_*``: the video captioner's settings
+    (``vtk.captions.vlm``), used where a ``vlm:`` model fills the fine caption or, as
+    ``vlm_model``, the scale ``vlm``; ``vlm_prompt`` is a file."""
+    from vtk.shards.config import ShardConfig
+
+    o = ShardConfig.from_options(options)
     sources = list(sources)
     from vtk.clips import ClipConfig
     from vtk.shards.engines import make_engine
@@ -48,40 +43,39 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
     from vtk.sources import benchmark_card, open_sources
     from vtk.types import SOURCE_ID_SCHEME
 
-    if size is not None and size < 16:
-        raise VtkError(f"--size {size}: need at least 16 px")
+    if o.size is not None and o.size < 16:
+        raise VtkError(f"--size {o.size}: need at least 16 px")
     try:
-        cfg = ClipConfig(mode=clip_mode, size=size, fps=fps, min_clip=min_clip,
-                         max_clip=max_clip, clip_len=clip_len)
+        cfg = ClipConfig(mode=o.clip_mode, size=o.size, fps=o.fps, min_clip=o.min_clip,
+                         max_clip=o.max_clip, clip_len=o.clip_len)
     except ValueError as e:  # ClipConfig names its fields: name the options instead
         raise VtkError(re.sub(r"\b(fps|min_clip|max_clip|clip_len)\b",
                               lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
-    workers = workers or min(os.cpu_count() or 1, 8)
-    if caption_cache and no_caption_cache:
+    workers = o.workers or min(os.cpu_count() or 1, 8)
+    if o.caption_cache and o.no_caption_cache:
         raise VtkError("--caption-cache and --no-caption-cache exclude each other")
-    cache_dir = None if no_caption_cache else os.path.abspath(
-        caption_cache or default_caption_cache(out))
-    spec = caption_spec(captions, coarse_model, fine_model, summarizer, fine_fps,
-                        caption_device, cache_dir, vlm_model=vlm_model,
-                        vlm=vlm_settings(vlm_fps, vlm_window, vlm_mode, vlm_max_tokens,
-                                         vlm_prompt, vlm_batch))
-    if retry_failed and not resume:
+    cache_dir = None if o.no_caption_cache else os.path.abspath(
+        o.caption_cache or default_caption_cache(out))
+    spec = caption_spec(o.captions, o.coarse_model, o.fine_model, o.summarizer, o.fine_fps,
+                        o.caption_device, cache_dir, vlm_model=o.vlm_model,
+                        vlm=vlm_settings(**dataclasses.asdict(o)))
+    if o.retry_failed and not o.resume:
         raise VtkError("--retry-failed goes with --resume")
-    items = open_sources(sources, video_root=video_root)  # checks every SOURCE first
-    runner = make_engine(engine, ray_address=ray_address, captioners=captioners,
-                         captioner_gpus=captioner_gpus)
+    items = open_sources(sources, video_root=o.video_root)  # checks every SOURCE first
+    runner = make_engine(o.engine, ray_address=o.ray_address, captioners=o.captioners,
+                         captioner_gpus=o.captioner_gpus)
     run_sources = runner.run  # the local pool or a Ray cluster: one protocol (engines/)
-    caps = _spec_dict(spec, captions)
+    caps = _spec_dict(spec, o.captions)
     # where the cache lives does not change a sample, so a resume need not repeat it (kept as
     # null rather than dropped: sets built before the cache was wired resume as they are)
-    settings = {"clips": dataclasses.asdict(cfg), "codec": codec,
+    settings = {"clips": dataclasses.asdict(cfg), "codec": o.codec,
                 "captions": {**caps, "cache_dir": None} if "cache_dir" in caps else caps,
                 "source_ids": SOURCE_ID_SCHEME}
-    writer = ShardWriter(out, name=name, samples_per_shard=samples_per_shard, resume=resume,
-                         settings=settings, retry_failed=retry_failed)
+    writer = ShardWriter(out, name=o.name, samples_per_shard=o.samples_per_shard,
+                         resume=o.resume, settings=settings, retry_failed=o.retry_failed)
     started = time.perf_counter()
     try:
-        totals = run_sources(items, writer, cfg, codec, spec, workers=workers,
+        totals = run_sources(items, writer, cfg, o.codec, spec, workers=workers,
                              on_result=on_result)
     except BaseException:  # nothing half-done is published; the lock goes at once
         writer.abort()
@@ -104,8 +98,8 @@ def build_shard_set(sources, out, *, name="shard", captions="none", coarse_model
         "command": command if command is not None else library_command(sources, out),
         "sources": list(sources),
         "clips": {**dataclasses.asdict(cfg), "short_side": card_short_side(cfg, sources)},
-        "codec": codec,
-        "samples_per_shard": samples_per_shard,
+        "codec": o.codec,
+        "samples_per_shard": o.samples_per_shard,
         "captions": card_captions(caps, sources),
         "versions": versions(),
         "engine": runner.describe(),  # local workers, or the Ray cluster's size
@@ -161,12 +155,13 @@ def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device,
                        **{k: v for k, v in given.items() if v is not None})
 
 
-def vlm_settings(fps=2.0, window=256, mode="windows", max_tokens=512, prompt=None, batch=8):
-    """``VLMSettings`` from the ``--vlm-*`` options (``prompt``: a file, read now)."""
+def vlm_settings(vlm_fps, vlm_window, vlm_mode, vlm_max_tokens, vlm_prompt, vlm_batch, **_):
+    """``VLMSettings`` from the ``--vlm-*`` options (a command's parsed options, or a
+    ShardConfig's fields: other keys are ignored); ``vlm_prompt`` is a file, read now."""
     from vtk.captions.vlm import VLMSettings, read_prompt
 
-    return VLMSettings(fps=fps, window=window, mode=mode, max_tokens=max_tokens,
-                       prompt=read_prompt(prompt), batch=batch)
+    return VLMSettings(fps=vlm_fps, window=vlm_window, mode=vlm_mode, max_tokens=vlm_max_tokens,
+                       prompt=read_prompt(vlm_prompt), batch=vlm_batch)
 
 
 def _by_kind(sources, for_files, for_synth):

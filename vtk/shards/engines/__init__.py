@@ -30,7 +30,6 @@ from vtk.registry import Registry
 ENGINES = Registry("shard engine")
 ENGINES.add("local", "vtk.shards.engines.local:LocalEngine")
 ENGINES.add("ray", "vtk.shards.engines.ray_engine:RayEngine", extra="ray")
-NAMES = ("local", "ray")
 
 
 def make_engine(name: str = "local", ray_address: str | None = None,

@@ -1,0 +1,60 @@
+"""``ShardConfig``: every option of `vtk shard`, with its default, written once. The click
+command reads its defaults from here and ``build_shard_set`` takes these fields as keyword
+arguments; the clip settings default to ``ClipConfig``'s and the video captioner's to
+``VLMSettings``', so each default has one home."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, fields
+
+from vtk.captions.vlm import VLMSettings
+from vtk.clips import ClipConfig
+from vtk.errors import VtkError
+
+
+@dataclass
+class ShardConfig:
+    name: str = "shard"  # shard file prefix
+    captions: str = "none"  # none | coarse | fine | both
+    coarse_model: str | None = None  # None: shapes for synth:, tagger otherwise
+    fine_model: str | None = None
+    summarizer: str = "rules"
+    fine_fps: float | None = None  # None: vtk.captions.CaptionSpec's own
+    caption_device: str = "auto"
+    caption_cache: str | None = None  # None: OUT/.caption-cache
+    no_caption_cache: bool = False
+    vlm_model: str | None = None  # a video captioner for the caption scale ``vlm``
+    vlm_fps: float = VLMSettings.fps
+    vlm_window: int = VLMSettings.window
+    vlm_mode: str = VLMSettings.mode
+    vlm_max_tokens: int = VLMSettings.max_tokens
+    vlm_prompt: str | None = None  # a file holding the prompt
+    vlm_batch: int = VLMSettings.batch
+    clip_mode: str = ClipConfig.mode
+    min_clip: float = ClipConfig.min_clip
+    max_clip: float = ClipConfig.max_clip
+    clip_len: float = ClipConfig.clip_len
+    size: int | None = ClipConfig.size
+    fps: float = ClipConfig.fps
+    codec: str = "h264"
+    samples_per_shard: int = 1000
+    workers: int | None = None  # None: the CPUs, at most 8
+    engine: str = "local"
+    ray_address: str | None = None
+    captioners: int | None = None
+    captioner_gpus: float | None = None
+    video_root: str | None = None
+    resume: bool = False
+    retry_failed: bool = False
+
+    @classmethod
+    def from_options(cls, options: dict) -> ShardConfig:
+        """From keyword arguments; an unknown one is a VtkError naming the closest field."""
+        names = [f.name for f in fields(cls)]
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1, cutoff=0.0)
+                raise VtkError(f"unknown vtk shard option {key!r}"
+                               + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return cls(**options)
