@@ -283,3 +283,53 @@ def test_an_unwritable_page_folder_is_one_line(runs, tmp_path, capsys):
                                capsys)
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert f"cannot write the report page to {out}" in err
+
+
+def test_plain_runs_plot_and_their_page_has_the_plot(tmp_path):
+    """vtk report RUN --plot on plain train + eval runs (no ablation.json) draws them as bars;
+    it used to end in 'no finished runs to plot' and write no page."""
+    _run(tmp_path, "x", "a", 0, 0.3, 0.2, 10.0, 2**20, tag=False)
+    _run(tmp_path, "x", "b", 0, 0.4, 0.2, 10.0, 2**20, tag=False)
+    png, page = tmp_path / "out" / "p.png", tmp_path / "out" / "page"
+    res = CliRunner().invoke(command, [str(tmp_path / "x-a-s0"), str(tmp_path / "x-b-s0"),
+                                       "--plot", str(png), "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    assert png.stat().st_size > 1000 and (page / "ablations.png").stat().st_size > 1000
+    assert 'src="ablations.png"' in (page / "index.html").read_text()
+
+
+def test_caption_arms_show_the_clip_text_score_of_their_captions(tmp_path):
+    """Caption faithfulness per scale: each arm's mean clip-text score of the captions it
+    trained on (vtk score with one fixed CLIP over the arms' shard set) beside its accuracy."""
+    pytest.importorskip("pyarrow")
+    from test_model import save_tiny_clip
+    from train_helpers import write_synth_shards
+
+    from vtk.curate import score_set
+
+    clip, shards = tmp_path / "clip", tmp_path / "shards"
+    clip.mkdir()
+    save_tiny_clip(clip)
+    write_synth_shards(shards, n=6, per_shard=6)
+    scores = score_set(shards, init=str(clip), scores="clip-text", device="cpu",
+                       progress=False)["scores"]
+    runs = tmp_path / "runs"
+    for arm, k400 in (("coarse", 0.1), ("fine", 0.3), ("both", 0.2), ("mine", 0.2)):
+        run = _run(runs, "captions", arm, 0, k400, 0.1, 10.0, 2**20)
+        (run / "config.json").write_text(json.dumps({"data": str(shards), "captions": arm}))
+    got = {a.arm: a.mean("clip_text") for a in report.collect([runs])}
+    want = {"coarse": "clip-text.coarse", "fine": "clip-text.fine", "both": "clip-text.fused"}
+    assert got == {**{arm: pytest.approx(scores[col]["mean"]) for arm, col in want.items()},
+                   "mine": None}  # a caption layer: not scored by vtk score
+    res = CliRunner().invoke(command, [str(runs), "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].startswith("| ablation | arm | seeds | clip-text | K400 (synth) top-1 |")
+    fine = f"{scores['clip-text.fine']['mean']:.3f}"
+    assert any(ln.startswith(f"| captions | fine | 1 | {fine} (") for ln in lines), lines
+    assert f"- clip-text (captions): mean cosine of each arm's training captions with their " \
+           f"clips, scored by vtk score --init {clip}" in res.output
+    rows = {r["arm"]: r for r in json.loads(report.render_text(report.collect([runs]), "json"))}
+    assert rows["coarse"]["clip_text"] == pytest.approx(scores["clip-text.coarse"]["mean"])
+    assert rows["coarse"]["clip_text_scorer"].endswith(f"--init {clip}")
+    assert "clip_text" not in rows["mine"]

@@ -61,6 +61,7 @@ class Arm:
     # the filter ablation: ablation.json's "planted" (clips, swapped, duplicate) per run
     planted: list[dict] = field(default_factory=list)
     cards: list[dict] = field(default_factory=list)  # the protocol card of each number
+    scorers: list[str] = field(default_factory=list)  # who scored clip-text, per run
 
     @property
     def kind(self) -> str:
@@ -78,10 +79,45 @@ class Arm:
         return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
 
 
-def columns(v2t: bool = False) -> list[str]:
+def columns(v2t: bool = False, arms: list[Arm] = ()) -> list[str]:
+    """The table's columns; ``clip_text`` (the training captions' faithfulness) first when
+    one of ``arms`` has it."""
     direction = "v2t" if v2t else "t2v"
-    return ([f"{b}_top1" for b in CLS_BENCHES] + [f"{b}_{direction}_r1" for b in RET_BENCHES]
+    return (["clip_text"] * any(a.mean("clip_text") is not None for a in arms)
+            + [f"{b}_top1" for b in CLS_BENCHES] + [f"{b}_{direction}_r1" for b in RET_BENCHES]
             + ["train_time_s", "clips_per_s", "peak_mem_bytes"])
+
+
+# The vtk score column of the captions a run trains on, by --captions (mixed draws coarse or
+# fine: their mean); a caption layer is not scored by vtk score.
+SCORED_CAPTIONS = {"coarse": ("clip-text.coarse",), "fine": ("clip-text.fine",),
+                   "both": ("clip-text.fused",), "mixed": ("clip-text.coarse", "clip-text.fine"),
+                   "txt": ("clip-text",)}
+
+
+def clip_text(run: Path) -> tuple[float, str] | None:
+    """(mean clip-text score of the captions ``run`` trained on, the scorer) from its shard
+    set's ``scores/_summary.json`` (``vtk score DIR --init CLIP``: one fixed model scores every
+    caption scale, so the arms of a caption ablation compare). None when the run trained on
+    several sets or a URL, on a caption layer, or its set was not scored with clip-text."""
+    config = read_json(run / "config.json")
+    if not isinstance(config, dict):
+        return None
+    data, names = config.get("data"), SCORED_CAPTIONS.get(config.get("captions"))
+    data = data[0] if isinstance(data, list) and len(data) == 1 else data
+    if not isinstance(data, str) or names is None or "://" in data:
+        return None
+    summary = read_json(Path(data) / "scores" / "_summary.json")
+    scores = summary.get("scores") if isinstance(summary, dict) else None
+    if not isinstance(scores, dict):
+        return None
+    means = [(scores.get(n) or {}).get("mean") if isinstance(scores.get(n), dict) else None
+             for n in names]
+    if not all(isinstance(m, (int, float)) and math.isfinite(m) for m in means):
+        return None
+    scorer = (f"--init {summary['init']}" if summary.get("init")
+              else f"--model {summary.get('model', '?')}")
+    return sum(means) / len(means), scorer
 
 
 def _object(value, where: str) -> dict:
@@ -233,6 +269,10 @@ def collect(dirs: list[str | Path], protocols: list[str] | None = None) -> list[
                     key = f"{direction}_r1"
                     if b in metrics and key in metrics[b]:
                         row[f"{b}_{key}"] = _number(metrics[b][key], f"{run}/eval.json: {b} {key}")
+            scored = clip_text(run)
+            if scored is not None:
+                row["clip_text"] = scored[0]
+                arm.scorers.append(scored[1])
             if summary:
                 for key in ("train_time_s", "clips_per_s", "peak_mem_bytes"):
                     if summary.get(key) is not None:
@@ -244,6 +284,8 @@ def collect(dirs: list[str | Path], protocols: list[str] | None = None) -> list[
 
 
 def _header(col: str, synthetic: bool) -> str:
+    if col == "clip_text":
+        return "clip-text"
     tag = " (synth)" if synthetic else ""
     base = col.split("_")[0]
     if col.endswith("_top1"):
@@ -263,6 +305,8 @@ def _fmt(col: str, mean: float | None, std: float | None) -> str:
         return text + (f" ± {std:.0f}" if std is not None else "")
     if col in ("train_time_s", "clips_per_s"):
         return f"{mean:.1f}" + (f" ± {std:.1f}" if std is not None else "")
+    if col == "clip_text":  # a cosine
+        return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
     return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
 
 
@@ -271,6 +315,8 @@ def _delta(col: str, value: float | None, base: float | None) -> str:
         return ""
     if col in ("train_time_s", "peak_mem_bytes", "clips_per_s"):
         return f"{value / base:.2f}x" if base else ""
+    if col == "clip_text":
+        return f"{value - base:+.3f}"
     return f"{100 * (value - base):+.1f}"
 
 
@@ -291,7 +337,7 @@ def table_rows(arms: list[Arm], v2t: bool = False) -> list[dict]:
         base = next((a for a in group if a.arm == BASELINE.get(_kind(ablation))), group[0])
         for arm in group:
             cells = {"ablation": ablation, "arm": arm.arm, "seeds": str(len(arm.runs))}
-            for col in columns(v2t):
+            for col in columns(v2t, arms):
                 cell = _fmt(col, arm.mean(col), arm.std(col))
                 if arm is not base:
                     d = _delta(col, arm.mean(col), base.mean(col))
@@ -321,6 +367,8 @@ def json_rows(arms: list[Arm]) -> list[dict]:
             row["planted"] = arm.planted[0]
         if arm.cards:
             row["protocol"] = protocol_line([arm])
+        if arm.mean("clip_text") is not None:
+            row.update(clip_text=arm.mean("clip_text"), clip_text_scorer=scorer_line([arm]))
         out.append(row)
     return out
 
@@ -337,10 +385,10 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
     console = console or Console()
     if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
         console = Console(width=max(console.width, 132), file=console.file)
-    cols = columns(v2t)
     direction = "V2T" if v2t else "T2V"
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
+        cols = columns(v2t, group)
         synthetic = any(a.synthetic for a in group)
         title = _title(ablation)
         seeds = sorted({len(a.runs) for a in group})
@@ -351,6 +399,8 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
                    f"{base.arm}; device: {group[0].device}")
         card = protocol_line(group)
         caption += f"\nprotocol: {card}" if card else ""
+        scored = scorer_line(group)
+        caption += f"\nclip-text: {scored}" if scored else ""
         table = Table(title=title, caption=caption, caption_justify="left")
         table.add_column("arm", style="bold", no_wrap=True)
         filt = _kind(ablation) == "filter"
@@ -358,7 +408,7 @@ def render_table(arms: list[Arm], v2t: bool = False, console=None) -> None:
             for name in ("clips", "swapped", "dups"):
                 table.add_column(name, justify="right")
         for col in cols:
-            name = _SHORT.get(col) or LABELS[col.split("_")[0]]
+            name = _SHORT.get(col) or _header(col, False).split(" ")[0]
             table.add_column(name, justify="right")
         best = {col: _best(group, col) for col in cols}
         for arm in group:
@@ -389,6 +439,16 @@ def protocol_line(arms: list[Arm]) -> str:
 
     cards = [c for a in arms for c in a.cards]
     return merged(cards) if cards else ""
+
+
+def scorer_line(arms: list[Arm]) -> str:
+    """What the clip-text column is, in one line; empty when no arm has one."""
+    scorers = sorted({s for a in arms for s in a.scorers})
+    if not scorers:
+        return ""
+    return (f"mean cosine of each arm's training captions with their clips, scored by vtk "
+            f"score {' / '.join(scorers)}"
+            + (" (different scorers: not comparable)" if len(scorers) > 1 else ""))
 
 
 def planted_cells(arm: Arm) -> dict[str, str]:
@@ -444,7 +504,7 @@ def recovery(arms: list[Arm], v2t: bool = False) -> list[str]:
 
 
 def _filter_markdown(arms: list[Arm], v2t: bool) -> str:
-    cols = columns(v2t)
+    cols = columns(v2t, arms)
     synthetic = any(a.synthetic for a in arms)
     rows = table_rows(arms, v2t)
     headers = (["ablation", "arm", "seeds", "clips", "swapped kept", "duplicates kept"]
@@ -457,9 +517,15 @@ def _filter_markdown(arms: list[Arm], v2t: bool) -> str:
     for ablation in sorted({a.ablation for a in arms}):
         group = [a for a in arms if a.ablation == ablation]
         lines += [""] + [f"- {line}" for line in recovery(group, v2t)]
-        card = protocol_line(group)
-        lines += [f"- protocol ({ablation}): {card}"] if card else []
+        lines += _notes(ablation, group)
     return "\n".join(lines).rstrip()
+
+
+def _notes(ablation: str, group: list[Arm]) -> list[str]:
+    """The markdown lines under a table: its protocol card and what its clip-text is."""
+    card, scored = protocol_line(group), scorer_line(group)
+    return ([f"- protocol ({ablation}): {card}"] if card else []) + (
+        [f"- clip-text ({ablation}): {scored}"] if scored else [])
 
 
 def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
@@ -472,7 +538,7 @@ def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
         rest = [a for a in arms if a.kind != "filter"]
         parts = ([render_text(rest, fmt, v2t)] if rest else []) + [_filter_markdown(filt, v2t)]
         return "\n\n".join(parts)
-    cols = columns(v2t)
+    cols = columns(v2t, arms)
     rows = table_rows(arms, v2t)
     synthetic = any(a.synthetic for a in arms)
     headers = ["ablation", "arm", "seeds"] + [_header(c, synthetic) for c in cols] + ["device"]
@@ -482,10 +548,9 @@ def render_text(arms: list[Arm], fmt: str, v2t: bool = False) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
         lines.append("| " + " | ".join(r[k] for k in keys) + " |")
-    notes = [(ablation, protocol_line([a for a in arms if a.ablation == ablation]))
-             for ablation in sorted({a.ablation for a in arms})]
-    lines += [""] * any(c for _, c in notes) + [f"- protocol ({a}): {c}" for a, c in notes if c]
-    return "\n".join(lines)
+    notes = [line for ablation in sorted({a.ablation for a in arms})
+             for line in _notes(ablation, [a for a in arms if a.ablation == ablation])]
+    return "\n".join(lines + [""] * bool(notes) + notes)
 
 
 def _csv(arms: list[Arm], cols: list[str], synthetic: bool) -> str:
@@ -496,12 +561,15 @@ def _csv(arms: list[Arm], cols: list[str], synthetic: bool) -> str:
             return ""
         if col == "peak_mem_bytes":
             return round(x / 2**20, 1)
+        if col == "clip_text":
+            return round(x, 4)
         return round(x, 3) if col in ("train_time_s", "clips_per_s") else round(100 * x, 2)
 
     headers = ["ablation", "arm", "seeds"]
     for c in cols:
         h = _header(c, synthetic)
-        change = " vs baseline (x)" if c in _SHORT else " vs baseline (points)"
+        change = {**dict.fromkeys(_SHORT, " vs baseline (x)"), "clip_text": " vs baseline"
+                  }.get(c, " vs baseline (points)")
         headers += [h, f"{h} sd", h + change]
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -517,6 +585,8 @@ def _csv(arms: list[Arm], cols: list[str], synthetic: bool) -> str:
                     change = ""
                 elif c in _SHORT:
                     change = round(m / b, 3) if b else ""
+                elif c == "clip_text":
+                    change = round(m - b, 4)
                 else:
                     change = round(100 * (m - b), 2)
                 row += [scaled(c, m), scaled(c, arm.std(c)), change]
@@ -536,9 +606,15 @@ def plot(arms: list[Arm], path: str | Path, v2t: bool = False) -> Path:
     return path
 
 
+# the bar charts' order, legend title and axis title
+BAR_ORDER = {"captions": ("captions", "Caption scale"), "filter": ("filter", "Data filtering"),
+             "wiseft": ("WiSE-FT share", TITLES["wiseft"]), "runs": ("run", "Runs")}
+
+
 def figure(arms: list[Arm], v2t: bool = False):
     """Masking: accuracy and R@1 against ratio, time and memory on a second axis.
-    Captions and filters: grouped bars per benchmark. Only the benchmarks that were run; error bars are
+    Every other table (captions, filters, WiSE-FT, plain runs): grouped bars per benchmark.
+    Only the benchmarks that were run; error bars are
     the sd over seeds; dotted lines are chance (1 / classes, 1 / candidates)."""
     import matplotlib  # imported here to keep the CLI's start-up quick
 
@@ -552,11 +628,14 @@ def figure(arms: list[Arm], v2t: bool = False):
     first = sorted({a.ablation.partition(" [")[2] for a in arms})[0]
     arms = [a for a in arms if a.ablation.partition(" [")[2] == first]
     mask = [a for a in arms if a.kind == "mask"]
-    caps = [a for a in arms if a.kind == "captions"]
-    filt = [a for a in arms if a.kind == "filter"]
-    n = int(bool(mask)) + int(bool(caps)) + int(bool(filt))
-    if n == 0:
-        raise ValueError("no finished runs to plot")
+    # every other table (captions, filter, wiseft, plain train + eval runs): bars per benchmark
+    kinds = sorted({a.kind for a in arms if a.kind != "mask"},
+                   key=lambda k: (list(BAR_ORDER).index(k) if k in BAR_ORDER else 9, k))
+    bars = [([a for a in arms if a.kind == k], k) for k in kinds]
+    n = int(bool(mask)) + len(bars)
+    if n == 0 or not metric_cols:
+        raise VtkError("nothing to plot: no run has a top-1 or R@1 of the report's benchmarks "
+                       f"({', '.join(LABELS.values())})")
     synthetic = any(a.synthetic for a in arms)
     kind = "synthetic" if synthetic else "real"
     fig, axes = plt.subplots(1, n, figsize=(7.5 * n, 5.2), squeeze=False)
@@ -598,10 +677,8 @@ def figure(arms: list[Arm], v2t: bool = False):
         ax.legend(handles, labels, fontsize=7, loc="upper center", ncol=3,
                   bbox_to_anchor=(0.5, -0.14))
         ax.set_title(f"Masking ratio ({kind} benchmarks)")
-    for group, legend, title in ((caps, "captions", "Caption scale"),
-                                 (filt, "filter", "Data filtering")):
-        if not group:
-            continue
+    for group, table in bars:
+        legend, title = BAR_ORDER.get(table, (table, _title(table)))
         ax = axes[0][ax_i]
         ax_i += 1
         width = 0.8 / len(group)
@@ -644,7 +721,6 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
         # quoted, and "./" in front: a run folder named "javascript:..." stays a relative path
         rel = quote(Path(os.path.relpath(path, out)).as_posix())
         return esc(rel if rel.startswith("../") else "./" + rel)
-    cols = columns(v2t)
     parts = []
     for line in warnings(arms):
         parts.append(f'<p class="warn">warning: {esc(line)}</p>')
@@ -653,7 +729,8 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
         synthetic = any(a.synthetic for a in group)
         base = next((a for a in group if a.arm == BASELINE.get(_kind(ablation))), group[0])
         title = "Runs" if ablation == "runs" else _title(ablation)
-        card = protocol_line(group)
+        card, scored = protocol_line(group), scorer_line(group)
+        cols = columns(v2t, group)
         head = "".join(f"<th>{esc(_header(c, synthetic))}</th>" for c in cols)
         rows = []
         for arm in group:
@@ -676,10 +753,11 @@ def render_html(arms: list[Arm], out: str | Path, v2t: bool = False) -> Path:
             f"{'synthetic' if synthetic else 'real'} benchmarks; mean ± sd over seeds; below a "
             f"value: the change vs {esc(base.arm)}"
             + (f"<br>protocol: {esc(card)}" if card else "")
+            + (f"<br>clip-text: {esc(scored)}" if scored else "")
             + "</p><table><thead><tr><th>arm</th><th>seeds"
             f"</th>{head}<th>device</th><th>runs</th></tr></thead><tbody>{''.join(rows)}"
             f"</tbody></table></section>")
-    plotted = any(a.kind in ("mask", "captions", "filter") for a in arms)
+    plotted = bool(_metric_cols(arms, v2t))
     if plotted:
         parts.append('<section class="panel"><h2>Plot</h2>'
                      '<img src="ablations.png" alt="ablation plot" class="plot"></section>')
