@@ -75,6 +75,10 @@ default = defaults_of(TrainConfig)  # the one source of vtk train's and vtk abla
               help="continue the run in --out exactly where its checkpoint left it")
 @click.option("--overwrite", is_flag=True, default=None, help="replace a run already in --out")
 @click.option("--stop-after", type=click.IntRange(min=1), hidden=True, help="stop (checkpointed) at this step")
+@click.option("--report-to", default=default("report_to"), metavar="tensorboard,wandb",
+              callback=lambda ctx, p, v: report_to(v),
+              help="also log metrics.jsonl's figures to these trackers: tensorboard "
+                   "(RUN/tensorboard/; the tensorboard extra), wandb (the wandb extra)")
 @click.option("--quiet", is_flag=True, default=None, help="no progress bar")
 def command(data, **opts):
     """Train ViCLIP on the shard set DIR (or several); writes config.json, metrics.jsonl, summary.json and
@@ -114,6 +118,19 @@ def command(data, **opts):
         c.print(f"[bold]{opts['out']}[/]: {describe(summary)}", highlight=False)
         if not summary["complete"]:
             c.print(f"stopped early; continue with: vtk train --out {opts['out']} --resume")
+
+
+def report_to(text: str | None) -> list[str] | None:
+    """``"tensorboard,wandb"`` -> the tracker names; an unknown one names the known ones."""
+    from vtk.train.trackers import parse
+
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except VtkError as e:
+        raise click.BadParameter(str(e).removeprefix("--report-to "), param_hint="--report-to"
+                                 ) from None
 
 
 def parse_weights(text: str | None) -> list[float] | None:

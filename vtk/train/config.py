@@ -59,6 +59,7 @@ class TrainConfig(ModelConfig):
     overwrite: bool = False  # replace a run already in ``out``
     stop_after: int | None = None  # stop (checkpointed, resumable) at this step: preemption
     quiet: bool = False
+    report_to: list | None = None  # trackers beside metrics.jsonl: tensorboard, wandb
 
     @property
     def total_steps(self) -> int:
@@ -82,7 +83,7 @@ class TrainConfig(ModelConfig):
 
 # Options that may change when a run is resumed; everything else comes from its config.json.
 RESUMABLE = ("overwrite", "steps", "unmasked_steps", "checkpoint_every", "log_every", "workers", "device",
-             "stop_after", "quiet", "resume", "data", "cache", "backend", "grad_clip")
+             "stop_after", "quiet", "resume", "data", "cache", "backend", "grad_clip", "report_to")
 
 # What decides the mixture a run draws from, with its data: a resume that names its data
 # states these too (given, or their defaults), and they must be the saved ones.

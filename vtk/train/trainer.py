@@ -24,7 +24,7 @@ from vtk.model import build_model
 from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
 from vtk.shards.integrity import check_counts
-from vtk.train import checkpoint, dist, limits, meters, runtime
+from vtk.train import checkpoint, dist, limits, meters, runtime, trackers
 from vtk.train.checkpoint import Checkpointer, TrainState
 from vtk.train.config import (
     TrainConfig,
@@ -144,6 +144,9 @@ class Trainer:
             self.state = self.checkpointer.restore(ckpt)
         run.truncate_metrics(self.state.step if ckpt is not None else -1)
         run.write_json("config.json", saved_config(cfg))
+        # rank 0 reports what it logs (metrics.jsonl) to the trackers too
+        self.trackers = trackers.Trackers(cfg.report_to if d.main else None, run.path,
+                                          saved_config(cfg), self.state.step)
         self.losses = meters.LossLog(reads_every_step(d.device),
                                      agree=lambda flag: dist.any_rank(flag, d))
         self.clips_per_step = cfg.batch_size * cfg.accum * d.world
@@ -191,12 +194,14 @@ class Trainer:
 
     def log(self, mask: float) -> None:
         step = self.state.step
-        self.run_dir.log({"step": step, "stage": "masked" if step <= self.cfg.steps else "unmasked",
-                          "mask": mask, "loss": round(self.losses.last, 6), "lr": self.lr,
-                          "logit_scale": round(self.model.scale().item(), 4),
-                          "clips_per_s": round(self.clips_s, 2),
-                          "mem_bytes": meters.peak_memory_bytes(self.d.device),
-                          "time_s": round(self.train_time(), 3)})
+        row = {"step": step, "stage": "masked" if step <= self.cfg.steps else "unmasked",
+               "mask": mask, "loss": round(self.losses.last, 6), "lr": self.lr,
+               "logit_scale": round(self.model.scale().item(), 4),
+               "clips_per_s": round(self.clips_s, 2),
+               "mem_bytes": meters.peak_memory_bytes(self.d.device),
+               "time_s": round(self.train_time(), 3)}
+        self.run_dir.log(row)
+        self.trackers.log(row)
 
     def save(self, **states) -> None:
         """A checkpoint of the run now: its time and peak memory (over every rank) brought
@@ -208,7 +213,7 @@ class Trainer:
         """Train to the last step (or a stop request, or ``stop_after``) -> the summary."""
         cfg, d, state = self.cfg, self.d, self.state
         self.start()
-        with runtime.StopRequest() as stop, self.progress() as bar:
+        with runtime.StopRequest() as stop, self.progress() as bar, self.trackers:
             task = bar.add_task("train", total=cfg.total_steps, completed=state.step,
                                 loss=float("nan"), rate=0.0, mask=cfg.mask)
             stopped = False
@@ -311,6 +316,7 @@ def train(config) -> dict:
     for one in data_sets(cfg.data):
         if not one.endswith(".tar") and "{" not in one:
             check_counts(one)
+    trackers.check(cfg.report_to)  # a tracker's library missing: told before anything is written
     d = dist.setup(cfg.device)
     with RunDir.held(cfg.out, d.main) as run:
         ckpt = checkpoint.load(run.checkpoint) if cfg.resume and run.checkpoint.exists() else None
