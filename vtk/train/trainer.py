@@ -316,6 +316,7 @@ def train(config) -> dict:
     for one in data_sets(cfg.data):
         if not one.endswith(".tar") and "{" not in one:
             check_counts(one)
+    limits.check_captions(cfg.captions, data_sets(cfg.data))
     trackers.check(cfg.report_to)  # a tracker's library missing: told before anything is written
     d = dist.setup(cfg.device)
     with RunDir.held(cfg.out, d.main) as run:
