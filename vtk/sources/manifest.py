@@ -323,7 +323,7 @@ def _jsonl_rows(path: str):
 
 
 def _parquet_rows(path: str):
-    pq = require("pyarrow.parquet", extra="manifest", package="pyarrow")
+    pq = require("pyarrow.parquet", extra="parquet", package="pyarrow")
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:
