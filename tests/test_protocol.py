@@ -150,7 +150,7 @@ def test_plain_and_internvid_cards_and_numbers_on_one_run(released_run, tmp_path
     sims = {}
     for name in ("plain", "internvid"):
         evaluate(run, BENCHES, protocol=name, cache=cache, device="cpu",
-                 save_sims_dir=tmp_path / name)
+                 save_sims=tmp_path / name)
         sims[name] = np.load(tmp_path / name / "synth-msrvtt.npy")
     result = json.loads((run / "eval.json").read_text())
     assert set(result["protocols"]) == {"plain", "internvid"}
@@ -175,7 +175,7 @@ def test_plain_and_internvid_cards_and_numbers_on_one_run(released_run, tmp_path
     assert k400["num_templates"] == 16 and k400["template_average"] == "similarity"
     # WiSE-FT at 1 is the trained model: the plain similarities, whatever else is set
     evaluate(run, BENCHES[1:], protocol="plain", wise_ft=1.0, cache=cache, device="cpu",
-             save_sims_dir=tmp_path / "one")
+             save_sims=tmp_path / "one")
     assert np.array_equal(np.load(tmp_path / "one" / "synth-msrvtt.npy"), sims["plain"])
 
 

@@ -37,7 +37,6 @@ from vtk.errors import VtkError
 from vtk.types import SHARD_CAPTION_MODES, Clip
 
 
-
 @dataclass(frozen=True)
 class CaptionSpec:
     """What to caption and with which models. ``None`` models mean "default by source":

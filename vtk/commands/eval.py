@@ -6,8 +6,12 @@ from pathlib import Path
 
 import click
 
-from vtk.commands.options import DEVICE
+from vtk.commands.options import DEVICE, defaults_of
 from vtk.errors import VtkError
+from vtk.eval.config import EvalConfig
+from vtk.eval.protocol import PROTOCOLS
+
+default = defaults_of(EvalConfig)  # the one source of vtk eval's defaults
 
 
 def parse_templates(value: str | None):
@@ -71,13 +75,13 @@ def render_table(result: dict, console=None) -> None:
 
 @click.command("eval")
 @click.argument("run", metavar="RUN")
-@click.option("--bench", "benches", multiple=True, default=("synth",), show_default=True,
+@click.option("--bench", "benches", multiple=True, default=default("benches"), show_default=True,
               help="synth (all eight synthetic analogs), synth-NAME, or NAME=PATH[,VIDEOS] for a "
                    "local copy of k400 k600 k700 msrvtt lsmdc didemo msvd anet, or a benchmark shard "
                    "set built by vtk shard (a folder or URL, e.g. s3://bucket/bench/k400). "
                    "Repeatable.")
-@click.option("--protocol", default="plain", show_default=True,
-              type=click.Choice(["plain", "internvid"]),
+@click.option("--protocol", default=default("protocol"), show_default=True,
+              type=click.Choice(list(PROTOCOLS)),
               help="plain: raw similarities, no weight interpolation, every caption, centre "
                    "crop; internvid: InternVid's zero-shot settings (DSL reported, WiSE-FT 0.5, "
                    "one caption per MSR-VTT video, their text clean-up, whole frame). The options "
@@ -107,13 +111,15 @@ def render_table(result: dict, console=None) -> None:
                    "dropped).")
 @click.option("--save-sims", type=click.Path(file_okay=False),
               help="Write NAME.npy (texts x videos) and NAME.json (ground truth) per benchmark.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+@click.option("--batch-size", default=default("batch_size"), show_default=True,
+              type=click.IntRange(min=1),
               help="Clips per embedding batch.")
-@click.option("--backend", default="auto", show_default=True,
+@click.option("--backend", default=default("backend"), show_default=True,
               help="Decoder: auto, dali, torchcodec, pyav, decord.")
-@click.option("--device", default="auto", show_default=True, type=DEVICE,
+@click.option("--device", default=default("device"), show_default=True, type=DEVICE,
               help="auto, cpu, cuda, cuda:1 ...")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0),
+@click.option("--workers", default=default("workers"), show_default=True,
+              type=click.IntRange(min=0),
               help="Loader workers (and shard-building workers on first use).")
 @click.option("--cache", type=click.Path(file_okay=False),
               help="Benchmark shard cache (default $VTK_CACHE or ~/.cache/vtk).")
@@ -145,8 +151,8 @@ def command(run, benches, protocol, dsl, wise_ft, init, templates, template_aver
         one = [s.name.removeprefix("synth-") for s in parse_bench(benches)] \
             if caption_queries == "one" else []
     result = evaluate(run, benches, protocol=protocol, dsl=dsl, wise_ft=wise_ft, init=init,
-                      templates=parse_templates(templates), template_mode=template_average,
-                      crop=crop, one_caption=one, clean=clean, save_sims_dir=save_sims,
+                      templates=parse_templates(templates), template_average=template_average,
+                      crop=crop, one_caption=one, clean=clean, save_sims=save_sims,
                       batch_size=batch_size, backend=backend, device=device, workers=workers,
                       cache=cache, log=lambda line: console.print(f"[dim]{line}[/]"))
     render_table(result)

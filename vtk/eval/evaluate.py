@@ -204,20 +204,16 @@ def _frames_size(model, config) -> tuple[int, int, str]:
     return int(frames), int(size), cfg.get("normalize", "clip")
 
 
-def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",), *,
-             protocol: str | Protocol = "plain", dsl: bool | None = None, templates=None,
-             template_mode: str | None = None, wise_ft: float | bool | None = None,
-             init: str | None = None, crop: str | None = None, one_caption=None,
-             clean: str | None = None, save_sims_dir: str | Path | None = None,
-             batch_size: int = 32, backend: str = "auto", device: str | None = "auto",
-             workers: int = 1, cache: str | Path | None = None, write: bool = True, model=None,
-             config=None, log=None) -> dict:
-    """Evaluate the run in ``run_dir`` on ``benches`` (``--bench`` strings or BenchSpecs).
-    ``run_dir`` may be ``viclip:PATH``, a released ViCLIP checkpoint: it is converted into a
-    vtk run folder beside it first (``vtk.model.released.convert``).
+def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] | None = None, *,
+             write: bool = True, model=None, config=None, log=None, **options) -> dict:
+    """Evaluate the run in ``run_dir`` on ``benches`` (``--bench`` strings or BenchSpecs;
+    None: EvalConfig's default). ``run_dir`` may be ``viclip:PATH``, a released ViCLIP
+    checkpoint: it is converted into a vtk run folder beside it first
+    (``vtk.model.released.convert``).
 
+    ``options``: `vtk eval`'s options, the fields of ``vtk.eval.config.EvalConfig``.
     ``protocol`` (plain | internvid, ``vtk.eval.protocol``) sets every setting; ``dsl``,
-    ``templates``, ``template_mode``, ``wise_ft`` (False: none), ``crop``, ``one_caption``
+    ``templates``, ``template_average``, ``wise_ft`` (False: none), ``crop``, ``one_caption``
     (benchmark names) and ``clean`` change one when not None. ``init``: the weights WiSE-FT
     interpolates with (default: the run's ``--init``).
 
@@ -225,27 +221,26 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
     evaluated earlier and not now are kept). ``model``/``config`` skip loading the run.
     ``log``: a callable taking one line of text (progress for long steps).
     """
+    from vtk.eval.config import EvalConfig
+
+    o = EvalConfig.from_options({**options, **({} if benches is None else {"benches": benches})})
     from vtk.model import released
 
-    proto = resolve_protocol(protocol, dsl=dsl, templates=templates,
-                             template_average=template_mode, wise_ft=wise_ft, crop=crop,
-                             one_caption=one_caption, clean=clean)
+    proto = resolve_protocol(o.protocol, dsl=o.dsl, templates=o.templates,
+                             template_average=o.template_average, wise_ft=o.wise_ft,
+                             crop=o.crop, one_caption=o.one_caption, clean=o.clean)
     if released.is_released(str(run_dir)):
         run_dir = released.convert(str(run_dir), log=log)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise VtkError(f"{run_dir}: run folder not found")
-    if batch_size < 1:
-        raise VtkError(f"--batch-size {batch_size}: must be at least 1")
-    if workers < 0:
-        raise VtkError(f"--workers {workers}: must be at least 0")
-    benches = list(benches)
+    benches = list(o.benches)
     specs = [b for b in benches if isinstance(b, BenchSpec)]
     names = [b for b in benches if not isinstance(b, BenchSpec)]
     specs += parse_bench(names) if names or not specs else []
     for spec in specs:
         check(spec)
-    device = pick_device(device)
+    device = pick_device(o.device)
     if model is None:
         from vtk.train import load_run
 
@@ -254,7 +249,7 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
         model = copy.deepcopy(model)  # the caller's model keeps its weights
     model.eval()
     frames, size, normalize = _frames_size(model, config)
-    wise = apply_wise_ft(model, run_dir, config, proto, init)
+    wise = apply_wise_ft(model, run_dir, config, proto, o.init)
     ckpt = checkpoint_info(run_dir, sha256=True)
     cfg = config if isinstance(config, dict) else vars(config) if config is not None else {}
     mcfg = getattr(model, "cfg", None)
@@ -272,21 +267,21 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] = ("synth",
             log(f"{spec.name}: preparing shards")
         # synthetic clips are stored at their native size; real videos at the model's input
         prepared = prepare(spec, size=None if spec.synthetic else max(size, 32),
-                           root=Path(cache) if cache else None, workers=workers,
+                           root=Path(o.cache) if o.cache else None, workers=o.workers,
                            progress=log is not None)
         if log:
             log(f"{spec.name}: evaluating {prepared.info.get('num_videos', '?')} videos")
         entry, sims, truth = evaluate_bench(
-            model, prepared, frames, size, device, protocol=proto, batch_size=batch_size,
-            backend=backend, workers=workers, normalize=normalize)
+            model, prepared, frames, size, device, protocol=proto, batch_size=o.batch_size,
+            backend=o.backend, workers=o.workers, normalize=normalize)
         entry["checkpoint"] = ckpt
         entry["protocol"] = protocol_card(
             proto, entry, prepared.card, prepared.info, frames=frames, size=size,
             normalize=normalize, max_tokens=max_tokens, model=model_card,
             seed=cfg.get("seed"), wise=wise)
         results[spec.name] = entry
-        if save_sims_dir:
-            save_sims(save_sims_dir, spec.name, sims, truth, entry["task"])
+        if o.save_sims:
+            save_sims(o.save_sims, spec.name, sims, truth, entry["task"])
     out = {"benchmarks": results, "protocols": {proto.label: results}, "units": UNITS,
            "vtk_version": __version__}
     if write:

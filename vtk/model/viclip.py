@@ -61,9 +61,7 @@ class ModelConfig:
         namespace. A key it does not have is a VtkError naming the closest known one (a typo
         must not train with the default silently); ``strict=False`` picks ``cls``'s fields
         out of a larger dict (a model's fields from a run's config.json)."""
-        import difflib
-
-        from vtk.errors import VtkError
+        from vtk.errors import check_keys
 
         if isinstance(d, cls):
             return d
@@ -71,16 +69,7 @@ class ModelConfig:
             d = vars(d)
         names = [f.name for f in fields(cls)]
         if strict:
-            for k in d:
-                if k not in names:
-                    # a known name the key starts with or holds as a word (mask_ratio ->
-                    # mask), else the most similar spelling (difflib)
-                    words = str(k).split("_")
-                    close = sorted((n for n in names if str(k).startswith(n) or n in words),
-                                   key=len, reverse=True) or \
-                        difflib.get_close_matches(str(k), names, n=1, cutoff=0.0)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise VtkError(f"unknown {cls.__name__} key {k!r}{hint}")
+            check_keys(d, names, f"{cls.__name__} key")
         return cls(**{k: d[k] for k in names if k in d})
 
     def to_dict(self) -> dict:

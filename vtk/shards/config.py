@@ -5,12 +5,11 @@ arguments; the clip settings default to ``ClipConfig``'s and the video captioner
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, fields
 
 from vtk.captions.vlm import VLMSettings
 from vtk.clips import ClipConfig
-from vtk.errors import VtkError
+from vtk.errors import check_keys
 
 
 @dataclass
@@ -51,10 +50,5 @@ class ShardConfig:
     @classmethod
     def from_options(cls, options: dict) -> ShardConfig:
         """From keyword arguments; an unknown one is a VtkError naming the closest field."""
-        names = [f.name for f in fields(cls)]
-        for key in options:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1, cutoff=0.0)
-                raise VtkError(f"unknown vtk shard option {key!r}"
-                               + (f" (did you mean {close[0]!r}?)" if close else ""))
+        check_keys(options, [f.name for f in fields(cls)], "vtk shard option")
         return cls(**options)
