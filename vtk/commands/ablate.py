@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from vtk.ablate import FILTER_RULES
 from vtk.commands.options import CAPTIONS, DEVICE
 from vtk.commands.train import default
 
@@ -119,7 +120,7 @@ def mask(data, ratios, caps, **kw):
 
 @command.command("filter")
 @click.argument("data", type=click.Path(exists=True, file_okay=False))
-@click.option("--rules", "rules", default="none; top:clip-text=0.3; dedup:0.95",
+@click.option("--rules", "rules", default=FILTER_RULES,
               show_default=True,
               help="One arm per ';': none, or vtk filter rules joined by ',' or '+' "
                    "(min:S=X, max:S=X, top:S=F, dedup:frames, dedup:T = dedup:embed:T).")
@@ -141,7 +142,7 @@ def filter_(data, rules, clean, scorer, caps, mask, **kw):
       vtk shard 'synth:train?n=4000&noise=0.3&dups=0.1' --out shards/noisy --captions fine
       vtk shard 'synth:train?n=4000' --out shards/clean --captions fine
       vtk ablate filter shards/noisy --out runs/filter --clean shards/clean \\
-          --rules "none; top:clip-text=0.3; dedup:0.95"
+          --rules "none; top:clip-text=0.3; dedup:frames"
     """
     from rich.console import Console
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from vtk.ablate import FILTER_RULES
+
 # Two sizes of the same study. "full" fits 15 minutes on 2 CPU cores, "quick" 3.
 PLANS = {
     # 800 steps: at 300 the tiny tower had learned appearance and colour change but hardly any
@@ -30,11 +32,6 @@ PLANS = {
                   bench_n=40, seeds=1),
 }
 CAPTION_ARMS = ("coarse", "fine", "both")
-# dedup:frames, not dedup:0.95: the tiny model's clip embeddings are crowded (a clip's nearest
-# neighbour has cosine 0.998 at the median), so 0.95 kept 14 of 1000 distinct clips; the
-# planted duplicates are re-renders, which the perceptual hashes find
-# (docs/results/filter-ablation.md)
-FILTER_RULES = "none; top:clip-text=0.3; dedup:frames"
 NOISE = "noise=0.3&dups=0.1"  # the noisy twin of the training corpus
 MASK_ARMS = ("0", "0.5", "0.7", "0.9")
 

@@ -9,9 +9,14 @@ from click.core import ParameterSource
 
 from vtk.commands.options import CAPTIONS, DEVICE, defaults_of
 from vtk.errors import VtkError
-from vtk.train.config import TrainConfig
+from vtk.train.config import DEFAULTS, TrainConfig
 
 default = defaults_of(TrainConfig)  # the one source of vtk train's and vtk ablate's defaults
+
+
+def per_size(name: str) -> str:
+    """The per-size default of an optimisation setting as --help shows it (config.DEFAULTS)."""
+    return "[default: " + ", ".join(f"{v[name]:g} {size}" for size, v in DEFAULTS.items()) + "]"
 
 
 @click.command("train")
@@ -36,11 +41,11 @@ default = defaults_of(TrainConfig)  # the one source of vtk train's and vtk abla
 @click.option("--steps", default=default("steps"), show_default=True, type=click.IntRange(min=0), help="optimiser steps with masking")
 @click.option("--unmasked-steps", default=default("unmasked_steps"), show_default=True, type=click.IntRange(min=0), help="then this many steps without masking")
 @click.option("--unmasked-lr-scale", default=default("unmasked_lr_scale"), show_default=True, type=click.FloatRange(min=0), help="lr share in the unmasked stage")
-@click.option("--batch-size", type=click.IntRange(min=1), help="clips per process and micro-step  [64 tiny, 32]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="clips per process and micro-step  " + per_size("batch_size"))
 @click.option("--accum", default=default("accum"), show_default=True, type=click.IntRange(min=1), help="gradient accumulation steps")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="peak learning rate  [1e-3 tiny, 2e-4 b16, 4e-4 l14]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="peak learning rate  " + per_size("lr"))
 @click.option("--warmup", default=default("warmup"), show_default=True, type=click.FloatRange(min=0), help="warmup: share of --steps if < 1, else steps")
-@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay  [0.05 tiny, 0.2]")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay  " + per_size("weight_decay"))
 @click.option("--grad-clip", default=default("grad_clip"), show_default=True,
               type=click.FloatRange(min=0), help="clip the global gradient norm to this; 0 = off")
 @click.option("--grad-checkpointing", is_flag=True, default=None,
