@@ -138,9 +138,9 @@ def model_part(p: Profile, device: str) -> dict:
     """``vtk bench train``'s measurement at the four masks, and ``vtk train``'s memory floor
     for the same step beside each measured peak."""
     from vtk.bench.train import run
+    from vtk.environment import pick_device
     from vtk.train import limits
     from vtk.train.config import TrainConfig
-    from vtk.train.dist import pick_device
 
     dev = pick_device(device)
     rows = run(list(MASKS), p.model, p.size, p.frames, p.model_batch, p.model_steps,
@@ -208,8 +208,8 @@ def run_check(shards: str | None = None, device: str = "auto", profile: str | No
     (gpu on CUDA, else cpu); ``overrides`` replaces Profile fields (tests, smaller GPUs)."""
     import torch
 
+    from vtk.environment import pick_device
     from vtk.train import meters
-    from vtk.train.dist import pick_device
 
     dev = pick_device(device)
     gpu = dev.type == "cuda"

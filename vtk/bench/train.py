@@ -48,9 +48,9 @@ def run(ratios, model_size=None, size=None, frames=8, batch_size=None, steps=Non
     interleaved rounds after ``warmup`` untimed ones), clips/s, peak memory, speed-ups."""
     import torch
 
+    from vtk.environment import pick_device
     from vtk.model import build_model
     from vtk.train import meters
-    from vtk.train.dist import pick_device
     from vtk.train.runtime import autocast as make_autocast
 
     dev = pick_device(device)

@@ -54,12 +54,10 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
 
 
 def resolve_device(device: str | None) -> str:
-    """'auto'/None -> 'cuda' when a GPU is visible, else 'cpu'."""
-    if device in (None, "", "auto"):
-        import torch
+    """The device a caption model runs on, by name (``vtk.environment.pick_device``)."""
+    from vtk.environment import pick_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return str(pick_device(device))
 
 
 @functools.cache

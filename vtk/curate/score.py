@@ -28,6 +28,7 @@ from vtk.curate import motion as M
 from vtk.curate import sidecar
 from vtk.errors import VtkError
 from vtk.fileio import write_json
+from vtk.train import runtime
 
 SCORES = ("clip-text", "motion", "hashes")
 CAPTION_KINDS = ("coarse", "fine", "fused")
@@ -102,10 +103,9 @@ def _forward(net, batch: _Batch, device, embs: dict) -> None:
     if not batch.rows:
         return
     video = torch.stack(batch.videos).to(device, non_blocking=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else \
-        torch.autocast("cpu", enabled=False)
+    autocast, _ = runtime.autocast(device, "auto")  # the trainer's mixed precision
     unique = sorted({t for texts in batch.texts for t in texts.values()})
-    with autocast:
+    with autocast():
         v = net.encode_video(video).float()
         # a set without captions (vtk shard --captions none, no txt) still gets embeddings
         t = torch.cat([net.encode_text(unique[i:i + 256]).float()

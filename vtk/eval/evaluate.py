@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vtk import __version__
+from vtk.environment import pick_device
 from vtk.errors import VtkError
 from vtk.eval import zeroshot
 from vtk.eval.benchmarks import BenchSpec, Prepared, check, parse_bench, prepare
@@ -32,12 +33,6 @@ from vtk.fileio import write_json
 
 UNITS = {"top1 top5 avg r1 r5 r10": "fraction of queries (0-1)",
          "mdr mnr": "rank, 1-based; ties counted against the ground truth"}
-
-
-def pick_device(device: str | None) -> torch.device:
-    from vtk.train.dist import pick_device as _pick
-
-    return _pick(device or "auto")
 
 
 @torch.no_grad()

@@ -165,9 +165,7 @@ def load_report(before: dict, after: dict) -> dict:
 
 
 def versions() -> dict:
-    import transformers
+    """What shapes a run's numbers: vtk, Python, torch and transformers."""
+    from vtk.environment import versions as of
 
-    import vtk
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "vtk": vtk.__version__}
+    return of("torch", "transformers")
