@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -205,14 +204,6 @@ def _spec_dict(spec, mode: str) -> dict:
 
 def versions() -> dict:
     """Versions of what shapes the bytes of a shard set."""
-    import av
-    import cv2
-    import numpy
-    import scenedetect
+    from vtk.environment import versions as of
 
-    from vtk import __version__
-
-    return {"vtk": __version__, "python": platform.python_version(), "av": av.__version__,
-            "ffmpeg_libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-            "scenedetect": scenedetect.__version__, "opencv": cv2.__version__,
-            "numpy": numpy.__version__}
+    return of("av", "scenedetect", "cv2", "numpy")
