@@ -79,3 +79,72 @@ def test_batched_summaries_match_one_at_a_time(models, arch):
             (["a small blue square on the left", "a small blue square in the centre",
               "a small blue square on the right"], [0.0, 0.5, 1.0], None)]
     assert s.summarize_batch(jobs) == [s.summarize(*job) for job in jobs]
+
+
+@pytest.fixture
+def hub_probe(monkeypatch):
+    """hub_offline() probed afresh, and huggingface_hub's offline switch put back after."""
+    from huggingface_hub import constants
+
+    from vtk.captions.hf import hub_offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    hub_offline.cache_clear()
+    yield
+    hub_offline.cache_clear()
+
+
+def test_an_offline_hub_id_fails_in_one_line_and_leaves_no_output(tmp_path, capsys,
+                                                                   monkeypatch, hub_probe):
+    """HF_HUB_OFFLINE=1, or a hub host that takes no connection (a closed port on 127.0.0.1):
+    a hub id that is not in the cache is refused before OUT is made (it spent minutes in the
+    hub client's retries, then left a .lock, an empty stats/ and a caption cache)."""
+    import shutil
+    import socket
+
+    from data_helpers import run_cli
+
+    from vtk.captions.hf import hub_offline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "out"
+    args = ["shard", "synth:train?n=2", "--out", str(out), "--captions", "coarse",
+            "--coarse-model", "hf:nobody/no-such-model", "--workers", "1"]
+    code, err, _ = run_cli(args, capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "hf:nobody/no-such-model" in err and "HF_HUB_OFFLINE=1" in err
+    assert not out.exists()
+    # a caption layer the same: refused before its folder is made
+    assert run_cli(["shard", "synth:train?n=2", "--out", str(out), "--workers", "1",
+                    "--quiet"], capsys)[0] == 0
+    code, err, _ = run_cli(["caption", str(out), "--as", "x", "--fine-model",
+                            "hf:nobody/no-such-model", "--quiet"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "HF_HUB_OFFLINE=1" in err, err
+    assert not (out / "captions").exists()
+    shutil.rmtree(out)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    hub_offline.cache_clear()
+    code, err, _ = run_cli(["shard", "synth:train?n=2", "--out", str(out), "--captions", "fine",
+                            "--summarizer", "hf:nobody/no-such-summarizer"], capsys)
+    assert code == 1 and "127.0.0.1 unreachable" in err and "no-such-summarizer" in err, err
+    assert not out.exists()
+
+
+def test_a_build_that_fails_before_any_work_leaves_no_output(tmp_path, capsys):
+    """A model folder that is not a model fails when the workers load it, after the writer
+    opened OUT: OUT, made by this run, goes again."""
+    from data_helpers import run_cli
+
+    (tmp_path / "notamodel").mkdir()
+    out = tmp_path / "out"
+    code, err, _ = run_cli(["shard", "synth:train?n=2", "--out", str(out), "--captions",
+                            "coarse", "--coarse-model", f"hf:{tmp_path / 'notamodel'}",
+                            "--workers", "1"], capsys)
+    assert code == 1 and "cannot load" in err, err
+    assert not out.exists()

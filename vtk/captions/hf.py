@@ -7,10 +7,14 @@
   prompted with the timed frame captions.
 
 A hub id needs the network or a filled Hugging Face cache; a local folder needs only itself.
+Without the network (``HF_HUB_OFFLINE``, or the hub's host not answering) a hub id that is not
+in the cache is refused in seconds (``check_hub``), not after minutes of retries.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +37,63 @@ def _transformers():
     return transformers, torch
 
 
+PROXIES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+@functools.cache
+def hub_offline() -> str | None:
+    """Why the Hugging Face hub cannot be reached now: ``HF_HUB_OFFLINE`` (or
+    ``TRANSFORMERS_OFFLINE``) set, or its host (``HF_ENDPOINT``) not taking a connection within
+    3 s; None when it does, or when a proxy stands between (the hub client then decides). A
+    process that finds it unreachable puts huggingface_hub in offline mode: a model in the
+    cache then loads at once instead of after the client's retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var}={os.environ[var]}"
+    if any(os.environ.get(v) for v in PROXIES):
+        return None
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https"
+                                                             else 80)), timeout=3).close()
+    except OSError as e:
+        try:
+            from huggingface_hub import constants
+        except ImportError:
+            pass
+        else:
+            constants.HF_HUB_OFFLINE = True
+        return f"{url.hostname} unreachable: {e.strerror or e}"
+    return None
+
+
+def check_hub(name: str) -> None:
+    """``hf:ID`` or ``vlm:ID`` can load now: a local folder, a hub id already in the Hugging
+    Face cache, or any id while the hub answers; otherwise a VtkError line, in seconds."""
+    prefix, _, path = name.partition(":")
+    if not path or os.path.isdir(os.path.expanduser(path)):
+        return
+    reason = hub_offline()
+    if reason is None:
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id (a missing local path): not cached
+        cached = None
+    if isinstance(cached, str):
+        return
+    raise VtkError(f"{name}: cannot load it: not a local folder, not in the Hugging Face "
+                   f"cache, and the hub cannot be reached ({reason}); pass a local model folder "
+                   f"({prefix}:/path/to/model) or run where the hub is reachable")
+
+
 def _load(what: str, path: str, loader):
+    check_hub(f"hf:{path}")
     try:
         return loader()
     except (OSError, ValueError) as e:

@@ -362,6 +362,9 @@ def caption_set(folder, name: str, *, coarse_model=None, fine_model=None,
     spec = CaptionSpec(mode=mode, summarizer=summarizer, device=str(d.device),
                        cache_dir=cache_dir if cache else None,
                        **{k: v for k, v in given.items() if v is not None})
+    from vtk.shards.build_set import check_models
+
+    check_models(spec)  # a hub id that cannot load: one line now, before the layer's folder
     base = layer_settings(spec, name)
     mine, todo, skipped = tars[d.rank::d.world], [], 0
     for tar in mine:

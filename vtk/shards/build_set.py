@@ -60,6 +60,7 @@ def build_shard_set(sources, out, *, command: str | None = None,
                         vlm=vlm_settings(**dataclasses.asdict(o)))
     if o.retry_failed and not o.resume:
         raise VtkError("--retry-failed goes with --resume")
+    check_models(spec)  # a hub id that cannot load: seconds, not minutes of retries
     items = open_sources(sources, video_root=o.video_root)  # checks every SOURCE first
     runner = make_engine(o.engine, ray_address=o.ray_address, captioners=o.captioners,
                          captioner_gpus=o.captioner_gpus)
@@ -70,6 +71,9 @@ def build_shard_set(sources, out, *, command: str | None = None,
     settings = {"clips": dataclasses.asdict(cfg), "codec": o.codec,
                 "captions": {**caps, "cache_dir": None} if "cache_dir" in caps else caps,
                 "source_ids": SOURCE_ID_SCHEME}
+    from vtk.storage import is_url
+
+    fresh = not is_url(out) and not os.path.exists(out)  # made by this run
     writer = ShardWriter(out, name=o.name, samples_per_shard=o.samples_per_shard,
                          resume=o.resume, settings=settings, retry_failed=o.retry_failed)
     started = time.perf_counter()
@@ -78,6 +82,7 @@ def build_shard_set(sources, out, *, command: str | None = None,
                              on_result=on_result)
     except BaseException:  # nothing half-done is published; the lock goes at once
         writer.abort()
+        remove_if_untouched(out, fresh)
         raise
     wall = time.perf_counter() - started
     run = {"sources": totals.sources, "skipped_sources": totals.skipped_sources,
@@ -116,6 +121,35 @@ def build_shard_set(sources, out, *, command: str | None = None,
     return index
 
 
+
+
+def check_models(spec) -> None:
+    """Every ``hf:``/``vlm:`` model of the caption spec can load now (``vtk.captions.hf.
+    check_hub``): checked before the output folder is made."""
+    if spec is None:
+        return
+    names = [getattr(spec, k, None) for k in ("coarse_model", "fine_model", "summarizer",
+                                               "vlm_model")]
+    hub = [n for n in names if isinstance(n, str) and n.startswith(("hf:", "vlm:"))]
+    if hub:
+        from vtk.captions.hf import check_hub
+
+        for name in hub:
+            check_hub(name)
+
+
+def remove_if_untouched(out, fresh: bool) -> None:
+    """A build that made ``out`` and failed before writing a shard or recording a source
+    leaves nothing behind (its lock, an empty stats/, the caption cache it opened)."""
+    import shutil
+
+    if not fresh or not os.path.isdir(out):
+        return
+    stats = os.path.join(out, "stats")
+    worked = any(n.endswith(".tar") for n in os.listdir(out)) or (
+        os.path.isdir(stats) and any(os.scandir(stats)))
+    if not worked:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def default_caption_cache(out) -> str:
