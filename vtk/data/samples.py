@@ -109,6 +109,23 @@ def read_members(sample: dict) -> tuple[dict, str | None]:
     return meta, txt
 
 
+def first_members(shards) -> tuple[dict, str | None] | None:
+    """``read_members`` of the first sample with a json in the first tar of ``shards`` (a
+    folder, URL, pattern or list: ``resolve_shards``); None when there is none or it cannot be
+    read (the loader then reports it in its place). What a command checks before it starts."""
+    import tarfile
+    from contextlib import closing
+
+    from vtk.data.shardset import resolve_shards
+    from vtk.shards.reader import read_samples
+
+    try:
+        with closing(read_samples(resolve_shards(shards)[0])) as samples:
+            return read_members(next(s for s in samples if "json" in s))
+    except (StopIteration, ValueError, OSError, tarfile.TarError, VtkError):
+        return None
+
+
 def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     """Per-sample randomness that depends only on (seed, epoch, key): the same clip gets the
     same crop, frames and caption however the samples are spread over workers and ranks."""

@@ -108,6 +108,48 @@ def parse_bench(values: Iterable[str]) -> list[BenchSpec]:
     return list(out.values())
 
 
+def trained_on_synth(data) -> bool:
+    """Whether a run's ``data`` (config.json's) is the synthetic world's: each set's
+    index.json names only ``synth:`` sources, or (a set without one) its first clip came
+    from the synthetic world. False when a set cannot be read."""
+    from vtk.data.samples import first_members
+    from vtk.fileio import read_json
+    from vtk.train.config import data_sets
+
+    if not data:
+        return False
+    for one in data_sets(data):
+        card = read_json(Path(one).expanduser() / "index.json") if "://" not in one else None
+        if isinstance(card, dict) and isinstance(card.get("sources"), list):
+            if not all(str(s).startswith("synth:") for s in card["sources"]):
+                return False
+            continue
+        first = first_members(one)
+        if first is None or not ("synth" in first[0] or
+                                 str(first[0].get("source", "")).startswith("synth")):
+            return False
+    return True
+
+
+def default_benches(run_dir: Path) -> list[str]:
+    """``--bench``'s default for the run in ``run_dir``: the eight synthetic benchmarks for a
+    run trained on the synthetic world. For any other run a VtkError line saying how to name
+    its benchmarks: the synthetic ones say nothing about a model of real video, and their
+    first build on a machine takes minutes."""
+    from vtk.fileio import read_json
+
+    config = read_json(Path(run_dir) / "config.json")
+    data = config.get("data") if isinstance(config, dict) else None
+    if trained_on_synth(data):
+        return ["synth"]
+    trained = (f"was trained on {data if isinstance(data, str) else ', '.join(map(str, data))}"
+               if data else "has no training data in its config.json (a converted checkpoint)")
+    raise VtkError(f"{run_dir} {trained}, not on the synthetic world: name its benchmarks, e.g. "
+                   f"--bench k400=/data/kinetics400/test.csv --bench msrvtt=/data/msrvtt "
+                   f"(NAME=PATH[,VIDEOS], NAME one of {', '.join(REAL)}; docs/evaluation.md), "
+                   f"or --bench synth for the synthetic benchmarks anyway")
+
+
 def check(spec: BenchSpec) -> None:
     """Fail fast (before a model is loaded) when a real benchmark's files are not there."""
     if spec.synthetic or spec.shard_set is not None:
@@ -152,13 +194,16 @@ class Prepared:
 
 
 def prepare(spec: BenchSpec, size: int | None = None, fps: float = 8.0, codec: str = "h264",
-            root: Path | None = None, workers: int = 1, progress: bool = False) -> Prepared:
+            root: Path | None = None, workers: int = 1, progress: bool = False,
+            log=None) -> Prepared:
     """The cached eval shard set of ``spec``, built on first use.
 
     ``size``: short side of the stored clips (None: native for synthetic clips, 224 for
     files; the loader resizes to the model's input);
     ``fps``: frame rate of the stored clips. Building goes to a temporary folder that is
     renamed when complete, so a killed build is never mistaken for a finished one.
+    ``progress``: a bar on a terminal, a line every VTK_PROGRESS_EVERY seconds elsewhere;
+    ``log(line)``: told when a build starts.
     """
     if spec.shard_set is not None:  # built already, read where it is
         card = spec.shard_set
@@ -181,6 +226,9 @@ def prepare(spec: BenchSpec, size: int | None = None, fps: float = 8.0, codec: s
         if not items:
             raise VtkError(f"{data.videos}: none of the {len(data.missing)} {spec.name} videos "
                            f"named in {data.annotation} is there")
+    if log:
+        log(f"{spec.name}: building its shards once for this machine ({len(items)} videos "
+            f"into {out}; later evaluations reuse them)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -218,28 +266,23 @@ def write_eval_shards(items: Sequence, out: Path, name: str, card: dict, setting
     writer = ShardWriter(str(out), name=name, samples_per_shard=1000)
     video_ids = {it.id: it.meta.get("video_id", it.id) for it in items}
     failed: list[str] = []
-    bar = None
-    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    console = Console(stderr=True)
-    if progress and console.is_terminal:
-        from rich.progress import Progress
+    from vtk.progress import bar
 
-        bar = Progress(transient=True, console=console)
-        task = bar.add_task(f"building {name}", total=len(items))
-        bar.start()
+    with bar(TextColumn(f"building {name}"), BarColumn(), MofNCompleteColumn(),
+             TimeRemainingColumn(), line=f"building {name}: videos", stderr=True,
+             disable=not progress) as pbar:
+        task = pbar.add_task(name, total=len(items))
+        done = [0]
 
-    def on_result(result, totals):
-        if result.failures and not result.samples:
-            failed.append(video_ids.get(result.source_id, result.source_id))
-        if bar is not None:
-            bar.advance(task)
+        def on_result(result, totals):
+            if result.failures and not result.samples:
+                failed.append(video_ids.get(result.source_id, result.source_id))
+            done[0] += 1
+            pbar.update(task, completed=done[0])
 
-    try:
         run_sources(items, writer, cfg, settings["codec"], None, workers, on_result)
-    finally:
-        if bar is not None:
-            bar.stop()
     writer.close({"benchmark": card, "command": "vtk eval (benchmark cache)",
                   "clips": {"mode": "whole", "size": settings["size"], "fps": settings["fps"],
                             "codec": settings["codec"]}, "captions": {"mode": "none"}})

@@ -11,7 +11,9 @@ from vtk.errors import VtkError, check_keys
 
 @dataclass
 class EvalConfig:
-    benches: tuple = ("synth",)  # --bench strings or BenchSpecs
+    # --bench strings or BenchSpecs; None: synth for a run trained on the synthetic world, a
+    # VtkError naming how to give them for any other run (benchmarks.default_benches)
+    benches: tuple | None = None
     protocol: str = "plain"  # plain | internvid, or a Protocol
     dsl: bool | None = None
     wise_ft: float | bool | None = None  # False: none, whatever the protocol says

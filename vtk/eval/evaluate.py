@@ -25,7 +25,14 @@ from vtk import __version__
 from vtk.environment import pick_device
 from vtk.errors import VtkError
 from vtk.eval import zeroshot
-from vtk.eval.benchmarks import BenchSpec, Prepared, check, parse_bench, prepare
+from vtk.eval.benchmarks import (
+    BenchSpec,
+    Prepared,
+    check,
+    default_benches,
+    parse_bench,
+    prepare,
+)
 from vtk.eval.protocol import PROTOCOLS, Protocol, cleaner
 from vtk.eval.protocol import card as protocol_card
 from vtk.eval.protocol import resolve as resolve_protocol
@@ -202,7 +209,7 @@ def _frames_size(model, config) -> tuple[int, int, str]:
 def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] | None = None, *,
              write: bool = True, model=None, config=None, log=None, **options) -> dict:
     """Evaluate the run in ``run_dir`` on ``benches`` (``--bench`` strings or BenchSpecs;
-    None: EvalConfig's default). ``run_dir`` may be ``viclip:PATH``, a released ViCLIP
+    None: ``vtk.eval.benchmarks.default_benches``). ``run_dir`` may be ``viclip:PATH``, a released ViCLIP
     checkpoint: it is converted into a vtk run folder beside it first
     (``vtk.model.released.convert``).
 
@@ -229,7 +236,7 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] | None = No
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise VtkError(f"{run_dir}: run folder not found")
-    benches = list(o.benches)
+    benches = list(o.benches) if o.benches is not None else default_benches(run_dir)
     specs = [b for b in benches if isinstance(b, BenchSpec)]
     names = [b for b in benches if not isinstance(b, BenchSpec)]
     specs += parse_bench(names) if names or not specs else []
@@ -263,7 +270,7 @@ def evaluate(run_dir: str | Path, benches: Iterable[str | BenchSpec] | None = No
         # synthetic clips are stored at their native size; real videos at the model's input
         prepared = prepare(spec, size=None if spec.synthetic else max(size, 32),
                            root=Path(o.cache) if o.cache else None, workers=o.workers,
-                           progress=log is not None)
+                           progress=log is not None, log=log)
         if log:
             log(f"{spec.name}: evaluating {prepared.info.get('num_videos', '?')} videos")
         entry, sims, truth = evaluate_bench(

@@ -185,21 +185,16 @@ def check_captions(captions: str, sets: list[str]) -> None:
     (a manifest's) or empty; training would go on with the wrong text, or with empty strings.
     A VtkError names the set, the caption asked for and how to get it, before anything is
     written. Captions by name (layers, ``vlm``) are the loader's check."""
-    from contextlib import closing
-
-    from vtk.data.samples import caption_failure, read_members
-    from vtk.data.shardset import resolve_shards
-    from vtk.shards.reader import read_samples
+    from vtk.data.samples import caption_failure, first_members
     from vtk.types import CAPTION_MODES
 
     if captions not in CAPTION_MODES:
         return
     for one in sets:
-        try:
-            with closing(read_samples(resolve_shards(one)[0])) as samples:
-                meta, txt = read_members(next(s for s in samples if "json" in s))
-        except (StopIteration, ValueError, OSError, tarfile.TarError):
+        first = first_members(one)
+        if first is None:
             continue  # no sample, or an unreadable one: the loader reports it in its place
+        meta, txt = first
         text = (txt or "").strip()
         if (text if captions == "txt" else meta.get("captions")) or caption_failure(meta, captions):
             continue
