@@ -287,9 +287,15 @@ def test_a_run_on_real_video_names_its_benchmarks_instead_of_building_synthetic_
     monkeypatch.setenv("VTK_CACHE", str(tmp_path / "cache"))
     code, err, _ = run_cli(["eval", str(run)], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert f"was trained on {tmp_path / 'real'}" in err
+    assert f"was trained on {tmp_path / 'real'}, not on the synthetic world" in err
     assert "--bench k400=" in err and "--bench synth" in err
     assert not (tmp_path / "cache").exists() and not (run / "eval.json").exists()
+    # an ablation on real video: told before any arm trains
+    code, err, _ = run_cli(["ablate", "captions", str(tmp_path / "real"), "--out",
+                            str(tmp_path / "abl")], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'real'} is not the synthetic world" in err and "--bench k400=" in err
+    assert not (tmp_path / "abl").exists()
 
 
 def test_building_a_benchmark_tells_so_in_lines_a_log_keeps(tmp_path, capsys):

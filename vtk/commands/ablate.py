@@ -19,8 +19,9 @@ def _train_options(f):
                      help="Seeds per arm."),
         click.option("--seed", default=default("seed"), show_default=True, type=click.IntRange(min=0),
                      help="First seed."),
-        click.option("--bench", "benches", multiple=True, default=("synth",),
-                     show_default=True, help="Benchmarks to evaluate (see vtk eval)."),
+        click.option("--bench", "benches", multiple=True,
+                     help="Benchmarks to evaluate (see vtk eval). Default: synth for the "
+                          "synthetic world; on real video, name them."),
         click.option("--model", default=default("model"), show_default=True,
                      type=click.Choice(["tiny", "b16", "l14"])),
         click.option("--text", default=default("text"), show_default=True,
@@ -61,10 +62,18 @@ def _run(ablation, values, data, kw, fixed):
 
     console = Console()
     arms = plan(ablation, values, kw["seeds"], _base(kw, fixed, data), seed0=kw["seed"])
-    runs = run_arms(arms, kw["out"], list(kw["benches"]),
+    runs = run_arms(arms, kw["out"], benches(kw, data),
                     eval_opts={"device": kw["device"], "backend": kw["backend"]},
                     log=lambda line: console.print(f"[cyan]ablate[/] {line}", highlight=False))
     console.print(f"[green]{len(runs)} runs under {kw['out']}[/]: vtk report {kw['out']}")
+
+
+def benches(kw, data) -> list[str]:
+    """The arms' benchmarks: --bench, else synth for the synthetic world (before any arm
+    trains, one line naming how to give them for real video)."""
+    from vtk.eval.benchmarks import default_benches
+
+    return list(kw["benches"]) or default_benches(data=data)
 
 
 def _split(value: str) -> list[str]:
@@ -152,7 +161,7 @@ def filter_(data, rules, clean, scorer, caps, mask, **kw):
     arms = parse_arm_rules(rules)
     runs = run_filter(data, kw["out"], arms, kw["seeds"],
                       _base(kw, {"mask": mask, "captions": caps}, data),
-                      list(kw["benches"]), seed0=kw["seed"], scorer=scorer, clean=clean,
+                      benches(kw, data), seed0=kw["seed"], scorer=scorer, clean=clean,
                       eval_opts={"device": kw["device"], "backend": kw["backend"]},
                       log=lambda line: console.print(f"[cyan]ablate[/] {line}",
                                                      highlight=False))
@@ -171,11 +180,12 @@ def filter_(data, rules, clean, scorer, caps, mask, **kw):
 @click.option("--protocol", default="plain", show_default=True,
               type=click.Choice(["plain", "internvid"]),
               help="Evaluation protocol of every arm (vtk eval --protocol).")
-@click.option("--bench", "benches", multiple=True, default=("synth",), show_default=True,
-              help="Benchmarks to evaluate (see vtk eval).")
+@click.option("--bench", "bench", multiple=True,
+              help="Benchmarks to evaluate (see vtk eval). Default: synth for a run trained on "
+                   "the synthetic world; for real video, name them.")
 @click.option("--device", default=default("device"), show_default=True, type=DEVICE)
 @click.option("--backend", default=default("backend"), show_default=True)
-def wiseft(run, out, alphas, init, protocol, benches, device, backend):
+def wiseft(run, out, alphas, init, protocol, bench, device, backend):
     """Evaluate a trained run at several WiSE-FT shares of its weights: (1 - alpha) * init +
     alpha * trained. Nothing is trained.
 
@@ -187,9 +197,11 @@ def wiseft(run, out, alphas, init, protocol, benches, device, backend):
     from rich.console import Console
 
     from vtk.ablate import run_wiseft
+    from vtk.eval.benchmarks import default_benches
 
     console = Console()
-    runs = run_wiseft(run, out, _split(alphas), list(benches), init=init, protocol=protocol,
+    runs = run_wiseft(run, out, _split(alphas), list(bench) or default_benches(run),
+                      init=init, protocol=protocol,
                       eval_opts={"device": device, "backend": backend},
                       log=lambda line: console.print(f"[cyan]ablate[/] {line}", highlight=False))
     console.print(f"[green]{len(runs)} arms under {out}[/]: vtk report {out}")

@@ -131,20 +131,24 @@ def trained_on_synth(data) -> bool:
     return True
 
 
-def default_benches(run_dir: Path) -> list[str]:
-    """``--bench``'s default for the run in ``run_dir``: the eight synthetic benchmarks for a
-    run trained on the synthetic world. For any other run a VtkError line saying how to name
-    its benchmarks: the synthetic ones say nothing about a model of real video, and their
-    first build on a machine takes minutes."""
+def default_benches(run_dir=None, data=None) -> list[str]:
+    """``--bench``'s default for the run in ``run_dir`` (or runs to train on ``data``): the
+    eight synthetic benchmarks for the synthetic world. For anything else a VtkError line
+    saying how to name the benchmarks: the synthetic ones say nothing about a model of real
+    video, and their first build on a machine takes minutes."""
     from vtk.fileio import read_json
 
-    config = read_json(Path(run_dir) / "config.json")
-    data = config.get("data") if isinstance(config, dict) else None
+    if run_dir is not None:
+        config = read_json(Path(run_dir) / "config.json")
+        data = config.get("data") if isinstance(config, dict) else None
     if trained_on_synth(data):
         return ["synth"]
-    trained = (f"was trained on {data if isinstance(data, str) else ', '.join(map(str, data))}"
-               if data else "has no training data in its config.json (a converted checkpoint)")
-    raise VtkError(f"{run_dir} {trained}, not on the synthetic world: name its benchmarks, e.g. "
+    sets = data if isinstance(data, str) else ", ".join(map(str, data or []))
+    what = (f"{run_dir} was trained on {sets}, not on the synthetic world"
+            if run_dir is not None and data else
+            f"{run_dir} has no training data in its config.json (a converted checkpoint)"
+            if run_dir is not None else f"{sets} is not the synthetic world")
+    raise VtkError(f"{what}: name the benchmarks, e.g. "
                    f"--bench k400=/data/kinetics400/test.csv --bench msrvtt=/data/msrvtt "
                    f"(NAME=PATH[,VIDEOS], NAME one of {', '.join(REAL)}; docs/evaluation.md), "
                    f"or --bench synth for the synthetic benchmarks anyway")
