@@ -194,52 +194,74 @@ def torchrun(args, nproc=2, timeout=300, module=("-m", "vtk", "train")):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def ddp_runs(shards, tmp_path_factory):
-    """One torchrun launch of 2 gloo ranks training three runs in turn (one process group):
-    ``two`` (16 clips a rank from the frame cache, unmasked), and ``full`` / ``part`` (streaming,
-    no cache; ``part`` stopped after step 2). Returns {name: run folder}."""
-    data, cache = shards
-    root = tmp_path_factory.mktemp("ddp")
-    tiny = dict(data=data, model="tiny", text="tiny", workers=0, quiet=True)
-    streaming = dict(tiny, steps=4, batch_size=8, backend="pyav", seed=1, mask=0.5)
-    runs = {"two": dict(tiny, cache=cache, steps=3, batch_size=16, seed=0, mask=0.0),
-            "full": streaming, "part": dict(streaming, stop_after=2)}
-    for name, cfg in runs.items():
-        cfg["out"] = str(root / name)
+def _torchrun_trainings(root: Path, runs: dict) -> None:
+    """One torchrun launch of 2 gloo ranks training ``runs`` ({name: train config}) in turn,
+    in one process group."""
     script = root / "train_runs.py"
     script.write_text("import json, sys\nfrom vtk.train import train\n"
                       "for cfg in json.loads(sys.argv[1]):\n    train(cfg)\n")
     r = torchrun([json.dumps(list(runs.values()))], module=(str(script),))
     assert r.returncode == 0, r.stderr[-3000:]
-    return {name: Path(cfg["out"]) for name, cfg in runs.items()}
 
 
-def test_two_process_ddp_equals_one_process_with_the_global_batch(shards, ddp_runs, tmp_path):
+@pytest.fixture(scope="module")
+def ddp_runs(shards, tmp_path_factory):
+    """2 gloo ranks, DDP and FSDP: ``two`` / ``fsdp-two`` (16 clips a rank from the frame cache,
+    unmasked), ``full`` / ``fsdp-full`` (streaming, no cache) and ``part`` / ``fsdp-part``
+    (the same, stopped after step 2), trained in one torchrun launch; then the two stopped runs
+    resumed (``resume: true`` alone, as `vtk train --out RUN --resume`) in a second, fresh
+    launch. Returns {name: run folder}."""
+    data, cache = shards
+    root = tmp_path_factory.mktemp("ddp")
+    tiny = dict(data=data, model="tiny", text="tiny", workers=0, quiet=True)
+    streaming = dict(tiny, steps=4, batch_size=8, backend="pyav", seed=1, mask=0.5)
+    runs = {}
+    for prefix, fsdp in (("", False), ("fsdp-", True)):
+        runs.update({prefix + "two": dict(tiny, cache=cache, steps=3, batch_size=16, seed=0,
+                                          mask=0.0, fsdp=fsdp),
+                     prefix + "full": dict(streaming, fsdp=fsdp),
+                     prefix + "part": dict(streaming, fsdp=fsdp, stop_after=2)})
+    for name, cfg in runs.items():
+        cfg["out"] = str(root / name)
+    _torchrun_trainings(root, runs)
+    parts = {name: cfg["out"] for name, cfg in runs.items() if name.endswith("part")}
+    for name in parts:  # where each rank stopped, before the resume moves it on
+        runs[name]["ranks"] = ckpt.load(root / name / "checkpoint.pt")["data"]["ranks"]
+    _torchrun_trainings(root, {name: {"out": out, "resume": True, "quiet": True}
+                               for name, out in parts.items()})
+    return {name: Path(cfg["out"]) for name, cfg in runs.items()} | {
+        f"{name}-ranks": runs[name]["ranks"] for name in parts}
+
+
+@pytest.mark.parametrize("prefix", ["", "fsdp-"])
+def test_two_ranks_equal_one_process_with_the_global_batch(shards, ddp_runs, reference,
+                                                           prefix):
     """2 gloo ranks x 16 clips with features gathered with gradients take exactly the steps
-    of one process with 32 clips (same clips, unmasked, same augmentation)."""
-    train(config(shards, tmp_path / "one", steps=3, mask=0.0, batch_size=32))
-    s = json.loads((ddp_runs["two"] / "summary.json").read_text())
+    of one process with 32 clips (same clips, unmasked, same augmentation): DDP, and FSDP
+    (--fsdp: parameters, gradients and optimiser state sharded over the ranks)."""
+    one = reference(steps=3, mask=0.0, batch_size=32)
+    two = ddp_runs[prefix + "two"]
+    s = json.loads((two / "summary.json").read_text())
     assert s["world_size"] == 2 and s["clips_seen"] == 3 * 32
+    assert json.loads((two / "config.json").read_text())["fsdp"] == bool(prefix)
     # Adam divides by the gradient's size, so where the true gradient is ~0 float noise turns
     # into steps: the key bias (softmax ignores a constant shift) cannot match at all, and a few
     # other elements move by a small share of one step (lr 1e-3).
-    same_weights(weights(tmp_path / "one"), weights(ddp_runs["two"]), atol=1e-4,
-                 skip=("k_proj.bias",))
-    assert losses(tmp_path / "one") == pytest.approx(losses(ddp_runs["two"]), abs=1e-5)
+    same_weights(weights(one), weights(two), atol=1e-4, skip=("k_proj.bias",))
+    assert losses(one) == pytest.approx(losses(two), abs=1e-5)
 
 
-def test_two_streaming_ranks_stopped_and_resumed_end_with_the_same_weights(ddp_runs):
-    """Each DDP rank's loader position goes into checkpoint.pt (data.ranks) and comes back to
-    that rank: 2 gloo ranks streaming (no cache), stopped at step 2 and resumed by a fresh
-    ``torchrun vtk train --resume``, end as the uninterrupted 2-rank run."""
-    part = ddp_runs["part"]
-    ranks = ckpt.load(part / "checkpoint.pt")["data"]["ranks"]
+@pytest.mark.parametrize("prefix", ["", "fsdp-"])
+def test_two_ranks_stopped_and_resumed_end_with_the_same_weights(ddp_runs, prefix):
+    """Each rank's loader position goes into checkpoint.pt (data.ranks) and comes back to
+    that rank: 2 gloo ranks streaming (no cache), stopped at step 2 and resumed in a fresh
+    torchrun launch, end as the uninterrupted 2-rank run (DDP; and FSDP, whose sharded
+    weights and optimiser state are gathered whole into the checkpoint and sharded again)."""
+    ranks = ddp_runs[prefix + "part-ranks"]
     # one position per rank, each past the 2 x 8 clips its rank took from its own shards
     assert len(ranks) == 2 and all(r["workers"][0][2] == 16 for r in ranks)
-    r = torchrun(["--out", str(part), "--resume", "--quiet"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    same_weights(weights(ddp_runs["full"]), weights(part))
+    same_weights(weights(ddp_runs[prefix + "full"]), weights(ddp_runs[prefix + "part"]))
+    assert losses(ddp_runs[prefix + "full"]) == losses(ddp_runs[prefix + "part"])
 
 
 @pytest.mark.slow
@@ -783,3 +805,17 @@ def test_a_set_with_only_its_sources_captions_names_captions_txt(tmp_path):
     with pytest.raises(VtkError, match="no 'fine' caption .* train on it with --captions txt"):
         check_captions("fine", [str(folder)])
     check_captions("txt", [str(folder)])  # the source's caption, asked for by name
+
+
+def test_memory_per_gpu_divides_the_model_state_over_fsdp_ranks():
+    from vtk.train.limits import memory_per_gpu, step_bytes, tower
+
+    cfg = TrainConfig(model="tiny", text="tiny", size=32, batch_size=4, mask=0.5).fill_defaults()
+    cpu = torch.device("cpu")
+    ddp = memory_per_gpu(cfg, params=1000, trainable=600, world=4, fsdp=False, device=cpu)
+    fsdp = memory_per_gpu(cfg, params=1000, trainable=600, world=4, fsdp=True, device=cpu)
+    # 600 trainable x (weights, gradient, two AdamW moments: 16 bytes) + 400 frozen x 4 bytes
+    assert ddp["state_bytes"] == 600 * 16 + 400 * 4 == 11200
+    assert fsdp["state_bytes"] == 11200 // 4
+    assert ddp["step_bytes"] == fsdp["step_bytes"] == step_bytes(cfg, tower(cfg), cpu)[0]
+    assert fsdp["total_bytes"] == fsdp["state_bytes"] + fsdp["step_bytes"]

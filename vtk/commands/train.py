@@ -43,6 +43,7 @@ def per_size(name: str) -> str:
 @click.option("--unmasked-lr-scale", default=default("unmasked_lr_scale"), show_default=True, type=click.FloatRange(min=0), help="lr share in the unmasked stage")
 @click.option("--batch-size", type=click.IntRange(min=1), help="clips per process and micro-step  " + per_size("batch_size"))
 @click.option("--accum", default=default("accum"), show_default=True, type=click.IntRange(min=1), help="gradient accumulation steps")
+@click.option("--fsdp", is_flag=True, default=None, help="under torchrun: shard parameters, gradients and optimiser state over the ranks (torch's fully_shard, FSDP2) instead of DDP; for l14 on small GPUs (docs/training.md)")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="peak learning rate  " + per_size("lr"))
 @click.option("--warmup", default=default("warmup"), show_default=True, type=click.FloatRange(min=0), help="warmup: share of --steps if < 1, else steps")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay  " + per_size("weight_decay"))
@@ -97,6 +98,7 @@ def command(data, **opts):
       vtk train --out runs/m50 --resume
       torchrun --nproc-per-node 4 -m vtk train shards/train --out runs/ddp --model b16 \\
           --init openai/clip-vit-base-patch16 --mask 0.9
+      torchrun --nproc-per-node 8 -m vtk train shards/train --out runs/l14 --model l14 --fsdp
     """
     from rich.console import Console
 

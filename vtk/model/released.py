@@ -270,7 +270,7 @@ def to_vtk(state: dict, layout: Layout | None = None, frames: int | None = None,
     temporal = state["vision_encoder.temporal_positional_embedding"][:, :, None]  # 1 x T x 1 x E
     out["video.temporal_embedding"] = resample_temporal(temporal, frames or layout.frames)
     temp = state["temp"].double()
-    out["logit_scale"] = (-temp.log()).to(state["temp"].dtype)
+    out["logit_scale"] = (-temp.log()).to(state["temp"].dtype).reshape(1)  # vtk's is 1-d
     return {k: v.contiguous() for k, v in out.items()}
 
 
@@ -299,7 +299,7 @@ def from_vtk(state: dict, where: str = "model") -> dict:
     out["vision_encoder.conv1.weight"] = state["video.embeddings.patch_embedding.weight"][:, :, None]
     out["vision_encoder.temporal_positional_embedding"] = state["video.temporal_embedding"][:, :, 0]
     scale = state["logit_scale"]
-    out["temp"] = (-scale.double()).exp().to(scale.dtype)
+    out["temp"] = (-scale.double()).exp().to(scale.dtype).reshape(())  # the official: a scalar
     return {k: v.detach().contiguous() for k, v in out.items()}
 
 

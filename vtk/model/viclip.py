@@ -166,7 +166,8 @@ class ViCLIP(nn.Module):
         self.cfg = cfg
         self.video = video
         self.text = text
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temp_init)))
+        # one element, not a scalar: FSDP (fully_shard) shards parameters along a dimension
+        self.logit_scale = nn.Parameter(torch.tensor([math.log(1.0 / cfg.temp_init)]))
 
     def encode_video(self, video: torch.Tensor, mask_ratio: float = 0.0, generator=None):
         """video: B x T x 3 x H x W (normalised floats) -> B x D, L2-normalised.

@@ -39,6 +39,7 @@ class TrainConfig(ModelConfig):
     unmasked_lr_scale: float = 0.1  # ... at this share of the learning rate
     batch_size: int | None = None  # per rank and micro-step
     accum: int = 1  # gradient accumulation (micro-batches per optimiser step)
+    fsdp: bool = False  # under torchrun: shard the model over the ranks (FSDP2), not DDP
     lr: float | None = None
     warmup: float = 0.08  # < 1: share of ``steps``; >= 1: a number of steps
     min_lr_ratio: float = 0.01  # cosine floor, as ViCLIP's min_lr_multi

@@ -153,6 +153,27 @@ def step_bytes(cfg, geometry: dict, device) -> tuple[int, int]:
     return cfg.batch_size * clip, tokens
 
 
+# bytes per trainable parameter held for training: fp32 weights, their gradient and AdamW's
+# two moments (a frozen parameter: its weights only)
+STATE_BYTES = 4 + 4 + 8
+
+
+def memory_per_gpu(cfg, params: int, trainable: int, world: int, fsdp: bool,
+                   device=None) -> dict:
+    """An estimate of one rank's memory for a training step (bytes): the model state (weights,
+    gradients, AdamW moments; FSDP divides it by ``world``, DDP holds it whole on every rank)
+    and ``step_bytes``' activation floor. A floor: the framework's workspace, the loader's
+    buffers and fragmentation come on top (``vtk bench gpu`` measures)."""
+    import torch
+
+    device = device or torch.device("cuda")
+    state = trainable * STATE_BYTES + (params - trainable) * 4
+    state = -(-state // world) if fsdp and world > 1 else state
+    step, tokens = step_bytes(cfg, tower(cfg), device)
+    return {"state_bytes": state, "step_bytes": step, "tokens": tokens,
+            "total_bytes": state + step}
+
+
 def check_inputs(cfg, paths: list[str] | None, device) -> None:
     """--size against the tower, --frames against the shard set's clips, a step's memory
     against the device; before the model, the cache or the loader allocate anything."""

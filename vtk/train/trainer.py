@@ -10,7 +10,6 @@ at ``unmasked_lr_scale`` x the learning rate (ViCLIP's unmasked final stage).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import fields
@@ -24,7 +23,7 @@ from vtk.model import build_model
 from vtk.model.loss import contrastive_loss
 from vtk.model.viclip import ModelConfig
 from vtk.shards.integrity import check_counts
-from vtk.train import checkpoint, dist, limits, meters, runtime, trackers
+from vtk.train import checkpoint, dist, limits, meters, parallel, runtime, trackers
 from vtk.train.checkpoint import Checkpointer, TrainState
 from vtk.train.config import (
     TrainConfig,
@@ -71,8 +70,7 @@ def train_step(net, model, opt, sched, scaler, autocast, micro_batches, cfg: Tra
     for micro in range(cfg.accum):
         batch = micro_batches()
         video = prepare(batch["video"])
-        sync_grads = micro == cfg.accum - 1 or d.world == 1
-        with (contextlib.nullcontext() if sync_grads else net.no_sync()), autocast():
+        with parallel.grad_sync(net, micro == cfg.accum - 1), autocast():
             v, t, scale = net(video, batch["text"], mask,
                               mask_generator(cfg, d.rank, step, micro, d.device))
             loss = contrastive_loss(v, t, scale) / cfg.accum
@@ -110,10 +108,7 @@ class Trainer:
         for f in fields(ModelConfig):  # what build_model resolved (text tower, size, joint dim)
             setattr(cfg, f.name, getattr(self.model.cfg, f.name))
         self.model.to(d.device).train()
-        self.net = self.model
-        if d.world > 1:
-            ids = [d.device.index] if d.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.net = parallel.wrap(self.model, d, cfg.fsdp)  # before the optimiser sees the params
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
                                      betas=cfg.betas)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
@@ -134,8 +129,12 @@ class Trainer:
         # the frame cache may load in-process: its workers are the loader's own count
         self.threads_from = runtime.set_threads(getattr(loader, "workers", cfg.workers))
         self.batches = Batches(loader, cfg.batch_size, data=cfg.data)
+        sharded = parallel.is_sharded(self.net)  # FSDP: parts gathered whole to save
         self.checkpointer = Checkpointer(
-            run.checkpoint, {"model": checkpoint.Weights(self.model), "optimizer": self.opt,
+            run.checkpoint, {"model": (parallel.ShardedWeights if sharded else
+                                       checkpoint.Weights)(self.model),
+                             "optimizer": (parallel.ShardedOptimizer(self.model, self.opt)
+                                           if sharded else self.opt),
                              "scheduler": self.sched, "scaler": self.scaler,
                              "rng": checkpoint.Rng(), "data": self.batches},
             d, saved_config(cfg), ranked=("data",))
@@ -196,7 +195,7 @@ class Trainer:
         step = self.state.step
         row = {"step": step, "stage": "masked" if step <= self.cfg.steps else "unmasked",
                "mask": mask, "loss": round(self.losses.last, 6), "lr": self.lr,
-               "logit_scale": round(self.model.scale().item(), 4),
+               "logit_scale": round(parallel.full(self.model.scale()).item(), 4),
                "clips_per_s": round(self.clips_s, 2),
                "mem_bytes": meters.peak_memory_bytes(self.d.device),
                "time_s": round(self.train_time(), 3)}
