@@ -45,3 +45,12 @@ def test_ablate_mirrors_the_train_bounds(tmp_path, capsys, arg):
     code, text = run(["ablate", "captions", str(tmp_path), "--out", str(tmp_path / "o"), *arg],
                      capsys)
     assert code == 2 and arg[0] in text and not (tmp_path / "o").exists(), text
+
+
+def test_vtk_help_lists_every_bench_subcommand():
+    """vtk --help's line for bench names each of its subcommands (gpu and resume were missing)."""
+    from vtk.cli import COMMANDS
+    from vtk.commands.bench import command as bench
+
+    listed = {w.strip(" ,") for w in COMMANDS["bench"].split(":", 1)[1].split(",")}
+    assert listed == set(bench.commands)

@@ -215,3 +215,23 @@ def test_a_json_that_is_not_an_object_is_an_invalid_sample(copy, capsys, bad, ki
     write_index(copy / "shard-000001.tar")
     problems = problems_of(copy, "--no-decode", capsys=capsys)
     assert problems == [f"synth-train-s3-000010_000000: json is {kind}, not an object"]
+
+
+def test_a_log_gets_one_event_a_line_and_progress_lines(synth_shards, tmp_path):
+    """Off a terminal (stdin, stdout and stderr not ttys, as under nohup or CI) rich wrapped
+    every line at 80 columns, cutting paths in two; and checking a large set printed nothing
+    until its end. Now the card's title holds the whole path on one line, and a progress line
+    says how many clips were checked."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / ("a-folder-name-long-enough-to-pass-eighty-columns-" * 2) / "set"
+    shutil.copytree(synth_shards, folder)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run([sys.executable, "-m", "vtk", "inspect", str(folder), "--no-decode"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert any(line.strip() == f"shard set {folder}" for line in res.stdout.splitlines())
+    assert "checking: 24 of 24 clips | shards | 3/3 | elapsed" in res.stderr

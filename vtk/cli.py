@@ -22,7 +22,7 @@ COMMANDS = {
     "ablate": "run the caption-scale or masking-ratio ablation",
     "report": "tables and plots of ablation results",
     "demo": "the whole study on the synthetic world, offline, on a CPU",
-    "bench": "benchmarks: decode, shard, train, captions, caption-quality",
+    "bench": "benchmarks: decode, shard, train, captions, caption-quality, gpu, resume",
     "view": "browse a shard set's clips and captions in the browser (or as static files)",
     "score": "score clips: clip-text similarity, motion, frame hashes (sidecars per shard)",
     "caption": "caption a shard set into a caption layer (sidecars per shard; vlm: models)",
@@ -57,7 +57,30 @@ def cli():
     """
 
 
+# rich's width where no standard stream is a terminal (nohup, Slurm, CI, a pipe): it would wrap
+# every line at 80 columns, cutting paths and messages in two; a log keeps one event a line
+LOG_COLUMNS = "4096"
+
+
+def log_width() -> None:
+    """Where none of stdin, stdout and stderr is a terminal and COLUMNS is unset, set it to
+    LOG_COLUMNS: every rich Console then prints a message on one line (a table as wide as its
+    cells). Children (torchrun, ablation arms) inherit it with the same streams."""
+    import os
+
+    if "COLUMNS" in os.environ:
+        return
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            if os.isatty(stream.fileno()):
+                return
+        except (AttributeError, ValueError, OSError):  # not a real file (a test's capture):
+            return  # leave rich to decide
+    os.environ["COLUMNS"] = LOG_COLUMNS
+
+
 def main(argv=None):
+    log_width()
     try:
         cli.main(args=argv, standalone_mode=False)
     except VtkError as e:

@@ -84,6 +84,7 @@ def command(out, quick, seeds, steps, clips, workers, filter_):
 
     from vtk import report
     from vtk.ablate import parse_arm_rules, plan, run_arms, run_filter
+    from vtk.commands.shard import ShardProgress
     from vtk.errors import VtkError
     from vtk.fileio import read_json, write_json
     from vtk.shards import build_shard_set
@@ -107,8 +108,9 @@ def command(out, quick, seeds, steps, clips, workers, filter_):
                        f"use another --out")
     if built is None:
         say(f"sharding {spec} with coarse + fine captions -> {shards}")
-        build_shard_set([spec], str(shards), captions="both", clip_mode="whole",
-                        workers=workers, resume=True)
+        with ShardProgress(False, cfg["n"]) as progress:
+            build_shard_set([spec], str(shards), captions="both", clip_mode="whole",
+                            workers=workers, resume=True, on_result=progress.update)
     else:
         say(f"shards already built: {shards}")
 
@@ -131,8 +133,9 @@ def command(out, quick, seeds, steps, clips, workers, filter_):
             raise VtkError(f"{noisy}: built from {built[0]}, not {nspec}; use another --out")
         if built is None:
             say(f"sharding {nspec} with fine captions -> {noisy}")
-            build_shard_set([nspec], str(noisy), captions="fine", clip_mode="whole",
-                            workers=workers, resume=True)
+            with ShardProgress(False, cfg["n"]) as progress:
+                build_shard_set([nspec], str(noisy), captions="fine", clip_mode="whole",
+                                workers=workers, resume=True, on_result=progress.update)
         run_filter(noisy, out / "runs", parse_arm_rules(FILTER_RULES), cfg["seeds"],
                    dict(base, data=str(noisy), mask=0.0, captions="fine"), benches,
                    clean=shards, eval_opts=eval_opts, log=say)

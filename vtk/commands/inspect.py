@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from vtk.errors import VtkError
@@ -51,10 +53,13 @@ def command(folder, samples, no_decode, as_json, max_sample_bytes):
     name = card_name(card, folder)
     tars = shard_tars(folder, name)
     reports = []
-    for tar in tars:
-        left = max(0, samples - sum(len(r.previews) for r in reports))
-        reports.append(check_shard(tar, decode=not no_decode, preview=left,
-                                   max_bytes=max_sample_bytes))
+    with _bar(len(tars), card.get("num_samples")) as (pbar, task):
+        for tar in tars:
+            left = max(0, samples - sum(len(r.previews) for r in reports))
+            reports.append(check_shard(tar, decode=not no_decode, preview=left,
+                                       max_bytes=max_sample_bytes))
+            pbar.update(task, completed=len(reports),
+                        clips=sum(r.num_samples for r in reports))
     problems = check_card(folder, card, reports) + [p for r in reports for p in r.problems]
     layers = caption_layers(folder, tars)
     if as_json:
@@ -68,6 +73,21 @@ def command(folder, samples, no_decode, as_json, max_sample_bytes):
         _show(folder, card, reports, problems, layers)
     if problems:
         raise VtkError(f"{folder}: {len(problems)} problem(s), first: {problems[0]}")
+
+
+@contextlib.contextmanager
+def _bar(shards: int, clips):
+    """Progress over the shards on stderr: a bar on a terminal, a plain line every
+    VTK_PROGRESS_EVERY seconds in a log (checking thousands of clips takes a while)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from vtk.progress import bar
+
+    of = f" of {clips}" if isinstance(clips, int) else ""
+    with bar(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TextColumn("shards,"),
+             TextColumn("{task.fields[clips]}" + of + " clips"), TimeRemainingColumn(),
+             line="checking: {clips}" + of + " clips | shards", stderr=True) as pbar:
+        yield pbar, pbar.add_task("inspect", total=shards, clips=0)
 
 
 def caption_layers(folder, tars) -> list[dict]:

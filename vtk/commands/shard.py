@@ -128,7 +128,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
         note = offline_default_note(sources, captions, coarse_model, fine_model)
         if note:
             click.echo(note, err=True)
-    with _Progress(quiet, count_sources(sources), engine) as progress:
+    with ShardProgress(quiet, count_sources(sources), engine) as progress:
         build_shard_set(sources, out, **options, command=command_line(ctx),
                         on_result=progress.update,
                         on_close=lambda index, run, failures, items: _report(
@@ -162,8 +162,9 @@ def command_line(ctx: click.Context) -> str:
     return shlex.join(parts)
 
 
-class _Progress:
-    """A rich progress bar over sources (when their number is known), with clips and clips/s."""
+class ShardProgress:
+    """A rich progress bar over sources (when their number is known), with clips and clips/s;
+    a plain line every VTK_PROGRESS_EVERY seconds off a terminal (vtk shard, vtk demo)."""
 
     def __init__(self, quiet: bool, total: int | None, engine: str = "local"):
         self.quiet, self.total = quiet, total
