@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import time
 
 import click
@@ -129,7 +128,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
         if note:
             click.echo(note, err=True)
     with ShardProgress(quiet, count_sources(sources), engine) as progress:
-        build_shard_set(sources, out, **options, command=command_line(ctx),
+        build_shard_set(sources, out, **options,
                         on_result=progress.update,
                         on_close=lambda index, run, failures, items: _report(
                             index, run, failures, items, out, quiet))
@@ -146,20 +145,6 @@ def _report(index, run, failures, items, out, quiet) -> None:
             f"[yellow]warning:[/] {items.duplicates} duplicate input(s) skipped (same file, or "
             f"same video and start/end, as an earlier one; first: "
             f"{escape(items.duplicate_example or '')})", highlight=False)
-
-
-def command_line(ctx: click.Context) -> str:
-    """The command that built the set, rebuilt from the parsed options (whether it came from
-    a shell or from ``cli.main([...])``): arguments, then every option not at its default."""
-    parts = ["vtk", ctx.info_name]
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if isinstance(param, click.Argument):
-            parts += [str(v) for v in value]
-        elif value != param.default and value not in (None, False):
-            flag = max(param.opts, key=len)
-            parts += [flag] if value is True else [flag, str(value)]
-    return shlex.join(parts)
 
 
 class ShardProgress:

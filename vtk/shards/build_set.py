@@ -24,8 +24,8 @@ def build_shard_set(sources, out, *, command: str | None = None,
     """Write the shard set of ``sources`` to ``out`` and return its index (index.json).
 
     ``options``: `vtk shard`'s options, the fields of ``vtk.shards.config.ShardConfig`` (same
-    names, their defaults there). ``command``: the card's "command" field (the CLI passes its
-    command line; None: a ``vtk.shards.build_shard_set(...)`` call). ``on_result(result,
+    names, their defaults there). ``command``: the card's "command" field (None: the ``vtk
+    shard`` command line of these sources and options, ``shard_command``). ``on_result(result,
     totals)``: called per source (a progress bar). ``on_close(index, run, failures, items)``:
     called once the index is written, before an empty set raises. ``engine``: "local" (a
     process pool of ``workers``) or "ray" (``vtk.shards.engines.ray_engine``: ``ray_address``,
@@ -99,7 +99,7 @@ def build_shard_set(sources, out, *, command: str | None = None,
         run["captioners"] = captioner_figures(totals.captioners)
     card = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command if command is not None else library_command(sources, out),
+        "command": command if command is not None else shard_command(sources, out, options),
         "sources": list(sources),
         "clips": {**dataclasses.asdict(cfg), "short_side": card_short_side(cfg, sources)},
         "codec": o.codec,
@@ -164,9 +164,25 @@ def default_caption_cache(out) -> str:
     return os.path.join(os.path.expanduser(root), "caption-cache")
 
 
-def library_command(sources, out) -> str:
-    """The card's "command" for a library call: the call itself, in Python."""
-    return f"vtk.shards.build_shard_set({list(sources)!r}, {str(out)!r})"
+FLAGS = {"clip_mode": "--clips"}  # a ShardConfig field whose vtk shard option is named otherwise
+
+
+def shard_command(sources, out, options: dict) -> str:
+    """The card's "command": the ``vtk shard`` command line that builds this set, whether it
+    was run from a shell or through ``build_shard_set`` (``options``: the ShardConfig fields
+    given; those at their default are left out)."""
+    import shlex
+
+    from vtk.shards.config import ShardConfig
+
+    defaults = ShardConfig()
+    parts = ["vtk", "shard", *map(str, sources), "--out", str(out)]
+    for name, value in options.items():
+        if value == getattr(defaults, name) or value in (None, False):
+            continue
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)
 
 
 def caption_spec(mode, coarse_model, fine_model, summarizer, fine_fps, device,

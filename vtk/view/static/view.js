@@ -217,7 +217,7 @@
     document.title = 'vtk view: ' + (s.folder || '');
     const box = $('card');
     box.replaceChildren(facts([
-      ['name', c.name],
+      ['shard file prefix', c.name],  // index.json's name: the tars' prefix, not a title
       ['samples', c.num_samples ?? ''],
       ['rows', s.total !== c.num_samples ? s.total + ' (error rows included)' : ''],
       ['shards', (s.shards || []).length + (mb ? ', ' + mb : '')],
