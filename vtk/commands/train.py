@@ -93,7 +93,7 @@ def command(data, **opts):
     \b
     Examples:
       vtk train shards/train --out runs/m50 --mask 0.5 --captions fine --steps 2000
-      vtk train shards/a shards/b --data-weights 0.7,0.3 --train-num-samples 100000 \
+      vtk train shards/a shards/b --data-weights 0.7,0.3 --train-num-samples 100000 \\
           --out runs/mix
       vtk train --out runs/m50 --resume
       torchrun --nproc-per-node 4 -m vtk train shards/train --out runs/ddp --model b16 \\
