@@ -235,19 +235,10 @@ def merge_layer(meta: dict, name: str, row: dict | None) -> dict:
 
 def _clip(sample: dict, decoder):
     """A tar sample as the ``Clip`` the captioners take (its whole decoded video)."""
-    from vtk.data.samples import read_members
-    from vtk.shards.reader import problem_text
+    from vtk.data.samples import decode_whole
     from vtk.types import Clip
 
-    problem = problem_text(sample)
-    if problem:
-        raise ValueError(problem)
-    meta, _ = read_members(sample)
-    if "mp4" not in sample:
-        raise ValueError("no mp4 member")
-    video, n = decoder.decode(sample["mp4"], None)
-    if n == 0 or video.shape[0] == 0:
-        raise ValueError("the mp4 has no frames")
+    meta, _, video = decode_whole(sample, decoder)
     fps = float(meta.get("fps") or 0) or 8.0
     key = sample["__key__"]
     source_id, _, index = key.rpartition("_")

@@ -125,22 +125,13 @@ def _forward(net, batch: _Batch, device, embs: dict) -> None:
 def prepare(sample: dict, wanted, frames: int, size: int, normalize: str, decoder):
     """One sample -> (sidecar row, model input T x 3 x S x S or None, texts). Runs in a
     decode thread: PyAV and OpenCV release the GIL, so threads scale the CPU side."""
-    from vtk.data.samples import read_members
+    from vtk.data.samples import decode_whole
     from vtk.data.sampling import eval_indices
     from vtk.data.transforms import eval_crop
-    from vtk.shards.reader import problem_text
 
     row = {"__key__": sample["__key__"], "mp4_bytes": len(sample.get("mp4") or b"")}
     try:
-        problem = problem_text(sample)
-        if problem:
-            raise ValueError(problem)
-        meta, txt = read_members(sample)
-        if "mp4" not in sample:
-            raise ValueError("no mp4 member")
-        video, n = decoder.decode(sample["mp4"], None)
-        if n == 0 or video.shape[0] == 0:
-            raise ValueError("the mp4 has no frames")
+        meta, txt, video = decode_whole(sample, decoder)
     except Exception as e:  # noqa: BLE001 - one bad sample is recorded, never fatal
         row["error"] = f"{type(e).__name__}: {e}"[:300]
         return row, None, None

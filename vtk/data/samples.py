@@ -109,6 +109,24 @@ def read_members(sample: dict) -> tuple[dict, str | None]:
     return meta, txt
 
 
+def decode_whole(sample: dict, decoder) -> tuple[dict, str | None, torch.Tensor]:
+    """A raw tar sample's json, txt and every frame of its clip (uint8 T x H x W x 3, through
+    ``decoder``); ValueError naming what is wrong with a sample that is corrupt, has no mp4 or
+    an mp4 without frames."""
+    from vtk.shards.reader import problem_text
+
+    problem = problem_text(sample)
+    if problem:
+        raise ValueError(problem)
+    meta, txt = read_members(sample)
+    if "mp4" not in sample:
+        raise ValueError("no mp4 member")
+    video, n = decoder.decode(sample["mp4"], None)
+    if n == 0 or video.shape[0] == 0:
+        raise ValueError("the mp4 has no frames")
+    return meta, txt, video
+
+
 def first_members(shards) -> tuple[dict, str | None] | None:
     """``read_members`` of the first sample with a json in the first tar of ``shards`` (a
     folder, URL, pattern or list: ``resolve_shards``); None when there is none or it cannot be
