@@ -40,7 +40,8 @@ def render_drops(index: dict, console=None) -> None:
                    "highest NAME: floor(F * n + 0.5) clips.")
 @click.option("--dedup", metavar="frames|embed:T",
               help="Drop near-duplicates: frames (perceptual hashes of sampled frames) or "
-                   "embed:T (clip embedding cosine >= T); the largest copy is kept.")
+                   "embed:T (clip embedding cosine >= T; T depends on the scoring model: "
+                   "0.999 for a tiny vtk run, docs/curation.md); the largest copy is kept.")
 @click.option("--rules", "rule_string", metavar="RULES",
               help="The rules as one string instead, e.g. 'top:clip-text=0.3, dedup:frames'.")
 @click.option("--samples-per-shard", type=click.IntRange(min=1),
@@ -58,7 +59,7 @@ def command(folder, out, min_, max_, top, dedup, rule_string, samples_per_shard,
     Examples:
       vtk filter shards/train --out shards/top30 --top clip-text=0.3
       vtk filter shards/train --out shards/dedup --dedup frames
-      vtk filter shards/train --out shards/clean --min motion=0.02 --dedup embed:0.95
+      vtk filter shards/train --out shards/clean --min motion=0.02 --dedup embed:0.999
     """
     from vtk.curate.filter import filter_set
     from vtk.curate.rules import build_rules, parse_rules
