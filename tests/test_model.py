@@ -231,10 +231,43 @@ def test_frozen_minilm_caption_features_do_not_depend_on_their_batch():
 
     torch.manual_seed(0)
     tower = MiniLMText(64)
+    tower.cache.identity = None  # computed each time, not read from the feature store
     x = "a small red circle moves up"
     alone = first_seen_with(tower, x, [])
     for company in (["a"], [LONG], ["a", LONG] * 20):
         assert torch.equal(first_seen_with(tower, x, company), alone), company
+
+
+@needs_minilm
+def test_frozen_features_are_stored_for_the_next_run_with_the_same_backbone(monkeypatch):
+    """A caption is embedded once per machine: a second tower with the same backbone reads
+    its features from the store (bit for bit the ones computed), a changed backbone or
+    another thread count does not."""
+    from vtk.model.text import MiniLMText
+
+    texts = ["a small red circle moves up", LONG]
+    first = MiniLMText(64)
+    want = first.cache(texts, "cpu")
+    assert (first.cache.stored, len(first.cache)) == (0, 2)
+    second = MiniLMText(64)
+    calls = []
+    fn = second.cache.fn
+    second.cache.fn = lambda t: calls.append(t) or fn(t)
+    assert torch.equal(second.cache(texts, "cpu"), want)
+    assert calls == [] and second.cache.stored == 2
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        third = MiniLMText(64)
+        third.cache(texts[:1], "cpu")
+        assert third.cache.stored == 0  # its own store: the last bits may differ
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():  # what WiSE-FT does to a frozen backbone
+        second.backbone.embeddings.word_embeddings.weight.mul_(0.5)
+    second.cache.forget()
+    calls.clear()
+    assert not torch.equal(second.cache(texts, "cpu"), want) and len(calls) == 2
 
 
 @pytest.mark.floor

@@ -144,6 +144,39 @@ def test_scan_lists_samples_from_headers_without_reading_data(shards):
     assert b'"source": "src1"' in raw[offset:offset + size]
 
 
+def test_a_tar_is_listed_once_for_every_pass_and_from_its_index(tmp_path, monkeypatch):
+    """A pass starts without walking the tar headers again: each tar is listed once (from its
+    ``.idx`` when that is current) and the listing serves the later passes; a tar written
+    again is listed again, and an index older than its tar is not trusted."""
+    import os
+    import time
+
+    from vtk.data import order
+    from vtk.shards.wds_index import write_index
+
+    tars = write_shards(tmp_path, samples=10, per_shard=4, frames=6, h=16, w=16)
+    for tar in tars[:2]:
+        write_index(tar)
+    listed, scanned = [], []
+    real_list, real_scan = order.list_entries, order.scan_headers
+    monkeypatch.setattr(order, "list_entries", lambda p, *a: listed.append(p) or real_list(p, *a))
+    monkeypatch.setattr(order, "scan_headers", lambda p, *a: scanned.append(p) or real_scan(p, *a))
+    loader = make(tmp_path, frames=2, size=8, batch_size=4)
+    passes = [sorted(k for b in loader for k in b["key"]) for _ in range(3)]
+    assert passes[0] == passes[1] == passes[2] == [f"src{i:03d}_000000" for i in range(10)]
+    assert sorted(listed) == sorted(tars) and scanned == [tars[2]]  # the third has no .idx
+    # the index gives what the headers give
+    assert [(e.key, e.members) for e in real_list(tars[0]).entries] == \
+        [(e.key, e.members) for e in real_scan(tars[0])]
+    # a tar written again (here: the same bytes, a new time) is listed again; its index is
+    # now older than it, so from its headers
+    later = time.time() + 5
+    os.utime(tars[0], (later, later))
+    listed.clear()
+    assert sorted(k for b in loader for k in b["key"]) == passes[0]
+    assert listed == [tars[0]] and scanned[-1] == tars[0]
+
+
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])
 def test_the_slot_hand_over_works_under_spawn_and_forkserver(shards, context):
     """Workers started without fork get the ring, the pass state and the stats by pickling

@@ -98,3 +98,32 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def cache_root() -> Path:
+    """The folder of vtk's caches that outlive a run: ``$VTK_CACHE``, default ``~/.cache/vtk``."""
+    return Path(os.environ.get("VTK_CACHE") or Path.home() / ".cache" / "vtk").expanduser()
+
+
+def connect_shared_sqlite(path: str | os.PathLike, *schema: str):
+    """An SQLite connection in WAL mode that several processes may share (busy timeout),
+    after ``schema``'s statements. Switching a new file to WAL is not covered by SQLite's busy
+    timeout (processes opening a fresh file together got "database is locked"), so the set-up
+    runs under an exclusive lock on a side file, one process at a time."""
+    import fcntl
+    import sqlite3
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        db = sqlite3.connect(path, timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            for statement in schema:
+                db.execute(statement)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+    return db

@@ -6,18 +6,19 @@ of one shard writer (WAL journal, busy timeout). Only successful results are sto
 
 Switching a new file to WAL is not covered by SQLite's busy timeout: workers opening a fresh
 cache together got "database is locked" and lost their clips. Set-up therefore runs under an
-exclusive lock on a side file, one process at a time.
+exclusive lock on a side file, one process at a time (``vtk.fileio.connect_shared_sqlite``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import sqlite3
 from pathlib import Path
 
 import numpy as np
+
+from vtk.fileio import connect_shared_sqlite
 
 
 def clip_hash(frames: np.ndarray, fps: float) -> str:
@@ -42,18 +43,9 @@ class CaptionCache:
     def db(self) -> sqlite3.Connection:
         # opened lazily so a Captioning object can be built in one process and used in another
         if self._db is None:
-            with open(self.path.with_suffix(".lock"), "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-                db = sqlite3.connect(self.path, timeout=60)
-                try:
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.execute("CREATE TABLE IF NOT EXISTS captions (clip TEXT, settings TEXT, "
-                               "result TEXT, PRIMARY KEY (clip, settings))")
-                    db.commit()
-                except BaseException:
-                    db.close()
-                    raise
-            self._db = db
+            self._db = connect_shared_sqlite(
+                self.path, "CREATE TABLE IF NOT EXISTS captions (clip TEXT, settings TEXT, "
+                "result TEXT, PRIMARY KEY (clip, settings))")
         return self._db
 
     def get(self, clip: str, settings: str) -> dict | None:

@@ -143,6 +143,7 @@ class VideoLoader:
         self.unslotted = 0  # batches that missed the ring (a consumer keeping many batches)
         self._pool = BufferPool()  # a fresh float batch costs page faults per clip
         self._dl = None
+        self._forked = False  # the persistent workers have been started
         self._state: dict | None = None  # where the pass in progress stands
         self._resume: dict | None = None  # where the next pass starts (load_state_dict)
 
@@ -214,11 +215,13 @@ class VideoLoader:
         return self._dl
 
     def _start_workers(self):
-        if self.workers > 0:
-            # Free the parent's garbage before the fork: a worker that inherits it frees it
+        if self.workers > 0 and not self._forked:
+            # Free the parent's garbage before a fork: a worker that inherits it frees it
             # itself, and objects that own native threads (a PyAV frame's swscale context)
-            # cannot be freed in a child that lacks those threads: it hangs.
+            # cannot be freed in a child that lacks those threads: it hangs. Only before a
+            # fork: a full collection costs 0.1 s beside a loaded model, every pass.
             gc.collect()
+            self._forked = self.streaming  # persistent workers: no later pass forks
         with opencv_serial(self.workers > 0):
             return iter(self._dataloader())  # the first pass starts (forks) the workers
 

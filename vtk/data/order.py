@@ -1,9 +1,10 @@
 """The order of one pass over a share of shards, as a position that costs nothing to resume.
 
 A loader worker (one *partition* of a rank: rank x worker) reads its shards in windows
-(*groups*) of whole shards. Each group's samples are listed from their tar headers alone (no
-member data is read: ``scan_samples``) and, in training, permuted by a generator seeded with
-(seed, epoch, partition, group). The worker then reads the samples in that order, each by
+(*groups*) of whole shards. Each group's samples are listed from the shards' ``.idx`` files, or
+from their tar headers where there is none (no member data is read: ``list_entries``), once per
+worker process (``Listings``: later passes reuse the lists) and, in training, permuted by a
+generator seeded with (seed, epoch, partition, group). The worker then reads the samples in that order, each by
 seeking to its members. So the place a pass has reached is two integers, (group, index in the
 group's order), and resuming there skips every earlier group without opening its tars and
 every earlier sample of the current group without reading it: the cost of a resume is one
@@ -17,12 +18,16 @@ least as far as it could in a buffer of that size.
 
 from __future__ import annotations
 
+import os
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from vtk import storage
+from vtk.data.shardset import looks_truncated
 from vtk.shards.reader import (
     MAX_SAMPLE_BYTES,
     OVERSIZED,
@@ -44,6 +49,93 @@ class Entry:
     url: str
     members: list[tuple[str, int, int]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Listing(NamedTuple):
+    """A tar's samples as a pass reads them, and what is wrong with the tar (messages)."""
+
+    entries: list[Entry]
+    problems: tuple[str, ...] = ()
+
+
+def list_entries(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> Listing:
+    """The samples of one tar from its ``.idx`` where that is current (written after the tar,
+    and not pointing past its end), else from its headers (``scan_headers``). A truncated tar
+    is listed from its headers, up to the cut. Errors of the tar are problems, not raised:
+    the samples before them are listed."""
+    problems = []
+    try:
+        if looks_truncated(path):
+            problems.append("truncated tar; reading what is there")
+        else:
+            indexed = _from_current_index(path, max_bytes)
+            if indexed is not None:
+                return Listing(indexed)
+        return Listing(scan_headers(path, max_bytes), tuple(problems))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        return Listing(getattr(e, "entries", []), (*problems, f"unreadable tar data ({e})"))
+
+
+def _from_current_index(path: str, max_bytes: int) -> list[Entry] | None:
+    idx = index_path(path)
+    if storage.is_url(path):
+        return entries_from_index(path, read_index(idx), max_bytes) if storage.exists(idx) \
+            else None
+    try:
+        tar, ix = os.stat(path), os.stat(idx)
+    except OSError:
+        return None
+    if ix.st_mtime_ns < tar.st_mtime_ns:  # the tar was written again after its index
+        return None
+    try:
+        samples = read_index(idx)
+    except (ValueError, IndexError):  # not an index we can read: the headers say it all
+        return None
+    if samples and max(o + s for m in samples for _, o, s, _ in m) > tar.st_size:
+        return None
+    return entries_from_index(path, samples, max_bytes)
+
+
+class Listings:
+    """Each tar's ``Listing``, made once per process and kept for the passes after it: a pass
+    over a small set then starts in the time of a few ``stat`` calls (a local tar is listed
+    again when its size or time changes). Tars with errors are listed again every time (the
+    error may pass, as a network one). At most ``limit`` samples are kept: on a corpus larger
+    than that a pass is long beside listing its tars again."""
+
+    def __init__(self, max_bytes: int = MAX_SAMPLE_BYTES, limit: int = 500_000):
+        self.max_bytes, self.limit = max_bytes, limit
+        self._kept: OrderedDict[str, tuple] = OrderedDict()
+        self._samples = 0
+
+    def __call__(self, path: str) -> Listing:
+        stamp = _stamp(path)
+        kept = self._kept.get(path)
+        if kept is not None and kept[0] == stamp:
+            self._kept.move_to_end(path)
+            return kept[1]
+        listing = list_entries(path, self.max_bytes)
+        if kept is not None:
+            self._drop(path)
+        if not any(p.startswith("unreadable") for p in listing.problems):
+            self._kept[path] = (stamp, listing)
+            self._samples += len(listing.entries)
+            while self._samples > self.limit and len(self._kept) > 1:
+                self._drop(next(iter(self._kept)))
+        return listing
+
+    def _drop(self, path: str) -> None:
+        self._samples -= len(self._kept.pop(path)[1].entries)
+
+
+def _stamp(path: str):
+    if storage.is_url(path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def scan_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> list[Entry]:

@@ -9,7 +9,6 @@ with its position (``vtk.data.batches.WorkerBatch``), so the loader can resume a
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +31,6 @@ from vtk.data.samples import (
     sample_rng,
 )
 from vtk.data.sampling import frame_indices
-from vtk.data.shardset import looks_truncated
 from vtk.data.stats import LoaderStats
 from vtk.data.transforms import eval_crop, train_crop
 from vtk.errors import VtkError
@@ -116,9 +114,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         self._pass = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._starts = torch.zeros((self.workers, 3), dtype=torch.int64).share_memory_()
         self._decoder = None
-        self._sidecar: dict = {}  # the current shard's scores, by key
+        self._listings: order.Listings | None = None  # each worker's own, made there
+        self._sidecar: dict = {}  # scores by key, of the shards this pass read
         self._layer_name = layer_of(spec.captions)  # a caption layer the captions come from
-        self._layer: dict = {}  # the current shard's captions of that layer, by key
+        self._layer: dict = {}  # that layer's captions by key, likewise
         self._pass_epoch = 0
         self._report_tars = True
 
@@ -144,6 +143,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         if self.ring is not None:
             self.ring.start_pass()
         self._pass_epoch = epoch  # this pass's, whatever the loader sets next
+        self._sidecar, self._layer = {}, {}  # sidecars are looked up again each pass
         part, parts = split.partition(self.rank, self.world_size, me, workers)
         shards = list(self.shards)
         if self.spec.train:  # the same permutation in every partition, so the split is exact
@@ -221,15 +221,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         yield (g, 0, taken), None  # the end: nothing left to resume
 
     def _scan(self, tar: str, report: bool) -> list:
-        report = report and self._report_tars
-        if report and looks_truncated(tar):
-            self.stats.skip("tar_errors", tar, "truncated tar; reading what is there")
-        try:
-            return order.scan_samples(tar, self.max_sample_bytes)
-        except (tarfile.TarError, OSError, EOFError) as e:  # go on with what was whole
-            if report:
-                self.stats.skip("tar_errors", tar, f"unreadable tar data ({e})")
-            return getattr(e, "entries", [])
+        """The tar's samples (``order.Listings``: listed once in this worker, kept for later
+        passes); what is wrong with the tar is counted in every pass that reads it."""
+        if self._listings is None:
+            self._listings = order.Listings(self.max_sample_bytes)
+        listing = self._listings(tar)
+        if report and self._report_tars:
+            for problem in listing.problems:  # go on with what was whole
+                self.stats.skip("tar_errors", tar, problem)
+        return listing.entries
 
     def _decode_batches(self, samples, worker: int, start):
         """Decode each sample straight into its place in the batch being filled."""
@@ -271,15 +271,11 @@ class ShardStream(torch.utils.data.IterableDataset):
     def _scores(self, tar) -> dict:
         """``vtk score``'s sidecar of this shard (``vtk.curate.sidecar``), {} without one:
         its scores appear in each sample's ``meta["scores"]``."""
-        if tar not in self._sidecar:
-            self._sidecar = {tar: (load_sidecar(tar) or {}) if tar else {}}
-        return self._sidecar[tar]
+        return _per_tar(self._sidecar, tar, lambda: load_sidecar(tar))
 
     def _captions(self, tar) -> dict:
         """The caption layer's sidecar of this shard (``vtk.captions.layer``), {} without one."""
-        if tar not in self._layer:
-            self._layer = {tar: (load_layer(tar, self._layer_name) or {}) if tar else {}}
-        return self._layer[tar]
+        return _per_tar(self._layer, tar, lambda: load_layer(tar, self._layer_name))
 
     def read(self, sample: dict) -> tuple:
         """Parse and decode one raw tar sample: the arguments of ``ClipSpec.view`` but ``out``.
@@ -296,6 +292,18 @@ class ShardStream(torch.utils.data.IterableDataset):
         t, train = self.spec.frames, self.spec.train
         frames, _ = self._decoder.decode(sample["mp4"], lambda n: frame_indices(n, t, train, rng))
         return key, frames, meta, txt, rng, self._pass_epoch
+
+
+def _per_tar(kept: dict, tar, load) -> dict:
+    """A shard's sidecar rows, looked up once per pass: the samples of a group come from up
+    to ``order.MAX_GROUP`` shards in turn, and each lookup is a ``stat`` (the pass start
+    clears ``kept``, so a sidecar written meanwhile is read in the next pass)."""
+    rows = kept.get(tar)
+    if rows is None:
+        if len(kept) >= 2 * order.MAX_GROUP:
+            del kept[next(iter(kept))]
+        rows = kept[tar] = (load() or {}) if tar else {}
+    return rows
 
 
 def warm_up(tar: str, backend: str, spec: ClipSpec,

@@ -24,10 +24,13 @@ cached: on a CPU that turns the text tower into a table lookup.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import re
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,24 +48,118 @@ class FeatureCache:
     and two rows take different BLAS kernels here). A caption first met in other company, as
     it is after a resume, would get another feature, and the resumed run other weights (1e-7
     at first, 3e-4 after training on). Alone, a caption's feature depends on the caption only.
-    The price: a few times the time of batched embedding, once per caption
-    (docs/results/timings.md)."""
+    The price: a few times the time of batched embedding (a caption alone reads every weight
+    for a dozen tokens: docs/results/timings.md).
 
-    def __init__(self, fn: Callable[[list[str]], torch.Tensor]):
+    ``identity``: for a pretrained backbone, what its features are a function of (modules,
+    whose weights count, and settings); the features then also go to a ``FeatureStore`` on
+    disk, which every later run and evaluation with the same backbone reads instead of
+    embedding again: a caption is embedded once per machine, not once per run."""
+
+    def __init__(self, fn: Callable[[list[str]], torch.Tensor], identity: Callable | None = None):
         self.fn, self.table = fn, {}
+        self.identity = identity
         self.seconds = 0.0  # spent embedding new captions (reported in summary.json)
+        self.stored = 0  # features read from the store instead
+        self._digest: str | None = None
+
+    def store(self, device) -> FeatureStore | None:
+        if self.identity is None or os.environ.get("VTK_TEXT_FEATURES") == "off":
+            return None
+        if self._digest is None:
+            self._digest = weights_digest(self.identity())
+        return FeatureStore.open(self._digest, torch.device(device).type)
+
+    def forget(self) -> None:
+        """The backbone's weights changed (WiSE-FT): no feature known so far is its."""
+        self.table.clear()
+        self._digest = None
 
     @torch.no_grad()
     def __call__(self, texts: list[str], device) -> torch.Tensor:
         new = [t for t in dict.fromkeys(texts) if t not in self.table]
-        t0 = time.perf_counter()
-        for t in new:
-            self.table[t] = self.fn([t])[0].float().cpu()
-        self.seconds += time.perf_counter() - t0 if new else 0.0
+        if new:
+            t0 = time.perf_counter()
+            store = self.store(device)
+            if store is not None:
+                found = store.get(new)
+                self.table.update(found)
+                self.stored += len(found)
+                new = [t for t in new if t not in found]
+            for t in new:
+                self.table[t] = self.fn([t])[0].float().cpu()
+            if store is not None and new:
+                store.put({t: self.table[t] for t in new})
+            self.seconds += time.perf_counter() - t0
         return torch.stack([self.table[t] for t in texts]).to(device)
 
     def __len__(self):
         return len(self.table)
+
+
+def weights_digest(parts) -> str:
+    """A hash of what a frozen backbone's features are a function of: each module's weights
+    (names, dtypes, shapes, bytes), each other part's ``str``, and the torch that runs it."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(torch.__version__.encode())
+    for part in parts:
+        if isinstance(part, nn.Module):
+            for name, t in part.state_dict().items():
+                t = t.detach().cpu().contiguous()
+                h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+                h.update(t.view(-1).view(torch.uint8).numpy())
+        else:
+            h.update(f"|{part}|".encode())
+    return h.hexdigest()
+
+
+class FeatureStore:
+    """Frozen-backbone features on disk: ``$VTK_CACHE/text-features/DIGEST-DEVICE-tN.sqlite``
+    (caption -> float32 vector). A feature's last bits depend on the device and on torch's
+    intra-op thread count, so each pair has a file of its own: a feature read from the store
+    is the one this process would have computed. Shared by concurrent processes (WAL);
+    ``VTK_TEXT_FEATURES=off`` turns it off."""
+
+    _open: dict[str, FeatureStore] = {}
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._db = None
+
+    @classmethod
+    def open(cls, digest: str, device_type: str) -> FeatureStore:
+        from vtk.fileio import cache_root
+
+        name = f"{digest}-{device_type}-t{torch.get_num_threads()}.sqlite"
+        if name not in cls._open:
+            cls._open[name] = cls(cache_root() / "text-features" / name)
+        return cls._open[name]
+
+    @property
+    def db(self):
+        if self._db is None:
+            from vtk.fileio import connect_shared_sqlite
+
+            self._db = connect_shared_sqlite(
+                self.path, "CREATE TABLE IF NOT EXISTS features (text TEXT PRIMARY KEY, "
+                "vector BLOB)")
+        return self._db
+
+    def get(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        found = {}
+        for i in range(0, len(texts), 500):  # SQLite's limit on bound parameters
+            chunk = texts[i:i + 500]
+            rows = self.db.execute(f"SELECT text, vector FROM features WHERE text IN "
+                                   f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            found.update((t, torch.frombuffer(bytearray(v), dtype=torch.float32))
+                         for t, v in rows)
+        return found
+
+    def put(self, features: dict[str, torch.Tensor]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?)",
+                            [(t, v.float().contiguous().numpy().tobytes())
+                             for t, v in features.items()])
+        self.db.commit()
 
 
 class HashTokenizer:
@@ -164,7 +261,7 @@ class MiniLMText(nn.Module):
         if freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-            self.cache = FeatureCache(self._sentence_embedding)
+            self.cache = FeatureCache(self._sentence_embedding, identity=self._identity)
         else:
             self.external = ()
 
@@ -173,6 +270,10 @@ class MiniLMText(nn.Module):
         if self.frozen:
             self.backbone.eval()  # no dropout in a frozen backbone: cached features stay exact
         return self
+
+    def _identity(self):
+        return ("minilm", self.backbone, self.max_len, type(self.tokenizer).__name__,
+                len(self.tokenizer))
 
     def _sentence_embedding(self, texts):
         device = self.proj.weight.device
@@ -203,13 +304,17 @@ class CLIPText(nn.Module):
         self.external = ("backbone", "proj") if freeze else ()
         if freeze:
             self.requires_grad_(False)
-            self.cache = FeatureCache(self._features)
+            self.cache = FeatureCache(self._features, identity=self._identity)
 
     @property
     def tokenizer(self):
         if callable(self._tokenizer) and not hasattr(self._tokenizer, "tokenize"):
             self._tokenizer = self._tokenizer()
         return self._tokenizer
+
+    def _identity(self):
+        return ("clip", self.backbone, self.proj, self.max_len, type(self.tokenizer).__name__,
+                len(self.tokenizer))
 
     def _features(self, texts):
         device = self.proj.weight.device

@@ -56,5 +56,5 @@ def apply(model, init: dict, alpha: float) -> dict:
     model.load_state_dict(state)
     cache = getattr(getattr(model, "text", None), "cache", None)
     if cache is not None:  # features of the old weights must not be reused
-        cache.table.clear()
+        cache.forget()
     return info
