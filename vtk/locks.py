@@ -47,6 +47,10 @@ class FolderLock:
     def release(self) -> None:
         self._finalizer()
 
+    def check(self) -> None:
+        """Nothing to check: the kernel holds a ``flock`` until its holder lets go (a
+        ``vtk.storage.RemoteLock``, whose lease can be taken over, checks here)."""
+
     def __enter__(self) -> FolderLock:
         return self
 

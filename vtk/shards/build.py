@@ -231,7 +231,7 @@ def run_sources(items: Iterable[SourceItem], writer, cfg: ClipConfig, codec: str
 
     def todo() -> Iterator[SourceItem]:
         for item in items:
-            if item.id in writer.done_sources:
+            if writer.is_done(item.id):
                 totals.skipped_sources += 1
                 continue
             yield item

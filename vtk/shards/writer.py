@@ -7,23 +7,26 @@ Layout of a shard set folder (``NAME`` defaults to ``shard``)::
     stats/NAME-000000.json   keys, sources completed, failed inputs with reasons
     index.json          the dataset card (written by :meth:`ShardWriter.close`)
 
-Crash safety: a shard is written as ``NAME-000000.tar.tmp``; when it holds
-``samples_per_shard`` samples its ``.idx`` and ``stats`` are written (each to a temp name,
-then renamed), and only then is the tar renamed. So a final tar name always means a complete
-shard with its index and stats, and a stats file whose tar is missing is a leftover of a kill.
-
-Object storage (``--out s3://bucket/prefix``, any fsspec URL; ``vtk.storage``): there is no
-rename, so the tar is written in a local temporary folder, and its ``.idx``, ``stats`` and tar
-are then uploaded whole in that order, the tar last. An object appears only once its upload
-is complete, so here too a tar under its final key is a complete shard with its index and
-stats; a kill leaves at most a stats file (and ``.idx``) without its tar, which ``--resume``
-removes. ``index.json`` is written last, by :meth:`close`. ``OUT/.lock`` is an object with
-the writer's host, PID and lease (``vtk.storage.RemoteLock``) instead of a ``flock``.
+The set lives in a store (``vtk.storage``: a local folder, or any fsspec URL such as
+``s3://bucket/prefix``), which the writer holds and never asks the kind of. A shard is written
+in the store's staging folder (the set's own folder; for a URL a local folder in the temp dir,
+named by the writer's PID) as ``NAME-000000.tar.tmp`` with its ``.idx.tmp``; when it holds
+``samples_per_shard`` samples its ``.idx``, its ``stats`` and last the tar are published
+(renamed; for a URL uploaded whole: an object appears only once its upload is complete). So a
+final tar name always means a complete shard with its index and stats, and a stats file whose
+tar is missing is a leftover of a kill, which ``--resume`` removes. ``index.json`` is written
+last, by :meth:`close`. The set's lock is ``OUT/.lock`` (a ``flock``; at a URL an object with
+the writer's host, PID and lease, ``vtk.storage.RemoteLock``).
 
 Resume: a source is *completed* in the shard where :meth:`source_done` was called, which comes
 after its last sample. With ``resume=True`` the writer loads the completed sources and the keys
-of every complete shard; the caller skips completed sources, and :meth:`add` drops keys that
-are already stored, so a source cut off by a kill half-way is redone without doubling a key.
+of every complete shard; the caller skips completed sources (:meth:`is_done`), and :meth:`add`
+drops keys that are already stored, so a source cut off by a kill half-way is redone without
+doubling a key. What the writer knows of the set that grows with it (keys, sources, failures)
+is in a ``SetIndex`` on local disk, not in memory.
+
+Another writer's shards (a Ray task's, written in a staging folder of the set) join the set
+through :meth:`commit`, in the same order.
 """
 
 from __future__ import annotations
@@ -33,18 +36,15 @@ import io
 import json
 import os
 import re
-import shutil
 import tarfile
-import tempfile
 import weakref
 from collections import Counter
 
 from vtk import storage
 from vtk.errors import VtkError
-from vtk.fileio import remove_stale_temps, write_json
-from vtk.locks import lock_folder
 from vtk.shards.integrity import HASH, HashingFile, set_hash
 from vtk.shards.schema import clean_text, encode_json
+from vtk.shards.setindex import SetIndex
 from vtk.shards.wds_index import index_path, write_index
 
 
@@ -68,11 +68,16 @@ def shard_tars(out: str, name: str = "shard") -> list[str]:
     return storage.glob(storage.join(out, f"{name}-[0-9]*.tar"))
 
 
-def _release(lock, stage: str | None) -> None:
-    """A writer's lock and local staging folder, let go (also when it is dropped unclosed)."""
+def _release(lock, store, stage: str, index: SetIndex) -> None:
+    """A writer's lock, staging folder and index, let go (also when it is dropped unclosed)."""
     lock.release()
-    if stage is not None:
-        shutil.rmtree(stage, ignore_errors=True)
+    store.unstage(stage)
+    index.close()
+
+
+def _summary(stats: dict) -> dict:
+    """What the card needs of a shard's stats (its keys, sources and failures are indexed)."""
+    return {k: stats[k] for k in ("shard", "num_samples", "bytes", HASH) if k in stats}
 
 
 class ShardWriter:
@@ -91,27 +96,31 @@ class ShardWriter:
             raise VtkError("--samples-per-shard must be at least 1")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise VtkError(f"--name {name!r}: use letters, digits, '-' and '_' only")
-        self.out, self.name, self.per_shard = out, name, samples_per_shard
+        self.store = storage.store(out)
+        self.out = self.store.clean(out)
+        self.name, self.per_shard = name, samples_per_shard
         self.settings = json.loads(json.dumps(settings or {}))  # as it reads back from disk
-        self.done_sources: set[str] = set()
-        self.keys: set[str] = set()
-        self.shards: dict[int, dict] = {}  # index -> stats of complete shards
-        self.pending_sources: list[str] = []
+        self.shards: dict[int, dict] = {}  # index -> summary (file, samples, bytes, hash)
+        self.pending_sources: list[str] = []  # of the shard being written
         self.pending_failures: list[dict] = []
         self.written = 0  # samples added by this run
         self.skipped_keys = 0
+        self._known: set[str] = set()  # keys stored by an earlier run, given by skip_keys
+        self._standing: list[dict] = []  # the failures the card counted (see failures())
         self._tar: tarfile.TarFile | None = None
         self._file: HashingFile | None = None
         self._shard_keys: list[str] = []
-        self.remote = storage.is_url(out)
-        if self.remote:
-            out = self.out = out.rstrip("/")
-            storage.probe(out)  # endpoint, bucket, credentials: one line now, not mid-run
+        self.store.probe(self.out)  # endpoint, bucket, credentials: one line now, not mid-run
         # first: nothing in the folder is read or removed while another process writes it
-        self._lock = storage.lock(out) if self.remote else lock_folder(out)
-        # a URL's shard is written here first, then uploaded whole
-        self.stage = tempfile.mkdtemp(prefix="vtk-shard-") if self.remote else None
-        self._closer = weakref.finalize(self, _release, self._lock, self.stage)
+        self._lock = self.store.lock(self.out)
+        try:
+            self.stage = self.store.staging(self.out)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.index_db = SetIndex()
+        self._closer = weakref.finalize(self, _release, self._lock, self.store, self.stage,
+                                        self.index_db)
         try:
             self._open(resume)
         except BaseException:
@@ -120,17 +129,13 @@ class ShardWriter:
 
     def _open(self, resume: bool) -> None:
         """The folder's layout; what a killed writer left removed; the set loaded to resume."""
-        if self.remote:  # no folders to make; object stores leave no temporary objects
-            self._load(resume)
-            self.index = max(self.shards, default=-1) + 1
-            return
-        stats_dir = os.path.join(self.out, "stats")
+        stats_dir = storage.join(self.out, "stats")
         try:
-            os.makedirs(stats_dir, exist_ok=True)
+            self.store.makedirs(stats_dir)
         except OSError as e:
             raise VtkError(f"cannot create {stats_dir}: {e.strerror or e}") from None
         for folder in (self.out, stats_dir):  # index.json and stats temps (a kill, a full disk)
-            remove_stale_temps(folder)
+            self.store.sweep_temps(folder)
         self._load(resume)
         self.index = max(self.shards, default=-1) + 1
 
@@ -145,20 +150,31 @@ class ShardWriter:
     def stats_path(self, index: int) -> str:
         return storage.join(self.out, "stats", f"{self.name}-{index:06d}.json")
 
-    def _local(self, path: str) -> str:
-        """Where ``path`` is written on this machine: itself, or in the staging folder."""
-        return os.path.join(self.stage, storage.basename(path)) if self.remote else path
-
-    def _tmp_tar(self) -> str:
-        return self._local(self.tar_path(self.index)) + ".tmp"
+    def _staged(self, path: str) -> str:
+        """Where ``path`` is written before it is published: in the staging folder."""
+        return os.path.join(self.stage, storage.basename(path)) + ".tmp"
 
     def _put_json(self, path: str, data: dict, indent: int | None = None) -> None:
         """A stats file or index.json, whole (local: temp and rename; URL: one upload)."""
         with _writing(path):
-            if self.remote:
-                storage.write_json(path, data, indent=indent)
-            else:
-                write_json(path, data, indent=indent)
+            storage.write_json(path, data, indent=indent)
+
+    # --- what the set holds --------------------------------------------------------------
+
+    def is_done(self, source_id: str) -> bool:
+        """Whether the set has completed ``source_id`` (written, or recorded as failed)."""
+        return self.index_db.is_done(source_id)
+
+    def skip_keys(self, keys) -> None:
+        """Keys stored by an earlier run (a source cut off half-way): :meth:`add` drops them."""
+        self._known.update(keys)
+
+    def partial_keys(self) -> dict[str, list[str]]:
+        """Keys already stored of sources not completed (cut off by a kill), by source id."""
+        return self.index_db.partial_keys()
+
+    def _has(self, key: str) -> bool:
+        return key in self._known or self.index_db.has_key(key)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -166,13 +182,13 @@ class ShardWriter:
         """Store one sample (``__key__``, ``mp4`` bytes, ``txt`` str, ``json`` dict); False if
         its key is already in the set (a resumed source)."""
         key = sample["__key__"]
-        if key in self.keys:
+        if self._has(key):
             self.skipped_keys += 1
             return False
         try:
             if self._tar is None:
                 # every byte hashed on its way to the file: index.json's sha256, no re-read
-                self._file = HashingFile(open(self._tmp_tar(), "wb"))
+                self._file = HashingFile(open(self._staged(self.tar_path(self.index)), "wb"))
                 self._tar = tarfile.open(fileobj=self._file, mode="w",
                                          format=tarfile.USTAR_FORMAT)
             for ext, data in (("mp4", sample["mp4"]), ("txt", sample["txt"].encode("utf-8")),
@@ -183,7 +199,7 @@ class ShardWriter:
         except OSError as e:
             self._abandon_shard()
             raise _write_error(self.tar_path(self.index), e) from None
-        self.keys.add(key)
+        self.index_db.add_keys([key])
         self._shard_keys.append(key)
         self.written += 1
         if len(self._shard_keys) >= self.per_shard:
@@ -192,7 +208,7 @@ class ShardWriter:
 
     def source_done(self, source_id: str) -> None:
         """Mark a source completed: all its samples have been added (or it failed)."""
-        self.done_sources.add(source_id)
+        self.index_db.add_done([source_id])
         self.pending_sources.append(source_id)
 
     def fail(self, source_id: str, input_: str, kind: str, reason: str,
@@ -202,6 +218,7 @@ class ShardWriter:
                   "reason": clean_text(reason)}
         if key:
             record["key"] = key
+        self.index_db.add_failures([record])
         self.pending_failures.append(record)
 
     def end_shard(self) -> None:
@@ -219,7 +236,7 @@ class ShardWriter:
             self._flush_trailing()
         index = self.card(card or {})
         path = storage.join(self.out, "index.json")
-        self._check_lock()
+        self._lock.check()
         self._put_json(path, index, indent=2)  # last: a set with its index.json is whole
         self._closer()
         return index
@@ -229,11 +246,6 @@ class ShardWriter:
         sources are redone by ``--resume``), the lock released, the staging folder removed."""
         self._abandon_shard()
         self._closer()
-
-    def _check_lock(self) -> None:
-        check = getattr(self._lock, "check", None)
-        if check is not None:
-            check()
 
     def _abandon_shard(self) -> None:
         """Drop the shard being written after a write failed (a full disk): its partial temp
@@ -246,10 +258,8 @@ class ShardWriter:
                 except OSError:
                     pass
         self._file = None
-        try:
-            os.remove(self._tmp_tar())
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.remove(self._staged(self.tar_path(self.index)))
 
     def _finish_shard(self) -> None:
         assert self._tar is not None and self._file is not None
@@ -260,34 +270,45 @@ class ShardWriter:
             self._abandon_shard()
             raise _write_error(self.tar_path(self.index), e) from None
         self._tar, digest, self._file = None, self._file.digest(), None
-        tmp = self._tmp_tar()
-        idx = self._local(self.idx_path(self.index))
+        tar, idx = self._staged(self.tar_path(self.index)), self._staged(self.idx_path(self.index))
         with _writing(self.idx_path(self.index)):
-            write_index(tmp, idx)
-        stats = {
-            "shard": storage.basename(self.tar_path(self.index)),
-            "num_samples": len(self._shard_keys),
-            "bytes": os.path.getsize(tmp),
-            HASH: digest,
-            "keys": self._shard_keys,
-            "sources_completed": self.pending_sources,
-            "failures": self.pending_failures,
-            "settings": self.settings,
-        }
-        if self.remote:  # the same order, each file uploaded whole: the tar last
-            self._check_lock()
-            with _writing(self.idx_path(self.index)):
-                storage.put_file(idx, self.idx_path(self.index))
-            self._put_json(self.stats_path(self.index), stats)
-            with _writing(self.tar_path(self.index)):
-                storage.put_file(tmp, self.tar_path(self.index))
-            for done in (tmp, idx):
-                os.remove(done)
-        else:
-            self._put_json(self.stats_path(self.index), stats)
-            with _writing(self.tar_path(self.index)):
-                os.replace(tmp, self.tar_path(self.index))  # last: a final name means complete
-        self.shards[self.index] = stats
+            write_index(tar, idx)
+        staged = {"tar": tar, "idx": idx, "num_samples": len(self._shard_keys),
+                  "bytes": os.path.getsize(tar), HASH: digest, "keys": self._shard_keys,
+                  "sources_completed": [], "failures": []}
+        self._publish(staged, self.store.publish)
+
+    def commit(self, staged: dict) -> None:
+        """Make a shard another writer wrote into a staging folder of this set (a Ray task's)
+        the next shard of the set, moved in the order :meth:`_finish_shard` keeps. ``staged``
+        is a record of :meth:`written_shards`: its tar and idx, samples, bytes, hash, keys,
+        sources completed and failures. Sources and failures pending here join it."""
+        stored = self.index_db.any_key(staged["keys"])
+        if stored is not None:  # a planning bug, never a resume: refuse, do not double
+            raise RuntimeError(f"{staged['tar']}: holds key {stored}, already in the set")
+        self.index_db.add_keys(staged["keys"])
+        self.index_db.add_done(staged["sources_completed"])
+        self.index_db.add_failures(staged["failures"])
+        self.written += staged["num_samples"]
+        self._publish(staged, self.store.move)
+
+    def _publish(self, staged: dict, place) -> None:
+        """``.idx``, stats under the final name, the tar last: a final name means complete."""
+        index = self.index
+        stats = {"shard": storage.basename(self.tar_path(index)),
+                 "num_samples": staged["num_samples"], "bytes": staged["bytes"],
+                 HASH: staged[HASH], "keys": staged["keys"],
+                 "sources_completed": self.pending_sources + staged["sources_completed"],
+                 "failures": self.pending_failures + staged["failures"],
+                 "settings": self.settings}
+        self._lock.check()  # a URL's lease not taken over meanwhile
+        with _writing(self.idx_path(index)):
+            place(staged["idx"], self.idx_path(index))
+        self._put_json(self.stats_path(index), stats)
+        with _writing(self.tar_path(index)):
+            place(staged["tar"], self.tar_path(index))
+        self.index_db.commit()
+        self.shards[index] = _summary(stats)
         self.index += 1
         self._shard_keys, self.pending_sources, self.pending_failures = [], [], []
 
@@ -296,7 +317,8 @@ class ShardWriter:
         new one: their record joins the last complete shard's stats, or an empty stats file."""
         if self.shards:
             last = max(self.shards)
-            stats = self.shards[last]
+            with storage.errors(self.stats_path(last)):
+                stats = storage.read_json(self.stats_path(last))
             stats["sources_completed"] += self.pending_sources
             stats["failures"] += self.pending_failures
             self._put_json(self.stats_path(last), stats)
@@ -305,26 +327,36 @@ class ShardWriter:
                      "sources_completed": self.pending_sources,
                      "failures": self.pending_failures, "settings": self.settings}
             self._put_json(self.stats_path(self.index), stats)
+        self.index_db.commit()
         self.pending_sources, self.pending_failures = [], []
+
+    def written_shards(self) -> tuple[list[dict], dict | None]:
+        """After :meth:`close`: the shards this writer wrote, each its stats with ``tar`` and
+        ``idx`` (what :meth:`commit` takes), and the stats of a set with no samples (its
+        sources and failures), or None."""
+        shards = []
+        for i in sorted(self.shards):
+            with storage.errors(self.stats_path(i)):
+                stats = storage.read_json(self.stats_path(i))
+            shards.append({**stats, "tar": self.tar_path(i), "idx": self.idx_path(i)})
+        trailing = None
+        if not shards:
+            with storage.errors(self.stats_path(self.index)):
+                trailing = storage.read_json(self.stats_path(self.index))
+        return shards, trailing
 
     # --- the card ------------------------------------------------------------------------
 
     def failures(self) -> list[dict]:
         """Failures that still stand: the latest record per input, none for an input (or a
-        clip) that a later retry did write."""
-        shards = [self.shards[i] for i in sorted(self.shards)]
-        written = {k.rsplit("_", 1)[0] for k in self.keys}
-        latest: dict = {}
-        for f in [f for s in shards for f in s["failures"]] + self.pending_failures:
-            if f.get("key") in self.keys or (not f.get("key") and f["source"] in written):
-                continue
-            latest[(f["source"], f.get("key"))] = f
-        return list(latest.values())
+        clip) that a later retry did write (after :meth:`close`, those its card counted)."""
+        if self._closer.alive:
+            self._standing = self.index_db.standing_failures()
+        return self._standing
 
     def card(self, extra: dict) -> dict:
         shards = [self.shards[i] for i in sorted(self.shards)]
-        failures = self.failures()
-        by_kind = Counter(f["kind"] for f in failures)
+        by_kind = Counter(f["kind"] for f in self.failures())
         records = [{"file": s["shard"], "num_samples": s["num_samples"], "bytes": s["bytes"],
                     "index": index_path(s["shard"]),
                     **({HASH: s[HASH]} if s.get(HASH) else {})} for s in shards]
@@ -337,8 +369,9 @@ class ShardWriter:
             "num_shards": len(shards),
             "shards": records,
             "set_sha256": set_hash(records),
-            "num_sources_completed": len({x for s in shards for x in s["sources_completed"]}),
-            "failures": {"total": len(failures), "by_reason": dict(sorted(by_kind.items()))},
+            "num_sources_completed": self.index_db.num_sources(),
+            "failures": {"total": sum(by_kind.values()),
+                         "by_reason": dict(sorted(by_kind.items()))},
             **extra,
         }
 
@@ -347,44 +380,42 @@ class ShardWriter:
     def _load(self, resume: bool) -> None:
         pattern = storage.join(self.out, "stats", f"{self.name}-[0-9]*.json")
         stats_files = storage.glob(pattern)
-        tars = shard_tars(self.out, self.name)
+        tars = set(shard_tars(self.out, self.name))
         if not resume:
             if stats_files or tars:
                 raise VtkError(f"{self.out} already holds shard set '{self.name}': pass --resume "
                                f"to continue it, or choose another --out or --name")
             return
-        if not self.remote:  # a URL's shard in progress was local to the killed writer
-            for leftover in storage.glob(os.path.join(self.out, f"{self.name}-*.tmp")) + \
-                    storage.glob(os.path.join(self.out, "stats", f"{self.name}-*.tmp")):
-                os.remove(leftover)  # a shard cut off by a kill: its sources are redone
+        for leftover in storage.glob(os.path.join(self.stage, f"{self.name}-*.tmp")):
+            os.remove(leftover)  # a shard cut off by a kill: its sources are redone
+        db = self.index_db
         for path in stats_files:
             index = int(re.search(r"-(\d+)\.json$", path).group(1))
             with storage.errors(path):
-                stats = json.loads(storage.read_text(path))
+                stats = storage.read_json(path)
             self._check_settings(stats.get("settings", {}), path)
             if stats["num_samples"] and self.tar_path(index) not in tars:
                 # killed between writing stats and publishing the tar
                 storage.remove(path)
                 storage.remove(self.idx_path(index))
                 continue
-            self.done_sources.update(stats["sources_completed"])
+            db.add_done(stats["sources_completed"])
+            db.add_failures(stats["failures"])
             if stats["num_samples"]:
-                self.shards[index] = stats
-                self.keys.update(stats["keys"])
+                self.shards[index] = _summary(stats)
+                db.add_keys(stats["keys"])
             else:  # an empty trailing record: carried into the next shard written
                 self.pending_sources += stats["sources_completed"]
                 self.pending_failures += stats["failures"]
                 storage.remove(path)
         if self.retry_failed:
-            failed = {f["source"] for s in self.shards.values() for f in s["failures"]}
-            failed |= {f["source"] for f in self.pending_failures}
-            self.done_sources -= failed
+            db.redo_failed()
+        db.commit()
         known = {self.tar_path(i) for i in self.shards}
-        stray = [t for t in tars if t not in known]
+        stray = sorted(t for t in tars if t not in known)
         if stray:
             raise VtkError(f"{stray[0]} has no stats file: not written by vtk shard, or "
                            f"damaged; move it away before --resume")
-
 
     def _check_settings(self, stored: dict, path: str) -> None:
         if not self.settings or not stored or stored == self.settings:

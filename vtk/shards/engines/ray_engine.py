@@ -2,7 +2,7 @@
 tasks on a Ray cluster. docs/scale-out.md has the design at length; in short:
 
 - **The driver plans, tracks and commits; it never holds sample bytes.** It reads the sources
-  lazily, skips those the set has completed (``writer.done_sources``, from ``stats/``), groups
+  lazily, skips those the set has completed (``writer.is_done``, from ``stats/``), groups
   the rest into tasks of ``task_sources`` sources and keeps at most ``2 x slots`` tasks
   submitted and not yet committed: that bounds the items, results and staged shards held,
   however many sources there are (backpressure; the driver's memory stays flat).
@@ -11,8 +11,9 @@ tasks on a Ray cluster. docs/scale-out.md has the design at length; in short:
   its own in a staging folder of the set, ``OUT/.ray-staging/RUN/task-N-XXXXXXXX`` (a fresh
   one per attempt). So a task writes whole shards, straight to the output.
 - **Commit**: the driver takes finished tasks in submission order and makes their shards the
-  next shards of the set (:func:`adopt`): ``.idx`` moved in, the stats written under the final
-  name, the tar moved last, the order ``ShardWriter`` itself keeps. A final name still means a
+  next shards of the set through its writer (``ShardWriter.commit``): ``.idx`` moved in, the
+  stats written under the final name, the tar moved last, the order the writer keeps for its
+  own shards. A final name still means a
   complete shard; the output of a task whose worker died (Ray retries it, into a new staging
   folder) never gets one. Moves are renames on a file system and server-side copies on an
   object store: no bytes through the driver either way.
@@ -36,16 +37,16 @@ import contextlib
 import dataclasses
 import math
 import os
-import shutil
 import socket
 import sys
 import uuid
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import ray
 
+from vtk import storage
 from vtk.errors import VtkError
 from vtk.shards.build import SourceResult, Totals, init_worker, process_source, write_result
 
@@ -53,20 +54,6 @@ STAGING = ".ray-staging"  # hidden: loaders glob OUT/*.tar and never look inside
 TASK_RETRIES = 3  # attempts after a worker's death before a source counts as crashing it
 POLL_S = 0.5  # progress refresh while waiting for the next task to commit
 PROBE_TIMEOUT_S = 120.0
-
-
-def _storage():
-    from vtk import storage
-
-    return storage
-
-
-def _is_url(path: str) -> bool:
-    return "://" in str(path)
-
-
-def _join(base: str, *names: str) -> str:
-    return "/".join([base.rstrip("/"), *names]) if _is_url(base) else os.path.join(base, *names)
 
 
 # --- in the workers ----------------------------------------------------------------------------
@@ -131,10 +118,10 @@ def shard_task(plan: Plan, task: int, items: list, known_keys: list[str], captio
 
     _setup(plan, captioner)
     attempt = uuid.uuid4().hex[:8]
-    folder = _join(plan.staging, f"task-{task:06d}-{attempt}")
+    folder = storage.join(plan.staging, f"task-{task:06d}-{attempt}")
     writer = ShardWriter(folder, name=plan.name, samples_per_shard=plan.per_shard,
                          settings=plan.settings)
-    writer.keys.update(known_keys)  # stored by an earlier run: dropped, not written twice
+    writer.skip_keys(known_keys)  # stored by an earlier run: dropped, not written twice
     totals = Totals()
     try:
         for item in items:
@@ -146,15 +133,10 @@ def shard_task(plan: Plan, task: int, items: list, known_keys: list[str], captio
                                    bool(result.failures and not result.samples))
         writer.close({})
     except BaseException:
-        abort = getattr(writer, "abort", None)
-        if abort is not None:
-            abort()
+        writer.abort()
         raise
-    shards = [{**writer.shards[i], "tar": writer.tar_path(i), "idx": writer.idx_path(i)}
-              for i in sorted(writer.shards)]
-    trailing = None
-    if not shards:  # no samples at all: the sources and failures are all there is to commit
-        trailing = _read_json(writer.stats_path(writer.index))
+    # with no samples at all, the trailing record's sources and failures are all to commit
+    shards, trailing = writer.written_shards()
     return {"task": task, "folder": folder, "shards": shards, "trailing": trailing,
             "totals": dataclasses.asdict(totals)}
 
@@ -206,104 +188,18 @@ class Captioner:
 def _probe_task(path: str) -> str | None:
     """On one node: can it see what the driver wrote, and write beside it? None if so."""
     try:
-        if _is_url(path):
-            storage = _storage()
-            if not storage.exists(path):
-                return f"{path} written by the driver is not there"
-            storage.write_bytes(path + ".ok", b"ok")
-            storage.remove(path + ".ok")
-        else:
-            if not os.path.exists(path):
-                return (f"{path} written by the driver is not there (a folder local to the "
-                        f"driver's machine?)")
-            with open(path + f".ok-{os.getpid()}", "wb") as f:
-                f.write(b"ok")
-            os.remove(path + f".ok-{os.getpid()}")
+        if not storage.exists(path):
+            return (f"{path} written by the driver is not there (a folder local to the "
+                    f"driver's machine?)")
+        beside = f"{path}.ok-{os.getpid()}"
+        storage.write_bytes(beside, b"ok")
+        storage.remove(beside)
     except Exception as e:  # a read-only mount, no credentials on the node...
         return f"{type(e).__name__}: {e}"
     return None
 
 
 # --- in the driver -----------------------------------------------------------------------------
-
-
-def _read_json(path: str):
-    import json
-
-    if _is_url(path):
-        return _storage().read_json(path)
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _write_json(path: str, data) -> None:
-    if _is_url(path):
-        _storage().write_json(path, data, indent=None)
-    else:
-        from vtk.fileio import write_json
-
-        write_json(path, data, indent=None)
-
-
-def _move(src: str, dst: str) -> None:
-    """``src`` to ``dst``, whole: a rename, or on an object store a server-side copy (an
-    object appears only once complete) and the source deleted."""
-    if not _is_url(dst):
-        os.replace(src, dst)
-        return
-    storage = _storage()
-    fs, dst_path = storage.filesystem(dst)
-    _, src_path = storage.filesystem(src)
-    with storage.errors(dst):
-        if storage.is_object_store(dst):
-            fs.copy(src_path, dst_path)
-            fs.rm_file(src_path)
-        else:
-            fs.mv(src_path, dst_path)
-
-
-def _remove_tree(path: str) -> None:
-    if _is_url(path):
-        storage = _storage()
-        fs, p = storage.filesystem(path)
-        with contextlib.suppress(Exception):
-            if fs.exists(p):
-                fs.rm(p, recursive=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def adopt(writer, shard: dict) -> None:
-    """Make a shard a task wrote in staging the next shard of ``writer``'s set: ``.idx`` and
-    stats first, the tar last, as ``ShardWriter`` orders its own. Sources and failures the
-    writer holds as pending (a resumed empty record, tasks that wrote no samples) join it."""
-    index = writer.index
-    keys = shard["keys"]
-    if writer.keys.intersection(keys):  # a planning bug, never a resume: refuse, do not double
-        raise RuntimeError(f"{shard['tar']}: holds keys already in the set")
-    stats = {"shard": os.path.basename(writer.tar_path(index).rstrip("/")),
-             "num_samples": shard["num_samples"], "bytes": shard["bytes"],
-             "sha256": shard["sha256"],  # hashed by the task's writer as it wrote the tar
-             "keys": keys,
-             "sources_completed": writer.pending_sources + shard["sources_completed"],
-             "failures": writer.pending_failures + shard["failures"],
-             "settings": writer.settings}
-    check = getattr(writer, "_check_lock", None)  # a URL's lease not taken over meanwhile
-    if check is not None:
-        check()
-    try:
-        _move(shard["idx"], writer.idx_path(index))
-        _write_json(writer.stats_path(index), stats)
-        _move(shard["tar"], writer.tar_path(index))  # last: a final name means complete
-    except OSError as e:
-        raise VtkError(f"cannot write {writer.tar_path(index)}: {e.strerror or e}; complete "
-                       f"shards are kept: fix it and continue with --resume") from None
-    writer.shards[index] = stats
-    writer.keys.update(keys)
-    writer.done_sources.update(stats["sources_completed"])
-    writer.written += shard["num_samples"]
-    writer.index += 1
-    writer.pending_sources, writer.pending_failures = [], []
 
 
 @dataclass
@@ -380,16 +276,16 @@ class RayEngine:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if cpus < 1:
             raise VtkError("the Ray cluster has no CPUs for shard tasks")
-        out = writer.out if _is_url(writer.out) else os.path.abspath(writer.out)
-        staging_root = _join(out, STAGING)  # absolute: workers do not share our cwd
-        for old in _listdir(staging_root):  # runs of a killed driver: never committed
-            _remove_tree(_join(staging_root, old))
-        staging = _join(staging_root, uuid.uuid4().hex[:12])
+        # absolute: workers do not share our cwd
+        staging_root = storage.join(storage.absolute(writer.out), STAGING)
+        for old in storage.listdir(staging_root):  # runs of a killed driver: never committed
+            storage.remove_tree(storage.join(staging_root, old))
+        staging = storage.join(staging_root, uuid.uuid4().hex[:12])
         try:
             self._probe(writer.out, staging, nodes)
             actors, actor_cpus = self._start_captioners(spec, cpus, gpus)
         except BaseException:  # refused before any work: leave no staging folder behind
-            _remove_tree(staging_root)
+            storage.remove_tree(staging_root)
             raise
         slots = max(1, cpus - actor_cpus)
         window = self.in_flight or 2 * slots
@@ -400,7 +296,7 @@ class RayEngine:
                     os.getcwd())
         # live per-source counts only for a progress bar: the actor is one more process
         tracker = Tracker.remote() if on_result is not None else None
-        partial = _partial_keys(writer)
+        partial = writer.partial_keys()
         totals = Totals()
         queue: deque[_Slot] = deque()
 
@@ -437,10 +333,8 @@ class RayEngine:
             for actor in [*actors, tracker]:
                 if actor is not None:
                     ray.kill(actor)
-            _remove_tree(staging)
-            with contextlib.suppress(OSError):
-                if not _is_url(staging_root):
-                    os.rmdir(staging_root)
+            storage.remove_tree(staging)
+            storage.remove_dir(staging_root)
         return totals
 
     def _groups(self, items, writer, totals: Totals, window: int, cfg) -> Iterator[list]:
@@ -453,7 +347,7 @@ class RayEngine:
 
         def todo() -> Iterator:
             for item in items:
-                if item.id in writer.done_sources:
+                if writer.is_done(item.id):
                     totals.skipped_sources += 1
                     continue
                 yield item
@@ -521,7 +415,7 @@ class RayEngine:
                 continue
             slot.parts.popleft()
             for shard in out["shards"]:
-                adopt(writer, shard)
+                writer.commit(shard)
             trailing = out["trailing"]
             if trailing:
                 for source in trailing["sources_completed"]:
@@ -529,7 +423,7 @@ class RayEngine:
                 for f in trailing["failures"]:
                     writer.fail(f["source"], f["input"], f["kind"], f["reason"], f.get("key"))
             totals.merge(out["totals"])
-            _remove_tree(out["folder"])
+            storage.remove_tree(out["folder"])
         if tracker is not None:
             tracker.forget.remote(slot.task)
         show()
@@ -540,14 +434,10 @@ class RayEngine:
         machine) or fail one by one. One line naming the node instead."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        path = _join(staging, f"probe-{uuid.uuid4().hex[:8]}")
+        path = storage.join(staging, f"probe-{uuid.uuid4().hex[:8]}")
         try:
-            if _is_url(path):
-                _storage().write_bytes(path, b"probe")
-            else:
-                os.makedirs(staging, exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(b"probe")
+            storage.makedirs(staging)
+            storage.write_bytes(path, b"probe")
         except OSError as e:
             raise VtkError(f"cannot write {out}: {e.strerror or e}") from None
         probe = ray.remote(num_cpus=0, max_retries=0)(_probe_task)
@@ -560,10 +450,7 @@ class RayEngine:
                            f"{PROBE_TIMEOUT_S:.0f} s (no free worker?)") from None
         finally:
             with contextlib.suppress(Exception):
-                if _is_url(path):
-                    _storage().remove(path)
-                else:
-                    os.remove(path)
+                storage.remove(path)
         for node, reason in zip(nodes, answers):
             if reason:
                 raise VtkError(f"{out}: the Ray workers on node {node.get('NodeManagerAddress')} "
@@ -604,26 +491,3 @@ class RayEngine:
             raise VtkError(f"a captioner actor did not start: {text[-1] if text else e}") from None
         return actors, held
 
-
-def _listdir(path: str) -> list[str]:
-    if _is_url(path):
-        storage = _storage()
-        fs, p = storage.filesystem(path)
-        with contextlib.suppress(Exception):
-            return [x.rstrip("/").rsplit("/", 1)[-1] for x in fs.ls(p, detail=False)]
-        return []
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
-
-
-def _partial_keys(writer) -> dict[str, list[str]]:
-    """Keys already stored of sources not completed (cut off by a kill), by source id: the
-    task that redoes such a source is given them, so its writer drops them."""
-    partial: dict[str, list[str]] = defaultdict(list)
-    for key in writer.keys:
-        source = key.rsplit("_", 1)[0]
-        if source not in writer.done_sources:
-            partial[source].append(key)
-    return partial
