@@ -71,10 +71,7 @@ def layer_of(captions: str) -> str | None:
 def _base(tar: str) -> tuple[str, str]:
     """(the set's folder or URL, the shard's stem)."""
     tar = str(tar)
-    if storage.is_url(tar):
-        base, _, name = tar.rpartition("/")
-    else:
-        base, name = os.path.split(tar)
+    base, name = storage.parent(tar), storage.basename(tar)
     return base, name[:-4] if name.endswith(".tar") else name
 
 
@@ -144,8 +141,7 @@ def write_shard(tar: str, name: str, rows: list[dict], settings: dict) -> str:
     pq.write_table(table, buf)
     path = layer_path(tar, name)
     try:
-        if not storage.is_url(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+        storage.makedirs(storage.parent(path))
         storage.write_bytes(path, buf.getvalue())
     except OSError as e:
         raise VtkError(f"cannot write {path}: {e.strerror or e}") from None
@@ -161,7 +157,7 @@ def _stat(path: str) -> str | None:
 
 
 def _source(path: str):
-    return io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path
+    return path if storage.store(path).local else io.BytesIO(storage.read_bytes(path))
 
 
 def _read_table(path: str, columns=None):
@@ -334,7 +330,7 @@ def caption_set(folder, name: str, *, coarse_model=None, fine_model=None,
     check_name(name)
     _pa()  # pyarrow writes the layer: a missing one is told before any clip is captioned
     folder = str(folder).rstrip("/")
-    if not storage.is_url(folder) and not os.path.isdir(folder):
+    if storage.store(folder).local and not os.path.isdir(folder):
         raise VtkError(f"{folder}: shard set folder not found")
     if coarse_model is None and fine_model is None:
         raise VtkError("vtk caption: give --fine-model and/or --coarse-model (the captioners "
@@ -342,7 +338,7 @@ def caption_set(folder, name: str, *, coarse_model=None, fine_model=None,
     mode = "both" if coarse_model and fine_model else "fine" if fine_model else "coarse"
     tars = resolve_shards(folder)
     d = dist.setup(device)
-    if storage.is_url(folder):  # the cache is SQLite: on this machine, keyed by pixels
+    if not storage.store(folder).local:  # the cache is SQLite: on this machine, keyed by pixels
         from vtk.shards.build_set import default_caption_cache
 
         cache_dir = default_caption_cache(folder)
@@ -386,7 +382,7 @@ def caption_set(folder, name: str, *, coarse_model=None, fine_model=None,
     from vtk.curate.score import _shard_counts
     from vtk.progress import over_shards
 
-    counts = {} if storage.is_url(folder) else _shard_counts(Path(folder), [t for t, _ in todo])
+    counts = {} if not storage.store(folder).local else _shard_counts(Path(folder), [t for t, _ in todo])
     t0 = time.perf_counter()
     done, _ = over_shards(
         todo, lambda tar, settings, advance: caption_shard(

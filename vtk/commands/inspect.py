@@ -12,9 +12,9 @@ from vtk.shards.reader import MAX_SAMPLE_BYTES
 
 def _folder_or_url(ctx, param, value):
     """A local folder must exist (click's check); a URL is checked when it is read."""
-    from vtk.storage import is_url
+    from vtk import storage
 
-    if is_url(value):
+    if not storage.store(value).local:
         return value.rstrip("/")
     return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
 

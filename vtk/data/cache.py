@@ -53,7 +53,7 @@ def fingerprint(paths: list[str], size: int, max_bytes: int = MAX_SAMPLE_BYTES) 
     if max_bytes != MAX_SAMPLE_BYTES:  # another cap keeps other clips (the default: the
         h.update(f" max_sample_bytes={max_bytes}".encode())  # names caches had before it)
     for p in paths:  # a URL's ETag stands for the mtime (the same text as before for files)
-        h.update(f"{p if storage.is_url(p) else os.path.abspath(p)}:{storage.stamp(p)}".encode())
+        h.update(f"{storage.absolute(p)}:{storage.stamp(p)}".encode())
     return h.hexdigest()[:16]
 
 

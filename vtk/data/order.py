@@ -78,7 +78,7 @@ def list_entries(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> Listing:
 
 def _from_current_index(path: str, max_bytes: int) -> list[Entry] | None:
     idx = index_path(path)
-    if storage.is_url(path):
+    if not storage.store(path).local:
         return entries_from_index(path, read_index(idx), max_bytes) if storage.exists(idx) \
             else None
     try:
@@ -129,7 +129,7 @@ class Listings:
 
 
 def _stamp(path: str):
-    if storage.is_url(path):
+    if not storage.store(path).local:
         return None
     try:
         st = os.stat(path)
@@ -141,7 +141,7 @@ def _stamp(path: str):
 def scan_samples(path: str, max_bytes: int = MAX_SAMPLE_BYTES) -> list[Entry]:
     """The samples of one tar (``scan_headers``); for a shard at a URL with its ``.idx``
     beside it, from the index (one small request instead of a seek per member header)."""
-    if storage.is_url(path):
+    if not storage.store(path).local:
         idx = index_path(path)
         if storage.exists(idx):
             return entries_from_index(path, read_index(idx), max_bytes)

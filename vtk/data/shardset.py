@@ -10,7 +10,6 @@ cannot be reached or a bucket that is not there. A folder vtk was building when 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from vtk import storage
@@ -27,8 +26,9 @@ def expand_braces(pattern: str) -> list[str]:
 
 def resolve_shards(shards) -> list[str]:
     """Tar paths (str) in order; raises VtkError when none is found or one is missing."""
-    if isinstance(shards, str) and storage.is_url(shards) or (
-            isinstance(shards, (list, tuple)) and any(storage.is_url(s) for s in shards)):
+    listed = [shards] if isinstance(shards, (str, Path)) else \
+        shards if isinstance(shards, (list, tuple)) else []
+    if any(isinstance(s, str) and not storage.store(s).local for s in listed):
         return _resolve_urls(shards)
     if isinstance(shards, (str, Path)):
         p = Path(shards)
@@ -64,7 +64,7 @@ def _resolve_urls(shards) -> list[str]:
         paths = expand_braces(shards)
     else:
         paths = [str(s) for s in shards]
-        storage.probe(next(p for p in paths if storage.is_url(p)))
+        storage.probe(next(p for p in paths if not storage.store(p).local))
     for path in paths:
         if not storage.isfile(path):
             raise VtkError(f"shard not found: {path}")
@@ -74,14 +74,7 @@ def _resolve_urls(shards) -> list[str]:
 def looks_truncated(tar: str) -> bool:
     """True when a tar does not end like a complete one (whole 512-byte blocks closed by two
     zero blocks). Python's tarfile stops quietly at a cut, so this is checked up front."""
-    if storage.is_url(tar):
-        size = storage.size(tar)
-        if size < 1024 or size % 512:
-            return True
-        return storage.read_bytes(tar, size - 1024, size).count(0) != 1024
-    size = os.path.getsize(tar)
+    size = storage.size(tar)
     if size < 1024 or size % 512:
         return True
-    with open(tar, "rb") as f:
-        f.seek(-1024, os.SEEK_END)
-        return f.read(1024).count(0) != 1024
+    return storage.read_bytes(tar, size - 1024, size).count(0) != 1024

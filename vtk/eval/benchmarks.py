@@ -54,12 +54,13 @@ def shard_set_spec(value: str) -> BenchSpec | None:
     from vtk import storage
 
     folder = value.rstrip("/")
-    if not storage.is_url(folder) and not (Path(folder).expanduser() / "index.json").is_file():
+    local = storage.store(folder).local
+    if local and not (Path(folder).expanduser() / "index.json").is_file():
         return None
     from vtk.shards.validate import load_card
 
     try:
-        card = load_card(folder if storage.is_url(folder) else str(Path(folder).expanduser()))
+        card = load_card(str(Path(folder).expanduser()) if local else folder)
     except FileNotFoundError:
         raise VtkError(f"--bench {value}: no index.json there (not a shard set, or its build "
                        f"never finished)") from None

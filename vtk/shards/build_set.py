@@ -71,9 +71,9 @@ def build_shard_set(sources, out, *, command: str | None = None,
     settings = {"clips": dataclasses.asdict(cfg), "codec": o.codec,
                 "captions": {**caps, "cache_dir": None} if "cache_dir" in caps else caps,
                 "source_ids": SOURCE_ID_SCHEME}
-    from vtk.storage import is_url
+    from vtk import storage
 
-    fresh = not is_url(out) and not os.path.exists(out)  # made by this run
+    fresh = storage.store(out).local and not os.path.exists(out)  # made by this run
     writer = ShardWriter(out, name=o.name, samples_per_shard=o.samples_per_shard,
                          resume=o.resume, settings=settings, retry_failed=o.retry_failed)
     started = time.perf_counter()
@@ -156,9 +156,9 @@ def default_caption_cache(out) -> str:
     """OUT/.caption-cache; for a URL (the cache is SQLite, local only) the shared local cache
     ``$VTK_CACHE/caption-cache`` (default ``~/.cache/vtk``): its keys are clip pixels and
     caption settings, so sets may share it."""
-    from vtk.storage import is_url
+    from vtk import storage
 
-    if not is_url(out):
+    if storage.store(out).local:
         return os.path.join(out, CACHE_DIR)
     root = os.environ.get("VTK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vtk")
     return os.path.join(os.path.expanduser(root), "caption-cache")

@@ -314,7 +314,7 @@ def verify_set(folder: str, workers: int | None = None, progress: bool = True) -
 
     folder = str(folder).rstrip("/")
     report = Report(folder)
-    if not storage.is_url(folder) and not os.path.isdir(folder):
+    if storage.store(folder).local and not os.path.isdir(folder):
         raise VtkError(f"{folder}: shard set folder not found")
     card = read_card(folder)
     name = card_name(card, folder)
@@ -394,7 +394,7 @@ def check_counts(folder: str) -> None:
             what = "truncated" if sizes[file] < s["bytes"] else "changed"
             raise VtkError(f"{path}: {what} ({sizes[file]} bytes, index.json says "
                            f"{s['bytes']}); {hint}")
-        if not storage.is_url(folder):  # the .idx's count: one line of a small local file
+        if storage.store(folder).local:  # the .idx's count: one line of a small local file
             try:
                 with open(os.path.join(folder, file[:-len(".tar")] + ".idx")) as f:
                     count = int(f.readline(64).split()[1])
@@ -408,11 +408,4 @@ def check_counts(folder: str) -> None:
 def _tar_sizes(folder: str) -> dict[str, int]:
     """Size of every top-level ``*.tar`` of a set, from one listing (a URL: no request per
     shard)."""
-    if storage.is_url(folder):
-        fs, p = storage.filesystem(folder)
-        with storage.errors(folder):
-            listed = fs.ls(p, detail=True)
-        return {storage.basename(e["name"]): int(e.get("size") or 0) for e in listed
-                if e.get("type") == "file" and e["name"].endswith(".tar")}
-    return {e.name: e.stat().st_size for e in os.scandir(folder)
-            if e.name.endswith(".tar") and e.is_file()}
+    return storage.sizes(folder, ".tar")

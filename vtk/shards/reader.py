@@ -144,7 +144,7 @@ def open_tar(path: str):
     """A TarFile to read members in order: random access for a local file, one streaming
     pass (``r|*``) over a buffered fsspec file for a URL. Store failures (endpoint, bucket,
     credentials) are one VtkError line; a missing key is FileNotFoundError, as locally."""
-    if not storage.is_url(path):
+    if storage.store(path).local:
         with tarfile.open(path, "r:*") as tar:
             yield tar
         return

@@ -10,7 +10,6 @@ with the required fields; the mp4 decodes with PyAV to ``num_frames`` frames of
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from dataclasses import dataclass, field
 
@@ -31,12 +30,8 @@ class ShardReport:
 
 def load_card(folder: str) -> dict:
     """index.json of a shard set (a folder or a URL); FileNotFoundError when there is none."""
-    path = storage.join(folder, "index.json")
-    if storage.is_url(folder):
-        storage.probe(folder)
-        return json.loads(storage.read_text(path))
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    storage.probe(folder)
+    return storage.read_json(storage.join(folder, "index.json"))
 
 
 def decode_info(mp4: bytes) -> tuple[int, int, int]:

@@ -35,7 +35,7 @@ def index_entries(tar_path: str) -> list[list[tuple[str, int, int, str]]]:
     last = None
     from vtk import storage
 
-    if storage.is_url(tar_path):  # one streaming pass; offsets are the same
+    if not storage.store(tar_path).local:  # one streaming pass; offsets are the same
         opened = contextlib.ExitStack()
         f = opened.enter_context(storage.open(tar_path, "rb"))
         opened.enter_context(storage.errors(tar_path))

@@ -4,7 +4,6 @@ schedule, and the rules for resuming a run (which options may change, which must
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 
 from vtk.errors import VtkError
@@ -146,7 +145,7 @@ def resumed_data(old: TrainConfig, given: dict):
     sets, saved = data_sets(data), data_sets(old.data)
 
     def where(p):
-        return p if storage.is_url(p) else os.path.abspath(p)
+        return storage.absolute(p)
 
     mine, theirs = [where(p) for p in sets], [where(p) for p in saved]
     if len(sets) > 1 and mine != theirs and sorted(mine) == sorted(theirs):
