@@ -133,3 +133,51 @@ def over_shards(todo, work, label: str, line: str, total: int | None, show: bool
             done += got["samples"]
             errors += got["errors"]
     return done, errors
+
+
+class ShardProgress:
+    """A rich progress bar over sources (when their number is known), with clips and clips/s;
+    a plain line every VTK_PROGRESS_EVERY seconds off a terminal (vtk shard, vtk demo)."""
+
+    def __init__(self, quiet: bool, total: int | None, engine: str = "local"):
+        self.quiet, self.total = quiet, total
+        # clips/s is the whole cluster's with --engine ray (its tasks report each source)
+        self.label = "sharding" if engine == "local" else f"sharding on {engine}"
+        self.t0 = time.perf_counter()
+
+    def __enter__(self):
+        if self.quiet:
+            return self
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = bar(SpinnerColumn(), TextColumn(f"[bold]{self.label}"), BarColumn(),
+                       MofNCompleteColumn(), TextColumn("sources"),
+                       TextColumn("{task.fields[clips]} clips"),
+                       TextColumn("[cyan]{task.fields[rate]:.1f} clips/s"),
+                       TextColumn("[red]{task.fields[failed]} failed"),
+                       TimeElapsedColumn(), TimeRemainingColumn(),
+                       line=self.label + ": {clips} clips, {rate:.1f} clips/s (average), "
+                            "{failed} failed | sources", stderr=True)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("shard", total=self.total, clips=0, rate=0.0, failed=0)
+        return self
+
+    def update(self, result, totals) -> None:
+        if self.quiet:
+            return
+        elapsed = time.perf_counter() - self.t0
+        self.bar.update(self.task, completed=totals.sources + totals.skipped_sources,
+                        clips=totals.clips, rate=totals.clips / elapsed if elapsed else 0.0,
+                        failed=totals.failed_sources)
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.bar.__exit__(*exc)
+        return False

@@ -90,9 +90,9 @@ def command(out, quick, seeds, steps, clips, workers, filter_):
 
     from vtk import report
     from vtk.ablate import parse_arm_rules, plan, run_arms, run_filter
-    from vtk.commands.shard import ShardProgress
     from vtk.errors import VtkError
     from vtk.fileio import read_json, write_json
+    from vtk.progress import ShardProgress
     from vtk.shards import build_shard_set
     from vtk.train import meters
 

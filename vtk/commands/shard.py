@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 
 import click
 
 from vtk.clips import MAX_CLIP_FRAMES, MAX_FPS, MODES
 from vtk.clips.encode import CODECS
 from vtk.commands.options import DEVICE, defaults_of, vlm_options
+from vtk.progress import ShardProgress
 from vtk.shards.config import ShardConfig
 from vtk.shards.engines import ENGINES
 from vtk.types import SHARD_CAPTION_MODES
@@ -145,56 +145,6 @@ def _report(index, run, failures, items, out, quiet) -> None:
             f"[yellow]warning:[/] {items.duplicates} duplicate input(s) skipped (same file, or "
             f"same video and start/end, as an earlier one; first: "
             f"{escape(items.duplicate_example or '')})", highlight=False)
-
-
-class ShardProgress:
-    """A rich progress bar over sources (when their number is known), with clips and clips/s;
-    a plain line every VTK_PROGRESS_EVERY seconds off a terminal (vtk shard, vtk demo)."""
-
-    def __init__(self, quiet: bool, total: int | None, engine: str = "local"):
-        self.quiet, self.total = quiet, total
-        # clips/s is the whole cluster's with --engine ray (its tasks report each source)
-        self.label = "sharding" if engine == "local" else f"sharding on {engine}"
-        self.t0 = time.perf_counter()
-
-    def __enter__(self):
-        if self.quiet:
-            return self
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        from vtk.progress import bar
-
-        self.bar = bar(SpinnerColumn(), TextColumn(f"[bold]{self.label}"), BarColumn(),
-                       MofNCompleteColumn(), TextColumn("sources"),
-                       TextColumn("{task.fields[clips]} clips"),
-                       TextColumn("[cyan]{task.fields[rate]:.1f} clips/s"),
-                       TextColumn("[red]{task.fields[failed]} failed"),
-                       TimeElapsedColumn(), TimeRemainingColumn(),
-                       line=self.label + ": {clips} clips, {rate:.1f} clips/s (average), "
-                            "{failed} failed | sources", stderr=True)
-        self.bar.__enter__()
-        self.task = self.bar.add_task("shard", total=self.total, clips=0, rate=0.0, failed=0)
-        return self
-
-    def update(self, result, totals) -> None:
-        if self.quiet:
-            return
-        elapsed = time.perf_counter() - self.t0
-        self.bar.update(self.task, completed=totals.sources + totals.skipped_sources,
-                        clips=totals.clips, rate=totals.clips / elapsed if elapsed else 0.0,
-                        failed=totals.failed_sources)
-
-    def __exit__(self, *exc):
-        if not self.quiet:
-            self.bar.__exit__(*exc)
-        return False
 
 
 def captioner_line(c: dict) -> str:
