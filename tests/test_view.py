@@ -351,7 +351,7 @@ def browser():
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        missing.append("selenium (pip install 'vtk-videotext[view]')")
+        missing.append("selenium (pip install 'vtk-videotext[browser-tests]')")
     if missing:
         (pytest.fail if required else pytest.skip)(
             f"needs {', '.join(missing)} (apt-get install chromium chromium-driver)")
