@@ -121,6 +121,25 @@ def test_eval_json_keeps_earlier_benchmarks(tiny_run, cache):
     assert "dsl_t2v_r1" not in done["synth-msrvtt"]["metrics"]  # no --dsl this time
 
 
+def test_the_forward_gets_the_cores_the_loader_workers_leave(tiny_run, cache, monkeypatch):
+    """On a CPU the model runs beside the loader's workers with the cores they leave (2 torch
+    threads beside a worker on 2 busy cores embedded several times slower), and the caller's
+    thread count comes back afterwards."""
+    import vtk.eval.evaluate as ev
+    from vtk.train.runtime import available_cores
+
+    seen, embed = [], ev.embed_videos
+    monkeypatch.setattr(ev, "embed_videos",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or embed(*a, **k))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    for workers in (0, 1):
+        evaluate(tiny_run, ["synth-k400?n=12"], cache=cache, device="cpu", workers=workers,
+                 write=False)
+    assert seen == [max(1, available_cores() - w) for w in (0, 1)]
+    assert torch.get_num_threads() == before
+
+
 def _link(src, dst: Path):
     dst.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(src, dst)

@@ -71,3 +71,14 @@ def set_threads(workers: int) -> str:
         return "OMP_NUM_THREADS"
     torch.set_num_threads(threads)
     return f"{available_cores()} cores - {workers} loader workers"
+
+
+@contextlib.contextmanager
+def threads_beside(workers: int):
+    """``set_threads(workers)`` for the duration of the block, then torch's count as it was
+    (a library call, as ``vtk.eval.evaluate``, leaves its caller's setting alone)."""
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(workers)
+    finally:
+        torch.set_num_threads(before)
