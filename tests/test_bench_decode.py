@@ -5,7 +5,7 @@ import json
 from vtk.cli import main
 
 KEYS = {"backend", "clips_per_s", "frames_per_s", "cpu_ms_per_clip", "ceiling_clips_per_s",
-        "ratio", "workers"}
+        "ratio", "workers", "load_before", "load_after"}
 
 
 def test_bench_decode_writes_one_row_per_backend(synth_shards, tmp_path, capsys):
@@ -15,7 +15,7 @@ def test_bench_decode_writes_one_row_per_backend(synth_shards, tmp_path, capsys)
     rows = json.loads(out.read_text())
     assert [r["backend"] for r in rows] == ["pyav", "cache"]
     for r in rows:
-        assert KEYS <= set(r) and r["workers"] == 1
+        assert KEYS <= set(r) and r["workers"] == 1 and len(r["load_before"]) == 3
         assert r["clips_per_s"] > 0 and abs(r["frames_per_s"] - 4 * r["clips_per_s"]) < 1
     assert rows[0]["ceiling_clips_per_s"] > 0 and rows[0]["ratio"] > 0
     assert rows[1]["ceiling_clips_per_s"] is None  # the cache has no decode to compare with

@@ -5,7 +5,8 @@ For each backend, on the same shard set, with the same number of worker processe
   decode, RandomResizedCrop + flip, normalisation, batching, hand-over from the workers);
 - ceiling: the same frames of the same clips decoded with no transforms and no batching.
 ``ratio`` = loader clips/s / ceiling clips/s; the target is 0.9 or more. CPU ms per clip counts
-the main process and its workers (user + system); on a shared machine the CPU figures are the
+the main process and its workers (user + system); the load average (1, 5, 15 min) before and
+after each row is recorded beside it; on a shared machine the CPU figures are the
 steadier comparison, so the ceiling's is reported too. ``cache`` times the frame-cache loader
 (built before the clock starts; it has no decode ceiling). ``dali`` runs in DALI's own threads
 (``--workers`` does not apply); its ceiling is the same DALI pipeline without the crops.
@@ -104,6 +105,7 @@ def bench_backend(shards, backend, frames, size, workers, batch_size, passes, ca
     timeit takes the best), CPU the mean."""
     from vtk.data.loader import build_loader
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     kw = dict(frames=frames, size=size, train=True, batch_size=batch_size, workers=workers,
               uint8=uint8)
     if backend == "cache":
@@ -135,7 +137,8 @@ def bench_backend(shards, backend, frames, size, workers, batch_size, passes, ca
     row = summarise(runs, frames)
     row.update(backend=backend, workers=workers, ceiling_clips_per_s=None, ratio=None,
                ceiling_cpu_ms_per_clip=None, size=size, frames=frames,
-               video="float32" if backend == "dali" or not uint8 else "uint8")
+               video="float32" if backend == "dali" or not uint8 else "uint8",
+               load_before=load_before, load_after=[round(x, 2) for x in os.getloadavg()])
     if ceiling:
         c = summarise(ceil, frames)
         row.update(ceiling_clips_per_s=c["clips_per_s"],
@@ -217,6 +220,6 @@ def command(shards, backends, workers, frames, size, batch_size, min_clips, uint
     if json_out:
         keys = ("backend", "clips_per_s", "frames_per_s", "cpu_ms_per_clip",
                 "ceiling_clips_per_s", "ratio", "workers", "ceiling_cpu_ms_per_clip", "video",
-                "size", "frames")
+                "size", "frames", "clips", "load_before", "load_after")
         with open(json_out, "w") as f:
             json.dump([{k: r[k] for k in keys} for r in rows], f, indent=2)
