@@ -493,7 +493,7 @@ def test_an_epoch_without_a_full_batch_names_the_counts_and_the_cause(tmp_path):
     with pytest.warns(RuntimeWarning), pytest.raises(
             VtkError, match=r"no decodable clip in .*junk on this rank: 5 samples skipped as corrupt"):
         train({"data": str(junk), "out": str(tmp_path / "b"), "model": "tiny", "text": "tiny",
-               "workers": 0, "quiet": True, "backend": "pyav"})
+               "workers": 0, "quiet": True, "backend": "pyav", "captions": "txt"})
 
 
 
