@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import ChildLines, clips_at_least, progress_env
+from data_helpers import ChildLines, clips_at_least, is_running, progress_env, wait_gone
 from ray_helpers import AUTH, free_port, ray_env, start_node, stop_node
 
 from vtk.errors import VtkError
@@ -233,6 +233,39 @@ def test_driver_killed_then_resume_gives_the_uninterrupted_set(cluster, tmp_path
     assert sorted(got) == sorted(keys(tmp_path / "local")) and len(set(got)) == len(got)
     assert card(out)["last_run"]["skipped_sources"] >= len(partial) - 5
     no_leftovers(out)
+
+
+@pytest.mark.ray
+def test_a_cluster_vtk_started_ends_with_its_killed_driver(tmp_path):
+    """No --ray-address and no cluster to join: vtk starts one, whose processes (Ray's
+    dashboard and runtime-env agents among them, which otherwise outlive a driver killed with
+    -9 by a minute or more) end within seconds of the driver's death."""
+    from vtk.shards.engines.ray_cluster import descendants
+
+    temp = tempfile.mkdtemp(prefix="vtkray-", dir="/tmp")  # short: Ray's socket paths
+    env = progress_env(**ray_env(), RAY_TMPDIR=temp)
+    cmd = _vtk("synth:train?n=200&seed=1&size=32&frames=8", "--out", tmp_path / "set",
+               "--samples-per-shard", 5, "--engine", "ray", "--workers", 1)
+    proc = subprocess.Popen(cmd[:-1], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    cluster: dict = {}
+    try:
+        ChildLines(proc.stderr).wait_for(clips_at_least(1), timeout=240)
+        cluster = descendants(proc.pid)
+        names = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(
+            errors="replace") for pid in cluster if Path(f"/proc/{pid}").exists()}
+        assert any("Agent" in n for n in names.values()), names  # caught with its agents up
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        left = wait_gone(list(cluster), timeout=30)
+        assert not left, {pid: names.get(pid) for pid in left}
+    finally:
+        proc.kill()
+        proc.wait(30)
+        proc.stderr.close()
+        for pid in filter(is_running, cluster):  # a failed run leaves nothing either
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def keys_on_disk(folder) -> list[str]:

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -219,11 +220,19 @@ def _published_shards(url: str) -> dict[str, int]:
     return out
 
 
-def test_a_build_killed_midway_publishes_only_whole_shards_and_resume_finishes_it(bucket):
+def _staging_folders(tmp) -> list[str]:
+    return sorted(p.name for p in tmp.iterdir() if p.name.startswith("vtk-shard-"))
+
+
+def test_a_build_killed_midway_publishes_only_whole_shards_and_resume_finishes_it(
+        bucket, tmp_path, monkeypatch):
     url = bucket + "/killed"
     spec = "synth:train?n=60&seed=5&size=32&frames=8"
     args = [spec, "--out", url, "--samples-per-shard", "4", "--workers", "1"]
-    p = subprocess.Popen([sys.executable, "-m", "vtk", "shard", *args], env=progress_env(),
+    tmp = tmp_path / "tmp"  # the writers' temp dir, where a shard is staged before upload
+    tmp.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "vtk", "shard", *args],
+                         env=progress_env(TMPDIR=str(tmp)),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:  # a shard is uploaded when it closes, before the next clip is written
         ChildLines(p.stderr).wait_for(clips_at_least(2 * 4 + 1), timeout=90)
@@ -237,10 +246,15 @@ def test_a_build_killed_midway_publishes_only_whole_shards_and_resume_finishes_i
     assert 2 <= len(before) < 15 and set(before.values()) == {4}
     held = storage.read_json(url + "/.lock")  # the killed writer's lock is left behind...
     assert held["pid"] == p.pid
-    # ...as if it was killed between publishing a shard's stats and its tar
+    staged = _staging_folders(tmp)  # ...and its staging folder, with the shard it was writing
+    assert staged == [name for name in staged if name.startswith(f"vtk-shard-{p.pid}-")]
+    assert list((tmp / staged[0]).glob("shard-*.tar.tmp")), "no shard was being staged"
+    # as if it was killed between publishing a shard's stats and its tar
     last = max(before)
     storage.remove(f"{url}/{last}")
-    _shard(*args, "--resume")  # ...and taken over: its PID on this host is gone
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    _shard(*args, "--resume")  # the lock taken over (its PID on this host is gone)
+    assert _staging_folders(tmp) == []  # the dead writer's staging swept, this one's removed
     after = _published_shards(url)
     keys = [s["__key__"] for t in storage.glob(url + "/shard-*.tar") for s in read_samples(t)]
     assert len(keys) == len(set(keys)) == 60 and sum(after.values()) == 60
@@ -288,6 +302,64 @@ def test_a_lock_from_another_host_holds_until_its_lease_ends_and_a_takeover_stop
     writer.abort()
     assert not storage.glob(url + "/shard-*.tar")  # the shard was never published
     assert storage.read_json(lock)["pid"] == 99  # and the new holder's lock is left alone
+
+
+@pytest.mark.parametrize("record", ['"x"', '{"expires": "soon"}', '{"expires": null, "pid": "1"}',
+                                    '[1, 2]', '{"host": "h", "pid": 1, "token": "t", '
+                                    '"expires": NaN}'])
+def test_a_lock_record_of_the_wrong_shape_holds_no_lease(bucket, record):
+    from vtk.errors import VtkError
+    from vtk.shards.writer import ShardWriter
+
+    url = bucket + "/odd-lock"
+    lock = url + "/.lock"
+    storage.write_bytes(lock, record.encode())
+    writer = ShardWriter(url, samples_per_shard=1)  # no lease stands: taken over
+    assert storage.read_json(lock)["pid"] == os.getpid()
+    storage.write_bytes(lock, record.encode())  # and one written over a held lock stops it
+    with pytest.raises(VtkError, match="was replaced by a record that is not a vtk lock"):
+        writer.add({"__key__": "a_000000", "mp4": b"x", "txt": "t", "json": {}})
+    writer.abort()
+    assert not storage.glob(url + "/shard-*.tar")
+
+
+def test_a_store_that_stops_answering_ends_the_build_with_one_line(tmp_path, monkeypatch):
+    """The S3 server (moto, in a process of its own here) is stopped with SIGSTOP mid-build:
+    its socket still accepts connections, nothing answers. vtk shard ends with the one-line
+    'cannot reach' error naming the URL, in a bounded time (VTK_STORE_TIMEOUT per call), not
+    the hang of botocore waiting for a 100 Continue."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    child = None
+    try:
+        ChildLines(server.stdout).wait_for(lambda line: "Running on" in line, timeout=60)
+        endpoint = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        name = f"vtk-{uuid.uuid4().hex[:10]}"
+        storage.filesystem(f"s3://{name}")[0].mkdir(name)
+        url = f"s3://{name}/set"
+        child = subprocess.Popen(
+            [sys.executable, "-m", "vtk", "shard", "synth:train?n=40&size=32&frames=8", "--out",
+             url, "--samples-per-shard", "4", "--workers", "1"],
+            env=progress_env(AWS_ENDPOINT_URL=endpoint, VTK_STORE_TIMEOUT="3"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        lines = ChildLines(child.stderr)
+        lines.wait_for(clips_at_least(1), timeout=90)  # before the first shard's upload
+        os.kill(server.pid, signal.SIGSTOP)
+        error = lines.wait_for(lambda line: "cannot reach" in line, timeout=120)
+        assert child.wait(60) == 1
+        assert error.startswith("error: ") and url in error and endpoint in error, error
+        assert "Traceback" not in lines.text()
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait(10)
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait(10)
+        server.stdout.close()
 
 
 def _one_line(code, err, *words):

@@ -27,9 +27,9 @@ extra, imported on first use.
 
 A store that stops answering is not waited on for ever: S3 requests have a 5 s connect and a
 15 s read timeout and are tried ``S3_ATTEMPTS`` times (s3fs's backoff), and every call has a
-deadline (``CALL_S``, plus a second per ``MIN_RATE`` bytes sent): botocore sends uploads with
-``Expect: 100-continue``, and aiohttp waits for the ``100 Continue`` with no timeout of its
-own. Failures of the store are one ``VtkError`` line naming the URL and the reason (cannot
+deadline (``CALL_S``: 30 s, or ``VTK_STORE_TIMEOUT``; plus a second per ``MIN_RATE`` bytes
+sent), since botocore sends uploads with ``Expect: 100-continue`` and aiohttp waits for the
+``100 Continue`` with no timeout of its own. Failures of the store are one ``VtkError`` line naming the URL and the reason (cannot
 reach it, bucket missing, no or bad credentials): ``errors(url)``.
 """
 
@@ -58,7 +58,8 @@ READ_BLOCK = 16 * 2**20  # bytes fetched per request when streaming a tar
 RANDOM_BLOCK = 2**20  # read ahead of each read at an offset (see open_random)
 S3_TIMEOUTS = {"connect_timeout": 5, "read_timeout": 15}
 S3_ATTEMPTS = 3  # per request, s3fs's retry loop (botocore's own retries are off)
-CALL_S = 30.0  # deadline of one store call, plus a second per MIN_RATE bytes it sends
+# deadline of one store call, plus a second per MIN_RATE bytes it sends
+CALL_S = float(os.environ.get("VTK_STORE_TIMEOUT") or 30)
 MIN_RATE = 2**20
 STAGING_PREFIX = "vtk-shard-"  # local staging folders of writers to a URL: vtk-shard-PID-XXXX
 _STAGING = re.compile(re.escape(STAGING_PREFIX) + r"(\d+)-")
@@ -684,7 +685,8 @@ def create_exclusive(path: str, data: bytes) -> bool:
 
 LEASE_S = 120.0  # a lock not renewed for this long belongs to a dead writer
 RENEW_S = 20.0
-RELEASE_S = 10.0  # a release waits this long for an unreachable store, then leaves the lease
+RELEASE_S = min(10.0, CALL_S)  # a release waits this long for an unreachable store, then
+# leaves the lock to its lease
 
 
 class RemoteLock:

@@ -49,6 +49,7 @@ import ray
 from vtk import storage
 from vtk.errors import VtkError
 from vtk.shards.build import SourceResult, Totals, init_worker, process_source, write_result
+from vtk.shards.engines.ray_cluster import Reaper, own_processes
 
 STAGING = ".ray-staging"  # hidden: loaders glob OUT/*.tar and never look inside
 TASK_RETRIES = 3  # attempts after a worker's death before a source counts as crashing it
@@ -231,10 +232,10 @@ class RayEngine:
 
     # --- the cluster ---------------------------------------------------------------------
 
-    def _connect(self, workers: int | None) -> bool:
-        """Join (or start) the cluster; True if this call did (and so must leave it)."""
+    def _connect(self, workers: int | None) -> Reaper | None:
+        """Join (or start) the cluster; a Reaper if this call did (and so must leave it)."""
         if ray.is_initialized():  # the caller's own ray.init: use it, leave it up
-            return False
+            return None
         address = self.address
         kwargs: dict = {"logging_level": "WARNING", "log_to_driver": False}
         if address in (None, "local"):
@@ -248,13 +249,14 @@ class RayEngine:
                 raise VtkError(f"no Ray cluster at {address} ({reason}): start one there with "
                                f"`ray start --head --port {port or 6379}`, or pass "
                                f"--ray-address auto for the one this machine belongs to") from None
+        before = own_processes()
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as e:
             raise VtkError(f"no Ray cluster at --ray-address {address} ({e}); start one with "
                            f"`ray start --head`, or leave --ray-address out to start one on "
                            f"this machine") from None
-        return True
+        return Reaper(before)  # a cluster ray.init started here ends with this process
 
     def describe(self) -> dict:
         return {"name": self.name, **self.cluster}
@@ -267,8 +269,9 @@ class RayEngine:
         try:
             return self._run(items, writer, cfg, codec, caption_spec, on_result)
         finally:
-            if joined:
+            if joined is not None:
                 ray.shutdown()
+                joined.close()
 
     def _run(self, items, writer, cfg, codec, spec, on_result) -> Totals:
         res = ray.cluster_resources()
