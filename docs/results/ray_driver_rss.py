@@ -1,4 +1,4 @@
-"""The `vtk shard` driver's peak memory against the number of manifest rows (issue 13).
+"""The `vtk shard` driver's peak memory against the number of manifest rows.
 
     python docs/results/ray_driver_rss.py --rows 1000 100000 --engine ray --engine local \\
         --json docs/results/ray-driver-rss.json
@@ -9,11 +9,14 @@ count, and hard links are distinct files to vtk's duplicate check) with starts 1
 each row a 0.5 s clip. Every row is a real source: decoded, cut, encoded and written.
 
 ``--stub-decode`` (for row counts a full run on 2 cores cannot reach in reasonable time:
-100k rows at ~70 clips/s is ~25 min per engine) runs the same driver, `vtk shard` with the
-Ray engine, but each Ray task's ``process_source`` is replaced by one that returns one
-2 KB placeholder sample per row without decoding: the driver still reads every row, plans,
-submits, tracks and commits every shard with every key, exactly as in a real run; only the
-workers' decode/encode is skipped. Compare the two at the row counts both reach.
+100k rows at ~70 clips/s is ~25 min per engine) runs the same driver, `vtk shard`, but each
+source's ``process_source`` is replaced by one that returns one 2 KB placeholder sample per
+row without decoding: the driver still reads every row, checks it for duplicates, plans,
+and writes (local engine) or submits, tracks and commits (Ray) every shard with every key,
+exactly as in a real run; only the decode/encode is skipped. With the Ray engine the tasks
+run the stub; with the local engine the stub runs in the parent itself (``--workers 1``,
+vtk's in-process path), whose peak is then the parent's bookkeeping and the stub's one
+sample at a time. Compare stubbed and real runs at the row counts both reach.
 
 Each run is `python -m vtk shard MANIFEST --engine E ... -q` in a subprocess; its peak RSS
 is the kernel's high-water mark (``VmHWM`` in /proc/PID/status) of that process alone, read
@@ -28,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,31 +62,38 @@ def make_inputs(folder: str, rows: int, links: int) -> str:
     return manifest
 
 
+def placeholder(item):
+    """One 2 KB sample for a source, without decoding it (see --stub-decode)."""
+    from vtk.shards.build import SourceResult
+
+    result = SourceResult(item.id, item.meta.get("input") or item.describe())
+    result.samples.append({"__key__": f"{item.id}_000000", "mp4": b"\0" * 2048, "txt": "",
+                           "json": {"source": item.describe(), "start": item.start,
+                                    "end": item.end}})
+    return result
+
+
 def stub_driver(argv: list[str]) -> None:
-    """`vtk shard ARGV` with the Ray tasks' per-source work replaced (see --stub-decode)."""
-    import ray
-
+    """`vtk shard ARGV` with the per-source work replaced (see --stub-decode)."""
     from vtk.cli import cli
-    from vtk.shards.engines import ray_engine
+    from vtk.shards import build
 
-    real = ray_engine.shard_task
+    if "ray" in argv:
+        import ray
 
-    @ray.remote(num_cpus=1, max_retries=ray_engine.TASK_RETRIES, retry_exceptions=False)
-    def stub_task(*args):
-        from vtk.shards.build import SourceResult
+        from vtk.shards.engines import ray_engine
 
-        def placeholder(item):
-            result = SourceResult(item.id, item.meta.get("input") or item.describe())
-            result.samples.append({"__key__": f"{item.id}_000000", "mp4": b"\0" * 2048,
-                                   "txt": "", "json": {"source": item.describe(),
-                                                       "start": item.start, "end": item.end}})
-            return result
+        real = ray_engine.shard_task
 
-        task = real._function  # shipped by value: patch the globals it was shipped with
-        task.__globals__["process_source"] = placeholder
-        return task(*args)
+        @ray.remote(num_cpus=1, max_retries=ray_engine.TASK_RETRIES, retry_exceptions=False)
+        def stub_task(*args):
+            task = real._function  # shipped by value: patch the globals it was shipped with
+            task.__globals__["process_source"] = placeholder
+            return task(*args)
 
-    ray_engine.shard_task = stub_task
+        ray_engine.shard_task = stub_task
+    else:  # --workers 1: the parent runs process_source itself
+        build.process_source = placeholder
     cli.main(["shard", *argv], standalone_mode=True)
 
 
@@ -113,7 +124,8 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--json", default=None)
     ap.add_argument("--stub-decode", action="store_true",
-                    help="Ray tasks skip decoding (see the module docstring)")
+                    help="sources are not decoded (see the module docstring)")
+    ap.add_argument("--label", default=None, help="stored with the results (the vtk version)")
     if sys.argv[1:2] == ["--driver"]:  # the subprocess of a --stub-decode run
         stub_driver(sys.argv[2:])
         return
@@ -122,7 +134,8 @@ def main() -> None:
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                OMP_NUM_THREADS="1")
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-    results = {"cpus": os.cpu_count(), "links": args.links, "runs": []}
+    results = {"label": args.label, "cpus": os.cpu_count(), "links": args.links,
+               "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "runs": []}
     with tempfile.TemporaryDirectory(prefix="vtkrss-", dir="/tmp") as tmp:
         head = None
         address = None
@@ -143,7 +156,7 @@ def main() -> None:
                 manifest = make_inputs(tempfile.mkdtemp(dir=tmp), rows, args.links)
                 for engine in engines:
                     out = tempfile.mkdtemp(dir=tmp)
-                    stub = args.stub_decode and engine == "ray"
+                    stub = args.stub_decode
                     head_cmd = [sys.executable, os.path.abspath(__file__), "--driver"] \
                         if stub else [sys.executable, "-m", "vtk", "shard"]
                     cmd = [*head_cmd, manifest, "--out", out,
@@ -151,11 +164,12 @@ def main() -> None:
                            "--samples-per-shard", "1000", "--no-caption-cache", "-q",
                            "--engine", engine]
                     cmd += ["--ray-address", address] if engine == "ray" else \
-                        ["--workers", str(args.cpus)]
+                        ["--workers", "1" if stub else str(args.cpus)]
                     run = {"rows": rows, "engine": engine, "stub_decode": stub,
-                           **peak_rss(cmd, env)}
+                           "load_average": round(os.getloadavg()[0], 2), **peak_rss(cmd, env)}
                     with open(os.path.join(out, "index.json")) as f:
                         card = json.load(f)
+                    shutil.rmtree(out, ignore_errors=True)  # 1M rows are ~4 GB of tars
                     run.update(samples=card["num_samples"], failures=card["failures"]["total"],
                                clips_per_s=card["last_run"]["clips_per_s"],
                                command=" ".join(cmd[1:]).replace(tmp, "$TMP"))

@@ -19,9 +19,11 @@ so the shard writer records it in ``stats/`` next to the decode failures.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 
+from vtk import scratchdb
 from vtk.errors import VtkError
 from vtk.types import SourceItem
 
@@ -74,22 +76,30 @@ class Sources:
         return next(self._items)
 
     def _unique(self, specs: list[str], video_root: str | None) -> Iterator[SourceItem]:
-        holder: dict[str, tuple[tuple, str]] = {}  # id -> (identity, input) that holds it
-        identities: set[tuple] = set()
-        for spec in specs:
-            for item in _open_one(spec, video_root):
-                identity, where = _identity(item), _where(item)
-                if identity in identities:
+        # every input seen, on disk (vtk.scratchdb): memory stays flat however many there are
+        seen = scratchdb.connect(
+            "CREATE TABLE ids (id TEXT PRIMARY KEY, input TEXT) WITHOUT ROWID",
+            "CREATE TABLE identities (identity TEXT PRIMARY KEY) WITHOUT ROWID")
+        try:
+            for n, item in enumerate(i for spec in specs for i in _open_one(spec, video_root)):
+                identity, where = json.dumps(_identity(item)), _where(item)
+                if seen.execute("SELECT 1 FROM identities WHERE identity = ?",
+                                (identity,)).fetchone():
                     self.duplicates += 1
                     self.duplicate_example = self.duplicate_example or where
                     continue
-                if item.id in holder:
-                    raise VtkError(f"{where} and {holder[item.id][1]} have the same source id "
-                                   f"{item.id!r} (ids are paths relative to the folder given): "
-                                   f"give their common parent folder as one SOURCE")
-                holder[item.id] = (identity, where)
-                identities.add(identity)
+                held = seen.execute("SELECT input FROM ids WHERE id = ?", (item.id,)).fetchone()
+                if held:
+                    raise VtkError(f"{where} and {held[0]} have the same source id {item.id!r} "
+                                   f"(ids are paths relative to the folder given): give their "
+                                   f"common parent folder as one SOURCE")
+                seen.execute("INSERT INTO ids VALUES (?, ?)", (item.id, where))
+                seen.execute("INSERT INTO identities VALUES (?)", (identity,))
+                if n % 4096 == 0:
+                    seen.commit()
                 yield item
+        finally:
+            seen.close()
 
 
 def _where(item: SourceItem) -> str:
