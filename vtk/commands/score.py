@@ -1,4 +1,5 @@
-"""`vtk score DIR`: clip-text similarity, motion and frame hashes per clip, in sidecars."""
+"""`vtk score DIR`: clip-text similarity, motion (codec vectors or flow) and frame hashes per
+clip, in sidecars."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from vtk.commands.options import DEVICE
 @click.option("--init", "init", help="A saved transformers CLIPModel (local folder, or a hub id "
               "when online) to score clip-text with, untrained on video.")
 @click.option("--scores", default=None,
-              help="Comma-separated: clip-text, motion, hashes. Default: all (clip-text only "
-                   "with --model or --init).")
+              help="Comma-separated: clip-text, motion (the clip's H.264 motion vectors), "
+                   "motion-flow (Farneback optical flow, the reference), hashes. Default: "
+                   "clip-text, motion, hashes (clip-text only with --model or --init).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Clips per model forward.")
 @click.option("--workers", type=click.IntRange(min=0),

@@ -12,8 +12,8 @@ Library API (what ``vtk score``, ``vtk filter`` and ``vtk ablate filter`` call):
     summary = score_set(dir, model=None, init=None, scores=None, *, device="auto",
                         batch_size=16, overwrite=False, progress=True, log=None) -> dict
         # model: a run folder (vtk train --out); init: a saved transformers CLIPModel.
-        # scores: iterable of SCORES names ("clip-text", "motion", "hashes"); None = every one
-        # that is possible (clip-text only with a model or init). Writes
+        # scores: iterable of SCORES names ("clip-text", "motion", "motion-flow", "hashes");
+        # None = clip-text, motion and hashes (clip-text only with a model or init). Writes
         # DIR/scores/NAME-000000.parquet (and _embeddings/NAME-000000.npy with clip-text) per
         # shard, skips shards done with the same settings, splits shards over torchrun ranks.
         # Returns what it writes to DIR/scores/_summary.json.

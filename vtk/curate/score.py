@@ -1,6 +1,8 @@
 """``score_set``: score every clip of a shard set and write one sidecar per shard.
 
-One decode per clip serves every score: the whole clip (PyAV) gives the motion score and the
+``motion`` reads the clip's own H.264 motion vectors (``vtk.curate.vectors``: no frame is
+converted, no flow computed). One decode per clip serves every score that needs frames: the
+whole clip (PyAV) gives the Farneback motion score (``motion-flow``, the reference) and the
 frame hashes, and the model's ``frames`` evenly spaced frames, centre-cropped and normalised
 as ``vtk eval`` does, give the clip embedding. ``clip-text`` is the cosine of that embedding
 with the text tower's embedding of each caption the sample carries (the model's own
@@ -30,14 +32,16 @@ from vtk.errors import VtkError
 from vtk.fileio import write_json
 from vtk.train import runtime
 
-SCORES = ("clip-text", "motion", "hashes")
+SCORES = ("clip-text", "motion", "motion-flow", "hashes")
+DEFAULT_SCORES = ("clip-text", "motion", "hashes")  # motion-flow: the reference, on request
+FRAME_SCORES = {"clip-text", "motion-flow", "hashes"}  # what needs the clip's decoded frames
 CAPTION_KINDS = ("coarse", "fine", "fused")
 
 
 def parse_scores(scores, have_model: bool) -> tuple[str, ...]:
     """The score names to compute (None: every one possible)."""
     if scores is None:
-        return SCORES if have_model else tuple(s for s in SCORES if s != "clip-text")
+        return tuple(s for s in DEFAULT_SCORES if have_model or s != "clip-text")
     if isinstance(scores, str):
         scores = [s.strip() for s in scores.split(",") if s.strip()]
     bad = [s for s in scores if s not in SCORES]
@@ -125,21 +129,36 @@ def _forward(net, batch: _Batch, device, embs: dict) -> None:
 def prepare(sample: dict, wanted, frames: int, size: int, normalize: str, decoder):
     """One sample -> (sidecar row, model input T x 3 x S x S or None, texts). Runs in a
     decode thread: PyAV and OpenCV release the GIL, so threads scale the CPU side."""
-    from vtk.data.samples import decode_whole
+    from vtk.curate.vectors import vector_motion
+    from vtk.data.samples import checked_members, decode_whole
     from vtk.data.sampling import eval_indices
     from vtk.data.transforms import eval_crop
 
     row = {"__key__": sample["__key__"], "mp4_bytes": len(sample.get("mp4") or b"")}
     try:
-        meta, txt, video = decode_whole(sample, decoder)
+        video = codec = None
+        if FRAME_SCORES & set(wanted):
+            meta, txt, video = decode_whole(sample, decoder)
+        else:  # motion alone: the vectors need no decoded frame
+            meta, txt = checked_members(sample)
+        fps = float(meta.get("fps") or 0) or 8.0
+        if "motion" in wanted:
+            codec = vector_motion(sample["mp4"], fps)
+            if codec.score is None and video is None:  # no vectors in this codec: the flow's
+                meta, txt, video = decode_whole(sample, decoder)
     except Exception as e:  # noqa: BLE001 - one bad sample is recorded, never fatal
         row["error"] = f"{type(e).__name__}: {e}"[:300]
         return row, None, None
-    row.update(width=int(video.shape[2]), height=int(video.shape[1]),
-               num_frames=int(video.shape[0]))
-    frames_np = video.numpy()
+    if video is not None:
+        row.update(width=int(video.shape[2]), height=int(video.shape[1]),
+                   num_frames=int(video.shape[0]))
+    else:
+        row.update(width=codec.width, height=codec.height, num_frames=codec.frames)
+    frames_np = video.numpy() if video is not None else None
     if "motion" in wanted:
-        row["motion"] = M.motion_score(frames_np, float(meta.get("fps") or 0) or 8.0)
+        row["motion"] = codec.score if codec.score is not None else M.motion_score(frames_np, fps)
+    if "motion-flow" in wanted:
+        row["motion-flow"] = M.motion_score(frames_np, fps)
     if "hashes" in wanted:
         row["hashes"] = H.clip_hashes(frames_np).tolist()
     if "clip-text" not in wanted:
@@ -312,7 +331,9 @@ def score_set(folder, model=None, init=None, scores=None, *, device: str = "auto
     if "clip-text" in wanted:
         net, frames, size, normalize, info = load_model(model, init, d.device)
     base = {"scores": list(wanted), **info, "frames": frames, "size": size,
-            "normalize": normalize, "motion": {"side": M.ANALYSIS_SIDE, "pairs": M.PAIRS},
+            "normalize": normalize,
+            "motion": {"from": "codec motion vectors (h264 P-frames); flow for other codecs"},
+            "motion-flow": {"side": M.ANALYSIS_SIDE, "pairs": M.PAIRS},
             "hashes": {"k": H.K, "kind": "dct-phash-64"}}
     counts = _shard_counts(folder, tars)
     # decode threads: the cores this rank may use, less one for the model (None: automatic)

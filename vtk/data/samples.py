@@ -109,10 +109,9 @@ def read_members(sample: dict) -> tuple[dict, str | None]:
     return meta, txt
 
 
-def decode_whole(sample: dict, decoder) -> tuple[dict, str | None, torch.Tensor]:
-    """A raw tar sample's json, txt and every frame of its clip (uint8 T x H x W x 3, through
-    ``decoder``); ValueError naming what is wrong with a sample that is corrupt, has no mp4 or
-    an mp4 without frames."""
+def checked_members(sample: dict) -> tuple[dict, str | None]:
+    """``read_members`` of a sample that has an mp4 and nothing wrong with it; ValueError
+    naming what is wrong otherwise."""
     from vtk.shards.reader import problem_text
 
     problem = problem_text(sample)
@@ -121,6 +120,14 @@ def decode_whole(sample: dict, decoder) -> tuple[dict, str | None, torch.Tensor]
     meta, txt = read_members(sample)
     if "mp4" not in sample:
         raise ValueError("no mp4 member")
+    return meta, txt
+
+
+def decode_whole(sample: dict, decoder) -> tuple[dict, str | None, torch.Tensor]:
+    """A raw tar sample's json, txt and every frame of its clip (uint8 T x H x W x 3, through
+    ``decoder``); ValueError naming what is wrong with a sample that is corrupt, has no mp4 or
+    an mp4 without frames."""
+    meta, txt = checked_members(sample)
     video, n = decoder.decode(sample["mp4"], None)
     if n == 0 or video.shape[0] == 0:
         raise ValueError("the mp4 has no frames")
