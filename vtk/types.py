@@ -100,9 +100,10 @@ class SourceItem:
     start: float | None = None
     end: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None  # where a fetched source came from (``path``: its local copy)
 
     def describe(self) -> str:
-        return self.path or f"synth:{self.id}"
+        return self.url or self.path or f"synth:{self.id}"
 
 
 @dataclass

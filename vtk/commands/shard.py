@@ -91,7 +91,16 @@ default = defaults_of(ShardConfig)  # the one source of vtk shard's defaults
               help="With --engine ray: GPUs per captioner actor; 0.25 puts four small models "
                    "on one GPU.")
 @click.option("--video-root", type=click.Path(file_okay=False), default=None,
-              help="Where manifest URLs and YouTube IDs are found as <id>.<ext>.")
+              help="Where manifest URLs and YouTube IDs are found as <id>.<ext> (without it, "
+                   "s3://, gs:// and http(s):// videos are fetched by the workers).")
+@click.option("--download-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=default("download_timeout"), show_default=True,
+              help="Sources at URLs: seconds a download may wait for its next bytes before "
+                   "the attempt fails (3 attempts, then a recorded failure).")
+@click.option("--download-concurrency", type=click.IntRange(min=1),
+              default=default("download_concurrency"),
+              help="Sources at URLs: downloads at a time on one machine (default: one per "
+                   "worker).")
 @click.option("--resume", is_flag=True,
               help="Continue a killed or extended run: inputs already done (written or "
                    "recorded as failed) are skipped; none is written twice.")
@@ -102,12 +111,13 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
             caption_device, caption_cache, no_caption_cache, vlm_model, vlm_fps, vlm_window,
             vlm_mode, vlm_max_tokens, vlm_prompt, vlm_batch, clip_mode, min_clip, max_clip,
             clip_len, size, fps, codec, samples_per_shard, workers, engine, ray_address,
-            captioners, captioner_gpus, video_root, resume, retry_failed, quiet):
+            captioners, captioner_gpus, video_root, download_timeout, download_concurrency,
+            resume, retry_failed, quiet):
     """Cut videos into clips, caption them and write WebDataset shards.
 
     \b
     SOURCES: synth:<preset>[?n=..&seed=..&size=..], video folders, manifests
-    (.csv .tsv .jsonl .parquet) or video files.
+    (.csv .tsv .jsonl .parquet) or video files, local or at URLs (s3://bucket/raw/).
 
     \b
     Examples:
@@ -115,6 +125,7 @@ def command(sources, out, name, captions, coarse_model, fine_model, summarizer, 
       vtk shard videos/ --out shards/mine --clips scenes --size 224 --workers 4
       vtk shard internvid.csv --video-root videos/ --out shards/iv --resume
       vtk shard internvid.csv --out s3://bucket/iv --engine ray --ray-address auto
+      vtk shard s3://bucket/raw/ --out s3://bucket/shards --engine ray
     """
     from vtk.shards.build_set import build_shard_set
     from vtk.sources import count_sources

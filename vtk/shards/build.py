@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from vtk.clips import ClipConfig, ClipStats, InputError, clips_from_item, encode_mp4
 from vtk.errors import VtkError
 from vtk.shards.schema import make_sample
+from vtk.sources.fetch import FetchConfig, FetchError, local_copy
 from vtk.types import Clip, SourceItem
 from vtk.workers import exit_with_parent
 
@@ -40,6 +41,7 @@ class SourceResult:
     caption_hits: int = 0  # clips whose captions came from the caption cache
     caption_misses: int = 0  # clips looked up in the cache and captioned afresh
     captioners: dict = field(default_factory=dict)  # video captioner -> counts (tally_captions)
+    download: dict | None = None  # how a source at a URL was fetched (vtk.sources.fetch)
 
 
 def tally_captions(counts: dict, captioned: dict | None) -> None:
@@ -94,6 +96,10 @@ class Totals:
     caption_hits: int = 0
     caption_misses: int = 0
     captioners: dict = field(default_factory=dict)
+    downloads: int = 0  # sources fetched from URLs (or tried)
+    downloads_failed: int = 0
+    download_bytes: int = 0
+    download_s: float = 0.0
 
     def add(self, result: SourceResult) -> None:
         """Count one processed source (both engines count the same way)."""
@@ -105,6 +111,11 @@ class Totals:
         self.caption_misses += result.caption_misses
         merge_tallies(self.captioners, result.captioners)
         self.failed_sources += bool(result.failures and not result.samples)
+        if result.download is not None:
+            self.downloads += 1
+            self.downloads_failed += result.download["status"] != "ok"
+            self.download_bytes += result.download["bytes"]
+            self.download_s += result.download["seconds"]
 
     def merge(self, other: dict) -> None:
         """Add another engine part's totals (``dataclasses.asdict`` of a Totals), but its
@@ -122,17 +133,19 @@ _STATE: dict = {}
 
 
 def init_worker(cfg: ClipConfig, codec: str, caption_spec, parent: int | None = None,
-                captioning=None) -> None:
+                captioning=None, fetch: FetchConfig | None = None) -> None:
     """Per-process set-up: captioning models load once per worker, not per source.
     ``parent``: the PID of the process that started the pool; the worker ends with it.
     ``captioning``: an object with ``run(clips)`` that captions elsewhere (the Ray engine's
-    captioner actors) instead of models loaded here."""
+    captioner actors) instead of models loaded here. ``fetch``: how sources at URLs are
+    downloaded (``vtk.sources.fetch``)."""
     if parent is not None:  # first: a parent killed while we start must not leave us behind
         exit_with_parent(parent)
     import cv2
 
     cv2.setNumThreads(1)  # one core per worker: OpenCV's own pool would only contend
-    _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=captioning, cache=None)
+    _STATE.update(cfg=cfg, codec=codec, spec=caption_spec, captioning=captioning, cache=None,
+                  fetch=fetch)
     if captioning is None and caption_spec is not None and caption_spec.active:
         from vtk.captions import Captioning
 
@@ -162,13 +175,25 @@ class _CountingCache:
 
 
 def process_source(item: SourceItem) -> SourceResult:
-    """Clips, captions and encodes one source; never raises for a bad input."""
+    """Clips, captions and encodes one source (a source at a URL fetched first, to a local
+    copy); never raises for a bad input."""
     t0 = time.perf_counter()
     result = SourceResult(item.id, item.meta.get("input") or item.describe())
     error = item.meta.get("error")
     if error:
         result.failures.append(dict(error))
         return result
+    try:
+        with local_copy(item, _STATE.get("fetch")) as (local, result.download):
+            _clip_source(local, result)
+    except FetchError as e:
+        result.download = e.record
+        result.failures = [{"kind": e.kind, "reason": e.reason}]
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _clip_source(item: SourceItem, result: SourceResult) -> None:
     stats = ClipStats()
     cache = _STATE["cache"]
     hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
@@ -199,8 +224,6 @@ def process_source(item: SourceItem) -> SourceResult:
     if cache is not None:
         result.caption_hits = cache.hits - hits0
         result.caption_misses = cache.misses - misses0
-    result.seconds = time.perf_counter() - t0
-    return result
 
 
 def _finish(batch: list[Clip], result: SourceResult) -> None:
@@ -224,7 +247,8 @@ def _finish(batch: list[Clip], result: SourceResult) -> None:
 
 def run_sources(items: Iterable[SourceItem], writer, cfg: ClipConfig, codec: str,
                 caption_spec, workers: int = 1,
-                on_result: Callable[[SourceResult, Totals], None] | None = None) -> Totals:
+                on_result: Callable[[SourceResult, Totals], None] | None = None,
+                fetch: FetchConfig | None = None) -> Totals:
     """Feed every item not yet completed in ``writer`` through the workers, writing results
     in input order. ``on_result`` is called after each source (progress display)."""
     totals = Totals()
@@ -236,7 +260,7 @@ def run_sources(items: Iterable[SourceItem], writer, cfg: ClipConfig, codec: str
                 continue
             yield item
 
-    for result in _ordered_map(todo(), cfg, codec, caption_spec, workers):
+    for result in _ordered_map(todo(), cfg, codec, caption_spec, workers, fetch):
         write_result(writer, result)
         totals.add(result)
         if on_result:
@@ -251,17 +275,19 @@ def write_result(writer, result: SourceResult) -> None:
         writer.add(sample)
     for f in result.failures:
         writer.fail(result.source_id, result.input, f["kind"], f["reason"], f.get("key"))
+    if result.download is not None:
+        writer.downloaded(result.source_id, result.download)
     writer.source_done(result.source_id)
 
 
-def _ordered_map(items: Iterator[SourceItem], cfg, codec, caption_spec,
-                 workers: int) -> Iterator[SourceResult]:
+def _ordered_map(items: Iterator[SourceItem], cfg, codec, caption_spec, workers: int,
+                 fetch: FetchConfig | None = None) -> Iterator[SourceResult]:
     if workers <= 1:  # in-process: no start-up cost, same code path
-        init_worker(cfg, codec, caption_spec)
+        init_worker(cfg, codec, caption_spec, fetch=fetch)
         for item in items:
             yield process_source(item)
         return
-    pool = _Pool(workers, (cfg, codec, caption_spec))
+    pool = _Pool(workers, (cfg, codec, caption_spec), fetch)
     try:
         inflight: deque = deque()
         for item in items:
@@ -283,15 +309,15 @@ class _Pool:
     failed; the others are resubmitted. (multiprocessing.Pool would wait forever instead.)
     """
 
-    def __init__(self, workers: int, initargs: tuple):
-        self.workers, self.initargs = workers, initargs
+    def __init__(self, workers: int, initargs: tuple, fetch: FetchConfig | None = None):
+        self.workers, self.initargs, self.fetch = workers, initargs, fetch
         self.executor = self._start()
 
     def _start(self):
         # spawn, not fork: workers may load torch models, which do not survive a fork
         return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
                                    initializer=init_worker,
-                                   initargs=(*self.initargs, os.getpid()))
+                                   initargs=(*self.initargs, os.getpid(), None, self.fetch))
 
     def submit(self, item: SourceItem) -> Future:
         try:

@@ -40,6 +40,7 @@ def build_shard_set(sources, out, *, command: str | None = None,
     from vtk.shards.engines import make_engine
     from vtk.shards.writer import ShardWriter
     from vtk.sources import benchmark_card, open_sources
+    from vtk.sources.fetch import FetchConfig
     from vtk.types import SOURCE_ID_SCHEME
 
     if o.size is not None and o.size < 16:
@@ -62,6 +63,7 @@ def build_shard_set(sources, out, *, command: str | None = None,
         raise VtkError("--retry-failed goes with --resume")
     check_models(spec)  # a hub id that cannot load: seconds, not minutes of retries
     items = open_sources(sources, video_root=o.video_root)  # checks every SOURCE first
+    fetch = FetchConfig(timeout=o.download_timeout, concurrency=o.download_concurrency)
     runner = make_engine(o.engine, ray_address=o.ray_address, captioners=o.captioners,
                          captioner_gpus=o.captioner_gpus)
     run_sources = runner.run  # the local pool or a Ray cluster: one protocol (engines/)
@@ -79,7 +81,7 @@ def build_shard_set(sources, out, *, command: str | None = None,
     started = time.perf_counter()
     try:
         totals = run_sources(items, writer, cfg, o.codec, spec, workers=workers,
-                             on_result=on_result)
+                             on_result=on_result, fetch=fetch)
     except BaseException:  # nothing half-done is published; the lock goes at once
         writer.abort()
         remove_if_untouched(out, fresh)
@@ -90,6 +92,10 @@ def build_shard_set(sources, out, *, command: str | None = None,
            "frames_decoded": totals.frames_decoded, "wall_s": round(wall, 3),
            "clips_per_s": round(totals.clips / wall, 3) if wall else None,
            "workers": workers, "duplicate_inputs": items.duplicates}
+    if totals.downloads:  # sources read from URLs by the workers
+        run["downloads"] = {"sources": totals.downloads, "failed": totals.downloads_failed,
+                            "bytes": totals.download_bytes,
+                            "seconds": round(totals.download_s, 3)}
     if spec is not None and spec.cache_dir:
         run["caption_cache"] = {"dir": spec.cache_dir, "hits": totals.caption_hits,
                                 "captioned": totals.caption_misses}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from vtk.captions.vlm import VLMSettings
 from vtk.clips import ClipConfig
 from vtk.errors import check_keys
+from vtk.sources.fetch import FetchConfig
 
 
 @dataclass
@@ -44,6 +45,8 @@ class ShardConfig:
     captioners: int | None = None
     captioner_gpus: float | None = None
     video_root: str | None = None
+    download_timeout: float = FetchConfig.timeout  # sources at http(s) URLs
+    download_concurrency: int | None = None  # downloads at a time per machine; None: no cap
     resume: bool = False
     retry_failed: bool = False
 

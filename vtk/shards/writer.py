@@ -4,7 +4,8 @@ Layout of a shard set folder (``NAME`` defaults to ``shard``)::
 
     NAME-000000.tar     samples: <key>.mp4, <key>.txt, <key>.json
     NAME-000000.idx     DALI wds2idx index of that tar
-    stats/NAME-000000.json   keys, sources completed, failed inputs with reasons
+    stats/NAME-000000.json   keys, sources completed, failed inputs with reasons, and the
+                             fetch of each source read from a URL (status, bytes, seconds)
     index.json          the dataset card (written by :meth:`ShardWriter.close`)
 
 The set lives in a store (``vtk.storage``: a local folder, or any fsspec URL such as
@@ -103,6 +104,7 @@ class ShardWriter:
         self.shards: dict[int, dict] = {}  # index -> summary (file, samples, bytes, hash)
         self.pending_sources: list[str] = []  # of the shard being written
         self.pending_failures: list[dict] = []
+        self.pending_downloads: list[dict] = []
         self.written = 0  # samples added by this run
         self.skipped_keys = 0
         self._known: set[str] = set()  # keys stored by an earlier run, given by skip_keys
@@ -221,6 +223,11 @@ class ShardWriter:
         self.index_db.add_failures([record])
         self.pending_failures.append(record)
 
+    def downloaded(self, source_id: str, record: dict) -> None:
+        """Record how a source read from a URL was fetched (``vtk.sources.fetch``'s record:
+        URL, status, bytes, seconds, attempts), kept with the shard's stats."""
+        self.pending_downloads.append({"source": source_id, **record})
+
     def end_shard(self) -> None:
         """Finish the shard being written now, short of ``samples_per_shard`` (the last one),
         so that files written beside it before :meth:`close` can name its final hash."""
@@ -232,7 +239,7 @@ class ShardWriter:
         return it."""
         if self._shard_keys:
             self._finish_shard()
-        elif self.pending_sources or self.pending_failures:
+        elif self.pending_sources or self.pending_failures or self.pending_downloads:
             self._flush_trailing()
         index = self.card(card or {})
         path = storage.join(self.out, "index.json")
@@ -275,7 +282,7 @@ class ShardWriter:
             write_index(tar, idx)
         staged = {"tar": tar, "idx": idx, "num_samples": len(self._shard_keys),
                   "bytes": os.path.getsize(tar), HASH: digest, "keys": self._shard_keys,
-                  "sources_completed": [], "failures": []}
+                  "sources_completed": [], "failures": [], "downloads": []}
         self._publish(staged, self.store.publish)
 
     def commit(self, staged: dict) -> None:
@@ -301,6 +308,9 @@ class ShardWriter:
                  "sources_completed": self.pending_sources + staged["sources_completed"],
                  "failures": self.pending_failures + staged["failures"],
                  "settings": self.settings}
+        downloads = self.pending_downloads + staged.get("downloads", [])
+        if downloads:
+            stats["downloads"] = downloads
         self._lock.check()  # a URL's lease not taken over meanwhile
         with _writing(self.idx_path(index)):
             place(staged["idx"], self.idx_path(index))
@@ -311,6 +321,7 @@ class ShardWriter:
         self.shards[index] = _summary(stats)
         self.index += 1
         self._shard_keys, self.pending_sources, self.pending_failures = [], [], []
+        self.pending_downloads = []
 
     def _flush_trailing(self) -> None:
         """Sources completed (or failed) after the last full shard, with no samples to make a
@@ -321,14 +332,15 @@ class ShardWriter:
                 stats = storage.read_json(self.stats_path(last))
             stats["sources_completed"] += self.pending_sources
             stats["failures"] += self.pending_failures
-            self._put_json(self.stats_path(last), stats)
         else:
             stats = {"shard": None, "num_samples": 0, "bytes": 0, "keys": [],
                      "sources_completed": self.pending_sources,
                      "failures": self.pending_failures, "settings": self.settings}
-            self._put_json(self.stats_path(self.index), stats)
+        if self.pending_downloads:
+            stats["downloads"] = stats.get("downloads", []) + self.pending_downloads
+        self._put_json(self.stats_path(max(self.shards) if self.shards else self.index), stats)
         self.index_db.commit()
-        self.pending_sources, self.pending_failures = [], []
+        self.pending_sources, self.pending_failures, self.pending_downloads = [], [], []
 
     def written_shards(self) -> tuple[list[dict], dict | None]:
         """After :meth:`close`: the shards this writer wrote, each its stats with ``tar`` and
@@ -407,6 +419,7 @@ class ShardWriter:
             else:  # an empty trailing record: carried into the next shard written
                 self.pending_sources += stats["sources_completed"]
                 self.pending_failures += stats["failures"]
+                self.pending_downloads += stats.get("downloads", [])
                 storage.remove(path)
         if self.retry_failed:
             db.redo_failed()

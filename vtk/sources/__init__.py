@@ -1,7 +1,10 @@
 """Inputs: turn the SOURCE arguments of `vtk shard` into a stream of SourceItems.
 
 A spec is ``synth:<preset>?k=v`` (the synthetic world), a folder (searched recursively), a
-manifest (``.csv .tsv .jsonl .parquet``) or a single video file. Items come out lazily, in a
+manifest (``.csv .tsv .jsonl .parquet``) or a single video file; folders, manifests and files
+may be local or at any fsspec URL (``s3://bucket/raw/``, listed as a local folder is), and a
+file or a manifest row's video may be an ``http(s)://`` URL. The driver never reads a remote
+video: the worker that decodes it fetches it (``vtk.sources.fetch``). Items come out lazily, in a
 deterministic order, with key-safe ids that depend on each input alone (its path relative to
 its folder, its manifest row: :func:`vtk.types.source_id`), so they stay the same when inputs
 are added and a ``--resume`` skips exactly what it did before.
@@ -23,11 +26,12 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 
-from vtk import scratchdb
+from vtk import scratchdb, storage
 from vtk.errors import VtkError
 from vtk.types import SourceItem
 
 MANIFEST_EXTS = (".csv", ".tsv", ".jsonl", ".parquet")
+HTTP = ("http", "https")
 
 
 def open_sources(specs: Iterable[str], video_root: str | None = None) -> Sources:
@@ -35,26 +39,37 @@ def open_sources(specs: Iterable[str], video_root: str | None = None) -> Sources
     usable (missing path, unknown preset, a manifest that is not a regular file or has no
     video column), and for two files of the folders and files given with one id."""
     specs = list(specs)
-    for spec in specs:  # fail on a bad argument now, before any work starts
-        if spec.startswith("synth:"):
-            from vtk.sources.synth import parse_spec
-
-            parse_spec(spec)
-        elif not os.path.exists(spec):
-            raise VtkError(f"{spec}: no such file, folder or synth: spec")
-        elif not os.path.isdir(spec) and spec.lower().endswith(MANIFEST_EXTS):
-            from vtk.sources.folder import not_regular
-
-            problem = not_regular(spec)  # a FIFO would block the open() forever
-            if problem:
-                raise VtkError(f"{spec}: {problem}; give the manifest as a file")
-    files = [s for s in specs if not s.startswith("synth:") and (
-        os.path.isdir(s) or not s.lower().endswith(MANIFEST_EXTS))]
+    kinds = {spec: spec_kind(spec) for spec in specs}  # a bad argument fails now, before work
+    files = [s for s in specs if kinds[s] in ("folder", "file")]
     if len(files) > 1:  # the common clash (two folders, one layout): say so before any work
-        sources = Sources(files, video_root)
+        sources = Sources(files, video_root, kinds)
         for _ in sources:
             pass
-    return Sources(specs, video_root)
+    return Sources(specs, video_root, kinds)
+
+
+def spec_kind(spec: str) -> str:
+    """What a SOURCE is: synth, folder, manifest or file (a video); a local path or a URL
+    (``s3://bucket/raw/``, ``https://host/v.mp4``). VtkError for one that is not there."""
+    if spec.startswith("synth:"):
+        from vtk.sources.synth import parse_spec
+
+        parse_spec(spec)
+        return "synth"
+    manifest = spec.lower().split("?", 1)[0].endswith(MANIFEST_EXTS)
+    if storage.protocol(spec) in HTTP:  # no listing over plain http: a file or a manifest
+        return "manifest" if manifest else "file"
+    if storage.isdir(spec):
+        return "folder"
+    if not storage.exists(spec):
+        raise VtkError(f"{spec}: no such file, folder or synth: spec")
+    if manifest and storage.store(spec).local:
+        from vtk.sources.folder import not_regular
+
+        problem = not_regular(spec)  # a FIFO would block the open() forever
+        if problem:
+            raise VtkError(f"{spec}: {problem}; give the manifest as a file")
+    return "manifest" if manifest else "file"
 
 
 class Sources:
@@ -64,10 +79,10 @@ class Sources:
     same video and same start/end); ``duplicate_example``: the first of them, for a warning.
     """
 
-    def __init__(self, specs: list[str], video_root: str | None):
+    def __init__(self, specs: list[str], video_root: str | None, kinds: dict[str, str]):
         self.duplicates = 0
         self.duplicate_example: str | None = None
-        self._items = self._unique(specs, video_root)
+        self._items = self._unique(specs, video_root, kinds)
 
     def __iter__(self) -> Sources:
         return self
@@ -75,13 +90,15 @@ class Sources:
     def __next__(self) -> SourceItem:
         return next(self._items)
 
-    def _unique(self, specs: list[str], video_root: str | None) -> Iterator[SourceItem]:
+    def _unique(self, specs: list[str], video_root: str | None,
+                kinds: dict[str, str]) -> Iterator[SourceItem]:
         # every input seen, on disk (vtk.scratchdb): memory stays flat however many there are
         seen = scratchdb.connect(
-            "CREATE TABLE ids (id TEXT PRIMARY KEY, input TEXT) WITHOUT ROWID",
+            "CREATE TABLE ids (id TEXT PRIMARY KEY, input BLOB) WITHOUT ROWID",
             "CREATE TABLE identities (identity TEXT PRIMARY KEY) WITHOUT ROWID")
         try:
-            for n, item in enumerate(i for spec in specs for i in _open_one(spec, video_root)):
+            for n, item in enumerate(i for spec in specs
+                                     for i in _open_one(spec, kinds[spec], video_root)):
                 identity, where = json.dumps(_identity(item)), _where(item)
                 if seen.execute("SELECT 1 FROM identities WHERE identity = ?",
                                 (identity,)).fetchone():
@@ -90,10 +107,14 @@ class Sources:
                     continue
                 held = seen.execute("SELECT input FROM ids WHERE id = ?", (item.id,)).fetchone()
                 if held:
-                    raise VtkError(f"{where} and {held[0]} have the same source id {item.id!r} "
+                    other = held[0].decode("utf-8", "surrogateescape")
+                    raise VtkError(f"{where} and {other} have the same source id {item.id!r} "
                                    f"(ids are paths relative to the folder given): give their "
                                    f"common parent folder as one SOURCE")
-                seen.execute("INSERT INTO ids VALUES (?, ?)", (item.id, where))
+                # as bytes: a file name that is not UTF-8 holds lone surrogates, which SQLite's
+                # text cannot
+                seen.execute("INSERT INTO ids VALUES (?, ?)",
+                             (item.id, where.encode("utf-8", "surrogateescape")))
                 seen.execute("INSERT INTO identities VALUES (?)", (identity,))
                 if n % 4096 == 0:
                     seen.commit()
@@ -112,43 +133,44 @@ def _identity(item: SourceItem) -> tuple:
     failed) the id itself."""
     ms = tuple(None if t is None else round(t * 1000) for t in (item.start, item.end))
     if item.path is not None and "error" not in item.meta:
-        return os.path.realpath(item.path), *ms
+        local = storage.store(item.path).local  # a URL is its own identity
+        return os.path.realpath(item.path) if local else item.path, *ms
     return None, item.id, *ms
 
 
-def _open_one(spec: str, video_root: str | None) -> Iterator[SourceItem]:
-    if spec.startswith("synth:"):
+def _open_one(spec: str, kind: str, video_root: str | None) -> Iterator[SourceItem]:
+    if kind == "synth":
         from vtk.sources.synth import synth_items
 
         return synth_items(spec)
-    if os.path.isdir(spec):
+    if kind == "folder":
         from vtk.sources.folder import folder_items
 
         return folder_items(spec)
-    if spec.lower().endswith(MANIFEST_EXTS):
+    if kind == "manifest":
         from vtk.sources.manifest import manifest_items
 
         return manifest_items(spec, video_root=video_root)
     from vtk.sources.folder import file_item
 
-    return iter([file_item(spec, os.path.dirname(spec) or ".")])
+    return iter([file_item(spec, storage.parent(spec) or ".")])
 
 
 def count_sources(specs: Iterable[str]) -> int | None:
-    """How many items ``open_sources`` will yield, when that is cheap to know (synth, folders,
-    files); None when a manifest is among the specs (rows can expand into several items)."""
+    """How many items ``open_sources`` will yield, when that is cheap to know (synth, local
+    folders, files); None when a manifest or a folder URL (a second listing) is among them."""
     total = 0
     for spec in specs:
         if spec.startswith("synth:"):
             from vtk.sources.synth import parse_spec
 
             total += parse_spec(spec)[0].n
+        elif spec.lower().endswith(MANIFEST_EXTS) or not storage.store(spec).local:
+            return None
         elif os.path.isdir(spec):
             from vtk.sources.folder import folder_items
 
             total += sum(1 for _ in folder_items(spec))
-        elif spec.lower().endswith(MANIFEST_EXTS):
-            return None
         else:
             total += 1
     return total

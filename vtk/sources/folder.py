@@ -13,6 +13,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+from vtk import storage
 from vtk.types import VIDEO_EXTS, SourceItem, source_id
 
 __all__ = ["VIDEO_EXTS", "file_item", "folder_items", "not_regular"]
@@ -37,6 +38,9 @@ def not_regular(path: str) -> str | None:
 
 def folder_items(root: str) -> Iterator[SourceItem]:
     """Yield one item per video file under ``root`` (hidden files and folders skipped)."""
+    if not storage.store(root).local:
+        yield from _listed_items(root)
+        return
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -45,8 +49,25 @@ def folder_items(root: str) -> Iterator[SourceItem]:
             yield file_item(os.path.join(dirpath, name), root)
 
 
+def _listed_items(root: str) -> Iterator[SourceItem]:
+    """The videos of a folder URL from one listing, in the order of a local folder: the
+    worker fetches each (and the ``.txt`` caption beside it, named in ``meta["sidecar"]``)."""
+    names = storage.walk(root)
+    present = set(names)
+    for rel in names:
+        stem, ext = os.path.splitext(rel)
+        if ext.lower() not in VIDEO_EXTS:
+            continue
+        item = SourceItem(id=source_id(rel), path=storage.join(root, rel))
+        if stem + ".txt" in present:
+            item.meta["sidecar"] = storage.join(root, stem + ".txt")
+        yield item
+
+
 def file_item(path: str, root: str) -> SourceItem:
     """One video file; its id is its path relative to ``root``, extension kept."""
+    if not storage.store(path).local:  # a URL: fetched, and checked, by its worker
+        return SourceItem(id=source_id(storage.basename(path)), path=path)
     rel = os.path.relpath(path, root).replace(os.sep, "/")
     item = SourceItem(id=source_id(rel), path=path)
     problem = not_regular(path)

@@ -16,14 +16,19 @@ Each row is read for itself (JSONL rows can differ in their keys): a later row's
 video column (else the file is not a manifest: one VtkError); a later row without one is a
 failed row.
 
-Relative paths are tried under ``--video-root``, then next to the manifest, then in the
-working directory. URLs and YouTube IDs are looked up as ``<video-root>/<id>.*`` (the layout
-yt-dlp and video2dataset leave). A row that cannot be used (bad timestamps, missing video,
+Relative paths are tried under ``--video-root``, then next to the manifest (a manifest at a
+URL: under its folder URL, read by the worker), then in the working directory. With
+``--video-root``, URLs and YouTube IDs are looked up there as ``<video-root>/<id>.*`` (the
+layout yt-dlp and video2dataset leave); without it, a video at an ``s3://``, ``gs://`` or
+``http(s)://`` URL is fetched by the worker that decodes it (``vtk.sources.fetch``), and a
+YouTube URL or ID is a failed row (vtk does not download from YouTube: docs/shards.md pairs
+it with yt-dlp). A row that cannot be used (bad timestamps, missing video,
 non-UTF-8 text, a JSONL line that is not a JSON object) becomes an item carrying
 ``meta["error"]``, named by its row (CSV, TSV, Parquet; the header is row 1) or line (JSONL).
 
 Ids (:func:`vtk.types.source_id`) come from the row alone: the video field as written
-(``sub/a.mp4``; for a URL or YouTube ID the ID looked up under ``--video-root``), then
+(``sub/a.mp4``, ``s3://bucket/raw/a.mp4``; for a URL or YouTube ID looked up under
+``--video-root``, the ID it is looked up by), then
 ``--r<start ms>-<end ms>`` for a timed row or each video2dataset ``clips`` range. Two rows with
 the same video and range are one input: the second is skipped and counted
 (:class:`vtk.sources.Sources`).
@@ -32,6 +37,7 @@ the same video and range are one input: the second is skipped and counted
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -39,6 +45,7 @@ import re
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlparse
 
+from vtk import storage
 from vtk.errors import VtkError, require
 from vtk.sources.folder import VIDEO_EXTS, not_regular
 from vtk.types import SourceItem, source_id
@@ -49,12 +56,13 @@ START_COLS = ("start", "start_timestamp", "time_start", "start_time")
 END_COLS = ("end", "end_timestamp", "time_end", "end_time")
 CAPTION_COLS = ("caption", "text", "txt")
 _YT_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+REMOTE = ("http", "https", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "ftp")
 
 
 def manifest_items(path: str, video_root: str | None = None) -> Iterator[SourceItem]:
     """Yield one item per usable row (several for a video2dataset ``clips`` list)."""
-    resolver = _Resolver(os.path.dirname(os.path.abspath(path)), video_root)
-    name = os.path.basename(path)
+    resolver = _Resolver(storage.parent(storage.absolute(path)), video_root)
+    name = storage.basename(path)
     unit = "line" if path.lower().endswith(".jsonl") else "row"
     before_first: list[SourceItem] = []  # failed rows held until the file proves a manifest
     checked = False
@@ -222,12 +230,17 @@ class _Resolver:
         url = urlparse(video)
         if url.scheme == "file":
             video = url.path
-        elif url.scheme in ("http", "https", "s3", "gs", "ftp"):
-            vid = _youtube_id(url) or os.path.splitext(os.path.basename(url.path))[0] or video
-            return self._by_id(vid, video)
+        elif url.scheme in REMOTE:
+            youtube = _youtube_id(url)
+            if self.video_root or youtube:  # downloaded beforehand, as <id>.<ext>
+                vid = youtube or os.path.splitext(os.path.basename(url.path))[0] or video
+                return self._by_id(vid, video)
+            return video, video, None  # fetched, and checked, by the worker
         for base in (self.video_root, self.manifest_dir, ""):  # root, manifest's folder, cwd
             if base is None:
                 continue
+            if not storage.store(base).local:  # a manifest at a URL: its folder's object
+                return storage.join(base, video), video, None
             candidate = os.path.join(base, video) if base else video
             if os.path.exists(candidate) and not os.path.isdir(candidate):
                 problem = not_regular(candidate)  # a FIFO is never opened: it would block
@@ -240,7 +253,8 @@ class _Resolver:
     def _by_id(self, vid: str, original: str):
         if not self.video_root:
             return None, vid, f"{original} is not a local file: pass --video-root, the folder " \
-                              f"that holds the downloaded videos as <id>.<ext>"
+                              f"that holds the downloaded videos as <id>.<ext> (yt-dlp for " \
+                              f"YouTube: docs/shards.md)"
         path = self._stem_map().get(vid)
         if path is None:
             return None, vid, f"no {vid}.* under --video-root {self.video_root}"
@@ -286,7 +300,8 @@ def _read_rows(path: str):
 def _csv_rows(path: str, delimiter: str):
     # utf-8-sig: Excel writes a BOM. surrogateescape keeps undecodable bytes visible per row:
     # one bad row is one failure.
-    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+    with io.TextIOWrapper(storage.open(path, "rb"), newline="", encoding="utf-8-sig",
+                          errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         for n, row in enumerate(reader, start=2):  # row 1 is the header
             row = {k: v for k, v in row.items() if k}
@@ -301,7 +316,7 @@ def _has_surrogates(text: str) -> bool:
 
 
 def _jsonl_rows(path: str):
-    with open(path, "rb") as f:
+    with storage.open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -325,7 +340,7 @@ def _jsonl_rows(path: str):
 def _parquet_rows(path: str):
     pq = require("pyarrow.parquet", extra="parquet", package="pyarrow")
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path if storage.store(path).local else storage.open(path, "rb"))
     except Exception as e:
         raise VtkError(f"{path}: not a readable Parquet file ({e})") from None
     n = 0

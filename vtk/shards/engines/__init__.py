@@ -11,10 +11,12 @@ One protocol, two engines, chosen by ``--engine`` and registered like every othe
 
 An engine is built with its options (``make_engine(name, **options)``) and has:
 
-``run(items, writer, cfg, codec, caption_spec, workers=None, on_result=None) -> Totals``
+``run(items, writer, cfg, codec, caption_spec, workers=None, on_result=None, fetch=None)
+-> Totals``
     every item not yet done in ``writer`` (a ``ShardWriter``, resumed or new) processed and in
     the set when it returns; ``on_result(result, totals)`` is called as work completes
-    (``result`` may be None where the engine sees only totals);
+    (``result`` may be None where the engine sees only totals); ``fetch``: how the workers
+    download sources at URLs (``vtk.sources.fetch.FetchConfig``);
 ``describe() -> dict``
     what index.json records as ``engine``: its name and the size of what ran the work.
 

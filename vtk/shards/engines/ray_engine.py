@@ -72,6 +72,7 @@ class Plan:
     codec: str
     spec: object  # CaptionSpec | None
     cwd: str  # the driver's: relative source paths resolve as they do locally
+    fetch: object = None  # FetchConfig: how sources at URLs are downloaded
 
 
 class _ActorCaptioning:
@@ -106,7 +107,7 @@ def _setup(plan: Plan, captioner) -> None:
     if torch is not None:
         torch.set_num_threads(1)  # one CPU per task: intra-op threads would only contend
     captioning = None if captioner is None else _ActorCaptioning(captioner, plan.spec)
-    init_worker(plan.cfg, plan.codec, plan.spec, captioning=captioning)
+    init_worker(plan.cfg, plan.codec, plan.spec, captioning=captioning, fetch=plan.fetch)
     _READY["key"] = key
 
 
@@ -264,16 +265,16 @@ class RayEngine:
     # --- the run -------------------------------------------------------------------------
 
     def run(self, items, writer, cfg, codec, caption_spec, workers=None,
-            on_result: Callable | None = None) -> Totals:
+            on_result: Callable | None = None, fetch=None) -> Totals:
         joined = self._connect(workers)
         try:
-            return self._run(items, writer, cfg, codec, caption_spec, on_result)
+            return self._run(items, writer, cfg, codec, caption_spec, on_result, fetch)
         finally:
             if joined is not None:
                 ray.shutdown()
                 joined.close()
 
-    def _run(self, items, writer, cfg, codec, spec, on_result) -> Totals:
+    def _run(self, items, writer, cfg, codec, spec, on_result, fetch=None) -> Totals:
         res = ray.cluster_resources()
         cpus, gpus = int(res.get("CPU", 0)), float(res.get("GPU", 0))
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -296,7 +297,7 @@ class RayEngine:
                         "captioners": len(actors), "captioner_gpus":
                         self.captioner_gpus if actors and gpus else None}
         plan = Plan(staging, writer.name, writer.per_shard, writer.settings, cfg, codec, spec,
-                    os.getcwd())
+                    os.getcwd(), fetch)
         # live per-source counts only for a progress bar: the actor is one more process
         tracker = Tracker.remote() if on_result is not None else None
         partial = writer.partial_keys()
@@ -425,6 +426,8 @@ class RayEngine:
                     writer.source_done(source)
                 for f in trailing["failures"]:
                     writer.fail(f["source"], f["input"], f["kind"], f["reason"], f.get("key"))
+                for d in trailing.get("downloads", []):
+                    writer.downloaded(d.pop("source"), d)
             totals.merge(out["totals"])
             storage.remove_tree(out["folder"])
         if tracker is not None:
