@@ -137,6 +137,8 @@ def describe_error(url: str, e: BaseException) -> str | None:
     """One line for a storage failure, or None when ``e`` is not one."""
     name = type(e).__name__
     text = str(e).splitlines()[0] if str(e) else name
+    if name == "FSTimeoutError":  # the call's deadline, with no text of its own
+        text = f"no answer within {CALL_S:g} s"
     where = f" at {endpoint()}" if endpoint() and protocol(url) in ("s3", "s3a") else ""
     if name in ("NoCredentialsError", "PartialCredentialsError"):
         return (f"{url}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
