@@ -82,6 +82,34 @@ def test_encode_rejects_odd_sizes():
         encode_mp4(np.zeros((2, 31, 32, 3), np.uint8), 8)
 
 
+def keyframes(mp4: bytes) -> list[int]:
+    with av.open(io.BytesIO(mp4)) as c:
+        return [i for i, p in enumerate(c.demux(video=0)) if p.is_keyframe]
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_gop_bounds_the_frames_between_keyframes(codec, tmp_path):
+    """--gop N: a keyframe at least every N frames (the encoder's own choice without it:
+    one keyframe in a short clip); the option reaches the encoder and the card."""
+    frames = np.random.default_rng(0).integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
+    assert keyframes(encode_mp4(frames, 8, codec)) == [0]
+    keys = keyframes(encode_mp4(frames, 8, codec, gop=8))
+    assert len(keys) >= 5 and max(np.diff(keys + [40])) <= 8, keys
+    with pytest.raises(ValueError, match="gop"):
+        ClipConfig(gop=0)
+    from vtk.shards import build_shard_set
+
+    index = build_shard_set(["synth:train?n=2&frames=24&size=32"], str(tmp_path / "s"),
+                            gop=6, codec=codec, workers=1)
+    assert index["clips"]["gop"] == 6
+    import tarfile
+
+    tar = next((tmp_path / "s").glob("*.tar"))
+    with tarfile.open(tar) as tf:
+        mp4 = next(tf.extractfile(m).read() for m in tf if m.name.endswith(".mp4"))
+    assert max(np.diff(keyframes(mp4) + [24])) <= 6
+
+
 def test_scene_cuts_are_found_frame_accurately():
     item = scenes_video([(200, 120, 40), (20, 20, 120), (30, 230, 30)], seconds=3.0)
     clips = list(clips_from_item(item, ClipConfig(mode="scenes", fps=8, min_clip=1, max_clip=10)))

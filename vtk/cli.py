@@ -22,7 +22,7 @@ COMMANDS = {
     "ablate": "run the caption-scale or masking-ratio ablation",
     "report": "tables and plots of ablation results",
     "demo": "the whole study on the synthetic world, offline, on a CPU",
-    "bench": "benchmarks: decode, shard, train, captions, caption-quality, gpu, resume",
+    "bench": "benchmarks: decode, shard, train, captions, caption-quality, gpu, resume, motion, pipeline",
     "view": "browse a shard set's clips and captions in the browser (or as static files)",
     "score": "score clips: clip-text similarity, motion, frame hashes (sidecars per shard)",
     "caption": "caption a shard set into a caption layer (sidecars per shard; vlm: models)",

@@ -19,6 +19,9 @@ Three stages, one module each:
 - ``vtk.clips.encode``: :func:`encode_mp4`. The shard workers encode each clip on the thread
   that cut it: the two threads then cost about the same per frame.
 
+- ``vtk.clips.segments``: one long file cut into scenes by several workers, each a
+  keyframe-aligned part of it, reconciled into the cuts one pass makes.
+
 ``vtk.clips.config`` holds what they share (:class:`ClipConfig`, :class:`ClipStats`,
 :class:`InputError`, the limits).
 

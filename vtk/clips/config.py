@@ -42,6 +42,7 @@ class ClipConfig:
     threshold: float = 27.0  # ContentDetector threshold (InternVid)
     min_scene_len: int = 15  # source frames between cuts (video2dataset's setting)
     detect_width: int = 256  # width of the copy the detector sees (PySceneDetect's default)
+    gop: int | None = None  # output frames between keyframes at most; None: the encoder's
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -51,6 +52,9 @@ class ClipConfig:
             raise ValueError(f"fps {self.fps:g}: need 0 < fps <= {MAX_FPS:g}")
         if not 0 <= self.min_clip < math.inf:
             raise ValueError(f"min_clip {self.min_clip:g}: need a length >= 0 s")
+        if self.gop is not None and (isinstance(self.gop, bool) or not isinstance(self.gop, int)
+                                     or self.gop < 1):
+            raise ValueError(f"gop {self.gop!r}: need a whole number of frames >= 1")
         if not 0 < self.clip_len < math.inf:
             raise ValueError(f"clip_len {self.clip_len:g}: need a length > 0 s")
         if not self.max_clip >= 2 * self.min_clip or self.max_clip <= 0:

@@ -35,9 +35,13 @@ def effective_mode(item: SourceItem, cfg: ClipConfig) -> str:
     return cfg.mode
 
 
-def clips_from_item(item: SourceItem, cfg: ClipConfig,
-                    stats: ClipStats | None = None) -> Iterator[Clip]:
+def clips_from_item(item: SourceItem, cfg: ClipConfig, stats: ClipStats | None = None,
+                    segment=None) -> Iterator[Clip]:
     """Yield the clips of one source in order, indices 0, 1, ... (keys are stable).
+
+    ``segment`` (``vtk.clips.segments.Segment``, a file cut into scenes): only the clips of
+    the scenes that start in the part's range, numbered from 0; its frames' scores and its
+    cuts go to ``stats.extra["segment"]`` for the reconcile (``vtk.clips.segments``).
 
     Raises :class:`InputError` when the source cannot be decoded or yields no clip. When it
     breaks part-way (corrupt data, a file shorter than its video stream says), the complete
@@ -51,15 +55,19 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
     if item.frames is not None:
         frames = _array_frames(item, cfg, mode, stats)
     else:
-        frames = _file_frames(item, cfg, mode, stats)
+        frames = _file_frames(item, cfg, mode, stats, segment)
     cutter = _Cutter(cfg, mode)
     detector = _detector(cfg) if mode == "scenes" else None
+    part = _Part(segment, cutter, cfg.min_scene_len) if segment is not None else None
     orient = None  # how to turn the decoded frames upright, read from the first one
-    index, kept_to = 0, 0.0
+    index, kept_to, last = 0, 0.0, 0
     try:
         try:
             for frame in frames:  # DecodedFrame
+                if part is not None and part.finished(frame.index):
+                    break
                 segments = []
+                last = frame.index
                 if detector is not None:
                     small = frame.detect
                     if not isinstance(small, np.ndarray):  # a decoded av.VideoFrame
@@ -68,13 +76,14 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
                         small = _small_bgr(small, cfg.detect_width)
                     cuts = detector.process_frame(_timecode(frame.index, stats.source_fps), small)
                     stats.cuts += len(cuts)
-                    segments += cutter.cuts(cuts)
+                    segments += part.cut(cuts) if part is not None else cutter.cuts(cuts)
                 if frame.times:
                     rgb = frame.output
                     if not isinstance(rgb, np.ndarray):  # a decoded av.VideoFrame
                         orient = _orientation(rgb) if orient is None else orient
                         rgb = _upright(_out_rgb(rgb, cfg.size or DEFAULT_SIZE), orient)
-                    segments += cutter.push(frame.index, frame.t, rgb, frame.times)
+                    push = part.push if part is not None else cutter.push
+                    segments += push(frame.index, frame.t, rgb, frame.times)
                 for seg in segments:
                     clip = _clip(item, cfg, index, seg)
                     yield clip
@@ -87,19 +96,23 @@ def clips_from_item(item: SourceItem, cfg: ClipConfig,
         # Only the source's last clips can reach its end; a clip ends with its last
         # output frame, or with the source (or the range) when that comes first.
         limit = stats.end if item.end is None else min(stats.end, item.end)
-        if detector is not None:
-            last = _timecode(max(stats.frames_decoded - 1, 0), stats.source_fps)
-            cuts = detector.post_process(last)
-            stats.cuts += len(cuts)
-            for seg in cutter.cuts(cuts):
+        if part is None or part.seg.last:  # the end of the source
+            if detector is not None:
+                cuts = detector.post_process(_timecode(last, stats.source_fps))
+                stats.cuts += len(cuts)
+                for seg in part.cut(cuts) if part is not None else cutter.cuts(cuts):
+                    yield _clip(item, cfg, index, seg, limit)
+                    index += 1
+            for seg in cutter.flush() if part is None or part.owned else []:
                 yield _clip(item, cfg, index, seg, limit)
                 index += 1
-        for seg in cutter.flush():
-            yield _clip(item, cfg, index, seg, limit)
-            index += 1
     finally:
         frames.close()  # stops the decode thread when the consumer stops early
         stats.clips = index
+        if part is not None:
+            stats.extra["segment"] = part.report(detector, last, stats.source_fps)
+    if part is not None:
+        return  # a part may own no scene; the reconcile judges the whole
     if index == 0:
         if stats.frames_decoded == 0:
             raise InputError("no-frames", "no video frame could be decoded")
@@ -124,8 +137,78 @@ def _clip(item: SourceItem, cfg: ClipConfig, index: int, seg: list,
                 end=round(end, 4), source=item.describe(), meta=item.meta)
 
 
+class _ScoredDetector(ContentDetector):
+    """``ContentDetector`` that keeps every frame's score (a part's report to the reconcile)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.scores: list[float] = []
+
+    def _calculate_frame_score(self, timecode, frame_img) -> float:
+        score = super()._calculate_frame_score(timecode, frame_img)
+        self.scores.append(score)
+        return score
+
+
 def _detector(cfg: ClipConfig):
-    return ContentDetector(threshold=cfg.threshold, min_scene_len=cfg.min_scene_len)
+    return _ScoredDetector(threshold=cfg.threshold, min_scene_len=cfg.min_scene_len)
+
+
+class _Part:
+    """The cutter of one part of a file (``vtk.clips.segments``): it owns the scenes that
+    start in the part's range and follows the last of them past the range's end, to its cut.
+
+    While the current scene is not its own, output frames are not buffered, only the last
+    ``min_scene_len + 1`` source frames' (the flash filter reports a merged cut exactly
+    ``min_scene_len`` frames late): a scene of its own that begins at such a cut gets its
+    frames from there. So a scene's frames, and its splitting when long, are the single
+    pass's. ``min_scene_len`` frames past the range's end, no cut before it can still come."""
+
+    def __init__(self, seg, cutter: _Cutter, min_scene_len: int):
+        self.seg, self.cutter, self.late = seg, cutter, min_scene_len + 1
+        self.owned = seg.start == 0  # the first part owns the scene that opens the file
+        self.used: list[int] = []  # every cut the part's detector made
+        self.end: int | None = None  # the cut that ended the part's last scene
+        self.recent: list = []  # (src index, t, rgb, times) while the scene is not ours
+
+    def finished(self, index: int) -> bool:
+        return not self.owned and index >= self.seg.stop + self.late
+
+    def cut(self, cuts) -> list:
+        out = []
+        for tc in cuts:
+            frame = tc.frame_num
+            self.used.append(frame)
+            if self.owned:
+                out += self.cutter.cuts([tc])
+            ours = self.seg.start <= frame < self.seg.stop
+            if self.owned and not ours:
+                self.end = frame
+                self.cutter.buf = []
+            elif ours and not self.owned:
+                self.cutter.buf = []
+                for index, t, rgb, times in self.recent:
+                    if index >= frame:
+                        out += self.cutter.push(index, t, rgb, times)
+            self.owned = ours
+        return out
+
+    def push(self, index: int, t: float, rgb, times) -> list:
+        if self.owned:
+            return self.cutter.push(index, t, rgb, times)
+        self.recent = [r for r in self.recent if r[0] > index - self.late] + [(index, t, rgb,
+                                                                                 times)]
+        return []
+
+    def report(self, detector, last: int, fps: float) -> dict:
+        """What the reconcile needs: the scores of the frames from the first one that had its
+        neighbour before it, the cuts, the cut that ended the part's last scene (None when
+        none did) and the last frame it read."""
+        seg = self.seg
+        first = seg.warm + (1 if seg.warm else 0)  # the first decoded frame had no neighbour
+        scores = detector.scores[first - seg.warm:] if detector is not None else []
+        return {"first": first, "scores": scores, "cuts": self.used, "end": self.end,
+                "last": last, "owned": self.owned, "fps": fps}
 
 
 def _timecode(index: int, fps: float):

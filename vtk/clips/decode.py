@@ -152,15 +152,18 @@ def _short(e: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def _file_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats):
-    """Frames of a video file, made by a decode thread: see :func:`_decode_worker`."""
+def _file_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats,
+                 segment=None):
+    """Frames of a video file, made by a decode thread: see :func:`_decode_worker`.
+    ``segment`` (``vtk.clips.segments.Segment``): from its keyframe on, numbered and timed as
+    in a pass over the whole file."""
     container, stream = open_video(item.path)
     rate = stream.average_rate or stream.guessed_rate or item.fps or 25
     stats.source_fps = float(rate)
     q: queue.Queue = queue.Queue(maxsize=8)  # decoded frames in flight (1.4 MB each at 720p)
     stop = threading.Event()
     worker = threading.Thread(target=_decode_worker, daemon=True,
-                              args=(container, stream, item, cfg, mode, stats, q, stop))
+                              args=(container, stream, item, cfg, mode, stats, q, stop, segment))
     worker.start()
     try:
         while True:
@@ -180,12 +183,12 @@ def _file_frames(item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats)
         container.close()
 
 
-def _decode_worker(container, stream, item, cfg, mode, stats, q, stop):
+def _decode_worker(container, stream, item, cfg, mode, stats, q, stop, segment=None):
     """Decode thread: puts :class:`DecodedFrame` values on ``q`` (``detect`` and ``output`` the
     av.VideoFrame itself, where needed), then None; an InputError instead when decoding
     fails."""
     try:
-        for got in _decode(container, stream, item, cfg, mode, stats):
+        for got in _decode(container, stream, item, cfg, mode, stats, segment):
             if stop.is_set():
                 return
             q.put(got)
@@ -200,7 +203,8 @@ def _decode_worker(container, stream, item, cfg, mode, stats, q, stop):
         stats.extra["decode_thread_cpu_s"] = time.thread_time()
 
 
-def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats):
+def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, stats: ClipStats,
+            segment=None):
     fps = stats.source_fps
     frame_dur = 1.0 / fps
     tb = stream.time_base
@@ -210,6 +214,8 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
         # Seek to the keyframe before `start`; frames before it are decoded and dropped.
         container.seek(int((start + t_origin) / tb), stream=stream, backward=True)
     resampler = None
+    if segment is not None:  # a part of the file: its frames as the whole file's pass sees them
+        container.seek(segment.warm_pts, stream=stream, backward=True)
     index, first_bad = -1, 0.0
     for packet in container.demux(stream):
         try:
@@ -224,6 +230,10 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
             continue
         for frame in decoded:
             index += 1
+            if segment is not None:  # numbered by its time (constant frame rate: the plan's)
+                index = (frame.pts - segment.pts0) // segment.tick
+                if index < segment.warm:  # a leading picture of an open GOP
+                    continue
             t = (float(frame.time) - t_origin) if frame.time is not None else index * frame_dur
             if t < start - frame_dur / 2:
                 continue
@@ -232,6 +242,9 @@ def _decode(container, stream, item: SourceItem, cfg: ClipConfig, mode: str, sta
             if resampler is None:
                 resampler = _Resampler(cfg.fps, t if not item.start else start, item.end)
                 first_t = t
+                if segment is not None:  # the whole file's output times, from this frame on
+                    resampler = _Resampler(cfg.fps, segment.t0)
+                    resampler.next_j = math.ceil((t - segment.t0) * cfg.fps - 1e-6)
             stats.frames_decoded += 1
             stats.duration = t + frame_dur - first_t
             stats.end = t + frame_dur

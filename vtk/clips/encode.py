@@ -13,13 +13,17 @@ import numpy as np
 CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
 
 
-def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | None = None) -> bytes:
+def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | None = None,
+               gop: int | None = None) -> bytes:
     """Encode uint8 RGB frames (T x H x W x 3, H and W even) as an MP4 at ``fps``: H.264
-    (libx264) or VP9 (libvpx-vp9), yuv420p, no audio, one frame per input frame. Returns the
-    file's bytes (the moov atom comes last: ``+faststart`` needs a second pass over a real file,
-    and every reader here gets the whole member anyway)."""
+    (libx264) or VP9 (libvpx-vp9), yuv420p, no audio, one frame per input frame (constant
+    frame rate), a keyframe at least every ``gop`` frames (None: the encoder's own choice,
+    250 for x264). Returns the file's bytes (the moov atom comes last: ``+faststart`` needs a
+    second pass over a real file, and every reader here gets the whole member anyway)."""
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
+    if gop is not None and (not isinstance(gop, int) or gop < 1):
+        raise ValueError(f"gop must be a whole number of frames >= 1, got {gop!r}")
     frames = np.asarray(frames)
     t, h, w = frames.shape[:3]
     if t == 0 or h % 2 or w % 2:
@@ -31,6 +35,8 @@ def encode_mp4(frames: np.ndarray, fps: float, codec: str = "h264", crf: int | N
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.thread_count = 1
         stream.codec_context.time_base = 1 / rate
+        if gop is not None:
+            stream.codec_context.gop_size = gop  # x264's keyint, libvpx's kf_max_dist
         if codec == "h264":
             stream.options = {"preset": "veryfast", "crf": str(crf or 23)}
             if x264_asm():

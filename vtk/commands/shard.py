@@ -71,6 +71,10 @@ default = defaults_of(ShardConfig)  # the one source of vtk shard's defaults
 @click.option("--codec", type=click.Choice(list(CODECS)), default=default("codec"),
               show_default=True,
               help="vp9 for DALI's CPU decoder; h264 for NVDEC and everything else.")
+@click.option("--gop", type=click.IntRange(min=1), default=default("gop"), show_default=True,
+              help="Clip frames between keyframes at most (default: the encoder's own, 250 "
+                   "for x264). A sparse frame draw decodes from the keyframe before each frame it "
+                   "wants, so short GOPs make long clips faster to sample (docs/loader.md).")
 @click.option("--samples-per-shard", type=click.IntRange(min=1),
               default=default("samples_per_shard"), show_default=True)
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
@@ -110,7 +114,7 @@ default = defaults_of(ShardConfig)  # the one source of vtk shard's defaults
 def command(sources, out, name, captions, coarse_model, fine_model, summarizer, fine_fps,
             caption_device, caption_cache, no_caption_cache, vlm_model, vlm_fps, vlm_window,
             vlm_mode, vlm_max_tokens, vlm_prompt, vlm_batch, clip_mode, min_clip, max_clip,
-            clip_len, size, fps, codec, samples_per_shard, workers, engine, ray_address,
+            clip_len, size, fps, codec, gop, samples_per_shard, workers, engine, ray_address,
             captioners, captioner_gpus, video_root, download_timeout, download_concurrency,
             resume, retry_failed, quiet):
     """Cut videos into clips, caption them and write WebDataset shards.

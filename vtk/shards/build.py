@@ -42,6 +42,7 @@ class SourceResult:
     caption_misses: int = 0  # clips looked up in the cache and captioned afresh
     captioners: dict = field(default_factory=dict)  # video captioner -> counts (tally_captions)
     download: dict | None = None  # how a source at a URL was fetched (vtk.sources.fetch)
+    segment: dict | None = None  # a part of a file: its report (vtk.clips.segments)
 
 
 def tally_captions(counts: dict, captioned: dict | None) -> None:
@@ -174,9 +175,10 @@ class _CountingCache:
         return getattr(self.cache, name)
 
 
-def process_source(item: SourceItem) -> SourceResult:
+def process_source(item: SourceItem, segment=None) -> SourceResult:
     """Clips, captions and encodes one source (a source at a URL fetched first, to a local
-    copy); never raises for a bad input."""
+    copy); never raises for a bad input. ``segment``: only that part of a local file
+    (``vtk.clips.segments``; the parent reconciles the parts)."""
     t0 = time.perf_counter()
     result = SourceResult(item.id, item.meta.get("input") or item.describe())
     error = item.meta.get("error")
@@ -185,7 +187,7 @@ def process_source(item: SourceItem) -> SourceResult:
         return result
     try:
         with local_copy(item, _STATE.get("fetch")) as (local, result.download):
-            _clip_source(local, result)
+            _clip_source(local, result, segment)
     except FetchError as e:
         result.download = e.record
         result.failures = [{"kind": e.kind, "reason": e.reason}]
@@ -193,13 +195,13 @@ def process_source(item: SourceItem) -> SourceResult:
     return result
 
 
-def _clip_source(item: SourceItem, result: SourceResult) -> None:
+def _clip_source(item: SourceItem, result: SourceResult, segment=None) -> None:
     stats = ClipStats()
     cache = _STATE["cache"]
     hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
     batch: list[Clip] = []
     try:
-        for clip in clips_from_item(item, _STATE["cfg"], stats):
+        for clip in clips_from_item(item, _STATE["cfg"], stats, segment):
             batch.append(clip)
             if len(batch) >= (CAPTION_BATCH if _STATE["captioning"] else 1):
                 _finish(batch, result)
@@ -221,6 +223,7 @@ def _clip_source(item: SourceItem, result: SourceResult) -> None:
         result.samples = []
         result.failures = [{"kind": "error", "reason": f"{type(e).__name__}: {e}"}]
     result.frames_decoded, result.cuts = stats.frames_decoded, stats.cuts
+    result.segment = stats.extra.get("segment")
     if cache is not None:
         result.caption_hits = cache.hits - hits0
         result.caption_misses = cache.misses - misses0
@@ -238,7 +241,7 @@ def _finish(batch: list[Clip], result: SourceResult) -> None:
                                     "key": clip.key})
             continue
         tally_captions(result.captioners, cap)  # a clip a video captioner failed on is kept
-        mp4 = encode_mp4(clip.frames, clip.fps, codec)
+        mp4 = encode_mp4(clip.frames, clip.fps, codec, gop=_STATE["cfg"].gop)
         result.samples.append(make_sample(clip, mp4, codec, cap, mode))
 
 
@@ -289,15 +292,83 @@ def _ordered_map(items: Iterator[SourceItem], cfg, codec, caption_spec, workers:
         return
     pool = _Pool(workers, (cfg, codec, caption_spec), fetch)
     try:
-        inflight: deque = deque()
+        inflight: deque = deque()  # (item, part or None, future), a file's parts in a row
         for item in items:
-            inflight.append((item, pool.submit(item)))
-            if len(inflight) >= 2 * workers:
-                yield pool.result(inflight)
+            for part in file_parts(item, cfg, workers) or [None]:
+                inflight.append((item, part, pool.submit(item, part)))
+            while len(inflight) >= 2 * workers:
+                yield _next_result(pool, inflight, cfg)
         while inflight:
-            yield pool.result(inflight)
+            yield _next_result(pool, inflight, cfg)
     finally:
         pool.shutdown()
+
+
+def file_parts(item: SourceItem, cfg: ClipConfig, workers: int) -> list | None:
+    """The parts one long local file is cut into scenes in (``vtk.clips.segments.plan``), one
+    per worker; None for every other source."""
+    from vtk.clips import effective_mode
+    from vtk.clips.segments import plan
+    from vtk.sources.fetch import is_remote
+
+    if (workers < 2 or item.frames is not None or item.meta.get("error") or not item.path
+            or is_remote(item.path) or effective_mode(item, cfg) != "scenes"
+            or not os.path.isfile(item.path)):
+        return None
+    try:
+        return plan(item.path, workers, overlap=cfg.min_scene_len + 1)
+    except InputError:  # the pass over the whole file reports what is wrong with it
+        return None
+
+
+def _next_result(pool, inflight: deque, cfg: ClipConfig) -> SourceResult:
+    """The oldest source's result; a file cut in parts is reconciled into one (or, where the
+    parts do not agree with one pass, cut again in one pass)."""
+    item, part, _ = inflight[0]
+    if part is None:
+        return pool.result(inflight)
+    segs = [seg for _, seg, _ in list(inflight)[:part.parts]]
+    merged = merge_parts(item, segs, [pool.result(inflight) for _ in segs], cfg)
+    if merged is not None:
+        return merged
+    inflight.appendleft((item, None, pool.submit(item, None)))
+    return pool.result(inflight)
+
+
+def merge_parts(item: SourceItem, segs: list, parts: list[SourceResult],
+                cfg: ClipConfig) -> SourceResult | None:
+    """One file's result from its parts' (``vtk.clips.segments``): the cuts replayed over
+    every frame's score, each part's clips kept where its cuts are those, renumbered in order.
+    None when a part failed or cut elsewhere than the single pass (then cut it in one)."""
+    from vtk.clips.segments import agrees, global_scores, replay_cuts
+
+    if any(p.segment is None or any(f["kind"] != "caption-error" for f in p.failures)
+           for p in parts):
+        return None
+    reports = [p.segment for p in parts]
+    scores = global_scores(segs, reports)
+    if scores is None:
+        return None
+    cuts = replay_cuts(scores, cfg.threshold, cfg.min_scene_len, reports[0]["fps"])
+    if not all(agrees(seg, rep, cuts) for seg, rep in zip(segs, reports)):
+        return None
+    merged = SourceResult(item.id, parts[0].input, frames_decoded=segs[0].frames, cuts=len(cuts),
+                          seconds=sum(p.seconds for p in parts))
+    for p in parts:
+        renamed = {}
+        for sample in p.samples:
+            key = f"{item.id}_{len(merged.samples):06d}"
+            renamed[sample["__key__"]] = key
+            sample["__key__"] = key
+            sample["json"]["clip"] = len(merged.samples)
+            merged.samples.append(sample)
+        merged.failures += [{**f, "key": renamed.get(f.get("key"), f.get("key"))}
+                            for f in p.failures]
+        merged.caption_hits += p.caption_hits
+        merged.caption_misses += p.caption_misses
+        merge_tallies(merged.captioners, p.captioners)
+    return merged
+
 
 
 class _Pool:
@@ -319,31 +390,32 @@ class _Pool:
                                    initializer=init_worker,
                                    initargs=(*self.initargs, os.getpid(), None, self.fetch))
 
-    def submit(self, item: SourceItem) -> Future:
+    def submit(self, item: SourceItem, part=None) -> Future:
         try:
-            return self.executor.submit(process_source, item)
+            return self.executor.submit(process_source, item, part)
         except BrokenProcessPool as e:  # broken before we saw it: fail like its futures do
             future: Future = Future()
             future.set_exception(e)
             return future
 
     def result(self, inflight: deque) -> SourceResult:
-        """The result of the oldest source in flight (popped from ``inflight``)."""
-        item, future = inflight.popleft()
+        """The result of the oldest source (or part of a file) in flight, popped from
+        ``inflight`` ((item, part, future) entries)."""
+        item, part, future = inflight.popleft()
         try:
             return future.result()
         except BrokenProcessPool:
             pass
         self._restart()
         try:
-            result = self.submit(item).result()  # alone in a fresh pool
+            result = self.submit(item, part).result()  # alone in a fresh pool
         except BrokenProcessPool:
             self._restart()
             result = SourceResult(item.id, item.meta.get("input") or item.describe(),
                                   failures=[{"kind": "crash",
                                              "reason": "the worker process died on this input"}])
-        for k, (other, _) in enumerate(inflight):  # lost with the old pool: submit again
-            inflight[k] = (other, self.submit(other))
+        for k, (other, other_part, _) in enumerate(inflight):  # lost with the old pool
+            inflight[k] = (other, other_part, self.submit(other, other_part))
         return result
 
     def _restart(self) -> None:

@@ -47,9 +47,9 @@ def build_shard_set(sources, out, *, command: str | None = None,
         raise VtkError(f"--size {o.size}: need at least 16 px")
     try:
         cfg = ClipConfig(mode=o.clip_mode, size=o.size, fps=o.fps, min_clip=o.min_clip,
-                         max_clip=o.max_clip, clip_len=o.clip_len)
+                         max_clip=o.max_clip, clip_len=o.clip_len, gop=o.gop)
     except ValueError as e:  # ClipConfig names its fields: name the options instead
-        raise VtkError(re.sub(r"\b(fps|min_clip|max_clip|clip_len)\b",
+        raise VtkError(re.sub(r"\b(fps|min_clip|max_clip|clip_len|gop)\b",
                               lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
     workers = o.workers or min(os.cpu_count() or 1, 8)
     if o.caption_cache and o.no_caption_cache:

@@ -38,6 +38,7 @@ class ShardConfig:
     size: int | None = ClipConfig.size
     fps: float = ClipConfig.fps
     codec: str = "h264"
+    gop: int | None = ClipConfig.gop
     samples_per_shard: int = 1000
     workers: int | None = None  # None: the CPUs, at most 8
     engine: str = "local"
