@@ -42,6 +42,12 @@ class SetIndex:
     def has_key(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM keys WHERE key = ?", (key,)).fetchone() is not None
 
+    def claim_key(self, key: str) -> bool:
+        """Store ``key``; False if it was stored already (one statement: a look-up and an
+        insert per sample would be two)."""
+        return self.db.execute("INSERT OR IGNORE INTO keys VALUES (?, ?)",
+                               (key, key_source(key))).rowcount == 1
+
     def any_key(self, keys: Iterable[str]) -> str | None:
         """One of ``keys`` that is stored, or None."""
         return next((k for k in keys if self.has_key(k)), None)

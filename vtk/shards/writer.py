@@ -175,16 +175,13 @@ class ShardWriter:
         """Keys already stored of sources not completed (cut off by a kill), by source id."""
         return self.index_db.partial_keys()
 
-    def _has(self, key: str) -> bool:
-        return key in self._known or self.index_db.has_key(key)
-
     # --- writing -------------------------------------------------------------------------
 
     def add(self, sample: dict) -> bool:
         """Store one sample (``__key__``, ``mp4`` bytes, ``txt`` str, ``json`` dict); False if
         its key is already in the set (a resumed source)."""
         key = sample["__key__"]
-        if self._has(key):
+        if key in self._known or not self.index_db.claim_key(key):
             self.skipped_keys += 1
             return False
         try:
@@ -201,7 +198,6 @@ class ShardWriter:
         except OSError as e:
             self._abandon_shard()
             raise _write_error(self.tar_path(self.index), e) from None
-        self.index_db.add_keys([key])
         self._shard_keys.append(key)
         self.written += 1
         if len(self._shard_keys) >= self.per_shard:

@@ -100,22 +100,20 @@ class Sources:
             for n, item in enumerate(i for spec in specs
                                      for i in _open_one(spec, kinds[spec], video_root)):
                 identity, where = json.dumps(_identity(item)), _where(item)
-                if seen.execute("SELECT 1 FROM identities WHERE identity = ?",
-                                (identity,)).fetchone():
+                if not seen.execute("INSERT OR IGNORE INTO identities VALUES (?)",
+                                    (identity,)).rowcount:
                     self.duplicates += 1
                     self.duplicate_example = self.duplicate_example or where
                     continue
-                held = seen.execute("SELECT input FROM ids WHERE id = ?", (item.id,)).fetchone()
-                if held:
-                    other = held[0].decode("utf-8", "surrogateescape")
+                # as bytes: a file name that is not UTF-8 holds lone surrogates, which SQLite's
+                # text cannot
+                if not seen.execute("INSERT OR IGNORE INTO ids VALUES (?, ?)",
+                                    (item.id, where.encode("utf-8", "surrogateescape"))).rowcount:
+                    held = seen.execute("SELECT input FROM ids WHERE id = ?", (item.id,))
+                    other = held.fetchone()[0].decode("utf-8", "surrogateescape")
                     raise VtkError(f"{where} and {other} have the same source id {item.id!r} "
                                    f"(ids are paths relative to the folder given): give their "
                                    f"common parent folder as one SOURCE")
-                # as bytes: a file name that is not UTF-8 holds lone surrogates, which SQLite's
-                # text cannot
-                seen.execute("INSERT INTO ids VALUES (?, ?)",
-                             (item.id, where.encode("utf-8", "surrogateescape")))
-                seen.execute("INSERT INTO identities VALUES (?)", (identity,))
                 if n % 4096 == 0:
                     seen.commit()
                 yield item
