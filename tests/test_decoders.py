@@ -84,6 +84,12 @@ class _Overstated:
     def decode(self, stream):
         return self.container.decode(stream.real)
 
+    def demux(self, stream):
+        return self.container.demux(stream.real)
+
+    def seek(self, offset, stream=None, backward=True):
+        self.container.seek(offset, stream=stream.real, backward=backward)
+
     def __enter__(self):
         return self
 
@@ -154,3 +160,24 @@ def test_pyav_fast_rgb_matches_swscale_and_leaves_tagged_frames_to_it():
         assert np.array_equal(to_rgb(frame), frame.to_ndarray(format="rgb24"))
     odd = av.VideoFrame.from_ndarray(rgb[:47, :63].copy(), format="rgb24").reformat(format="yuv420p")
     assert np.array_equal(to_rgb(odd), odd.to_ndarray(format="rgb24"))
+
+
+@pytest.mark.parametrize("gop", [4, 12])
+def test_pyav_reads_a_long_clip_from_the_keyframe_before_each_wanted_frame(gop, monkeypatch):
+    """A clip with keyframes every ``gop`` frames (vtk shard --gop): a sparse draw is decoded
+    from the keyframe before each run of wanted frames, skipping the frames between, and
+    gives the frames a decode of every frame gives."""
+    from vtk.clips.encode import encode_mp4
+    from vtk.data.decoders import pyav
+
+    frames = pattern_frames(96, 32, 48, seed=3)
+    data = encode_mp4(frames, 8, gop=gop)
+    want = [5, 6, 30, 31, 57, 90, 95]
+    seen = []
+    runs = pyav._runs
+    monkeypatch.setattr(pyav, "_runs", lambda *a: seen.append(runs(*a)) or seen[-1])
+    got, n = get_decoder("pyav").decode(data, want)
+    every, _ = get_decoder("pyav").decode(data, None)
+    assert n == 96 and torch.equal(got, every[want])
+    starts = [run[0] for _, run in seen[0][0]]
+    assert len(starts) >= 4 and set(starts) <= set(want)  # several seeks, each to a run

@@ -9,6 +9,7 @@ goes through swscale, which honours the frame's colour matrix and range.
 
 from __future__ import annotations
 
+import bisect
 import io
 
 import numpy as np
@@ -51,16 +52,53 @@ class PyAVDecoder:
 
     @staticmethod
     def _forward(container, stream, idx: np.ndarray) -> list[np.ndarray]:
-        """Decode from the start up to max(idx), converting each wanted frame once."""
+        """Decode up to max(idx), converting each wanted frame once. A clip much longer than
+        the draw is read from the keyframe before each run of wanted frames (``_runs``): the
+        frames between a run's last frame and the next run's keyframe are never decoded, which
+        a short GOP (``vtk shard --gop``) makes most of the clip."""
+        need = sorted(set(idx.tolist()))
+        runs = _runs(container, stream, need) if stream.frames >= SPARSE * len(need) else None
+        if runs is None:
+            runs, rank = [(None, need)], None
+        else:
+            runs, rank = runs
         wanted: dict[int, np.ndarray] = {}
-        need = set(idx.tolist())
-        last = int(idx.max())
-        for i, frame in enumerate(container.decode(stream)):
-            if i in need:
-                wanted[i] = to_rgb(frame)
-            if i >= last:
-                break
+        for start, run in runs:
+            if start is not None:
+                container.seek(start, stream=stream, backward=True)
+            targets, last = set(run), run[-1]
+            for i, frame in enumerate(container.decode(stream)):
+                i = i if rank is None else rank.get(frame.pts, -1)
+                if i in targets:
+                    wanted[i] = to_rgb(frame)
+                if i >= last:
+                    break
         return [wanted[i] for i in idx.tolist() if i in wanted]
+
+
+SPARSE = 4  # a clip of at least this many frames per wanted frame is read keyframe-wise
+
+
+def _runs(container, stream, need: list[int]):
+    """([(keyframe pts to seek to, the wanted frames decoded from it)], {pts: frame index}),
+    from the packets' headers (a demux pass, no decoding); None for a clip with one keyframe,
+    whose runs would all start at its first frame. A wanted frame joins the run before when
+    its keyframe comes no later than that run's last frame: decoding on costs no more."""
+    packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.pts is not None]
+    order = sorted(p for p, _ in packets)
+    rank = {p: i for i, p in enumerate(order)}
+    keys = sorted(rank[p] for p, key in packets if key)
+    if len(keys) < 2 or keys[0] != 0:
+        container.seek(order[0] if order else 0, stream=stream, backward=True)
+        return None
+    runs: list[tuple[int, list[int]]] = []
+    for i in need:
+        k = keys[bisect.bisect_right(keys, i) - 1]
+        if runs and k <= runs[-1][1][-1]:
+            runs[-1][1].append(i)
+        else:
+            runs.append((k, [i]))
+    return [(order[k], run) for k, run in runs], rank
 
 
 def _stack(frames: list[np.ndarray]) -> torch.Tensor:
