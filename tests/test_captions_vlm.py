@@ -389,7 +389,8 @@ def test_caption_layer_is_read_by_train_view_and_inspect(qwen_set, models, tmp_p
     from click.testing import CliRunner
 
     shown = CliRunner().invoke(cli, ["inspect", str(out), "--no-decode", "--json"])
-    [layer] = json.loads(shown.output[:shown.output.rindex("}") + 1])["caption_layers"]
+    # the progress lines go to stderr; the JSON alone to stdout
+    [layer] = json.loads(shown.stdout)["caption_layers"]
     assert layer["name"] == "smol" and layer["models"] == [f"vlm:{models['smolvlm']}"]
     assert layer["prompt_sha"] == [V.VLMSettings().prompt_sha]
     assert layer["captioned"]["text"] == len(rows) and layer["failures"] == 0

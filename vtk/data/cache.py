@@ -243,15 +243,19 @@ def _init_decoder(parent: int) -> None:
 
 
 def _run_jobs(jobs, workers: int, progress: bool) -> list[dict]:
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("decoding clips into the frame cache", total=len(jobs))
+    from vtk.progress import bar as progress_bar
+
+    line = "decoding shards into the frame cache"
+    with progress_bar(TextColumn(line), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      line=line, stderr=True, disable=not progress) as bar:
+        task = bar.add_task(line, total=len(jobs))
         if workers <= 1 or len(jobs) == 1:
             out = []
             for job in jobs:
                 out.append(_cache_shard(job))
-                bar.advance(task)
+                bar.update(task, completed=len(out))
             return out
         # fork: the workers inherit the imported modules. One torch thread each: OpenMP's pool
         # does not survive a fork, and a forked child that uses it hangs.
@@ -260,7 +264,7 @@ def _run_jobs(jobs, workers: int, progress: bool) -> list[dict]:
             out = []
             for r in pool.imap(_cache_shard, jobs):
                 out.append(r)
-                bar.advance(task)
+                bar.update(task, completed=len(out))
             return out
 
 

@@ -47,20 +47,21 @@ UNITS = {"top1 top5 avg r1 r5 r10": "fraction of queries (0-1)",
 def embed_videos(model, loader, device, total: int | None = None, label: str = "") -> dict:
     """Run the video tower over an eval loader. Returns ``emb`` V x D (float32 numpy) and per
     video ``keys``, ``labels``, ``texts`` in loader order."""
-    from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from vtk.progress import bar
 
     embs, keys, labels, texts = [], [], [], []
-    console = Console(stderr=True)
-    with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
-        task = bar.add_task(f"embedding {label}", total=total)
+    with bar(TextColumn(f"embedding {label}"), BarColumn(), MofNCompleteColumn(),
+             TimeRemainingColumn(), line=f"embedding {label} videos", stderr=True) as pbar:
+        task = pbar.add_task(f"embedding {label}", total=total)
         for batch in loader:
             video = batch["video"].to(device, non_blocking=True)
             embs.append(model.encode_video(video).float().cpu())
             keys += batch["key"]
             labels += batch["label"]
             texts += batch["texts"]
-            bar.advance(task, len(batch["key"]))
+            pbar.update(task, completed=len(keys))
     if not keys:
         raise VtkError("the benchmark shards yielded no video")
     return {"emb": torch.cat(embs).numpy(), "keys": keys, "labels": labels, "texts": texts}
