@@ -10,22 +10,37 @@ from pathlib import Path
 _TEMP = re.compile(r"\..+\.tmp-(\d+)")  # write_text_atomic's temporary names
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary name in the same folder, then rename over ``path``: a reader never
-    sees half a file, and a hard link to the old file (a reused run) keeps the old content."""
+def replace_atomic(path: str | os.PathLike, write) -> None:
+    """``write(tmp)`` to a temporary name in the same folder, then a rename over ``path``: a
+    reader never sees half a file, and a hard link to the old file (a reused run) keeps the old
+    content. The temporary name is the one ``remove_stale_temps`` sweeps after a kill."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:  # a full disk, a kill by exception: no half-written temp left
         tmp.unlink(missing_ok=True)
         raise
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    replace_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    replace_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def json_text(data, indent: int | None = 1) -> str:
+    """How vtk writes JSON: UTF-8 as it is, anything else as its str, a final newline."""
+    return json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n"
+
+
 def write_json(path: str | os.PathLike, data, indent: int | None = 1) -> None:
-    """``data`` as JSON, atomically (see ``write_text_atomic``)."""
-    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n")
+    """``data`` as JSON, atomically (see ``replace_atomic``); ``vtk.storage.write_json`` for a
+    path that may be a URL."""
+    write_text_atomic(path, json_text(data, indent))
 
 
 def read_json(path: str | os.PathLike, default=None):

@@ -50,7 +50,7 @@ import time
 import uuid
 
 from vtk.errors import VtkError, install_hint
-from vtk.fileio import pid_alive, remove_stale_temps
+from vtk.fileio import json_text, pid_alive, remove_stale_temps, replace_atomic, write_bytes_atomic
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
@@ -257,27 +257,11 @@ class LocalStore:
                 f.seek(start, os.SEEK_END if start < 0 else os.SEEK_SET)
             return f.read() if end is None else f.read(end - (start or 0))
 
-    def _replace_with(self, final: str, write) -> None:
-        """``write(tmp)`` then a rename over ``final``; the temporary name is the one
-        ``vtk.fileio.remove_stale_temps`` sweeps after a kill."""
-        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp-{os.getpid()}")
-        try:
-            write(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
-
     def write_bytes(self, path: str, data: bytes) -> None:
-        def write(tmp):
-            with builtins.open(tmp, "wb") as f:
-                f.write(data)
-
-        self._replace_with(path, write)
+        write_bytes_atomic(path, data)
 
     def put_file(self, local: str, final: str) -> None:
-        self._replace_with(final, lambda tmp: shutil.copyfile(local, tmp))
+        replace_atomic(final, lambda tmp: shutil.copyfile(local, tmp))
 
     def publish(self, staged: str, final: str) -> None:
         """A file written in ``staging(folder)`` under its final name (a rename)."""
@@ -636,11 +620,6 @@ def write_bytes(path: str, data: bytes) -> None:
     """``data`` as the whole of ``path``: before this returns nothing is under ``path`` (or the
     old content is, for a file being replaced)."""
     store(path).write_bytes(path, data)
-
-
-def json_text(data, indent: int | None = 1) -> str:
-    """How vtk writes JSON: UTF-8 as it is, anything else as its str, a final newline."""
-    return json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n"
 
 
 def write_json(path: str, data, indent: int | None = 1) -> None:
