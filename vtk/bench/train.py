@@ -52,6 +52,7 @@ def run(ratios, model_size=None, size=None, frames=8, batch_size=None, steps=Non
     from vtk.model import build_model
     from vtk.train import meters
     from vtk.train.runtime import autocast as make_autocast
+    from vtk.train.trainer import make_optimizer
 
     dev = pick_device(device)
     gpu = dev.type == "cuda"
@@ -63,7 +64,7 @@ def run(ratios, model_size=None, size=None, frames=8, batch_size=None, steps=Non
     torch.manual_seed(seed)
     model = build_model(dict(model=model_size, text="tiny", freeze_text=True, frames=frames,
                              size=size)).to(dev).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = make_optimizer(model, 1e-4, 0.05, (0.9, 0.98), fused=dev.type == "cpu")  # training's
     autocast, _ = make_autocast(dev, "bf16" if gpu and torch.cuda.is_bf16_supported() else "off")
     g = torch.Generator().manual_seed(seed)
     video = torch.randn(batch_size, frames, 3, size, size, generator=g).to(dev)

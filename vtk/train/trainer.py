@@ -46,6 +46,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas,
+                   fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``; ``fused``: torch's fused kernel, one pass over every
+    parameter (on the CPU a step of the tiny model took 0.33 ms fused, 1.7 ms as one set of
+    ops a tensor: a cost that does not shrink with the masked tokens)."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
+                             fused=fused or None)
+
+
 def mask_generator(cfg: TrainConfig, rank: int, step: int, micro: int, device) -> torch.Generator:
     """Token masking randomness as a pure function of (seed, rank, step, micro-batch): nothing
     to save for an exact resume, and a different mask on every rank and step."""
@@ -109,8 +118,9 @@ class Trainer:
             setattr(cfg, f.name, getattr(self.model.cfg, f.name))
         self.model.to(d.device).train()
         self.net = parallel.wrap(self.model, d, cfg.fsdp)  # before the optimiser sees the params
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr,
-                                     betas=cfg.betas)
+        # fused on the CPU (FSDP's sharded parameters keep the default)
+        self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas,
+                                  fused=d.device.type == "cpu" and not cfg.fsdp)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
         self.autocast, self.scaler = runtime.autocast(d.device, cfg.amp)
         multi = cfg.data_weights is not None
